@@ -1,0 +1,542 @@
+//! [`Allocator<P>`]: the one hot path, written once against a [`Policy`].
+//!
+//! Every decision reads `P::config()`. For a compiled mode that is a constant, so each
+//! `if cfg.feature` below is resolved at compile time and a disabled feature leaves no
+//! instruction; for [`Runtime`](crate::mode::Runtime) each is a load and a branch.
+//!
+//! Routing (SPEC §4): a request below the mmap threshold (and aligned to at most a page) goes to
+//! the small-object path — the pool where the mode has one and it serves the size, else the
+//! system allocator with a 16-byte header; anything else is a large block: BigCache where the
+//! mode has it, else a fresh mapping. Frees route by the block's header.
+
+use core::alloc::{GlobalAlloc, Layout};
+use core::marker::PhantomData;
+use core::ptr::{self, NonNull};
+
+use crate::batch::Batch;
+use crate::bigcache::BigCache;
+use crate::evolution::Learner;
+use crate::header::{self, Block, Method, HEADER_SIZE};
+use crate::os::{self, Advice};
+use crate::policy::{Config, Evolution, FreePolicy, Policy, StatsLevel, Thp};
+use crate::reentry::Guard;
+use crate::site::Site;
+use crate::stats::{Counters, Event, Lifecycle, Stats};
+use crate::system;
+
+/// The largest alignment the system path serves; larger ones always take the mmap path.
+const MAX_SYSTEM_ALIGN: usize = 4096;
+
+// A plain `malloc` block must already be aligned for the header and the user pointer after it.
+static_assertions::const_assert!(system::MALLOC_ALIGN >= HEADER_SIZE);
+
+/// Blocks of at least this size get `MADV_HUGEPAGE` under [`Thp::Auto`].
+const THP_AUTO_MIN: usize = 2 << 20;
+
+/// Byte written over freed and fresh small blocks when the policy poisons.
+const POISON_FREED: u8 = 0xDF;
+const POISON_FRESH: u8 = 0xA5;
+
+/// A memory allocator whose behaviour is the policy `P`.
+///
+/// Each instance owns its state (caches, ratings, counters), so several policies can live side
+/// by side in one process. Use it as the global allocator, usually through the [`Hakmem`]
+/// alias, which names the mode chosen by cargo feature:
+///
+/// ```no_run
+/// #[global_allocator]
+/// static GLOBAL: hakmem::Hakmem = hakmem::Hakmem::new();
+/// ```
+///
+/// or as a value of its own:
+///
+/// ```
+/// use core::alloc::{GlobalAlloc, Layout};
+/// use hakmem::{mode::Fast, Allocator};
+///
+/// static FAST: Allocator<Fast> = Allocator::new();
+/// let layout = Layout::new::<[u64; 4]>();
+/// unsafe {
+///     let p = FAST.alloc(layout);
+///     assert!(!p.is_null());
+///     FAST.dealloc(p, layout);
+/// }
+/// ```
+///
+/// [`Hakmem`]: crate::Hakmem
+pub struct Allocator<P: Policy> {
+    counters: Counters,
+    learner: Learner,
+    cache: BigCache,
+    batch: Batch,
+    pool: crate::pool::Pool,
+    _policy: PhantomData<fn() -> P>,
+}
+
+impl<P: Policy> Allocator<P> {
+    /// A new allocator with empty caches. `const`, so it can initialise a `static`.
+    pub const fn new() -> Self {
+        Allocator {
+            counters: Counters::new(),
+            learner: Learner::new(),
+            cache: BigCache::new(),
+            batch: Batch::new(),
+            pool: crate::pool::Pool::new(),
+            _policy: PhantomData,
+        }
+    }
+
+    /// A snapshot of this allocator's state and counters. Never allocates.
+    pub fn stats(&self) -> Stats {
+        let cfg = P::config();
+        self.counters.snapshot(
+            P::NAME,
+            cfg.mode,
+            cfg.stats,
+            self.lifecycle(cfg),
+            self.threshold(cfg),
+        )
+    }
+
+    /// Allocates like [`GlobalAlloc::alloc`], attributing the block to `site` (BigCache keeps
+    /// large blocks per site; RESEARCH profiles per site). Free it with
+    /// [`GlobalAlloc::dealloc`] or resize it with [`GlobalAlloc::realloc`].
+    ///
+    /// Returns null when memory cannot be had; never panics or aborts for that.
+    ///
+    /// # Safety
+    /// The contract of [`GlobalAlloc::alloc`], except that a zero-sized `layout` is allowed (it
+    /// gets a unique block).
+    #[inline]
+    pub unsafe fn alloc_at(&self, layout: Layout, site: Site) -> *mut u8 {
+        let _guard = Guard::enter();
+        // SAFETY: forwarded from the caller.
+        unsafe { self.allocate(layout, site, false) }
+    }
+
+    /// The mmap threshold in effect.
+    #[inline(always)]
+    fn threshold(&self, cfg: &Config) -> usize {
+        if cfg.evolution.learns() {
+            self.learner.threshold(cfg.threshold)
+        } else {
+            cfg.threshold
+        }
+    }
+
+    fn lifecycle(&self, cfg: &Config) -> Lifecycle {
+        match cfg.evolution {
+            Evolution::Off => Lifecycle::Off,
+            Evolution::Frozen => Lifecycle::Frozen,
+            Evolution::LearnThenFreeze | Evolution::LearnForever => self.learner.lifecycle(),
+        }
+    }
+
+    /// Counts `event` if the policy's statistics level keeps it.
+    #[inline(always)]
+    fn count(&self, cfg: &Config, event: Event, n: u64) {
+        if cfg.stats != StatsLevel::None && cfg.stats >= event.level() {
+            self.counters.add(event, n);
+        }
+    }
+
+    // ---- the hot path ------------------------------------------------------------------------
+
+    /// # Safety
+    /// `layout` is a valid layout; the caller holds the re-entry guard.
+    #[inline(always)]
+    unsafe fn allocate(&self, layout: Layout, site: Site, zeroed: bool) -> *mut u8 {
+        let cfg = P::config();
+        if cfg.evolution.learns() {
+            self.learner.on_alloc(layout.size());
+        }
+        if cfg.pool {
+            if let Some(p) = self.pool.alloc(layout, zeroed) {
+                self.count(cfg, Event::PoolAlloc, 1);
+                return p.as_ptr();
+            }
+        }
+        if layout.size() < self.threshold(cfg) && layout.align() <= MAX_SYSTEM_ALIGN {
+            // SAFETY: forwarded; the alignment is within what the system path serves.
+            unsafe { self.alloc_system(cfg, layout, site, zeroed) }
+        } else {
+            // SAFETY: forwarded.
+            unsafe { self.alloc_large(cfg, layout, site, zeroed) }
+        }
+    }
+
+    /// # Safety
+    /// `ptr` is a live block of this allocator; the caller holds the re-entry guard.
+    #[inline(always)]
+    unsafe fn deallocate(&self, ptr: *mut u8) {
+        let cfg = P::config();
+        debug_assert!(!ptr.is_null());
+        // SAFETY: blocks are never null (caller).
+        let user = unsafe { NonNull::new_unchecked(ptr) };
+        if cfg.pool && self.pool.owns(user) {
+            // SAFETY: the pool owns it.
+            unsafe { self.pool.free(user) };
+            self.count(cfg, Event::PoolFree, 1);
+            return;
+        }
+        // SAFETY: a live header block of ours has a readable header.
+        match unsafe { header::plain_system_base(user) } {
+            // SAFETY: the header says: a plain system block based at `base`.
+            Some(base) => unsafe { self.free_plain_system(cfg, user, base) },
+            // SAFETY: forwarded.
+            None => unsafe { self.free_other(cfg, user) },
+        }
+    }
+
+    /// # Safety
+    /// The contract of [`GlobalAlloc::realloc`]; the caller holds the re-entry guard.
+    #[inline(always)]
+    unsafe fn reallocate(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let cfg = P::config();
+        let Ok(new_layout) = Layout::from_size_align(new_size, layout.align()) else {
+            return ptr::null_mut();
+        };
+        let Some(user) = NonNull::new(ptr) else {
+            // SAFETY: realloc of nothing is an allocation.
+            return unsafe { self.allocate(new_layout, Site::NONE, false) };
+        };
+        if !(cfg.pool && self.pool.owns(user)) {
+            // SAFETY: not a pool block, so a header block of ours (checked: aborts if not).
+            let block = unsafe { header::read(user, "realloc") };
+            // SAFETY: `block` is live and `new_layout` valid.
+            if let Some(p) = unsafe { self.resize_in_place(cfg, &block, new_layout) } {
+                return p.as_ptr();
+            }
+        }
+        // Move: new block, copy what both hold, free the old one.
+        // SAFETY: `new_layout` is valid.
+        let new = unsafe { self.allocate(new_layout, Site::NONE, false) };
+        if !new.is_null() {
+            // SAFETY: both blocks are live, distinct, and hold at least the copied length.
+            unsafe {
+                ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
+                self.deallocate(ptr);
+            }
+        }
+        new
+    }
+
+    // ---- the small-object path (system allocator + header) -----------------------------------
+
+    /// # Safety
+    /// `layout.align() <= MAX_SYSTEM_ALIGN`.
+    #[inline(always)]
+    unsafe fn alloc_system(
+        &self,
+        cfg: &Config,
+        layout: Layout,
+        site: Site,
+        zeroed: bool,
+    ) -> *mut u8 {
+        debug_assert!(layout.align() <= MAX_SYSTEM_ALIGN);
+        let offset = header::offset_for(layout.align(), MAX_SYSTEM_ALIGN);
+        let len = match layout.size().checked_add(offset) {
+            Some(len) if len <= isize::MAX as usize => len,
+            _ => return ptr::null_mut(),
+        };
+        // SAFETY: plain C allocation; the alignment is a power of two ≥ 16 when used.
+        let base = unsafe {
+            if offset == HEADER_SIZE {
+                system::alloc(len, zeroed)
+            } else {
+                system::alloc_aligned(offset, len)
+            }
+        };
+        let Some(base) = NonNull::new(base) else {
+            return ptr::null_mut();
+        };
+        self.count(cfg, Event::SystemAlloc, 1);
+        // SAFETY: `base` holds `len = size + offset` bytes and is aligned to `offset` (malloc
+        // gives 16, posix_memalign gives `offset`), so `base + offset` is 16-aligned.
+        let user = unsafe { header::write(base, len, offset, Method::System, site.id32()) };
+        // `calloc` zeroed the plain blocks; `posix_memalign` zeroes nothing.
+        let fill = if zeroed {
+            (offset != HEADER_SIZE).then_some(0)
+        } else {
+            cfg.poison.then_some(POISON_FRESH)
+        };
+        if let Some(byte) = fill {
+            // SAFETY: `user` holds `layout.size()` writable bytes.
+            unsafe { ptr::write_bytes(user.as_ptr(), byte, layout.size()) };
+        }
+        user.as_ptr()
+    }
+
+    /// # Safety
+    /// `user` is a live plain system block (16-byte offset) based at `base`, released now.
+    #[inline(always)]
+    unsafe fn free_plain_system(&self, cfg: &Config, user: NonNull<u8>, base: NonNull<u8>) {
+        // SAFETY: the block is live until `free`; poisoning covers its usable bytes only.
+        unsafe {
+            if cfg.poison {
+                let block = header::read(user, "free");
+                ptr::write_bytes(user.as_ptr(), POISON_FREED, block.capacity());
+            }
+            header::mark_plain_freed(user);
+            system::free(base.as_ptr());
+        }
+        self.count(cfg, Event::SystemFree, 1);
+    }
+
+    /// Frees any block that is not a plain system block: over-aligned system blocks and large
+    /// blocks, fully validated (a bad header ends the process with a message).
+    ///
+    /// # Safety
+    /// `user` is a live block of this allocator (or a misuse to be reported).
+    #[inline(never)]
+    unsafe fn free_other(&self, cfg: &Config, user: NonNull<u8>) {
+        // SAFETY: forwarded; `read` aborts on anything but a valid header.
+        let block = unsafe { header::read(user, "free") };
+        match block.method {
+            // SAFETY: the header says the system allocator owns it.
+            Method::System => unsafe {
+                if cfg.poison {
+                    ptr::write_bytes(user.as_ptr(), POISON_FREED, block.capacity());
+                }
+                header::mark_freed(&block);
+                system::free(block.base.as_ptr());
+                self.count(cfg, Event::SystemFree, 1);
+            },
+            // SAFETY: the header says it is a mapping of ours.
+            Method::Mmap | Method::Cached => unsafe { self.free_large(cfg, block) },
+        }
+    }
+
+    // ---- the large-block path (mmap, BigCache, free policy, THP) -----------------------------
+
+    #[inline(never)]
+    unsafe fn alloc_large(
+        &self,
+        cfg: &Config,
+        layout: Layout,
+        site: Site,
+        zeroed: bool,
+    ) -> *mut u8 {
+        let site = site.or_size_class(layout.size());
+        if cfg.bigcache {
+            if let Some(p) = self.cache.take(layout, site, zeroed) {
+                self.count(cfg, Event::CacheHit, 1);
+                return p.as_ptr();
+            }
+            self.count(cfg, Event::CacheMiss, 1);
+        }
+        let page = os::page_size();
+        let offset = header::offset_for(layout.align(), page);
+        let Some((base, len)) = map_block(layout.size(), layout.align(), offset, page) else {
+            return ptr::null_mut();
+        };
+        self.count(cfg, Event::MmapAlloc, 1);
+        let advise_thp = match cfg.thp {
+            Thp::Off => false,
+            Thp::Auto => len >= THP_AUTO_MIN,
+            Thp::On => true,
+        };
+        // SAFETY: `[base, base + len)` is the mapping just made. Fresh pages are zero, so
+        // `zeroed` needs no memset.
+        unsafe {
+            if advise_thp && os::advise(base, len, Advice::HugePage) {
+                self.count(cfg, Event::ThpAdvised, 1);
+            }
+            header::write(base, len, offset, Method::Mmap, site.id32()).as_ptr()
+        }
+    }
+
+    /// # Safety
+    /// `block` is a live mmap-backed block, released now.
+    #[inline(always)]
+    unsafe fn free_large(&self, cfg: &Config, block: Block) {
+        self.count(cfg, Event::MmapFree, 1);
+        let block = if cfg.bigcache {
+            match self.cache.put(block) {
+                Ok(()) => return,
+                Err(block) => block,
+            }
+        } else {
+            block
+        };
+        // SAFETY: the block is ours and no longer used by the program.
+        unsafe {
+            header::mark_freed(&block);
+            match cfg.free_policy {
+                FreePolicy::Immediate => os::unmap(block.base, block.len),
+                FreePolicy::Adaptive if cfg.batch_madvise => {
+                    self.batch.release(block.base, block.len)
+                }
+                FreePolicy::Adaptive => os::unmap(block.base, block.len),
+            }
+        }
+    }
+
+    /// Resizes `block` without moving its contents by hand, if its backend allows: `realloc`
+    /// for a system block staying small, the mapping itself (in place or by `mremap`) for a
+    /// large block staying large. `None` means "move it".
+    ///
+    /// # Safety
+    /// `block` is live; `new` is its layout after the resize.
+    unsafe fn resize_in_place(
+        &self,
+        cfg: &Config,
+        block: &Block,
+        new: Layout,
+    ) -> Option<NonNull<u8>> {
+        let small = new.size() < self.threshold(cfg);
+        match block.method {
+            Method::System if small && block.offset == HEADER_SIZE => {
+                let len = new.size().checked_add(HEADER_SIZE)?;
+                if len > isize::MAX as usize {
+                    return None;
+                }
+                // SAFETY: a live malloc block; on failure it stays valid (and we move instead,
+                // which fails the same way and returns null).
+                let base = NonNull::new(unsafe { system::realloc(block.base.as_ptr(), len) })?;
+                // SAFETY: realloc kept the header bytes and 16-alignment.
+                unsafe {
+                    let user = base.add(HEADER_SIZE);
+                    header::set_len(user, len);
+                    Some(user)
+                }
+            }
+            Method::Mmap | Method::Cached if !small => {
+                if new.size() <= block.capacity() {
+                    return Some(block.user);
+                }
+                let page = os::page_size();
+                if new.align() > page {
+                    return None; // mremap keeps page alignment only
+                }
+                let len = round_up(new.size().checked_add(block.offset)?, page)?;
+                // SAFETY: the block's mapping is ours; pages move, the header moves with them.
+                let base = unsafe { os::remap(block.base, block.len, len) }?;
+                self.count(cfg, Event::Mremap, 1);
+                // SAFETY: the header is at the same offset in the moved mapping.
+                unsafe {
+                    let user = base.add(block.offset);
+                    header::set_len(user, len);
+                    Some(user)
+                }
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Maps a block for `size` bytes after an `offset`-byte lead-in such that `base + offset` is
+/// aligned to `align`. Returns the base and the mapping length, or `None` if the size overflows
+/// or the kernel refuses.
+fn map_block(
+    size: usize,
+    align: usize,
+    offset: usize,
+    page: usize,
+) -> Option<(NonNull<u8>, usize)> {
+    let len = round_up(size.checked_add(offset)?, page)?;
+    if align <= page {
+        return Some((os::map(len)?, len));
+    }
+    // Over-aligned: map enough to slide the block to an aligned spot, then trim both ends.
+    debug_assert_eq!(offset, page);
+    let span = len.checked_add(align - page)?;
+    if span > isize::MAX as usize {
+        return None;
+    }
+    let raw = os::map(span)?;
+    let raw_addr = raw.as_ptr() as usize;
+    let user_addr = (raw_addr + offset).next_multiple_of(align);
+    let head = user_addr - offset - raw_addr;
+    let tail = span - head - len;
+    // SAFETY: `[raw, raw + span)` is our fresh mapping; head and tail are whole pages of it
+    // (all addresses involved are page multiples) outside the kept `[base, base + len)`.
+    unsafe {
+        let base = raw.add(head);
+        if head > 0 {
+            os::unmap(raw, head);
+        }
+        if tail > 0 {
+            os::unmap(base.add(len), tail);
+        }
+        Some((base, len))
+    }
+}
+
+/// `n` rounded up to a multiple of the power of two `to`, or `None` on overflow.
+#[inline(always)]
+fn round_up(n: usize, to: usize) -> Option<usize> {
+    debug_assert!(to.is_power_of_two());
+    Some(n.checked_add(to - 1)? & !(to - 1))
+}
+
+impl<P: Policy> Default for Allocator<P> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<P: Policy> core::fmt::Debug for Allocator<P> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Allocator")
+            .field("policy", &P::NAME)
+            .finish_non_exhaustive()
+    }
+}
+
+// SAFETY: every block returned is live, aligned to `layout.align()` and at least `layout.size()`
+// bytes long until it is freed (system blocks by malloc's contract plus the header offset,
+// large blocks by their private mapping); failures return null; nothing here unwinds.
+unsafe impl<P: Policy> GlobalAlloc for Allocator<P> {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let _guard = Guard::enter();
+        // SAFETY: forwarded from the caller.
+        unsafe { self.allocate(layout, Site::NONE, false) }
+    }
+
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let _guard = Guard::enter();
+        // SAFETY: forwarded from the caller.
+        unsafe { self.allocate(layout, Site::NONE, true) }
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
+        let _guard = Guard::enter();
+        // SAFETY: forwarded from the caller: `ptr` is a live block of this allocator.
+        unsafe { self.deallocate(ptr) }
+    }
+
+    #[inline]
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let _guard = Guard::enter();
+        // SAFETY: forwarded from the caller.
+        unsafe { self.reallocate(ptr, layout, new_size) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_up_overflows_to_none() {
+        assert_eq!(round_up(1, 4096), Some(4096));
+        assert_eq!(round_up(4096, 4096), Some(4096));
+        assert_eq!(round_up(usize::MAX - 10, 4096), None);
+    }
+
+    #[test]
+    fn map_block_aligns_the_user_pointer() {
+        let page = os::page_size();
+        for align in [page * 2, 1 << 21] {
+            let (base, len) = map_block(100, align, page, page).unwrap();
+            assert_eq!((base.as_ptr() as usize + page) % align, 0);
+            assert_eq!(len, 2 * page);
+            // SAFETY: the mapping just made.
+            unsafe { os::unmap(base, len) };
+        }
+    }
+}

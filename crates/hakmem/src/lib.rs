@@ -1,0 +1,102 @@
+//! # hakmem
+//!
+//! A research memory allocator whose modes are cargo features. Every allocation is routed by
+//! size: below the mmap threshold to the small-object path (the system allocator behind a
+//! 16-byte header, or hakmem's own pool), at or above it to `mmap`, with freed large blocks kept
+//! per call site (BigCache), the threshold learned with Elo ratings under a LEARN → CANARY →
+//! FROZEN lifecycle, releases batched and huge pages advised.
+//!
+//! The hot path is written once, in [`Allocator<P>`], against a [`Policy`]. Each of the five
+//! modes is a policy type in [`mode`] whose [`Config`] is a constant, so for a compiled mode
+//! every disabled feature costs zero instructions. [`mode::Runtime`] runs the same code with the
+//! mode read from `HAKMEM_MODE`, paying a flag check per decision, so the difference stays
+//! measurable.
+//!
+//! ## Use
+//!
+//! ```toml
+//! [dependencies]
+//! hakmem = { version = "0.1", default-features = false, features = ["fast"] }
+//! ```
+//!
+//! ```no_run
+//! #[global_allocator]
+//! static GLOBAL: hakmem::Hakmem = hakmem::Hakmem::new();
+//!
+//! fn main() {
+//!     let v: Vec<u8> = vec![0; 4 << 20]; // a large block: mmap-backed
+//!     println!("{}", GLOBAL.stats());
+//! }
+//! ```
+//!
+//! ## Features
+//!
+//! `minimal`, `fast`, `balanced` (default), `learning`, `research` and `runtime` each select
+//! the policy behind [`Hakmem`]. All policy types exist in every build; the features only pick
+//! the alias. If several are enabled (cargo unions features across a dependency graph), the
+//! first of `runtime`, `research`, `learning`, `fast`, `minimal`, `balanced` wins, so any
+//! explicitly chosen mode beats the default. With none of them, `Hakmem` is BALANCED.
+//!
+//! ## Rules the allocator keeps
+//!
+//! It never allocates through itself (the crate is `no_std`; `std` is linked for thread-locals
+//! only, and debug builds abort on re-entry), never panics across [`GlobalAlloc`] (failures are
+//! null; misuse detected by a header check ends the process with a one-line message written by
+//! `write(2)`), and keeps its global state in atomics.
+//!
+//! [`GlobalAlloc`]: core::alloc::GlobalAlloc
+
+#![no_std]
+#![deny(unsafe_op_in_unsafe_fn, missing_docs)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+// Thread-locals only (the debug re-entry guard): nothing here allocates.
+extern crate std;
+
+mod allocator;
+mod batch;
+mod bigcache;
+mod diag;
+mod evolution;
+mod header;
+mod os;
+mod policy;
+mod pool;
+mod reentry;
+mod runtime;
+mod site;
+mod stats;
+mod system;
+
+pub use allocator::Allocator;
+pub use policy::{
+    mode, Config, Evolution, FreePolicy, LogLevel, Mode, Policy, StatsLevel, Thp,
+    FROZEN_BEST_THRESHOLD,
+};
+pub use site::{Site, SITE_SLOTS};
+pub use stats::{Lifecycle, Stats};
+
+cfg_if::cfg_if! {
+    if #[cfg(feature = "runtime")] {
+        /// The policy selected by cargo feature: `runtime`.
+        pub type Selected = mode::Runtime;
+    } else if #[cfg(feature = "research")] {
+        /// The policy selected by cargo feature: `research`.
+        pub type Selected = mode::Research;
+    } else if #[cfg(feature = "learning")] {
+        /// The policy selected by cargo feature: `learning`.
+        pub type Selected = mode::Learning;
+    } else if #[cfg(feature = "fast")] {
+        /// The policy selected by cargo feature: `fast`.
+        pub type Selected = mode::Fast;
+    } else if #[cfg(feature = "minimal")] {
+        /// The policy selected by cargo feature: `minimal`.
+        pub type Selected = mode::Minimal;
+    } else {
+        /// The policy selected by cargo feature: `balanced` (the default).
+        pub type Selected = mode::Balanced;
+    }
+}
+
+/// The allocator of the mode chosen by cargo feature (see [`Selected`] and the crate docs).
+pub type Hakmem = Allocator<Selected>;

@@ -1,0 +1,165 @@
+//! Every system call hakmem makes: mappings (`mmap`, `munmap`, `mremap`, `madvise`), the page
+//! size, the environment, stderr and abort. Each wrapper states the invariant it needs; failures
+//! come back as `None`/`false`, never as a panic.
+
+use core::ffi::CStr;
+use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+/// Cached `sysconf(_SC_PAGESIZE)`; 0 until first asked.
+static PAGE_SIZE: AtomicUsize = AtomicUsize::new(0);
+
+/// The system page size (a power of two, at least 4096 on every supported target).
+#[inline]
+pub(crate) fn page_size() -> usize {
+    match PAGE_SIZE.load(Ordering::Relaxed) {
+        0 => page_size_slow(),
+        size => size,
+    }
+}
+
+#[cold]
+fn page_size_slow() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let raw = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    let size = if raw > 0 && (raw as usize).is_power_of_two() {
+        raw as usize
+    } else {
+        4096
+    };
+    PAGE_SIZE.store(size, Ordering::Relaxed);
+    size
+}
+
+/// Maps `len` bytes of fresh, zeroed, private anonymous read-write memory.
+///
+/// `len` must be a non-zero multiple of the page size. Returns `None` when the kernel refuses
+/// (out of memory, address space or `RLIMIT_AS`).
+pub(crate) fn map(len: usize) -> Option<NonNull<u8>> {
+    debug_assert!(
+        len > 0 && len % page_size() == 0,
+        "map({len}): not whole pages"
+    );
+    // SAFETY: an anonymous private mapping at a kernel-chosen address touches no existing
+    // memory; the result is checked against MAP_FAILED before use.
+    let p = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        None
+    } else {
+        NonNull::new(p.cast())
+    }
+}
+
+/// Unmaps `[ptr, ptr + len)`.
+///
+/// # Safety
+/// The range must be whole pages of a mapping made by [`map`] (or [`remap`]) that nothing
+/// refers to any more.
+pub(crate) unsafe fn unmap(ptr: NonNull<u8>, len: usize) {
+    debug_assert!(ptr.as_ptr() as usize % page_size() == 0 && len % page_size() == 0);
+    // SAFETY: the caller guarantees the range is an unused mapping of ours.
+    let rc = unsafe { libc::munmap(ptr.as_ptr().cast(), len) };
+    debug_assert_eq!(rc, 0, "munmap({ptr:p}, {len}) failed");
+}
+
+/// Advice for [`advise`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(dead_code)] // `Free` and `DontNeed` are the free policy's, `HugePage` THP's
+pub(crate) enum Advice {
+    /// `MADV_HUGEPAGE`: back the range with transparent huge pages where the kernel allows.
+    HugePage,
+    /// `MADV_FREE`: the kernel may reclaim the pages lazily; they read as zero if it did.
+    Free,
+    /// `MADV_DONTNEED`: drop the pages now; they read as zero on the next touch.
+    DontNeed,
+}
+
+/// Gives the kernel advice about `[ptr, ptr + len)`. Returns whether the kernel accepted it
+/// (THP advice is refused where THP is disabled, which is fine).
+///
+/// # Safety
+/// The range must be whole pages of a mapping of ours. With `Free` or `DontNeed` the caller must
+/// not need the contents any more.
+pub(crate) unsafe fn advise(ptr: NonNull<u8>, len: usize, advice: Advice) -> bool {
+    debug_assert!(ptr.as_ptr() as usize % page_size() == 0);
+    let advice = match advice {
+        Advice::HugePage => libc::MADV_HUGEPAGE,
+        Advice::Free => libc::MADV_FREE,
+        Advice::DontNeed => libc::MADV_DONTNEED,
+    };
+    // SAFETY: the caller guarantees the range is a mapping of ours whose contents may go.
+    unsafe { libc::madvise(ptr.as_ptr().cast(), len, advice) == 0 }
+}
+
+/// Resizes the mapping `[ptr, ptr + old_len)` to `new_len` bytes, moving it if it must. The
+/// contents up to `min(old_len, new_len)` are kept (pages are moved, not copied); new pages are
+/// zero. Returns the new address, or `None` (and the old mapping intact) on failure.
+///
+/// # Safety
+/// The range must be a whole mapping of ours; if it moves, nothing may use the old address.
+pub(crate) unsafe fn remap(
+    ptr: NonNull<u8>,
+    old_len: usize,
+    new_len: usize,
+) -> Option<NonNull<u8>> {
+    debug_assert!(old_len % page_size() == 0 && new_len % page_size() == 0 && new_len > 0);
+    // SAFETY: the caller guarantees the range is a mapping of ours that may move.
+    let p = unsafe { libc::mremap(ptr.as_ptr().cast(), old_len, new_len, libc::MREMAP_MAYMOVE) };
+    if p == libc::MAP_FAILED {
+        None
+    } else {
+        NonNull::new(p.cast())
+    }
+}
+
+/// The value of an environment variable, read without allocating (`getenv`).
+///
+/// The bytes are borrowed from the process environment, which hakmem never modifies; a program
+/// that calls `setenv` on the same variable concurrently races as it would with any `getenv`.
+pub(crate) fn getenv(name: &CStr) -> Option<&'static [u8]> {
+    // SAFETY: `name` is NUL-terminated; getenv returns null or a NUL-terminated string in the
+    // environment block, which lives as long as the process while it is not modified.
+    unsafe {
+        let value = libc::getenv(name.as_ptr());
+        if value.is_null() {
+            None
+        } else {
+            Some(CStr::from_ptr(value).to_bytes())
+        }
+    }
+}
+
+/// Writes all of `bytes` to stderr (fd 2), ignoring errors: diagnostics must never fail.
+pub(crate) fn write_stderr(mut bytes: &[u8]) {
+    while !bytes.is_empty() {
+        // SAFETY: the pointer and length describe a live byte slice.
+        let n = unsafe { libc::write(2, bytes.as_ptr().cast(), bytes.len()) };
+        if n <= 0 {
+            if n < 0 && last_errno() == libc::EINTR {
+                continue;
+            }
+            return;
+        }
+        bytes = &bytes[n as usize..];
+    }
+}
+
+fn last_errno() -> i32 {
+    // SAFETY: __errno_location returns this thread's errno slot.
+    unsafe { *libc::__errno_location() }
+}
+
+/// Ends the process with SIGABRT. Never unwinds.
+pub(crate) fn abort() -> ! {
+    // SAFETY: abort has no preconditions and does not return.
+    unsafe { libc::abort() }
+}

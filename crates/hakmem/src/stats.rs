@@ -1,0 +1,222 @@
+//! Statistics: the [`Stats`] snapshot and the per-instance counters behind it.
+//!
+//! Which events are counted is the policy's [`StatsLevel`]: `Counters` counts the large-block
+//! path only (rare, expensive events), `Full` every allocation and free. A level that does not
+//! count an event compiles its counter update away.
+
+use core::fmt;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use crate::policy::{Mode, StatsLevel};
+
+/// Where the evolution lifecycle stands (SPEC §4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Lifecycle {
+    /// The mode does not learn: the threshold is fixed.
+    Off,
+    /// Candidates are being rated.
+    Learn,
+    /// A candidate is on trial on a small share of traffic.
+    Canary,
+    /// The threshold is fixed at the chosen candidate.
+    Frozen,
+}
+
+impl Lifecycle {
+    /// Upper-case name, as in the C original's logs.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Lifecycle::Off => "OFF",
+            Lifecycle::Learn => "LEARN",
+            Lifecycle::Canary => "CANARY",
+            Lifecycle::Frozen => "FROZEN",
+        }
+    }
+}
+
+/// A snapshot of an [`Allocator`](crate::Allocator)'s state and counters, taken without
+/// allocating. Counters the policy does not keep read zero.
+///
+/// ```
+/// use hakmem::{Allocator, Lifecycle, mode::Balanced};
+/// static A: Allocator<Balanced> = Allocator::new();
+/// let s = A.stats();
+/// assert_eq!(s.lifecycle, Lifecycle::Frozen);
+/// println!("{s}");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// The policy's name ([`Policy::NAME`](crate::Policy::NAME)).
+    pub policy: &'static str,
+    /// The mode in effect.
+    pub mode: Mode,
+    /// The statistics level, telling which counters below are kept.
+    pub level: StatsLevel,
+    /// Where the evolution lifecycle stands.
+    pub lifecycle: Lifecycle,
+    /// The mmap threshold in effect, in bytes.
+    pub threshold: usize,
+    /// Blocks allocated from the system allocator (level `Full`).
+    pub system_allocs: u64,
+    /// Blocks returned to the system allocator (level `Full`).
+    pub system_frees: u64,
+    /// Blocks allocated from the small-object pool (level `Full`).
+    pub pool_allocs: u64,
+    /// Blocks returned to the small-object pool (level `Full`).
+    pub pool_frees: u64,
+    /// Large blocks mapped fresh with `mmap`.
+    pub mmap_allocs: u64,
+    /// Large blocks freed by the program (whatever then happened to them).
+    pub mmap_frees: u64,
+    /// Large blocks resized with `mremap` instead of copied.
+    pub mremaps: u64,
+    /// Large requests served from BigCache.
+    pub bigcache_hits: u64,
+    /// Large requests BigCache could not serve.
+    pub bigcache_misses: u64,
+    /// Blocks evicted from BigCache.
+    pub bigcache_evictions: u64,
+    /// `madvise` calls made to release memory.
+    pub madvise_calls: u64,
+    /// Bytes covered by those calls.
+    pub madvise_bytes: u64,
+    /// Blocks advised `MADV_HUGEPAGE`.
+    pub thp_advised: u64,
+    /// Lifecycle transitions so far.
+    pub lifecycle_transitions: u64,
+}
+
+/// What the counters count. The discriminant indexes [`Counters`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(dead_code)] // the pool, cache and batch events come with their components
+pub(crate) enum Event {
+    SystemAlloc,
+    SystemFree,
+    PoolAlloc,
+    PoolFree,
+    MmapAlloc,
+    MmapFree,
+    Mremap,
+    CacheHit,
+    CacheMiss,
+    CacheEvict,
+    MadviseCall,
+    MadviseBytes,
+    ThpAdvised,
+    Transition,
+}
+
+const EVENTS: usize = Event::Transition as usize + 1;
+
+impl Event {
+    /// The least [`StatsLevel`] that counts this event.
+    #[inline(always)]
+    pub(crate) const fn level(self) -> StatsLevel {
+        match self {
+            Event::SystemAlloc | Event::SystemFree | Event::PoolAlloc | Event::PoolFree => {
+                StatsLevel::Full
+            }
+            _ => StatsLevel::Counters,
+        }
+    }
+}
+
+/// One relaxed atomic per [`Event`].
+pub(crate) struct Counters([AtomicU64; EVENTS]);
+
+impl Counters {
+    pub(crate) const fn new() -> Self {
+        Counters([const { AtomicU64::new(0) }; EVENTS])
+    }
+
+    #[inline(always)]
+    pub(crate) fn add(&self, event: Event, n: u64) {
+        self.0[event as usize].fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn get(&self, event: Event) -> u64 {
+        self.0[event as usize].load(Ordering::Relaxed)
+    }
+
+    /// A snapshot with these counters and the given state.
+    pub(crate) fn snapshot(
+        &self,
+        policy: &'static str,
+        mode: Mode,
+        level: StatsLevel,
+        lifecycle: Lifecycle,
+        threshold: usize,
+    ) -> Stats {
+        let c = |e| {
+            if level >= Event::level(e) {
+                self.get(e)
+            } else {
+                0
+            }
+        };
+        Stats {
+            policy,
+            mode,
+            level,
+            lifecycle,
+            threshold,
+            system_allocs: c(Event::SystemAlloc),
+            system_frees: c(Event::SystemFree),
+            pool_allocs: c(Event::PoolAlloc),
+            pool_frees: c(Event::PoolFree),
+            mmap_allocs: c(Event::MmapAlloc),
+            mmap_frees: c(Event::MmapFree),
+            mremaps: c(Event::Mremap),
+            bigcache_hits: c(Event::CacheHit),
+            bigcache_misses: c(Event::CacheMiss),
+            bigcache_evictions: c(Event::CacheEvict),
+            madvise_calls: c(Event::MadviseCall),
+            madvise_bytes: c(Event::MadviseBytes),
+            thp_advised: c(Event::ThpAdvised),
+            lifecycle_transitions: c(Event::Transition),
+        }
+    }
+}
+
+impl fmt::Display for Stats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "hakmem {} (mode {}, stats {:?})",
+            self.policy, self.mode, self.level
+        )?;
+        writeln!(
+            f,
+            "  lifecycle {}  threshold {} KiB  transitions {}",
+            self.lifecycle.name(),
+            self.threshold >> 10,
+            self.lifecycle_transitions
+        )?;
+        writeln!(
+            f,
+            "  system  allocs {:>12}  frees {:>12}",
+            self.system_allocs, self.system_frees
+        )?;
+        writeln!(
+            f,
+            "  pool    allocs {:>12}  frees {:>12}",
+            self.pool_allocs, self.pool_frees
+        )?;
+        writeln!(
+            f,
+            "  mmap    allocs {:>12}  frees {:>12}  mremaps {}",
+            self.mmap_allocs, self.mmap_frees, self.mremaps
+        )?;
+        writeln!(
+            f,
+            "  cache   hits   {:>12}  misses {:>11}  evictions {}",
+            self.bigcache_hits, self.bigcache_misses, self.bigcache_evictions
+        )?;
+        write!(
+            f,
+            "  madvise calls  {:>12}  bytes {:>12}  thp advised {}",
+            self.madvise_calls, self.madvise_bytes, self.thp_advised
+        )
+    }
+}
