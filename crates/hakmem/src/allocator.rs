@@ -124,6 +124,12 @@ impl<P: Policy> Allocator<P> {
         }
     }
 
+    /// Whether `layout` takes the small-object path (else it is a large, mmap-backed block).
+    #[inline(always)]
+    fn is_small(&self, cfg: &Config, layout: Layout) -> bool {
+        layout.size() < self.threshold(cfg) && layout.align() <= MAX_SYSTEM_ALIGN
+    }
+
     fn lifecycle(&self, cfg: &Config) -> Lifecycle {
         match cfg.evolution {
             Evolution::Off => Lifecycle::Off,
@@ -156,7 +162,7 @@ impl<P: Policy> Allocator<P> {
                 return p.as_ptr();
             }
         }
-        if layout.size() < self.threshold(cfg) && layout.align() <= MAX_SYSTEM_ALIGN {
+        if self.is_small(cfg, layout) {
             // SAFETY: forwarded; the alignment is within what the system path serves.
             unsafe { self.alloc_system(cfg, layout, site, zeroed) }
         } else {
@@ -384,7 +390,7 @@ impl<P: Policy> Allocator<P> {
         block: &Block,
         new: Layout,
     ) -> Option<NonNull<u8>> {
-        let small = new.size() < self.threshold(cfg);
+        let small = self.is_small(cfg, new);
         match block.method {
             Method::System if small && block.offset == HEADER_SIZE => {
                 let len = new.size().checked_add(HEADER_SIZE)?;
