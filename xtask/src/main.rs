@@ -1,1 +1,205 @@
-fn main() {}
+//! `cargo xtask`: project automation for hakmem, std only.
+//!
+//! - `cargo xtask test [--no-overhead]`: the project's one test command (CI runs it via `.ci/run`).
+//! - `cargo xtask overhead [--check]`: callgrind instruction counts of every compiled mode against
+//!   its runtime twin.
+//! - `cargo xtask help`: usage.
+//!
+//! `cargo xtask` is an alias (`.cargo/config.toml`) for `cargo run --quiet --package xtask --`.
+
+mod cmd;
+mod overhead;
+mod test;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+cargo xtask: project automation for hakmem
+
+USAGE:
+    cargo xtask <COMMAND> [OPTIONS]
+
+COMMANDS:
+    test [--no-overhead]
+        The project's one test command (CI runs it through .ci/run). Every step runs even if
+        an earlier one failed: cargo fmt --check; clippy -D warnings (workspace, all features;
+        hakmem, default features); cargo test -p hakmem for each compiled mode (minimal, fast,
+        balanced, learning, research) with HAKMEM_MODE set to it; for the runtime feature;
+        cargo test --workspace --all-features; and the overhead check. Ends with a summary and
+        the line `xtask test: N passed, M failed`; exit status 0 only if all passed.
+            --no-overhead   skip the overhead check (it needs valgrind)
+
+    overhead [--check]
+        Zero-overhead evidence: builds benches' `pairs` probe (release) and counts, under
+        valgrind --tool=callgrind, the instructions of one alloc+free pair for each compiled
+        mode and its runtime twin at 32 B and 2 MiB. Prints a markdown table and the rules,
+        and writes target/overhead/overhead.md. Needs valgrind.
+            --check         exit with status 1 if a rule fails
+
+    help, -h, --help
+        Print this text.
+
+ENVIRONMENT:
+    CARGO              the cargo to run (default: cargo)
+    CARGO_TARGET_DIR   where the probe is built and overhead/ is written (default: target)
+    HAKMEM_MODE        removed from every child's environment unless a step sets it
+";
+
+/// A parsed command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Cli {
+    Help,
+    Test { overhead: bool },
+    Overhead { check: bool },
+}
+
+/// Why a command line was rejected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum CliError {
+    UnknownCommand(String),
+    UnknownOption {
+        command: &'static str,
+        option: String,
+    },
+}
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CliError::UnknownCommand(c) => write!(f, "unknown command `{c}`"),
+            CliError::UnknownOption { command, option } => {
+                write!(f, "unknown option `{option}` for `{command}`")
+            }
+        }
+    }
+}
+
+fn parse(args: &[String]) -> Result<Cli, CliError> {
+    let Some((command, options)) = args.split_first() else {
+        return Ok(Cli::Help);
+    };
+    let is_help = |a: &String| matches!(a.as_str(), "-h" | "--help");
+    let unknown = |command: &'static str, option: &String| CliError::UnknownOption {
+        command,
+        option: option.clone(),
+    };
+    match command.as_str() {
+        "help" | "-h" | "--help" => Ok(Cli::Help),
+        "test" => {
+            let mut overhead = true;
+            for option in options {
+                match option.as_str() {
+                    "--no-overhead" => overhead = false,
+                    _ if is_help(option) => return Ok(Cli::Help),
+                    _ => return Err(unknown("test", option)),
+                }
+            }
+            Ok(Cli::Test { overhead })
+        }
+        "overhead" => {
+            let mut check = false;
+            for option in options {
+                match option.as_str() {
+                    "--check" => check = true,
+                    _ if is_help(option) => return Ok(Cli::Help),
+                    _ => return Err(unknown("overhead", option)),
+                }
+            }
+            Ok(Cli::Overhead { check })
+        }
+        _ => Err(CliError::UnknownCommand(command.clone())),
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match parse(&args) {
+        Ok(Cli::Help) => {
+            print!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        Ok(Cli::Test { overhead }) => {
+            if test::run(overhead) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Ok(Cli::Overhead { check }) => {
+            let invoked_as = if check {
+                "cargo xtask overhead --check"
+            } else {
+                "cargo xtask overhead"
+            };
+            match overhead::run(invoked_as) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) if check => {
+                    eprintln!("xtask overhead: a rule failed (--check)");
+                    ExitCode::FAILURE
+                }
+                Ok(false) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("xtask: {e}\n");
+            eprint!("{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_strs(args: &[&str]) -> Result<Cli, CliError> {
+        parse(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn commands_and_options() {
+        assert_eq!(parse_strs(&[]), Ok(Cli::Help));
+        assert_eq!(parse_strs(&["help"]), Ok(Cli::Help));
+        assert_eq!(parse_strs(&["--help"]), Ok(Cli::Help));
+        assert_eq!(parse_strs(&["-h"]), Ok(Cli::Help));
+        assert_eq!(parse_strs(&["test"]), Ok(Cli::Test { overhead: true }));
+        assert_eq!(
+            parse_strs(&["test", "--no-overhead"]),
+            Ok(Cli::Test { overhead: false })
+        );
+        assert_eq!(parse_strs(&["test", "--help"]), Ok(Cli::Help));
+        assert_eq!(
+            parse_strs(&["overhead"]),
+            Ok(Cli::Overhead { check: false })
+        );
+        assert_eq!(
+            parse_strs(&["overhead", "--check"]),
+            Ok(Cli::Overhead { check: true })
+        );
+    }
+
+    #[test]
+    fn rejects_unknown_commands_and_options() {
+        assert_eq!(
+            parse_strs(&["bogus"]),
+            Err(CliError::UnknownCommand("bogus".into()))
+        );
+        assert_eq!(
+            parse_strs(&["test", "--check"]),
+            Err(CliError::UnknownOption {
+                command: "test",
+                option: "--check".into()
+            })
+        );
+        let err = parse_strs(&["overhead", "--fast"]).unwrap_err();
+        assert_eq!(err.to_string(), "unknown option `--fast` for `overhead`");
+        assert_eq!(
+            parse_strs(&["bogus"]).unwrap_err().to_string(),
+            "unknown command `bogus`"
+        );
+    }
+}

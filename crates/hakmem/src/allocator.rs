@@ -18,7 +18,7 @@ use crate::bigcache::BigCache;
 use crate::evolution::Learner;
 use crate::header::{self, Block, Method, HEADER_SIZE};
 use crate::os::{self, Advice};
-use crate::policy::{Config, Evolution, FreePolicy, Policy, StatsLevel, Thp};
+use crate::policy::{Config, Evolution, FreePolicy, Policy, Thp};
 use crate::reentry::Guard;
 use crate::site::Site;
 use crate::stats::{Counters, Event, Lifecycle, Stats};
@@ -141,7 +141,8 @@ impl<P: Policy> Allocator<P> {
     /// Counts `event` if the policy's statistics level keeps it.
     #[inline(always)]
     fn count(&self, cfg: &Config, event: Event, n: u64) {
-        if cfg.stats != StatsLevel::None && cfg.stats >= event.level() {
+        // Every event's level is above `None`, so `None` counts nothing.
+        if cfg.stats >= event.level() {
             self.counters.add(event, n);
         }
     }

@@ -1,0 +1,132 @@
+//! Helpers shared by the xtask commands: where the workspace is, which cargo to run, how child
+//! processes are started (from the workspace root, with `HAKMEM_MODE` cleared) and how long
+//! things took.
+
+use std::ffi::{OsStr, OsString};
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// The environment variable that picks the mode of `Allocator<Runtime>`. Removed from every child's
+/// environment unless a step sets it on purpose, so the caller's shell cannot leak into a check.
+pub const MODE_VAR: &str = "HAKMEM_MODE";
+
+/// The workspace root: the parent of this crate's manifest directory, fixed at compile time.
+pub fn workspace_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the xtask crate lives one level below the workspace root")
+}
+
+/// The cargo to run: `$CARGO` (set by `cargo run`, so the same toolchain) or else `cargo`.
+pub fn cargo_program() -> OsString {
+    std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"))
+}
+
+/// The target directory: `$CARGO_TARGET_DIR` (relative to the workspace root, where cargo runs)
+/// or else `<root>/target`.
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => workspace_root().join(dir),
+        _ => workspace_root().join("target"),
+    }
+}
+
+/// `program args…`, to run from the workspace root with `HAKMEM_MODE` removed from its
+/// environment (or set to `mode`).
+pub fn command<S: AsRef<OsStr>>(
+    program: impl AsRef<OsStr>,
+    args: &[S],
+    mode: Option<&str>,
+) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.args(args).current_dir(workspace_root());
+    match mode {
+        Some(mode) => cmd.env(MODE_VAR, mode),
+        None => cmd.env_remove(MODE_VAR),
+    };
+    cmd
+}
+
+/// `cargo args…` (see [`command`]).
+pub fn cargo<S: AsRef<OsStr>>(args: &[S], mode: Option<&str>) -> Command {
+    command(cargo_program(), args, mode)
+}
+
+/// How `cargo args…` is shown to a person: `[HAKMEM_MODE=m ]cargo args…`.
+pub fn show_cargo(args: &[&str], mode: Option<&str>) -> String {
+    let prefix = mode.map(|m| format!("{MODE_VAR}={m} ")).unwrap_or_default();
+    format!("{prefix}cargo {}", args.join(" "))
+}
+
+/// Runs `cmd` with inherited stdio; `Err` describes why it did not succeed.
+pub fn run_inherited(cmd: &mut Command, what: &str) -> Result<(), String> {
+    match cmd.status() {
+        Ok(status) if status.success() => Ok(()),
+        Ok(status) => Err(format!("{what}: {status}")),
+        Err(e) => Err(format!("{what}: could not start: {e}")),
+    }
+}
+
+/// The first line `cmd` prints on stdout, trimmed, if it starts and succeeds.
+pub fn first_line(cmd: &mut Command) -> Option<String> {
+    let out = cmd.output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines().next().map(|l| l.trim().to_owned())
+}
+
+/// Whether `program` can be started at all (it is on `PATH`): tried with `--version`.
+pub fn is_installed(program: &str) -> bool {
+    match Command::new(program).arg("--version").output() {
+        Ok(_) => true,
+        Err(e) => e.kind() != ErrorKind::NotFound,
+    }
+}
+
+/// Seconds with one decimal, e.g. `12.3`.
+pub fn seconds(d: Duration) -> String {
+    format!("{:.1}", d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_holds_the_workspace_manifest() {
+        assert!(workspace_root().join("Cargo.toml").is_file());
+        assert!(workspace_root().join("xtask").is_dir());
+    }
+
+    #[test]
+    fn shows_commands_with_their_mode() {
+        assert_eq!(
+            show_cargo(&["fmt", "--all", "--check"], None),
+            "cargo fmt --all --check"
+        );
+        assert_eq!(
+            show_cargo(&["test", "-p", "hakmem"], Some("fast")),
+            "HAKMEM_MODE=fast cargo test -p hakmem"
+        );
+    }
+
+    #[test]
+    fn children_never_inherit_the_mode() {
+        let cmd = cargo(&["test"], None);
+        let envs: Vec<_> = cmd.get_envs().collect();
+        assert_eq!(envs, [(OsStr::new(MODE_VAR), None)]);
+        let cmd = cargo(&["test"], Some("research"));
+        let envs: Vec<_> = cmd.get_envs().collect();
+        assert_eq!(envs, [(OsStr::new(MODE_VAR), Some(OsStr::new("research")))]);
+    }
+
+    #[test]
+    fn seconds_have_one_decimal() {
+        assert_eq!(seconds(Duration::from_millis(12_345)), "12.3");
+        assert_eq!(seconds(Duration::ZERO), "0.0");
+    }
+}

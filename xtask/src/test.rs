@@ -1,0 +1,298 @@
+//! `cargo xtask test`: the project's one test command, the one CI runs (through `.ci/run`).
+//!
+//! Runs every step even after one fails — rustfmt, clippy (all features; default features),
+//! `cargo test -p hakmem` once per compiled mode with `HAKMEM_MODE` naming it, once for the
+//! `runtime` feature, `cargo test --workspace --all-features`, and last the callgrind overhead
+//! check — then prints a summary table and, as the very last line,
+//! `xtask test: N passed, M failed`.
+
+use std::time::{Duration, Instant};
+
+use crate::cmd;
+use crate::overhead;
+
+/// The compiled modes, each a cargo feature of `hakmem` and a value of `HAKMEM_MODE`.
+pub const MODES: [&str; 5] = ["minimal", "fast", "balanced", "learning", "research"];
+
+/// One step of `cargo xtask test`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// What the progress line and the summary call it.
+    pub title: String,
+    /// What it runs.
+    pub action: Action,
+}
+
+/// What a [`Step`] runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// `cargo args…`, with `HAKMEM_MODE` set to `mode` or removed.
+    Cargo {
+        args: Vec<&'static str>,
+        mode: Option<&'static str>,
+    },
+    /// `cargo xtask overhead --check`, in this process.
+    Overhead,
+}
+
+/// The steps, in order; the overhead check last, if `overhead`.
+pub fn steps(overhead: bool) -> Vec<Step> {
+    let cargo = |title: String, args: &[&'static str], mode: Option<&'static str>| Step {
+        title,
+        action: Action::Cargo {
+            args: args.to_vec(),
+            mode,
+        },
+    };
+    let mut steps = vec![
+        cargo(
+            "cargo fmt --all --check".into(),
+            &["fmt", "--all", "--check"],
+            None,
+        ),
+        cargo(
+            "cargo clippy --workspace --all-targets --all-features".into(),
+            &[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--all-features",
+                "--",
+                "-D",
+                "warnings",
+            ],
+            None,
+        ),
+        cargo(
+            "cargo clippy -p hakmem --all-targets (default features)".into(),
+            &[
+                "clippy",
+                "-p",
+                "hakmem",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ],
+            None,
+        ),
+    ];
+    for mode in MODES {
+        steps.push(cargo(
+            format!("cargo test -p hakmem (feature {mode}, HAKMEM_MODE={mode})"),
+            &[
+                "test",
+                "-p",
+                "hakmem",
+                "--no-default-features",
+                "--features",
+                mode,
+            ],
+            Some(mode),
+        ));
+    }
+    steps.push(cargo(
+        "cargo test -p hakmem (feature runtime, HAKMEM_MODE unset)".into(),
+        &[
+            "test",
+            "-p",
+            "hakmem",
+            "--no-default-features",
+            "--features",
+            "runtime",
+        ],
+        None,
+    ));
+    steps.push(cargo(
+        "cargo test --workspace --all-features (HAKMEM_MODE unset)".into(),
+        &["test", "--workspace", "--all-features"],
+        None,
+    ));
+    if overhead {
+        steps.push(Step {
+            title: "overhead check (cargo xtask overhead --check)".into(),
+            action: Action::Overhead,
+        });
+    }
+    steps
+}
+
+/// How one step ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Passed,
+    /// Failed, with the reason.
+    Failed(String),
+    Skipped,
+}
+
+/// Runs the steps; `true` if all passed.
+pub fn run(overhead: bool) -> bool {
+    let steps = steps(overhead);
+    let total = steps.len();
+    let mut results: Vec<(String, Outcome, Duration)> = Vec::new();
+    for (i, step) in steps.iter().enumerate() {
+        let tag = format!("[{}/{total}]", i + 1);
+        println!();
+        println!("{tag} {} …", step.title);
+        let start = Instant::now();
+        let result = match &step.action {
+            Action::Cargo { args, mode } => {
+                println!(
+                    "{:w$} $ {}",
+                    "",
+                    cmd::show_cargo(args, *mode),
+                    w = tag.len()
+                );
+                cmd::run_inherited(&mut cmd::cargo(args, *mode), "cargo")
+            }
+            Action::Overhead => {
+                let invoked_as =
+                    "cargo xtask test (its overhead step: cargo xtask overhead --check)";
+                match overhead::run(invoked_as) {
+                    Ok(true) => Ok(()),
+                    Ok(false) => Err("a zero-overhead rule failed".to_owned()),
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        Err(e)
+                    }
+                }
+            }
+        };
+        let took = start.elapsed();
+        let outcome = match result {
+            Ok(()) => {
+                println!("{tag} ok ({} s)", cmd::seconds(took));
+                Outcome::Passed
+            }
+            Err(why) => {
+                println!("{tag} FAILED ({why}; {} s)", cmd::seconds(took));
+                Outcome::Failed(why)
+            }
+        };
+        results.push((step.title.clone(), outcome, took));
+    }
+    if !overhead {
+        println!();
+        println!("[--] overhead check skipped (--no-overhead)");
+        results.push((
+            "overhead check".to_owned(),
+            Outcome::Skipped,
+            Duration::ZERO,
+        ));
+    }
+    println!();
+    print!("{}", summary(&results));
+    let (passed, failed) = counts(&results);
+    println!("xtask test: {passed} passed, {failed} failed");
+    failed == 0
+}
+
+/// How many steps passed and how many failed (skipped ones count as neither).
+pub fn counts(results: &[(String, Outcome, Duration)]) -> (usize, usize) {
+    let passed = results.iter().filter(|r| r.1 == Outcome::Passed).count();
+    let failed = results
+        .iter()
+        .filter(|r| matches!(r.1, Outcome::Failed(_)))
+        .count();
+    (passed, failed)
+}
+
+/// The summary table: step, result, seconds; a total at the bottom.
+pub fn summary(results: &[(String, Outcome, Duration)]) -> String {
+    let width = results
+        .iter()
+        .map(|r| r.0.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max("step".len());
+    let mut out = format!("{:width$}  {:7}  {:>7}\n", "step", "result", "seconds");
+    for (title, outcome, took) in results {
+        let (result, secs) = match outcome {
+            Outcome::Passed => ("ok", cmd::seconds(*took)),
+            Outcome::Failed(_) => ("FAILED", cmd::seconds(*took)),
+            Outcome::Skipped => ("skipped", "-".to_owned()),
+        };
+        out += &format!("{title:width$}  {result:7}  {secs:>7}\n");
+    }
+    let all: Duration = results.iter().map(|r| r.2).sum();
+    out += &format!("{:width$}  {:7}  {:>7}\n", "total", "", cmd::seconds(all));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eleven_steps_with_the_overhead_check_last() {
+        let all = steps(true);
+        assert_eq!(all.len(), 11);
+        assert_eq!(all.last().map(|s| &s.action), Some(&Action::Overhead));
+        let without = steps(false);
+        assert_eq!(without.len(), 10);
+        assert!(without.iter().all(|s| s.action != Action::Overhead));
+    }
+
+    #[test]
+    fn only_the_per_mode_tests_set_the_mode() {
+        let mut with_mode = Vec::new();
+        for step in steps(true) {
+            if let Action::Cargo {
+                args,
+                mode: Some(mode),
+            } = step.action
+            {
+                assert_eq!(
+                    args,
+                    [
+                        "test",
+                        "-p",
+                        "hakmem",
+                        "--no-default-features",
+                        "--features",
+                        mode
+                    ]
+                );
+                with_mode.push(mode);
+            }
+        }
+        assert_eq!(with_mode, MODES);
+    }
+
+    #[test]
+    fn clippy_denies_warnings() {
+        for step in steps(true) {
+            if let Action::Cargo { args, .. } = step.action {
+                if args[0] == "clippy" {
+                    assert!(args.ends_with(&["--", "-D", "warnings"]), "{args:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn summary_counts_and_lists_every_step() {
+        let results = vec![
+            ("a".to_owned(), Outcome::Passed, Duration::from_millis(1500)),
+            (
+                "bb".to_owned(),
+                Outcome::Failed("exit status: 101".into()),
+                Duration::from_millis(240),
+            ),
+            (
+                "overhead check".to_owned(),
+                Outcome::Skipped,
+                Duration::ZERO,
+            ),
+        ];
+        assert_eq!(counts(&results), (1, 1));
+        let table = summary(&results);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 5);
+        assert!(lines[1].starts_with("a ") && lines[1].contains("ok") && lines[1].ends_with("1.5"));
+        assert!(lines[2].contains("FAILED") && lines[2].ends_with("0.2"));
+        assert!(lines[3].contains("skipped") && lines[3].ends_with('-'));
+        assert!(lines[4].starts_with("total") && lines[4].ends_with("1.7"));
+    }
+}
