@@ -187,9 +187,12 @@ impl<P: Policy> Allocator<P> {
             return;
         }
         // SAFETY: a live header block of ours has a readable header.
-        match unsafe { header::plain_system_base(user) } {
+        match unsafe { header::plain_system(user) } {
+            // The commonest block, recognised with one compare.
             // SAFETY: the header says: a plain system block based at `base`.
-            Some(base) => unsafe { self.free_plain_system(cfg, user, base) },
+            Some((base, capacity)) => unsafe {
+                self.free_system(cfg, user, base, capacity, HEADER_SIZE)
+            },
             // SAFETY: forwarded.
             None => unsafe { self.free_other(cfg, user) },
         }
@@ -275,23 +278,30 @@ impl<P: Policy> Allocator<P> {
     }
 
     /// # Safety
-    /// `user` is a live plain system block (16-byte offset) based at `base`, released now.
+    /// `user` is a live system block with this base, capacity and offset, released now.
     #[inline(always)]
-    unsafe fn free_plain_system(&self, cfg: &Config, user: NonNull<u8>, base: NonNull<u8>) {
+    unsafe fn free_system(
+        &self,
+        cfg: &Config,
+        user: NonNull<u8>,
+        base: NonNull<u8>,
+        capacity: usize,
+        offset: usize,
+    ) {
         // SAFETY: the block is live until `free`; poisoning covers its usable bytes only.
         unsafe {
             if cfg.poison {
-                let block = header::read(user, "free");
-                ptr::write_bytes(user.as_ptr(), POISON_FREED, block.capacity());
+                ptr::write_bytes(user.as_ptr(), POISON_FREED, capacity);
             }
-            header::mark_plain_freed(user);
+            header::mark_freed(user, offset);
             system::free(base.as_ptr());
         }
         self.count(cfg, Event::SystemFree, 1);
     }
 
-    /// Frees any block that is not a plain system block: over-aligned system blocks and large
-    /// blocks, fully validated (a bad header ends the process with a message).
+    /// Frees any block the one-compare path does not: over-aligned system blocks and large
+    /// blocks. Fully validated: a bad header ends the process with a
+    /// message.
     ///
     /// # Safety
     /// `user` is a live block of this allocator (or a misuse to be reported).
@@ -302,12 +312,7 @@ impl<P: Policy> Allocator<P> {
         match block.method {
             // SAFETY: the header says the system allocator owns it.
             Method::System => unsafe {
-                if cfg.poison {
-                    ptr::write_bytes(user.as_ptr(), POISON_FREED, block.capacity());
-                }
-                header::mark_freed(&block);
-                system::free(block.base.as_ptr());
-                self.count(cfg, Event::SystemFree, 1);
+                self.free_system(cfg, user, block.base, block.capacity(), block.offset)
             },
             // SAFETY: the header says it is a mapping of ours.
             Method::Mmap | Method::Cached => unsafe { self.free_large(cfg, block) },
@@ -368,7 +373,7 @@ impl<P: Policy> Allocator<P> {
         };
         // SAFETY: the block is ours and no longer used by the program.
         unsafe {
-            header::mark_freed(&block);
+            header::mark_freed(block.user, block.offset);
             match cfg.free_policy {
                 FreePolicy::Immediate => os::unmap(block.base, block.len),
                 FreePolicy::Adaptive if cfg.batch_madvise => {

@@ -84,35 +84,25 @@ pub(crate) const fn offset_for(align: usize, page: usize) -> usize {
 /// through [`read`].
 const PLAIN_SYSTEM: u32 = tag(Method::System as u8, HEADER_SIZE);
 
-/// If `user` is a live plain system block (16-byte offset), returns its base (`user - 16`).
-/// Any other pointer (other blocks, foreign pointers, faults) gives `None`: decode it with
-/// [`read`].
+/// If `user` is a live plain system block (16-byte offset), returns its base (`user - 16`) and
+/// its capacity. Any other pointer (other blocks, foreign pointers, faults) gives `None`: decode
+/// it with [`read`].
 ///
 /// # Safety
 /// As [`decode`].
 #[inline(always)]
-pub(crate) unsafe fn plain_system_base(user: NonNull<u8>) -> Option<NonNull<u8>> {
+pub(crate) unsafe fn plain_system(user: NonNull<u8>) -> Option<(NonNull<u8>, usize)> {
     if user.as_ptr() as usize % HEADER_SIZE != 0 {
         return None;
     }
     // SAFETY: aligned, and readable by the caller's guarantee.
-    let header = unsafe { user.cast::<Header>().sub(1) };
-    // SAFETY: as above.
-    if unsafe { (*header.as_ptr()).tag } != PLAIN_SYSTEM {
+    let header = unsafe { &*user.cast::<Header>().sub(1).as_ptr() };
+    if header.tag != PLAIN_SYSTEM {
         return None;
     }
     // SAFETY: the tag says the block's base is 16 bytes before `user`.
-    Some(unsafe { user.sub(HEADER_SIZE) })
-}
-
-/// Re-tags the plain system block at `user` as freed (see [`mark_freed`]).
-///
-/// # Safety
-/// `user` passed [`plain_system_base`] and is being released now.
-#[inline(always)]
-pub(crate) unsafe fn mark_plain_freed(user: NonNull<u8>) {
-    // SAFETY: the header slot before a live block is ours until it is released.
-    unsafe { (*user.cast::<Header>().sub(1).as_ptr()).tag = tag(FREED, HEADER_SIZE) }
+    let base = unsafe { user.sub(HEADER_SIZE) };
+    Some((base, header.len.wrapping_sub(HEADER_SIZE)))
 }
 
 /// A decoded, validated header.
@@ -253,14 +243,15 @@ pub(crate) unsafe fn set_len(user: NonNull<u8>, len: usize) {
     unsafe { (*user.cast::<Header>().sub(1).as_ptr()).len = len }
 }
 
-/// Re-tags a block as freed, so that a second free is recognised while its memory is unchanged.
+/// Re-tags the block at `user` (whose offset is `offset`) as freed, so that a second free is
+/// recognised while its memory is unchanged.
 ///
 /// # Safety
-/// `block` was decoded from a live header and is being released now.
+/// `user` is a live header block with that offset, being released now.
 #[inline(always)]
-pub(crate) unsafe fn mark_freed(block: &Block) {
+pub(crate) unsafe fn mark_freed(user: NonNull<u8>, offset: usize) {
     // SAFETY: the header slot before a live block is ours until it is released.
-    unsafe { (*block.user.cast::<Header>().sub(1).as_ptr()).tag = tag(FREED, block.offset) }
+    unsafe { (*user.cast::<Header>().sub(1).as_ptr()).tag = tag(FREED, offset) }
 }
 
 #[cfg(test)]
@@ -289,7 +280,7 @@ mod tests {
             );
             assert_eq!(b.capacity(), 8192 - offset);
             // SAFETY: `b` was decoded from the header just written.
-            unsafe { mark_freed(&b) };
+            unsafe { mark_freed(b.user, b.offset) };
             assert_eq!(decode(user).unwrap_err(), Fault::DoubleFree);
         }
         // SAFETY: inside the buffer.

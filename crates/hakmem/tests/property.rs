@@ -382,3 +382,22 @@ fn six_policies_side_by_side() {
         "LEARNING counts every allocation"
     );
 }
+
+/// RESEARCH poisons fresh small blocks (0xA5) so uninitialised reads stand out; `alloc_zeroed`
+/// still gives zeros.
+#[test]
+fn research_poisons_fresh_small_blocks() {
+    static RESEARCH: Allocator<Research> = Allocator::new();
+    for align in [8, 64] {
+        let layout = Layout::from_size_align(300, align).unwrap();
+        // SAFETY: valid layout; both blocks are freed with it.
+        unsafe {
+            let p = RESEARCH.alloc(layout);
+            let z = RESEARCH.alloc_zeroed(layout);
+            assert!((0..300).all(|i| p.add(i).read() == 0xA5), "align {align}");
+            assert!((0..300).all(|i| z.add(i).read() == 0), "align {align}");
+            RESEARCH.dealloc(p, layout);
+            RESEARCH.dealloc(z, layout);
+        }
+    }
+}
