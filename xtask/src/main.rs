@@ -1,13 +1,17 @@
 //! `cargo xtask`: project automation for hakmem, std only.
 //!
-//! - `cargo xtask test [--no-overhead]`: the project's one test command (CI runs it via `.ci/run`).
+//! - `cargo xtask test [--no-overhead] [--no-matrix]`: the project's one test command (CI runs it
+//!   via `.ci/run`).
 //! - `cargo xtask overhead [--check]`: callgrind instruction counts of every compiled mode against
 //!   its runtime twin.
+//! - `cargo xtask bench-matrix [OPTIONS]`: the wall-clock matrix of every mode, runtime twin and
+//!   peer allocator over the scenarios ([`matrix`]).
 //! - `cargo xtask help`: usage.
 //!
 //! `cargo xtask` is an alias (`.cargo/config.toml`) for `cargo run --quiet --package xtask --`.
 
 mod cmd;
+mod matrix;
 mod overhead;
 mod test;
 
@@ -20,14 +24,16 @@ USAGE:
     cargo xtask <COMMAND> [OPTIONS]
 
 COMMANDS:
-    test [--no-overhead]
+    test [--no-overhead] [--no-matrix]
         The project's one test command (CI runs it through .ci/run). Every step runs even if
         an earlier one failed: cargo fmt --check; clippy -D warnings (workspace, all features;
         hakmem, default features); cargo test -p hakmem for each compiled mode (minimal, fast,
         balanced, learning, research) with HAKMEM_MODE set to it; for the runtime feature;
-        cargo test --workspace --all-features; and the overhead check. Ends with a summary and
-        the line `xtask test: N passed, M failed`; exit status 0 only if all passed.
+        cargo test --workspace --all-features; the matrix smoke run (bench-matrix --smoke);
+        and the overhead check. Ends with a summary and the line
+        `xtask test: N passed, M failed`; exit status 0 only if all passed.
             --no-overhead   skip the overhead check (it needs valgrind)
+            --no-matrix     skip the matrix smoke run (it builds nine release binaries)
 
     overhead [--check]
         Zero-overhead evidence: builds benches' `pairs` probe (release) and counts, under
@@ -36,21 +42,46 @@ COMMANDS:
         and writes target/overhead/overhead.md. Needs valgrind.
             --check         exit with status 1 if a rule fails
 
+    bench-matrix [--quick | --full | --reps N] [--scenarios a,b] [--allocators a,b]
+                 [--out DIR] [--smoke] [--scale F] [--no-build]
+        The wall-clock matrix: 13 contenders (minimal, fast, balanced, learning, research;
+        their runtime twins runtime-minimal … runtime-research, i.e. bench-runtime with
+        HAKMEM_MODE set; glibc, mimalloc, jemalloc) × the scenarios of `bench --list`. Builds
+        one release `bench` binary per allocator (hakmem-benches, a cargo feature each) into
+        <target>/bench-matrix/bin/, then runs every repetition of every cell in a fresh
+        process, interleaved: for each repetition, for each scenario, every contender, the
+        contender order rotated by one each repetition. A failed run is reported and the
+        matrix goes on (exit status 1 at the end). Writes results.csv, results.json,
+        report.md and matrix.svg to the output directory and prints the report's tables.
+            --quick            3 repetitions per cell (the default)
+            --full             11 repetitions per cell
+            --reps N           N repetitions per cell
+            --scenarios a,b    only these scenarios (names from `bench --list`)
+            --allocators a,b   only these contenders; `runtime` = all five runtime twins
+            --out DIR          output directory (default <target>/bench-matrix)
+            --smoke            1 repetition at --scale 0.05, into <target>/bench-matrix/smoke
+                               unless --out says otherwise (cargo xtask test runs this)
+            --scale F          shrink every scenario's iteration counts (0 < F <= 1)
+            --no-build         use the binaries already in <target>/bench-matrix/bin/
+        A bad option or name exits with status 2.
+
     help, -h, --help
         Print this text.
 
 ENVIRONMENT:
     CARGO              the cargo to run (default: cargo)
-    CARGO_TARGET_DIR   where the probe is built and overhead/ is written (default: target)
+    CARGO_TARGET_DIR   where the probes are built, overhead/ and bench-matrix/ written
+                       (default: target)
     HAKMEM_MODE        removed from every child's environment unless a step sets it
 ";
 
 /// A parsed command line.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 enum Cli {
     Help,
-    Test { overhead: bool },
+    Test { overhead: bool, matrix: bool },
     Overhead { check: bool },
+    BenchMatrix(matrix::Options),
 }
 
 /// Why a command line was rejected.
@@ -61,6 +92,7 @@ enum CliError {
         command: &'static str,
         option: String,
     },
+    BenchMatrix(matrix::UsageError),
 }
 
 impl std::fmt::Display for CliError {
@@ -70,6 +102,7 @@ impl std::fmt::Display for CliError {
             CliError::UnknownOption { command, option } => {
                 write!(f, "unknown option `{option}` for `{command}`")
             }
+            CliError::BenchMatrix(e) => write!(f, "{e}"),
         }
     }
 }
@@ -86,15 +119,16 @@ fn parse(args: &[String]) -> Result<Cli, CliError> {
     match command.as_str() {
         "help" | "-h" | "--help" => Ok(Cli::Help),
         "test" => {
-            let mut overhead = true;
+            let (mut overhead, mut matrix) = (true, true);
             for option in options {
                 match option.as_str() {
                     "--no-overhead" => overhead = false,
+                    "--no-matrix" => matrix = false,
                     _ if is_help(option) => return Ok(Cli::Help),
                     _ => return Err(unknown("test", option)),
                 }
             }
-            Ok(Cli::Test { overhead })
+            Ok(Cli::Test { overhead, matrix })
         }
         "overhead" => {
             let mut check = false;
@@ -107,6 +141,11 @@ fn parse(args: &[String]) -> Result<Cli, CliError> {
             }
             Ok(Cli::Overhead { check })
         }
+        "bench-matrix" => match matrix::options::parse(options) {
+            Ok(matrix::Parsed::Help) => Ok(Cli::Help),
+            Ok(matrix::Parsed::Run(opts)) => Ok(Cli::BenchMatrix(opts)),
+            Err(e) => Err(CliError::BenchMatrix(e)),
+        },
         _ => Err(CliError::UnknownCommand(command.clone())),
     }
 }
@@ -118,8 +157,8 @@ fn main() -> ExitCode {
             print!("{USAGE}");
             ExitCode::SUCCESS
         }
-        Ok(Cli::Test { overhead }) => {
-            if test::run(overhead) {
+        Ok(Cli::Test { overhead, matrix }) => {
+            if test::run(overhead, matrix) {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
@@ -144,6 +183,28 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Ok(Cli::BenchMatrix(opts)) => {
+            let line = matrix::options::command_line(&args[1..]);
+            match matrix::run(&opts, &line) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => {
+                    eprintln!("xtask bench-matrix: some builds or runs failed (listed above)");
+                    ExitCode::FAILURE
+                }
+                Err(matrix::Error::Usage(e)) => {
+                    eprintln!("xtask bench-matrix: {e}");
+                    ExitCode::from(2)
+                }
+                Err(matrix::Error::Failed(e)) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Err(e @ CliError::BenchMatrix(_)) => {
+            eprintln!("xtask bench-matrix: {e}\n(cargo xtask help describes every option)");
+            ExitCode::from(2)
+        }
         Err(e) => {
             eprintln!("xtask: {e}\n");
             eprint!("{USAGE}");
@@ -166,11 +227,36 @@ mod tests {
         assert_eq!(parse_strs(&["help"]), Ok(Cli::Help));
         assert_eq!(parse_strs(&["--help"]), Ok(Cli::Help));
         assert_eq!(parse_strs(&["-h"]), Ok(Cli::Help));
-        assert_eq!(parse_strs(&["test"]), Ok(Cli::Test { overhead: true }));
+        assert_eq!(
+            parse_strs(&["test"]),
+            Ok(Cli::Test {
+                overhead: true,
+                matrix: true
+            })
+        );
         assert_eq!(
             parse_strs(&["test", "--no-overhead"]),
-            Ok(Cli::Test { overhead: false })
+            Ok(Cli::Test {
+                overhead: false,
+                matrix: true
+            })
         );
+        assert_eq!(
+            parse_strs(&["test", "--no-matrix", "--no-overhead"]),
+            Ok(Cli::Test {
+                overhead: false,
+                matrix: false
+            })
+        );
+        assert_eq!(
+            parse_strs(&["bench-matrix"]),
+            Ok(Cli::BenchMatrix(matrix::Options::default()))
+        );
+        assert_eq!(
+            parse_strs(&["bench-matrix", "--smoke"]),
+            Ok(Cli::BenchMatrix(matrix::Options::smoke()))
+        );
+        assert_eq!(parse_strs(&["bench-matrix", "--help"]), Ok(Cli::Help));
         assert_eq!(parse_strs(&["test", "--help"]), Ok(Cli::Help));
         assert_eq!(
             parse_strs(&["overhead"]),
@@ -201,5 +287,8 @@ mod tests {
             parse_strs(&["bogus"]).unwrap_err().to_string(),
             "unknown command `bogus`"
         );
+        let err = parse_strs(&["bench-matrix", "--allocators", "tcmalloc"]).unwrap_err();
+        assert!(matches!(err, CliError::BenchMatrix(_)));
+        assert!(err.to_string().contains("unknown allocator `tcmalloc`"));
     }
 }

@@ -2,13 +2,15 @@
 //!
 //! Runs every step even after one fails — rustfmt, clippy (all features; default features),
 //! `cargo test -p hakmem` once per compiled mode with `HAKMEM_MODE` naming it, once for the
-//! `runtime` feature, `cargo test --workspace --all-features`, and last the callgrind overhead
-//! check — then prints a summary table and, as the very last line,
+//! `runtime` feature, `cargo test --workspace --all-features`, the benchmark matrix's smoke run
+//! (`cargo xtask bench-matrix --smoke`, in this process, so that the command cannot rot), and
+//! last the callgrind overhead check — then prints a summary table and, as the very last line,
 //! `xtask test: N passed, M failed`.
 
 use std::time::{Duration, Instant};
 
 use crate::cmd;
+use crate::matrix;
 use crate::overhead;
 
 /// The compiled modes, each a cargo feature of `hakmem` and a value of `HAKMEM_MODE`.
@@ -31,12 +33,15 @@ pub enum Action {
         args: Vec<&'static str>,
         mode: Option<&'static str>,
     },
+    /// `cargo xtask bench-matrix --smoke`, in this process.
+    Matrix,
     /// `cargo xtask overhead --check`, in this process.
     Overhead,
 }
 
-/// The steps, in order; the overhead check last, if `overhead`.
-pub fn steps(overhead: bool) -> Vec<Step> {
+/// The steps, in order: the matrix smoke run after the workspace tests (if `matrix`), the
+/// overhead check last (if `overhead`).
+pub fn steps(overhead: bool, matrix: bool) -> Vec<Step> {
     let cargo = |title: String, args: &[&'static str], mode: Option<&'static str>| Step {
         title,
         action: Action::Cargo {
@@ -108,6 +113,12 @@ pub fn steps(overhead: bool) -> Vec<Step> {
         &["test", "--workspace", "--all-features"],
         None,
     ));
+    if matrix {
+        steps.push(Step {
+            title: MATRIX_TITLE.into(),
+            action: Action::Matrix,
+        });
+    }
     if overhead {
         steps.push(Step {
             title: "overhead check (cargo xtask overhead --check)".into(),
@@ -116,6 +127,9 @@ pub fn steps(overhead: bool) -> Vec<Step> {
     }
     steps
 }
+
+/// The matrix step's title.
+const MATRIX_TITLE: &str = "matrix smoke run (cargo xtask bench-matrix --smoke)";
 
 /// How one step ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,8 +141,8 @@ pub enum Outcome {
 }
 
 /// Runs the steps; `true` if all passed.
-pub fn run(overhead: bool) -> bool {
-    let steps = steps(overhead);
+pub fn run(overhead: bool, matrix: bool) -> bool {
+    let steps = steps(overhead, matrix);
     let total = steps.len();
     let mut results: Vec<(String, Outcome, Duration)> = Vec::new();
     for (i, step) in steps.iter().enumerate() {
@@ -145,6 +159,18 @@ pub fn run(overhead: bool) -> bool {
                     w = tag.len()
                 );
                 cmd::run_inherited(&mut cmd::cargo(args, *mode), "cargo")
+            }
+            Action::Matrix => {
+                let invoked_as =
+                    "cargo xtask test (its matrix step: cargo xtask bench-matrix --smoke)";
+                match matrix::run(&matrix::Options::smoke(), invoked_as) {
+                    Ok(true) => Ok(()),
+                    Ok(false) => Err("some matrix builds or runs failed".to_owned()),
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        Err(e.to_string())
+                    }
+                }
             }
             Action::Overhead => {
                 let invoked_as =
@@ -171,6 +197,15 @@ pub fn run(overhead: bool) -> bool {
             }
         };
         results.push((step.title.clone(), outcome, took));
+    }
+    if !matrix {
+        println!();
+        println!("[--] matrix smoke run skipped (--no-matrix)");
+        results.push((
+            "matrix smoke run".to_owned(),
+            Outcome::Skipped,
+            Duration::ZERO,
+        ));
     }
     if !overhead {
         println!();
@@ -225,19 +260,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn eleven_steps_with_the_overhead_check_last() {
-        let all = steps(true);
-        assert_eq!(all.len(), 11);
+    fn twelve_steps_with_the_matrix_after_the_tests_and_the_overhead_check_last() {
+        let all = steps(true, true);
+        assert_eq!(all.len(), 12);
         assert_eq!(all.last().map(|s| &s.action), Some(&Action::Overhead));
-        let without = steps(false);
-        assert_eq!(without.len(), 10);
+        assert_eq!(all[10].action, Action::Matrix);
+        assert!(matches!(
+            &all[9].action,
+            Action::Cargo { args, .. } if args[..2] == ["test", "--workspace"]
+        ));
+        let without = steps(false, true);
+        assert_eq!(without.len(), 11);
         assert!(without.iter().all(|s| s.action != Action::Overhead));
+        let without = steps(true, false);
+        assert_eq!(without.len(), 11);
+        assert!(without.iter().all(|s| s.action != Action::Matrix));
+        assert_eq!(steps(false, false).len(), 10);
     }
 
     #[test]
     fn only_the_per_mode_tests_set_the_mode() {
         let mut with_mode = Vec::new();
-        for step in steps(true) {
+        for step in steps(true, true) {
             if let Action::Cargo {
                 args,
                 mode: Some(mode),
@@ -262,7 +306,7 @@ mod tests {
 
     #[test]
     fn clippy_denies_warnings() {
-        for step in steps(true) {
+        for step in steps(true, true) {
             if let Action::Cargo { args, .. } = step.action {
                 if args[0] == "clippy" {
                     assert!(args.ends_with(&["--", "-D", "warnings"]), "{args:?}");

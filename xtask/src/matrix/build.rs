@@ -1,0 +1,131 @@
+//! Building the `bench` binaries (one `cargo build` per allocator, each copied out of
+//! `<target>/release` before the next build overwrites it) and describing the machine the
+//! matrix ran on (date, CPU, cores, rustc, glibc) for the reports.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use super::{bin_path, Binary};
+use crate::cmd;
+
+/// `cargo build` arguments for `bin` (`--no-default-features` alone for glibc).
+pub fn cargo_args(bin: &Binary) -> Vec<&'static str> {
+    let mut args = vec![
+        "build",
+        "--quiet",
+        "--release",
+        "-p",
+        "hakmem-benches",
+        "--bin",
+        "bench",
+        "--no-default-features",
+    ];
+    if let Some(feature) = bin.feature {
+        args.extend(["--features", feature]);
+    }
+    args
+}
+
+/// Says, before the first build, what the builds are and that jemalloc's C build is slow once.
+pub fn note_before_builds(needed: &[&Binary]) {
+    let names: Vec<&str> = needed.iter().map(|b| b.name).collect();
+    println!(
+        "build: {} bench binaries ({}); cargo rebuilds only what changed",
+        needed.len(),
+        names.join(", ")
+    );
+    if needed.iter().any(|b| b.name == "jemalloc") {
+        println!("build: note: jemalloc's C build takes ~80 s the first time");
+    }
+}
+
+/// Builds `bin` (the `n`-th of `total`), copies it into `bin_dir`, prints one progress line and
+/// returns how long the build took.
+pub fn build(bin: &Binary, n: usize, total: usize, bin_dir: &Path) -> Result<Duration, String> {
+    let feature = bin.feature.unwrap_or("no feature: glibc");
+    print!("build [{n}/{total}] bench-{} ({feature}) … ", bin.name);
+    let _ = std::io::stdout().flush();
+    let args = cargo_args(bin);
+    let start = Instant::now();
+    cmd::run_inherited(&mut cmd::cargo(&args, None), "cargo build")
+        .map_err(|e| format!("{e} ({})", cmd::show_cargo(&args, None)))?;
+    let took = start.elapsed();
+    let built = cmd::target_dir()
+        .join("release")
+        .join(format!("bench{}", std::env::consts::EXE_SUFFIX));
+    std::fs::create_dir_all(bin_dir)
+        .map_err(|e| format!("cannot create {}: {e}", bin_dir.display()))?;
+    let dest = bin_path(bin_dir, bin.name);
+    std::fs::copy(&built, &dest)
+        .map_err(|e| format!("cannot copy {} to {}: {e}", built.display(), dest.display()))?;
+    println!("{} s", cmd::seconds(took));
+    Ok(took)
+}
+
+/// What the reports say about the machine and the toolchain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Machine {
+    /// `date -u +%FT%TZ`.
+    pub date: String,
+    /// `model name` of /proc/cpuinfo.
+    pub cpu: String,
+    pub cores: usize,
+    /// `rustc -V`.
+    pub rustc: String,
+    /// The first line of `ldd --version`.
+    pub glibc: String,
+}
+
+impl Machine {
+    /// Asks the system; what cannot be found reads `unknown`.
+    pub fn describe() -> Machine {
+        let unknown = || "unknown".to_owned();
+        Machine {
+            date: cmd::first_line(Command::new("date").args(["-u", "+%FT%TZ"]))
+                .unwrap_or_else(unknown),
+            cpu: std::fs::read_to_string("/proc/cpuinfo")
+                .ok()
+                .and_then(|s| cpu_model(&s))
+                .unwrap_or_else(unknown),
+            cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            rustc: cmd::first_line(&mut cmd::command("rustc", &["-V"], None))
+                .unwrap_or_else(unknown),
+            glibc: cmd::first_line(Command::new("ldd").arg("--version")).unwrap_or_else(unknown),
+        }
+    }
+}
+
+/// The first `model name` (x86) or `Model`/`CPU part` line's value of a /proc/cpuinfo text.
+pub fn cpu_model(cpuinfo: &str) -> Option<String> {
+    ["model name", "Model", "cpu model"].iter().find_map(|key| {
+        cpuinfo.lines().find_map(|line| {
+            let (k, v) = line.split_once(':')?;
+            (k.trim() == *key && !v.trim().is_empty()).then(|| v.trim().to_owned())
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::matrix::binary;
+
+    #[test]
+    fn glibc_is_built_without_features() {
+        let args = cargo_args(binary("glibc").unwrap());
+        assert!(args.ends_with(&["--bin", "bench", "--no-default-features"]));
+        let args = cargo_args(binary("fast").unwrap());
+        assert!(args.ends_with(&["--no-default-features", "--features", "hakmem-fast"]));
+        assert!(args.contains(&"--release"));
+    }
+
+    #[test]
+    fn reads_the_cpu_model() {
+        let text = "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel\t\t: 1\n\
+                    model name\t: AMD EPYC 7B13\nprocessor\t: 1\nmodel name\t: AMD EPYC 7B13\n";
+        assert_eq!(cpu_model(text).as_deref(), Some("AMD EPYC 7B13"));
+        assert_eq!(cpu_model("processor : 0\n"), None);
+    }
+}

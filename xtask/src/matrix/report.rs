@@ -1,0 +1,717 @@
+//! The matrix's reports, written by hand (no serde): `results.csv` (one row per cell),
+//! `results.json` (the cells, every run, the metadata) and `report.md` (the tables), plus the
+//! number formatting they share. Everything here is pure.
+
+use super::build::Machine;
+use super::run::{Plan, Record};
+use super::stats::{self, Cell, ModePair};
+use super::BASELINE;
+
+/// The scenarios of the compiled-vs-runtime table: the C original's (`vm`) and the hot path.
+pub const PAIR_SCENARIOS: [&str; 2] = ["vm", "tiny"];
+
+/// What the reports say about the run besides the cells.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Meta {
+    pub machine: Machine,
+    pub reps: u32,
+    pub scale: Option<f64>,
+    /// The command line, as a person would type it.
+    pub command: String,
+    pub build_secs: f64,
+    pub run_secs: f64,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Numbers
+
+/// `1234567` → `1,234,567`.
+pub fn group_thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, ch) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+/// ns/op for people: `1,234` from 100 up, `12.3` from 10, `1.23` below.
+pub fn fmt_ns(ns: f64) -> String {
+    if !ns.is_finite() {
+        "?".to_owned()
+    } else if ns >= 99.95 {
+        group_thousands(ns.round() as u64)
+    } else if ns >= 9.995 {
+        format!("{ns:.1}")
+    } else {
+        format!("{ns:.2}")
+    }
+}
+
+/// A ratio: `0.87×` (`12.3×` from 10 up).
+pub fn fmt_ratio(r: f64) -> String {
+    if r >= 9.995 {
+        format!("{r:.1}×")
+    } else {
+        format!("{r:.2}×")
+    }
+}
+
+/// A relative difference: `+3.4%`, `-12.0%`.
+pub fn fmt_pct(fraction: f64) -> String {
+    format!("{:+.1}%", fraction * 100.0)
+}
+
+/// Page faults per op: `0`, `3.2e-4`, `0.52`, `12.5`, `1,024`.
+pub fn fmt_faults(f: f64) -> String {
+    if f == 0.0 {
+        "0".to_owned()
+    } else if f < 0.01 {
+        format!("{f:.1e}")
+    } else if f < 10.0 {
+        format!("{f:.2}")
+    } else if f < 100.0 {
+        format!("{f:.1}")
+    } else {
+        group_thousands(f.round() as u64)
+    }
+}
+
+/// A size given in KiB: `812 KiB`, `12.3 MiB`, `1.25 GiB`.
+pub fn fmt_kib(kib: u64) -> String {
+    let k = kib as f64;
+    if kib < 1024 {
+        format!("{kib} KiB")
+    } else if kib < 1024 * 1024 {
+        format!("{:.1} MiB", k / 1024.0)
+    } else {
+        format!("{:.2} GiB", k / (1024.0 * 1024.0))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// CSV
+
+/// The CSV header of `results.csv`.
+pub const CSV_HEADER: &str = "scenario,allocator,reps,median_ns_per_op,min_ns_per_op,\
+max_ns_per_op,faults_per_op,peak_rss_kib,vs_mimalloc,runtime_vs_compiled,failures";
+
+/// A CSV field: quoted (with `"` doubled) if it holds a comma, a quote or a line break.
+pub fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
+}
+
+/// A number for a machine-read file (`precision` decimals; empty for none).
+fn num(x: Option<f64>, precision: usize) -> String {
+    match x {
+        Some(v) if v.is_finite() => format!("{v:.precision$}"),
+        _ => String::new(),
+    }
+}
+
+/// `results.csv`: one row per cell, in report order.
+pub fn csv(cells: &[Cell]) -> String {
+    let mut out = format!("{CSV_HEADER}\n");
+    for c in cells {
+        let row = [
+            csv_field(&c.scenario),
+            csv_field(c.contender.name),
+            c.samples.len().to_string(),
+            num(c.median_ns, 3),
+            num(c.min_ns, 3),
+            num(c.max_ns, 3),
+            num(c.faults_per_op, 6),
+            c.peak_rss_kib.map(|k| k.to_string()).unwrap_or_default(),
+            num(c.vs_baseline, 4),
+            num(c.runtime_vs_compiled, 4),
+            c.failures.len().to_string(),
+        ];
+        out += &row.join(",");
+        out.push('\n');
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// JSON
+
+/// A JSON string literal, quotes included.
+pub fn json_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for ch in s.chars() {
+        match ch {
+            '"' => out += "\\\"",
+            '\\' => out += "\\\\",
+            '\n' => out += "\\n",
+            '\r' => out += "\\r",
+            '\t' => out += "\\t",
+            c if (c as u32) < 0x20 => out += &format!("\\u{:04x}", c as u32),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A JSON number, or `null` for none (and for NaN and infinities, which JSON lacks).
+pub fn json_num(x: Option<f64>) -> String {
+    match x {
+        Some(v) if v.is_finite() => format!("{v}"),
+        _ => "null".to_owned(),
+    }
+}
+
+fn json_opt_str(s: Option<&str>) -> String {
+    s.map_or_else(|| "null".to_owned(), json_str)
+}
+
+/// `results.json`: metadata, scenarios, contenders, and every cell with its runs.
+pub fn json(meta: &Meta, plan: &Plan, cells: &[Cell], records: &[Record]) -> String {
+    let m = &meta.machine;
+    let mut out = String::from("{\n  \"meta\": {\n");
+    let fields = [
+        ("date", json_str(&m.date)),
+        ("cpu", json_str(&m.cpu)),
+        ("nproc", m.cores.to_string()),
+        ("rustc", json_str(&m.rustc)),
+        ("glibc", json_str(&m.glibc)),
+        ("reps", meta.reps.to_string()),
+        ("scale", json_num(Some(meta.scale.unwrap_or(1.0)))),
+        ("command", json_str(&meta.command)),
+        ("baseline", json_str(BASELINE)),
+        ("build_seconds", json_num(Some(round3(meta.build_secs)))),
+        ("run_seconds", json_num(Some(round3(meta.run_secs)))),
+    ];
+    out += &fields
+        .iter()
+        .map(|(k, v)| format!("    {}: {v}", json_str(k)))
+        .collect::<Vec<_>>()
+        .join(",\n");
+    out += "\n  },\n  \"scenarios\": [\n";
+    out += &plan
+        .scenarios
+        .iter()
+        .map(|s| {
+            format!(
+                "    {{\"name\": {}, \"about\": {}}}",
+                json_str(&s.name),
+                json_str(&s.about)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(",\n");
+    out += "\n  ],\n  \"contenders\": [\n";
+    out += &plan
+        .contenders
+        .iter()
+        .map(|c| {
+            format!(
+                "    {{\"name\": {}, \"binary\": {}, \"hakmem_mode\": {}, \"compiled\": {}}}",
+                json_str(c.name),
+                json_str(&format!("bench-{}", c.bin)),
+                json_opt_str(c.mode),
+                json_opt_str(c.compiled)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(",\n");
+    out += "\n  ],\n  \"cells\": [\n";
+    let mut cell_texts = Vec::with_capacity(cells.len());
+    for (si, scenario) in plan.scenarios.iter().enumerate() {
+        for (ci, contender) in plan.contenders.iter().enumerate() {
+            let Some(c) = stats::find(cells, &scenario.name, contender.name) else {
+                continue;
+            };
+            let mut runs: Vec<&Record> = records
+                .iter()
+                .filter(|r| r.slot.scenario == si && r.slot.contender == ci)
+                .collect();
+            runs.sort_by_key(|r| r.slot.rep);
+            let samples = runs
+                .iter()
+                .map(|r| match &r.result {
+                    Ok(s) => format!(
+                        "        {{\"rep\": {}, \"allocator\": {}, \"ops\": {}, \"ns\": {}, \
+                         \"faults\": {}, \"maxrss_kib\": {}, \"threads\": {}}}",
+                        r.slot.rep + 1,
+                        json_opt_str(r.allocator.as_deref()),
+                        s.ops,
+                        s.ns,
+                        s.faults,
+                        s.maxrss_kib,
+                        s.threads
+                    ),
+                    Err(e) => format!(
+                        "        {{\"rep\": {}, \"error\": {}}}",
+                        r.slot.rep + 1,
+                        json_str(e)
+                    ),
+                })
+                .collect::<Vec<_>>()
+                .join(",\n");
+            let fields = [
+                ("scenario", json_str(&c.scenario)),
+                ("allocator", json_str(c.contender.name)),
+                ("reps", c.samples.len().to_string()),
+                ("median_ns_per_op", json_num(c.median_ns)),
+                ("min_ns_per_op", json_num(c.min_ns)),
+                ("max_ns_per_op", json_num(c.max_ns)),
+                ("faults_per_op", json_num(c.faults_per_op)),
+                ("peak_rss_kib", json_num(c.peak_rss_kib.map(|k| k as f64))),
+                ("vs_mimalloc", json_num(c.vs_baseline)),
+                ("runtime_vs_compiled", json_num(c.runtime_vs_compiled)),
+                ("failures", c.failures.len().to_string()),
+            ];
+            let head = fields
+                .iter()
+                .map(|(k, v)| format!("{}: {v}", json_str(k)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let samples = if samples.is_empty() {
+                "[]".to_owned()
+            } else {
+                format!("[\n{samples}\n      ]")
+            };
+            cell_texts.push(format!("    {{{head},\n      \"samples\": {samples}}}"));
+        }
+    }
+    out += &cell_texts.join(",\n");
+    out += "\n  ]\n}\n";
+    out
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+// ---------------------------------------------------------------------------------------------
+// Markdown
+
+/// A markdown table with padded columns; `right[i]` right-aligns column `i`.
+pub fn md_table(header: &[String], right: &[bool], rows: &[Vec<String>]) -> String {
+    let mut width: Vec<usize> = header.iter().map(|h| h.chars().count().max(3)).collect();
+    for row in rows {
+        for (w, cell) in width.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |row: &[String]| {
+        let mut s = String::from("|");
+        for (i, w) in width.iter().enumerate() {
+            let cell = row.get(i).map_or("", String::as_str);
+            let pad = w - cell.chars().count();
+            s += &if right.get(i).copied().unwrap_or(false) {
+                format!(" {}{cell} |", " ".repeat(pad))
+            } else {
+                format!(" {cell}{} |", " ".repeat(pad))
+            };
+        }
+        s + "\n"
+    };
+    let mut out = line(header);
+    out += "|";
+    for (i, w) in width.iter().enumerate() {
+        out += &if right.get(i).copied().unwrap_or(false) {
+            format!(" {}: |", "-".repeat(w - 1))
+        } else {
+            format!(" {} |", "-".repeat(*w))
+        };
+    }
+    out += "\n";
+    for row in rows {
+        out += &line(row);
+    }
+    out
+}
+
+/// ` (2 failed)` when some runs of the cell failed.
+fn failed_note(c: &Cell) -> String {
+    if c.failures.is_empty() {
+        String::new()
+    } else {
+        format!(" ({} failed)", c.failures.len())
+    }
+}
+
+/// A table with one row per scenario and one column per contender, `cell` filling each.
+fn scenario_table(plan: &Plan, cells: &[Cell], cell: impl Fn(&Cell) -> String) -> String {
+    let mut header = vec!["scenario".to_owned()];
+    header.extend(plan.contenders.iter().map(|c| c.name.to_owned()));
+    let mut right = vec![false];
+    right.extend(plan.contenders.iter().map(|_| true));
+    let rows: Vec<Vec<String>> =
+        plan.scenarios
+            .iter()
+            .map(|s| {
+                let mut row = vec![s.name.clone()];
+                row.extend(plan.contenders.iter().map(|c| {
+                    match stats::find(cells, &s.name, c.name) {
+                        Some(x) if x.samples.is_empty() => "FAILED".to_owned(),
+                        Some(x) => cell(x) + &failed_note(x),
+                        None => "-".to_owned(),
+                    }
+                }));
+                row
+            })
+            .collect();
+    md_table(&header, &right, &rows)
+}
+
+/// `1,234 (0.87×)`: the median and its ratio to mimalloc.
+pub fn time_cell(c: &Cell) -> String {
+    let median = c.median_ns.map_or_else(|| "?".to_owned(), fmt_ns);
+    match c.vs_baseline {
+        Some(r) => format!("{median} ({})", fmt_ratio(r)),
+        None => median,
+    }
+}
+
+/// `1,200–1,300`: the spread of the cell.
+pub fn spread_cell(c: &Cell) -> String {
+    match (c.min_ns, c.max_ns) {
+        (Some(lo), Some(hi)) => format!("{}–{}", fmt_ns(lo), fmt_ns(hi)),
+        _ => "?".to_owned(),
+    }
+}
+
+/// `0.52 · 12.3 MiB`: median faults per op and peak RSS.
+pub fn memory_cell(c: &Cell) -> String {
+    let faults = c.faults_per_op.map_or_else(|| "?".to_owned(), fmt_faults);
+    let rss = c.peak_rss_kib.map_or_else(|| "?".to_owned(), fmt_kib);
+    format!("{faults} · {rss}")
+}
+
+/// `+100 ns (+2.9%)`: what the runtime twin costs more than its compiled mode.
+pub fn overhead_cell(compiled: Option<f64>, runtime: Option<f64>) -> String {
+    match (compiled, runtime) {
+        (Some(c), Some(r)) if c > 0.0 => {
+            let d = r - c;
+            let sign = if d < 0.0 { "-" } else { "+" };
+            format!("{sign}{} ns ({})", fmt_ns(d.abs()), fmt_pct(d / c))
+        }
+        _ => "n/a".to_owned(),
+    }
+}
+
+/// The compiled-vs-runtime table (one row per mode pair).
+pub fn pairs_table(plan: &Plan, pairs: &[ModePair]) -> String {
+    let mut header = vec!["mode".to_owned()];
+    let mut right = vec![false];
+    for s in PAIR_SCENARIOS {
+        header.extend([
+            format!("{s} compiled ns/op"),
+            format!("{s} runtime ns/op"),
+            format!("{s} runtime overhead"),
+        ]);
+        right.extend([true; 3]);
+    }
+    header.push(format!(
+        "runtime/compiled, geomean of {} scenarios",
+        plan.scenarios.len()
+    ));
+    right.push(true);
+    let rows: Vec<Vec<String>> = pairs
+        .iter()
+        .map(|p| {
+            let mut row = vec![p.mode.to_owned()];
+            for s in PAIR_SCENARIOS {
+                let (c, r) = p.get(s);
+                let show = |x: Option<f64>| x.map_or_else(|| "n/a".to_owned(), fmt_ns);
+                row.extend([show(c), show(r), overhead_cell(c, r)]);
+            }
+            row.push(match p.geomean {
+                Some(g) if p.geomean_over == plan.scenarios.len() => fmt_pct(g - 1.0),
+                Some(g) => format!("{} (of {})", fmt_pct(g - 1.0), p.geomean_over),
+                None => "n/a".to_owned(),
+            });
+            row
+        })
+        .collect();
+    md_table(&header, &right, &rows)
+}
+
+/// `report.md`: the header, the time table with its spread and memory tables, and the
+/// compiled-vs-runtime table, each with a paragraph saying what it shows.
+pub fn markdown(meta: &Meta, plan: &Plan, cells: &[Cell]) -> String {
+    let m = &meta.machine;
+    let reps = meta.reps;
+    let scale = match meta.scale {
+        Some(f) => format!("scale {f} (iteration counts shrunk: a smoke run, not a measurement)"),
+        None => "full size".to_owned(),
+    };
+    let baseline_in = plan.contenders.iter().any(|c| c.name == BASELINE);
+    let mut md = String::from("# hakmem benchmark matrix\n\n");
+    md += &format!("- date: {}\n", m.date);
+    md += &format!(
+        "- machine: {}, {} cores; {}; glibc: {}\n",
+        m.cpu, m.cores, m.rustc, m.glibc
+    );
+    md += &format!("- command: `{}`\n", meta.command);
+    md += &format!(
+        "- {} runs: {} scenarios × {} contenders × {reps} repetitions, {scale}; \
+         run time {:.1} s, builds {:.1} s\n\n",
+        plan.runs(),
+        plan.scenarios.len(),
+        plan.contenders.len(),
+        meta.run_secs,
+        meta.build_secs
+    );
+    let spread_note = format!(
+        "Medians over {reps} interleaved repetition{} (each a fresh process; the contender order \
+         rotates by one each repetition, so host drift hits all alike). The min–max of a cell is \
+         the spread to compare a difference against: the host drifts by up to ~1.8× over minutes, \
+         so only ratios within one run mean anything.",
+        if reps == 1 { "" } else { "s" }
+    );
+
+    md += "## Time per operation\n\n";
+    md += &scenario_table(plan, cells, time_cell);
+    md += "\n";
+    md += &if baseline_in {
+        "Median wall-clock ns per operation of the measured pass, and in parentheses its ratio \
+         to mimalloc's median in the same scenario (below 1× is faster than mimalloc). "
+            .to_owned()
+    } else {
+        "Median wall-clock ns per operation of the measured pass (mimalloc was not selected, so \
+         no ratios). "
+            .to_owned()
+    };
+    md += &spread_note;
+    md += "\n\n### Spread (min–max ns/op)\n\n";
+    md += &scenario_table(plan, cells, spread_cell);
+    md += "\n### Page faults per op · peak RSS\n\n";
+    md += &scenario_table(plan, cells, memory_cell);
+    md += "\nMedian minor + major page faults per operation during the measured pass, and the \
+           largest peak resident set of the process over the repetitions (it includes the \
+           unmeasured warm-up pass).\n\n";
+
+    md += "## Compiled vs runtime (the C original's regression table, measured by us)\n\n";
+    let pairs = stats::mode_pairs(plan, cells);
+    if pairs.is_empty() {
+        md += "n/a: select a compiled mode and its runtime twin (e.g. `--allocators \
+               fast,runtime-fast`).\n";
+    } else {
+        md += &pairs_table(plan, &pairs);
+        md += "\nEach compiled mode (its features fixed at compile time, disabled ones costing \
+               nothing) against its runtime twin (`bench-runtime` with `HAKMEM_MODE=<mode>`: the \
+               same hot path with every feature a load and a branch, the C original's design, \
+               whose own report measured MINIMAL 5% slower once modes existed). `vm` is the C \
+               original's scenario (2 MiB blocks), `tiny` the small-object hot path, where a \
+               flag check weighs most. The overhead is runtime − compiled; the last column is \
+               the geometric mean of runtime/compiled over all scenarios, as a difference. ";
+        md += &spread_note;
+        md += "\n";
+    }
+    md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::matrix::run::{schedule, Sample, ScenarioInfo};
+    use crate::matrix::CONTENDERS;
+
+    #[test]
+    fn numbers_for_people() {
+        assert_eq!(group_thousands(0), "0");
+        assert_eq!(group_thousands(999), "999");
+        assert_eq!(group_thousands(1000), "1,000");
+        assert_eq!(group_thousands(1_234_567), "1,234,567");
+        assert_eq!(fmt_ns(1234.4), "1,234");
+        assert_eq!(fmt_ns(100.0), "100");
+        assert_eq!(fmt_ns(99.96), "100");
+        assert_eq!(fmt_ns(12.34), "12.3");
+        assert_eq!(fmt_ns(8.126), "8.13");
+        assert_eq!(fmt_ns(f64::NAN), "?");
+        assert_eq!(fmt_ratio(0.8712), "0.87×");
+        assert_eq!(fmt_ratio(12.34), "12.3×");
+        assert_eq!(fmt_pct(0.034), "+3.4%");
+        assert_eq!(fmt_pct(-0.12), "-12.0%");
+        assert_eq!(fmt_faults(0.0), "0");
+        assert_eq!(fmt_faults(0.00032), "3.2e-4");
+        assert_eq!(fmt_faults(0.5), "0.50");
+        assert_eq!(fmt_faults(12.54), "12.5");
+        assert_eq!(fmt_faults(1024.0), "1,024");
+        assert_eq!(fmt_kib(812), "812 KiB");
+        assert_eq!(fmt_kib(12_595), "12.3 MiB");
+        assert_eq!(fmt_kib(1_310_720), "1.25 GiB");
+        assert_eq!(overhead_cell(Some(100.0), Some(103.0)), "+3.00 ns (+3.0%)");
+        assert_eq!(overhead_cell(Some(3400.0), Some(3300.0)), "-100 ns (-2.9%)");
+        assert_eq!(overhead_cell(None, Some(1.0)), "n/a");
+    }
+
+    #[test]
+    fn csv_escaping() {
+        assert_eq!(csv_field("vm"), "vm");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_field("two\nlines"), "\"two\nlines\"");
+        assert_eq!(csv_field(""), "");
+    }
+
+    #[test]
+    fn json_escaping() {
+        assert_eq!(json_str("plain"), "\"plain\"");
+        assert_eq!(json_str("a\"b\\c"), "\"a\\\"b\\\\c\"");
+        assert_eq!(json_str("t\tn\n\u{1}×"), "\"t\\tn\\n\\u0001×\"");
+        assert_eq!(json_num(Some(1.5)), "1.5");
+        assert_eq!(json_num(Some(1e-7)), "0.0000001");
+        assert_eq!(json_num(Some(f64::INFINITY)), "null");
+        assert_eq!(json_num(None), "null");
+    }
+
+    #[test]
+    fn markdown_tables_are_padded() {
+        let t = md_table(
+            &["a".into(), "bb".into()],
+            &[false, true],
+            &[vec!["xxxx".into(), "1".into()]],
+        );
+        assert_eq!(t, "| a    |  bb |\n| ---- | --: |\n| xxxx |   1 |\n");
+    }
+
+    /// Two scenarios (`vm`, `tiny`), every contender, two repetitions; jemalloc fails in tiny.
+    fn fixture() -> (Meta, Plan, Vec<Cell>, Vec<Record>) {
+        let plan = Plan {
+            reps: 2,
+            scale: Some(0.05),
+            scenarios: ["vm", "tiny"]
+                .map(|n| ScenarioInfo {
+                    name: n.into(),
+                    about: format!("{n}, \"quoted\""),
+                })
+                .to_vec(),
+            contenders: CONTENDERS.iter().collect(),
+        };
+        let records: Vec<Record> = schedule(2, 2, CONTENDERS.len())
+            .into_iter()
+            .map(|slot| {
+                let name = CONTENDERS[slot.contender].name;
+                let result = if slot.scenario == 1 && name == "jemalloc" {
+                    Err("exit status: 2: bench: \"tiny\" broke".to_owned())
+                } else {
+                    let ns = if name.starts_with("runtime-") {
+                        110
+                    } else {
+                        100
+                    };
+                    Ok(Sample {
+                        ops: 10,
+                        ns: ns * 10 * (slot.scenario as u64 * 9 + 1) + u64::from(slot.rep),
+                        faults: 5,
+                        maxrss_kib: 2048,
+                        threads: 1,
+                    })
+                };
+                Record {
+                    slot,
+                    allocator: result.is_ok().then(|| name.to_owned()),
+                    result,
+                }
+            })
+            .collect();
+        let cells = stats::summarize(&plan, &records);
+        let meta = Meta {
+            machine: Machine {
+                date: "2026-11-23T12:00:00Z".into(),
+                cpu: "AMD EPYC".into(),
+                cores: 2,
+                rustc: "rustc 1.95.0".into(),
+                glibc: "ldd (GNU libc) 2.36".into(),
+            },
+            reps: 2,
+            scale: Some(0.05),
+            command: "cargo xtask bench-matrix --smoke".into(),
+            build_secs: 1.0,
+            run_secs: 2.0,
+        };
+        (meta, plan, cells, records)
+    }
+
+    #[test]
+    fn csv_has_one_row_per_cell() {
+        let (_, _, cells, _) = fixture();
+        let text = csv(&cells);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 1 + 26);
+        assert_eq!(lines[0], CSV_HEADER);
+        assert_eq!(
+            lines[1],
+            "vm,minimal,2,100.050,100.000,100.100,0.500000,2048,1.0000,,0"
+        );
+        assert!(lines[6].starts_with("vm,runtime-minimal,2,110.050,"));
+        assert!(lines[6].ends_with(",1.1000,1.1000,0"), "{}", lines[6]);
+        assert_eq!(lines[26], "tiny,jemalloc,0,,,,,,,,2");
+        assert!(lines.iter().all(|l| l.split(',').count() == 11));
+    }
+
+    #[test]
+    fn json_holds_the_metadata_cells_and_runs() {
+        let (meta, plan, cells, records) = fixture();
+        let text = json(&meta, &plan, &cells, &records);
+        for needle in [
+            "\"date\": \"2026-11-23T12:00:00Z\"",
+            "\"nproc\": 2",
+            "\"scale\": 0.05",
+            "\"command\": \"cargo xtask bench-matrix --smoke\"",
+            "\"about\": \"vm, \\\"quoted\\\"\"",
+            "\"hakmem_mode\": \"fast\"",
+            "\"binary\": \"bench-runtime\"",
+            "\"runtime_vs_compiled\": null",
+            "{\"rep\": 2, \"error\": \"exit status: 2: bench: \\\"tiny\\\" broke\"}",
+            "\"maxrss_kib\": 2048",
+        ] {
+            assert!(text.contains(needle), "{needle} not in\n{text}");
+        }
+        assert_eq!(text.matches("\"samples\":").count(), 26);
+        // Balanced brackets and braces outside strings: a cheap well-formedness check.
+        let (mut depth, mut in_str, mut escaped) = (0i32, false, false);
+        for ch in text.chars() {
+            match (in_str, escaped, ch) {
+                (true, true, _) => escaped = false,
+                (true, false, '\\') => escaped = true,
+                (true, false, '"') => in_str = false,
+                (false, _, '"') => in_str = true,
+                (false, _, '{' | '[') => depth += 1,
+                (false, _, '}' | ']') => depth -= 1,
+                _ => {}
+            }
+            assert!(depth >= 0);
+        }
+        assert_eq!((depth, in_str), (0, false));
+    }
+
+    #[test]
+    fn markdown_has_both_tables() {
+        let (meta, plan, cells, _) = fixture();
+        let md = markdown(&meta, &plan, &cells);
+        assert!(
+            md.contains("- machine: AMD EPYC, 2 cores; rustc 1.95.0; glibc: ldd (GNU libc) 2.36")
+        );
+        assert!(md.contains("- command: `cargo xtask bench-matrix --smoke`"));
+        let vm = md.lines().find(|l| l.starts_with("| vm ")).unwrap();
+        assert!(
+            vm.contains("|   100 (1.00×) |") && vm.contains("110 (1.10×)"),
+            "{vm}"
+        );
+        assert!(md.contains("FAILED"));
+        assert!(md.contains("100–100"));
+        assert!(md.contains("0.50 · 2.0 MiB"));
+        // Compiled vs runtime: vm 100.05 vs 110.05 ns, +10.0 ns (+10.0%).
+        let row = md
+            .lines()
+            .find(|l| l.starts_with("| minimal "))
+            .expect("a minimal row");
+        assert!(row.contains("+10.0 ns (+10.0%)"), "{row}");
+        assert!(row.trim_end().ends_with("+10.0% |"), "{row}");
+        assert!(md.contains("interleaved"));
+    }
+}

@@ -1,0 +1,505 @@
+//! Running the matrix: `bench-BIN --list`, one process per repetition of a cell, the
+//! interleaved schedule, and the parsing of the bench's one line of output.
+//!
+//! The contract with `benches/src/bin/bench.rs`: `bench SCENARIO [--scale F]` prints exactly
+//! `allocator=NAME scenario=NAME ops=U64 ns=U64 faults=U64 maxrss_kib=U64 threads=U64` and exits
+//! 0, NAME being the contender's name (`runtime-fast` for `bench-runtime` with
+//! `HAKMEM_MODE=fast`); anything else fails that one run, which is recorded and the matrix goes
+//! on.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::Stdio;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::report::fmt_ns;
+use super::{bin_path, Contender};
+use crate::cmd;
+
+/// A run that takes longer than this is killed and counted as failed.
+pub const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A scenario as `bench --list` describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScenarioInfo {
+    pub name: String,
+    /// Its one-line description.
+    pub about: String,
+}
+
+/// What one run measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sample {
+    pub ops: u64,
+    /// Wall time of the measured part.
+    pub ns: u64,
+    /// Minor + major page faults during it.
+    pub faults: u64,
+    /// The process's peak RSS.
+    pub maxrss_kib: u64,
+    pub threads: u64,
+}
+
+impl Sample {
+    pub fn ns_per_op(&self) -> f64 {
+        self.ns as f64 / self.ops as f64
+    }
+
+    pub fn faults_per_op(&self) -> f64 {
+        self.faults as f64 / self.ops as f64
+    }
+}
+
+/// The bench's line, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BenchLine {
+    pub allocator: String,
+    pub scenario: String,
+    pub sample: Sample,
+}
+
+/// Parses `allocator=… scenario=… ops=… ns=… faults=… maxrss_kib=… threads=…` (any order, every
+/// key once, nothing else; `ops` must not be 0).
+pub fn parse_line(line: &str) -> Result<BenchLine, String> {
+    let mut text: [Option<&str>; 2] = [None; 2];
+    let mut nums: [Option<u64>; 5] = [None; 5];
+    const TEXT: [&str; 2] = ["allocator", "scenario"];
+    const NUMS: [&str; 5] = ["ops", "ns", "faults", "maxrss_kib", "threads"];
+    for field in line.split_whitespace() {
+        let (key, value) = field
+            .split_once('=')
+            .ok_or_else(|| format!("`{field}` is not key=value"))?;
+        if let Some(i) = TEXT.iter().position(|k| *k == key) {
+            if text[i].replace(value).is_some() {
+                return Err(format!("`{key}` given twice"));
+            }
+        } else if let Some(i) = NUMS.iter().position(|k| *k == key) {
+            let n = value
+                .parse::<u64>()
+                .map_err(|_| format!("`{key}={value}` is not a whole number"))?;
+            if nums[i].replace(n).is_some() {
+                return Err(format!("`{key}` given twice"));
+            }
+        } else {
+            return Err(format!("unknown key `{key}`"));
+        }
+    }
+    let missing = TEXT
+        .iter()
+        .zip(text.iter().map(Option::is_none))
+        .chain(NUMS.iter().zip(nums.iter().map(Option::is_none)))
+        .filter(|(_, m)| *m)
+        .map(|(k, _)| *k)
+        .collect::<Vec<_>>();
+    if !missing.is_empty() {
+        return Err(format!("missing {}", missing.join(", ")));
+    }
+    let n = |i: usize| nums[i].unwrap_or_default();
+    if n(0) == 0 {
+        return Err("ops=0".to_owned());
+    }
+    Ok(BenchLine {
+        allocator: text[0].unwrap_or_default().to_owned(),
+        scenario: text[1].unwrap_or_default().to_owned(),
+        sample: Sample {
+            ops: n(0),
+            ns: n(1),
+            faults: n(2),
+            maxrss_kib: n(3),
+            threads: n(4),
+        },
+    })
+}
+
+/// Parses `bench --list`: `NAME<TAB>description` per line.
+pub fn parse_list(text: &str) -> Result<Vec<ScenarioInfo>, String> {
+    let mut list: Vec<ScenarioInfo> = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let (name, about) = line.split_once('\t').unwrap_or((line, ""));
+        let name = name.trim();
+        if name.is_empty() || name.contains(char::is_whitespace) || name.contains(',') {
+            return Err(format!("bad scenario line `{line}`"));
+        }
+        if list.iter().any(|s| s.name == name) {
+            return Err(format!("scenario `{name}` listed twice"));
+        }
+        list.push(ScenarioInfo {
+            name: name.to_owned(),
+            about: about.trim().to_owned(),
+        });
+    }
+    if list.is_empty() {
+        return Err("no scenarios listed".to_owned());
+    }
+    Ok(list)
+}
+
+/// Runs `bin --list`.
+pub fn list_scenarios(bin: &Path) -> Result<Vec<ScenarioInfo>, String> {
+    let out = cmd::command(bin, &["--list"], None)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("could not start: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{}{}",
+            out.status,
+            last_line(&String::from_utf8_lossy(&out.stderr))
+        ));
+    }
+    parse_list(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// `: LINE` for the last non-empty line of `text`, or nothing.
+fn last_line(text: &str) -> String {
+    text.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .map(|l| format!(": {}", l.trim()))
+        .unwrap_or_default()
+}
+
+/// The command line of one run: `SCENARIO [--scale F]`.
+pub fn run_args(scenario: &str, scale: Option<f64>) -> Vec<String> {
+    let mut args = vec![scenario.to_owned()];
+    if let Some(f) = scale {
+        args.extend(["--scale".to_owned(), f.to_string()]);
+    }
+    args
+}
+
+/// Runs `bin SCENARIO [--scale F]` once (with `HAKMEM_MODE=mode` or without it), killing it after
+/// `timeout`, and parses its line.
+pub fn run_one(
+    bin: &Path,
+    scenario: &str,
+    mode: Option<&str>,
+    scale: Option<f64>,
+    timeout: Duration,
+) -> Result<BenchLine, String> {
+    let mut child = cmd::command(bin, &run_args(scenario, scale), mode)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("could not start {}: {e}", bin.display()))?;
+    // Both pipes are drained while it runs: a chatty stderr (RESEARCH logs) must not block it.
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        thread::spawn(move || {
+            let mut text = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut text);
+            }
+            String::from_utf8_lossy(&text).into_owned()
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
+    let deadline = Instant::now() + timeout;
+    let mut nap = Duration::from_micros(200);
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("killed after {} s", cmd::seconds(timeout)));
+            }
+            Ok(None) => {
+                thread::sleep(nap);
+                nap = (nap * 2).min(Duration::from_millis(5));
+            }
+            Err(e) => return Err(format!("wait failed: {e}")),
+        }
+    };
+    let stdout = stdout.join().unwrap_or_default();
+    let stderr = stderr.join().unwrap_or_default();
+    if !status.success() {
+        return Err(format!("{status}{}", last_line(&stderr)));
+    }
+    let lines: Vec<&str> = stdout.lines().filter(|l| !l.trim().is_empty()).collect();
+    let [line] = lines.as_slice() else {
+        return Err(format!(
+            "expected one line on stdout, got {}{}",
+            lines.len(),
+            last_line(&stdout)
+        ));
+    };
+    let parsed = parse_line(line).map_err(|e| format!("bad bench line ({e}): {line}"))?;
+    if parsed.scenario != scenario {
+        return Err(format!(
+            "asked for scenario {scenario}, bench reported {}",
+            parsed.scenario
+        ));
+    }
+    Ok(parsed)
+}
+
+/// What the matrix runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub reps: u32,
+    pub scale: Option<f64>,
+    pub scenarios: Vec<ScenarioInfo>,
+    pub contenders: Vec<&'static Contender>,
+}
+
+impl Plan {
+    /// Runs in all.
+    pub fn runs(&self) -> usize {
+        self.reps as usize * self.scenarios.len() * self.contenders.len()
+    }
+}
+
+/// One slot of the schedule: indices into [`Plan`]'s lists; `rep` counts from 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slot {
+    pub rep: u32,
+    pub scenario: usize,
+    pub contender: usize,
+}
+
+/// The order of the runs: for each repetition, for each scenario, every contender, starting one
+/// contender later each repetition (so no contender always runs first, or right after another).
+pub fn schedule(reps: u32, scenarios: usize, contenders: usize) -> Vec<Slot> {
+    let mut slots = Vec::with_capacity(reps as usize * scenarios * contenders);
+    for rep in 0..reps {
+        for scenario in 0..scenarios {
+            for k in 0..contenders {
+                slots.push(Slot {
+                    rep,
+                    scenario,
+                    contender: (k + rep as usize) % contenders,
+                });
+            }
+        }
+    }
+    slots
+}
+
+/// One run's outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub slot: Slot,
+    /// What the bench said it was (`None` if it failed).
+    pub allocator: Option<String>,
+    pub result: Result<Sample, String>,
+}
+
+/// Runs the whole schedule, one progress line per run. Contenders whose binary is in `broken`
+/// (its build failed) are not run: their runs are recorded as failed.
+pub fn run_all(plan: &Plan, bin_dir: &Path, broken: &[&str]) -> Vec<Record> {
+    let slots = schedule(plan.reps, plan.scenarios.len(), plan.contenders.len());
+    let total = slots.len();
+    let width = total.to_string().len();
+    let mut records = Vec::with_capacity(total);
+    for (i, slot) in slots.into_iter().enumerate() {
+        let scenario = &plan.scenarios[slot.scenario].name;
+        let contender = plan.contenders[slot.contender];
+        print!(
+            "[{:>width$}/{total}] {scenario} × {} (rep {}/{}) … ",
+            i + 1,
+            contender.name,
+            slot.rep + 1,
+            plan.reps
+        );
+        let _ = std::io::stdout().flush();
+        let outcome = if broken.contains(&contender.bin) {
+            Err(format!("bench-{} did not build", contender.bin))
+        } else {
+            let bin = bin_path(bin_dir, contender.bin);
+            run_one(&bin, scenario, contender.mode, plan.scale, RUN_TIMEOUT).and_then(|line| {
+                // A binary built with the wrong allocator, or a twin that did not see its
+                // HAKMEM_MODE, would otherwise pass for the contender.
+                if line.allocator == contender.name {
+                    Ok(line)
+                } else {
+                    Err(format!(
+                        "bench reported allocator={}, expected {}",
+                        line.allocator, contender.name
+                    ))
+                }
+            })
+        };
+        let record = match outcome {
+            Ok(line) => {
+                println!("{} ns/op", fmt_ns(line.sample.ns_per_op()));
+                Record {
+                    slot,
+                    allocator: Some(line.allocator),
+                    result: Ok(line.sample),
+                }
+            }
+            Err(e) => {
+                println!("FAILED: {e}");
+                Record {
+                    slot,
+                    allocator: None,
+                    result: Err(e),
+                }
+            }
+        };
+        records.push(record);
+    }
+    records
+}
+
+/// Writes an executable shell script (for tests that need a fake bench).
+#[cfg(test)]
+pub fn write_script(path: &Path, body: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, format!("#!/bin/sh\n{body}")).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LINE: &str =
+        "allocator=fast scenario=vm ops=100 ns=123456 faults=512 maxrss_kib=4096 threads=2";
+
+    #[test]
+    fn parses_the_bench_line() {
+        let p = parse_line(LINE).unwrap();
+        assert_eq!(p.allocator, "fast");
+        assert_eq!(p.scenario, "vm");
+        assert_eq!(
+            p.sample,
+            Sample {
+                ops: 100,
+                ns: 123_456,
+                faults: 512,
+                maxrss_kib: 4096,
+                threads: 2
+            }
+        );
+        assert_eq!(p.sample.ns_per_op(), 1234.56);
+        assert_eq!(p.sample.faults_per_op(), 5.12);
+        // Any order, surrounding blanks.
+        let shuffled =
+            "  threads=1 ns=5 ops=5 scenario=tiny faults=0 maxrss_kib=1 allocator=glibc\n";
+        assert_eq!(parse_line(shuffled).unwrap().sample.ns_per_op(), 1.0);
+    }
+
+    #[test]
+    fn rejects_bad_bench_lines() {
+        let bad = [
+            (
+                "",
+                "missing allocator, scenario, ops, ns, faults, maxrss_kib, threads",
+            ),
+            (
+                "allocator=a scenario=b ops=1 ns=1 faults=1 maxrss_kib=1",
+                "missing threads",
+            ),
+            (
+                "allocator=a scenario=b ops=0 ns=1 faults=1 maxrss_kib=1 threads=1",
+                "ops=0",
+            ),
+            (
+                "allocator=a scenario=b ops=1 ns=-1 faults=1 maxrss_kib=1 threads=1",
+                "`ns=-1` is not a whole number",
+            ),
+            (
+                "allocator=a scenario=b ops=1 ns=1 faults=1 maxrss_kib=1 threads=1 x=2",
+                "unknown key `x`",
+            ),
+            (
+                "allocator=a scenario=b ops=1 ops=1 ns=1 faults=1 maxrss_kib=1 threads=1",
+                "`ops` given twice",
+            ),
+            ("hello", "`hello` is not key=value"),
+        ];
+        for (line, why) in bad {
+            assert_eq!(parse_line(line), Err(why.to_owned()), "{line}");
+        }
+    }
+
+    #[test]
+    fn parses_the_list() {
+        let list = parse_list("json\tC original's JSON\nvm\t2 MiB\n\ntiny\n").unwrap();
+        let names: Vec<_> = list.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["json", "vm", "tiny"]);
+        assert_eq!(list[0].about, "C original's JSON");
+        assert_eq!(list[2].about, "");
+        assert!(parse_list("").is_err());
+        assert!(parse_list("a\tx\na\ty\n").is_err());
+        assert!(parse_list("two words\tx\n").is_err());
+    }
+
+    #[test]
+    fn schedule_interleaves_and_rotates() {
+        let s = schedule(3, 2, 4);
+        assert_eq!(s.len(), 24);
+        let order = |rep: u32, scenario: usize| -> Vec<usize> {
+            s.iter()
+                .filter(|x| x.rep == rep && x.scenario == scenario)
+                .map(|x| x.contender)
+                .collect()
+        };
+        assert_eq!(order(0, 0), [0, 1, 2, 3]);
+        assert_eq!(order(0, 1), [0, 1, 2, 3]);
+        assert_eq!(order(1, 0), [1, 2, 3, 0]);
+        assert_eq!(order(2, 1), [2, 3, 0, 1]);
+        // Repetition by repetition: all of rep 0 before any of rep 1.
+        assert!(s[..8].iter().all(|x| x.rep == 0));
+        // Every cell exactly `reps` times.
+        for scenario in 0..2 {
+            for contender in 0..4 {
+                let n = s
+                    .iter()
+                    .filter(|x| x.scenario == scenario && x.contender == contender)
+                    .count();
+                assert_eq!(n, 3);
+            }
+        }
+    }
+
+    #[test]
+    fn run_args_pass_the_scale() {
+        assert_eq!(run_args("vm", None), ["vm"]);
+        assert_eq!(run_args("vm", Some(0.05)), ["vm", "--scale", "0.05"]);
+    }
+
+    #[test]
+    fn runs_a_process_and_reports_failures() {
+        let dir = std::env::temp_dir().join(format!("xtask-run-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let bin = dir.join("bench-fake");
+        write_script(
+            &bin,
+            "case \"$1\" in\n\
+             ok) echo \"allocator=${HAKMEM_MODE:-none} scenario=ok ops=10 ns=100 faults=1 maxrss_kib=7 threads=1\" ;;\n\
+             noisy) i=0; while [ $i -lt 3000 ]; do echo 'log line log line log line log line' >&2; i=$((i+1)); done;\n\
+                    echo 'allocator=x scenario=noisy ops=1 ns=1 faults=0 maxrss_kib=1 threads=1' ;;\n\
+             crash) echo 'bench: boom' >&2; exit 3 ;;\n\
+             two) echo a; echo b ;;\n\
+             slow) sleep 5 ;;\n\
+             esac\n",
+        );
+        let long = Duration::from_secs(30);
+        let ok = run_one(&bin, "ok", Some("fast"), None, long).unwrap();
+        assert_eq!(ok.allocator, "fast");
+        assert_eq!(ok.sample.ns_per_op(), 10.0);
+        let ok = run_one(&bin, "ok", None, Some(0.5), long).unwrap();
+        assert_eq!(ok.allocator, "none");
+        assert!(run_one(&bin, "noisy", None, None, long).is_ok());
+        let err = run_one(&bin, "crash", None, None, long).unwrap_err();
+        assert!(
+            err.contains("exit status: 3") && err.ends_with(": bench: boom"),
+            "{err}"
+        );
+        let err = run_one(&bin, "two", None, None, long).unwrap_err();
+        assert!(
+            err.starts_with("expected one line on stdout, got 2"),
+            "{err}"
+        );
+        let err = run_one(&bin, "slow", None, None, Duration::from_millis(100)).unwrap_err();
+        assert_eq!(err, "killed after 0.1 s");
+        let missing = run_one(&dir.join("nope"), "ok", None, None, long).unwrap_err();
+        assert!(missing.starts_with("could not start"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

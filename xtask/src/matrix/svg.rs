@@ -1,0 +1,294 @@
+//! `matrix.svg`: one panel per scenario, in a grid, each with one bar per contender showing its
+//! median time relative to mimalloc's (log scale, bars grow from the 1.0 reference line: up is
+//! slower, down is faster), the ratio written on each bar, and a legend of the contenders on top.
+//! Drawn with plotters' SVG backend (text stays SVG `<text>`; no font files needed).
+
+use plotters::coord::ranged1d::SegmentValue;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+use super::report::fmt_ratio;
+use super::run::Plan;
+use super::stats::{self, Cell};
+use super::{Contender, BASELINE};
+
+/// Width and height of one scenario's panel, in pixels.
+const PANEL: (u32, u32) = (470, 330);
+/// Height of the title and legend strip.
+const HEADER: u32 = 96;
+/// Panels per row (fewer if there are fewer scenarios).
+const COLUMNS: usize = 3;
+const FONT: &str = "sans-serif";
+
+/// The colour of a contender: one hue per mode (its runtime twin a paler tint of it), and one
+/// per peer.
+pub fn colour(c: &Contender) -> RGBColor {
+    let mode = c.compiled.unwrap_or(c.name);
+    let base = match mode {
+        "minimal" => RGBColor(31, 119, 180),
+        "fast" => RGBColor(44, 160, 44),
+        "balanced" => RGBColor(148, 103, 189),
+        "learning" => RGBColor(23, 190, 207),
+        "research" => RGBColor(140, 86, 75),
+        "glibc" => RGBColor(127, 127, 127),
+        "mimalloc" => RGBColor(255, 127, 14),
+        "jemalloc" => RGBColor(214, 39, 40),
+        _ => RGBColor(0, 0, 0),
+    };
+    if c.is_runtime() {
+        let tint = |x: u8| x + ((255 - u16::from(x)) * 11 / 20) as u8;
+        RGBColor(tint(base.0), tint(base.1), tint(base.2))
+    } else {
+        base
+    }
+}
+
+/// The x-axis label of a contender: `rt-` for the runtime twins.
+pub fn short_name(c: &Contender) -> String {
+    match c.compiled {
+        Some(mode) => format!("rt-{mode}"),
+        None => c.name.to_owned(),
+    }
+}
+
+/// The y range of a panel: every ratio and 1.0 inside, with room for the labels.
+pub fn y_range(ratios: &[f64]) -> (f64, f64) {
+    let lo = ratios.iter().copied().fold(1.0, f64::min);
+    let hi = ratios.iter().copied().fold(1.0, f64::max);
+    ((lo / 1.6).min(0.8), (hi * 1.6).max(1.25))
+}
+
+/// The contender the bars are relative to: mimalloc, or the first one if it was not selected.
+pub fn baseline(plan: &Plan) -> &'static Contender {
+    plan.contenders
+        .iter()
+        .copied()
+        .find(|c| c.name == BASELINE)
+        .unwrap_or(plan.contenders[0])
+}
+
+/// The chart as SVG text.
+pub fn chart(plan: &Plan, cells: &[Cell]) -> Result<String, String> {
+    let n_scen = plan.scenarios.len().max(1);
+    let cols = COLUMNS.min(n_scen);
+    let rows = n_scen.div_ceil(cols);
+    let size = (PANEL.0 * cols as u32, HEADER + PANEL.1 * rows as u32);
+    let mut svg = String::new();
+    draw(&mut svg, size, (rows, cols), plan, cells).map_err(|e| format!("matrix.svg: {e}"))?;
+    Ok(svg)
+}
+
+fn draw(
+    svg: &mut String,
+    size: (u32, u32),
+    grid: (usize, usize),
+    plan: &Plan,
+    cells: &[Cell],
+) -> Result<(), Box<dyn std::error::Error>> {
+    let base = baseline(plan);
+    let root = SVGBackend::with_string(svg, size).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (header, body) = root.split_vertically(HEADER);
+
+    let scale = plan
+        .scale
+        .map(|f| format!(", scale {f} (smoke)"))
+        .unwrap_or_default();
+    header.draw(&Text::new(
+        format!(
+            "Median time per op relative to {} (log scale; below 1 = faster), {} interleaved \
+             repetition(s){scale}",
+            base.name, plan.reps
+        ),
+        (12, 10),
+        (FONT, 19).into_font().color(&BLACK),
+    ))?;
+    // The legend: two rows of swatches.
+    let per_row = plan.contenders.len().div_ceil(2).max(1);
+    let slot = (size.0 as i32 - 24) / per_row as i32;
+    for (i, c) in plan.contenders.iter().enumerate() {
+        let x = 12 + slot * (i % per_row) as i32;
+        let y = 44 + 26 * (i / per_row) as i32;
+        header.draw(&Rectangle::new(
+            [(x, y), (x + 14, y + 14)],
+            colour(c).filled(),
+        ))?;
+        header.draw(&Text::new(
+            c.name.to_owned(),
+            (x + 19, y + 1),
+            (FONT, 13).into_font().color(&BLACK),
+        ))?;
+    }
+
+    let n = plan.contenders.len();
+    let panels = body.split_evenly(grid);
+    for (panel, scenario) in panels.iter().zip(&plan.scenarios) {
+        let base_median = stats::find(cells, &scenario.name, base.name).and_then(|c| c.median_ns);
+        let ratios: Vec<Option<f64>> = plan
+            .contenders
+            .iter()
+            .map(|c| {
+                let m = stats::find(cells, &scenario.name, c.name).and_then(|x| x.median_ns);
+                stats::ratio(m, base_median)
+            })
+            .collect();
+        let present: Vec<f64> = ratios.iter().flatten().copied().collect();
+        let (lo, hi) = y_range(&present);
+        let caption = if base_median.is_some() {
+            scenario.name.clone()
+        } else {
+            format!("{} (no {} median: no bars)", scenario.name, base.name)
+        };
+        let mut chart = ChartBuilder::on(panel)
+            .caption(caption, (FONT, 17).into_font())
+            .margin(8)
+            .x_label_area_size(74)
+            .y_label_area_size(46)
+            .build_cartesian_2d((0..n).into_segmented(), (lo..hi).log_scale().base(2.0))?;
+        // The x labels are drawn below (rotated, hanging from their tick): plotters centres a
+        // rotated axis label on the tick, half of it inside the plot.
+        let no_label = |_: &SegmentValue<usize>| String::new();
+        let y_label = |v: &f64| format!("{v}");
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(n + 1)
+            .x_label_formatter(&no_label)
+            .y_labels(8)
+            .y_label_formatter(&y_label)
+            .y_label_style((FONT, 11).into_font())
+            .y_desc(format!("× {}", base.name))
+            .y_max_light_lines(3)
+            .light_line_style(RGBColor(238, 238, 238))
+            .bold_line_style(RGBColor(215, 215, 215))
+            .draw()?;
+        let x_labels = plan.contenders.iter().enumerate().map(|(i, c)| {
+            EmptyElement::at((SegmentValue::CenterOf(i), lo))
+                + Text::new(
+                    short_name(c),
+                    (0, 9),
+                    (FONT, 12)
+                        .into_font()
+                        .transform(FontTransform::Rotate270)
+                        .color(&BLACK)
+                        .pos(Pos::new(HPos::Right, VPos::Center)),
+                )
+        });
+        chart.draw_series(x_labels)?;
+
+        let bars = ratios.iter().enumerate().filter_map(|(i, r)| {
+            let r = (*r)?;
+            let style = colour(plan.contenders[i]).filled();
+            let mut bar = Rectangle::new(
+                [
+                    (SegmentValue::Exact(i), 1.0),
+                    (SegmentValue::Exact(i + 1), r),
+                ],
+                style,
+            );
+            bar.set_margin(0, 0, 3, 3);
+            Some(bar)
+        });
+        chart.draw_series(bars)?;
+        chart.draw_series(std::iter::once(PathElement::new(
+            vec![(SegmentValue::Exact(0), 1.0), (SegmentValue::Last, 1.0)],
+            BLACK.stroke_width(1),
+        )))?;
+        let labels = ratios.iter().enumerate().map(|(i, r)| {
+            let (text, y, vpos) = match r {
+                Some(r) if *r >= 1.0 => (fmt_ratio(*r).replace('×', ""), *r, VPos::Bottom),
+                Some(r) => (fmt_ratio(*r).replace('×', ""), *r, VPos::Top),
+                None => ("fail".to_owned(), 1.0, VPos::Bottom),
+            };
+            let text = if base_median.is_none() {
+                String::new()
+            } else {
+                text
+            };
+            Text::new(
+                text,
+                (SegmentValue::CenterOf(i), y),
+                (FONT, 10)
+                    .into_font()
+                    .color(&RGBColor(40, 40, 40))
+                    .pos(Pos::new(HPos::Center, vpos)),
+            )
+        });
+        chart.draw_series(labels)?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::matrix::run::{schedule, Record, Sample, ScenarioInfo};
+    use crate::matrix::{contender, CONTENDERS};
+
+    #[test]
+    fn twins_are_paler_than_their_mode() {
+        let fast = colour(contender("fast").unwrap());
+        let twin = colour(contender("runtime-fast").unwrap());
+        assert!(twin.0 > fast.0 && twin.1 > fast.1 && twin.2 > fast.2);
+        let all: Vec<_> = CONTENDERS.iter().map(colour).collect();
+        for (i, a) in all.iter().enumerate() {
+            assert!(!all[..i].contains(a), "two contenders share a colour");
+        }
+        assert_eq!(
+            short_name(contender("runtime-learning").unwrap()),
+            "rt-learning"
+        );
+    }
+
+    #[test]
+    fn y_range_holds_every_bar_and_one() {
+        let (lo, hi) = y_range(&[]);
+        assert!(lo < 1.0 && hi > 1.0);
+        let (lo, hi) = y_range(&[0.5, 3.0]);
+        assert!(lo < 0.5 && hi > 3.0);
+    }
+
+    #[test]
+    fn draws_a_panel_per_scenario() {
+        let plan = Plan {
+            reps: 1,
+            scale: None,
+            scenarios: ["vm", "tiny", "xmalloc", "json"]
+                .map(|n| ScenarioInfo {
+                    name: n.into(),
+                    about: String::new(),
+                })
+                .to_vec(),
+            contenders: CONTENDERS.iter().collect(),
+        };
+        let records: Vec<Record> = schedule(1, 4, CONTENDERS.len())
+            .into_iter()
+            .map(|slot| Record {
+                slot,
+                allocator: None,
+                result: if slot.contender == 3 {
+                    Err("boom".into())
+                } else {
+                    Ok(Sample {
+                        ops: 10,
+                        ns: 100 + 37 * slot.contender as u64 * (slot.scenario as u64 + 1),
+                        faults: 0,
+                        maxrss_kib: 1,
+                        threads: 1,
+                    })
+                },
+            })
+            .collect();
+        let cells = stats::summarize(&plan, &records);
+        let svg = chart(&plan, &cells).unwrap();
+        assert!(svg.starts_with("<svg"));
+        assert!(svg.trim_end().ends_with("</svg>"));
+        for needle in ["xmalloc", "rt-balanced", "jemalloc", "× mimalloc", "fail"] {
+            assert!(svg.contains(needle), "{needle}");
+        }
+        // One bar per successful cell (12 per scenario), plus the legend's 13 swatches.
+        let rects = svg.matches("<rect").count();
+        assert!(rects >= 4 * 12 + 13, "{rects} rects");
+    }
+}
