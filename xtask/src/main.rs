@@ -4,6 +4,7 @@
 //!   via `.ci/run`).
 //! - `cargo xtask overhead [--check]`: callgrind instruction counts of every compiled mode against
 //!   its runtime twin.
+//! - `cargo xtask bench-compare A B`: whether two matrix runs agree within their spreads.
 //! - `cargo xtask bench-matrix [OPTIONS]`: the wall-clock matrix of every mode, runtime twin and
 //!   peer allocator over the scenarios ([`matrix`]).
 //! - `cargo xtask help`: usage.
@@ -65,6 +66,11 @@ COMMANDS:
             --no-build         use the binaries already in <target>/bench-matrix/bin/
         A bad option or name exits with status 2.
 
+    bench-compare DIR_A DIR_B
+        Do two runs of the matrix agree? Reads results.csv from both output directories and
+        counts the cells whose medians agree within the spread the reports show (one run's
+        median inside the other's min-max); lists the cells that do not.
+
     help, -h, --help
         Print this text.
 
@@ -82,6 +88,7 @@ enum Cli {
     Test { overhead: bool, matrix: bool },
     Overhead { check: bool },
     BenchMatrix(matrix::Options),
+    BenchCompare(std::path::PathBuf, std::path::PathBuf),
 }
 
 /// Why a command line was rejected.
@@ -93,6 +100,7 @@ enum CliError {
         option: String,
     },
     BenchMatrix(matrix::UsageError),
+    Usage(String),
 }
 
 impl std::fmt::Display for CliError {
@@ -103,6 +111,7 @@ impl std::fmt::Display for CliError {
                 write!(f, "unknown option `{option}` for `{command}`")
             }
             CliError::BenchMatrix(e) => write!(f, "{e}"),
+            CliError::Usage(e) => write!(f, "{e}"),
         }
     }
 }
@@ -145,6 +154,15 @@ fn parse(args: &[String]) -> Result<Cli, CliError> {
             Ok(matrix::Parsed::Help) => Ok(Cli::Help),
             Ok(matrix::Parsed::Run(opts)) => Ok(Cli::BenchMatrix(opts)),
             Err(e) => Err(CliError::BenchMatrix(e)),
+        },
+        "bench-compare" => match options {
+            [a, b] if !a.starts_with('-') && !b.starts_with('-') => {
+                Ok(Cli::BenchCompare(a.into(), b.into()))
+            }
+            [o] | [o, _] | [_, o] if is_help(o) => Ok(Cli::Help),
+            _ => Err(CliError::Usage(
+                "bench-compare takes two result directories".into(),
+            )),
         },
         _ => Err(CliError::UnknownCommand(command.clone())),
     }
@@ -201,6 +219,13 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Ok(Cli::BenchCompare(a, b)) => match matrix::compare::run(&a, &b) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("xtask bench-compare: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Err(e @ CliError::BenchMatrix(_)) => {
             eprintln!("xtask bench-matrix: {e}\n(cargo xtask help describes every option)");
             ExitCode::from(2)
@@ -290,5 +315,22 @@ mod tests {
         let err = parse_strs(&["bench-matrix", "--allocators", "tcmalloc"]).unwrap_err();
         assert!(matches!(err, CliError::BenchMatrix(_)));
         assert!(err.to_string().contains("unknown allocator `tcmalloc`"));
+    }
+
+    #[test]
+    fn bench_compare_takes_two_directories() {
+        assert_eq!(
+            parse_strs(&["bench-compare", "a", "b"]),
+            Ok(Cli::BenchCompare("a".into(), "b".into()))
+        );
+        assert!(matches!(
+            parse_strs(&["bench-compare", "a"]),
+            Err(CliError::Usage(_))
+        ));
+        assert!(matches!(
+            parse_strs(&["bench-compare", "a", "b", "c"]),
+            Err(CliError::Usage(_))
+        ));
+        assert_eq!(parse_strs(&["bench-compare", "--help"]), Ok(Cli::Help));
     }
 }

@@ -11,9 +11,11 @@
 //!
 //! Modules: [`options`] (the command line), [`build`] (cargo builds, the machine's description),
 //! [`run`] (one process per repetition, the schedule, parsing the bench line), [`stats`] (pure
-//! statistics), [`report`] (CSV, JSON, markdown), [`svg`] (the chart).
+//! statistics), [`report`] (CSV, JSON, markdown), [`svg`] (the chart), [`compare`] (two runs
+//! against each other: `cargo xtask bench-compare`).
 
 pub mod build;
+pub mod compare;
 pub mod options;
 pub mod report;
 pub mod run;
