@@ -67,9 +67,10 @@ COMMANDS:
         A bad option or name exits with status 2.
 
     bench-compare DIR_A DIR_B
-        Do two runs of the matrix agree? Reads results.csv from both output directories and
-        counts the cells whose medians agree within the spread the reports show (one run's
-        median inside the other's min-max); lists the cells that do not.
+        Do two runs of the matrix agree? For every cell, whether one run's median lies within
+        the other's min-max: in ns/op (results.csv), and relative to mimalloc with each run
+        paired with mimalloc's run of the same scenario and repetition (samples.csv), which
+        cancels the host's drift. Lists the cells that do not agree.
 
     help, -h, --help
         Print this text.

@@ -1,11 +1,16 @@
 //! `cargo xtask bench-compare A B`: do two runs of the matrix agree?
 //!
-//! Reads `results.csv` from the two output directories and, for every cell (scenario ×
-//! contender) that both measured, says whether the medians agree within the spread the reports
-//! themselves show: run B's median lies inside run A's min–max, or run A's inside run B's. Wall
-//! clocks on these VMs drift, so this is the honest test of a report's stability: a difference
-//! between contenders smaller than the spread is no difference, and a cell whose medians move
-//! by more than the spread between two runs is a cell to distrust.
+//! For every cell (scenario × contender) both runs measured, two questions:
+//!
+//! - **absolute**: do the medians (ns/op, `results.csv`) agree within the spread the reports
+//!   themselves show — run B's median inside run A's min–max, or A's inside B's?
+//! - **paired with mimalloc**: the same for the cell's time relative to mimalloc, where each run
+//!   is divided by mimalloc's run of the same scenario in the same repetition (`samples.csv`).
+//!   The two ran seconds apart, so the host's drift — up to ~1.8× over minutes on these VMs —
+//!   cancels; this is the figure the report's ratios stand on.
+//!
+//! A difference between contenders smaller than the spread is no difference, and a cell whose
+//! figure moves by more than its spread between two runs is a cell to distrust.
 
 use std::path::Path;
 
@@ -78,6 +83,63 @@ impl Pair {
     }
 }
 
+/// Per cell, the paired ratios of its runs to the baseline's: each run's ns/op divided by the
+/// baseline's run of the same scenario and repetition. From samples.csv (`scenario,allocator,
+/// rep,ns_per_op,…`); cells are summarised like results.csv's (median, min, max). The baseline
+/// itself is left out.
+pub fn paired(samples_csv: &str, baseline: &str) -> Result<Vec<Row>, String> {
+    let mut lines = samples_csv.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .ok_or("empty samples.csv")?
+        .split(',')
+        .collect();
+    if header.get(..4) != Some(&["scenario", "allocator", "rep", "ns_per_op"][..]) {
+        return Err(format!("samples.csv: unexpected header {header:?}"));
+    }
+    let mut runs: Vec<(String, String, String, f64)> = Vec::new();
+    for line in lines.filter(|l| !l.trim().is_empty()) {
+        let f: Vec<&str> = line.split(',').collect();
+        let ns = f
+            .get(3)
+            .and_then(|v| v.parse::<f64>().ok())
+            .ok_or_else(|| format!("samples.csv: bad line {line:?}"))?;
+        runs.push((f[0].to_owned(), f[1].to_owned(), f[2].to_owned(), ns));
+    }
+    let base = |scenario: &str, rep: &str| {
+        runs.iter()
+            .find(|r| r.1 == baseline && r.0 == scenario && r.2 == rep)
+            .map(|r| r.3)
+            .filter(|&ns| ns > 0.0)
+    };
+    let mut cells: Vec<(String, String, Vec<f64>)> = Vec::new();
+    for (scenario, allocator, rep, ns) in runs.iter().filter(|r| r.1 != baseline) {
+        let Some(b) = base(scenario, rep) else {
+            continue;
+        };
+        match cells
+            .iter_mut()
+            .find(|c| &c.0 == scenario && &c.1 == allocator)
+        {
+            Some(c) => c.2.push(ns / b),
+            None => cells.push((scenario.clone(), allocator.clone(), vec![ns / b])),
+        }
+    }
+    Ok(cells
+        .into_iter()
+        .map(|(scenario, allocator, ratios)| {
+            let (min, max) = super::stats::min_max(&ratios).expect("at least one ratio");
+            Row {
+                scenario,
+                allocator,
+                median: super::stats::median(&ratios).expect("non-empty"),
+                min,
+                max,
+            }
+        })
+        .collect())
+}
+
 /// The cells of `a` that `b` also has, paired, in `a`'s order.
 pub fn pair(a: &[Row], b: &[Row]) -> Vec<Pair> {
     a.iter()
@@ -92,31 +154,37 @@ pub fn pair(a: &[Row], b: &[Row]) -> Vec<Pair> {
         .collect()
 }
 
-/// The report: a summary line, then the cells that disagree.
-pub fn report(a_name: &str, b_name: &str, pairs: &[Pair]) -> String {
+/// The report of one comparison: a summary line, then the cells that disagree.
+pub fn report(what: &str, unit: &str, pairs: &[Pair]) -> String {
     let agree = pairs.iter().filter(|p| p.agrees()).count();
     let mut out = format!(
-        "{agree} of {} cells agree: the median of one run lies within the other's min–max \
-         ({a_name} vs {b_name}).\n",
+        "{what}: {agree} of {} cells agree (one run's median within the other's min–max).\n",
         pairs.len()
     );
     let bad: Vec<&Pair> = pairs.iter().filter(|p| !p.agrees()).collect();
     if !bad.is_empty() {
-        out.push_str(
-            "\n| scenario | allocator | A median (min–max) | B median (min–max) | B vs A |\n",
-        );
+        out.push_str(&format!(
+            "\n| scenario | allocator | A median (min–max), {unit} | B median (min–max), {unit} | B vs A |\n"
+        ));
         out.push_str("|---|---|--:|--:|--:|\n");
         for p in bad {
+            let n = |x: f64| {
+                if x >= 100.0 {
+                    format!("{x:.0}")
+                } else {
+                    format!("{x:.3}")
+                }
+            };
             out.push_str(&format!(
-                "| {} | {} | {:.1} ({:.1}–{:.1}) | {:.1} ({:.1}–{:.1}) | {:+.1}% |\n",
+                "| {} | {} | {} ({}–{}) | {} ({}–{}) | {:+.1}% |\n",
                 p.a.scenario,
                 p.a.allocator,
-                p.a.median,
-                p.a.min,
-                p.a.max,
-                p.b.median,
-                p.b.min,
-                p.b.max,
+                n(p.a.median),
+                n(p.a.min),
+                n(p.a.max),
+                n(p.b.median),
+                n(p.b.min),
+                n(p.b.max),
                 p.change_pct()
             ));
         }
@@ -124,22 +192,37 @@ pub fn report(a_name: &str, b_name: &str, pairs: &[Pair]) -> String {
     out
 }
 
-/// Compares the runs in two output directories; prints the report. `Err` if a file is
+/// Compares the runs in two output directories; prints both reports. `Err` if a file is
 /// unreadable or the runs share no cell.
 pub fn run(a: &Path, b: &Path) -> Result<(), String> {
-    let read = |dir: &Path| {
-        let path = dir.join("results.csv");
-        let text =
-            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        parse_csv(&text).map_err(|e| format!("{}: {e}", path.display()))
+    let read = |dir: &Path, name: &str| {
+        let path = dir.join(name);
+        std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))
     };
-    let pairs = pair(&read(a)?, &read(b)?);
-    if pairs.is_empty() {
+    let absolute = pair(
+        &parse_csv(&read(a, "results.csv")?)?,
+        &parse_csv(&read(b, "results.csv")?)?,
+    );
+    if absolute.is_empty() {
         return Err("the two runs have no cell in common".into());
     }
+    println!("{} vs {}\n", a.display(), b.display());
+    print!("{}", report("absolute (ns/op)", "ns/op", &absolute));
+    let relative = pair(
+        &paired(&read(a, "samples.csv")?, super::BASELINE)?,
+        &paired(&read(b, "samples.csv")?, super::BASELINE)?,
+    );
+    println!();
     print!(
         "{}",
-        report(&a.display().to_string(), &b.display().to_string(), &pairs)
+        report(
+            &format!(
+                "paired with {} (× its run of the same scenario and repetition)",
+                super::BASELINE
+            ),
+            "×",
+            &relative
+        )
     );
     Ok(())
 }
@@ -147,6 +230,31 @@ pub fn run(a: &Path, b: &Path) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paired_ratios_divide_by_the_same_repetition() {
+        let samples = "scenario,allocator,rep,ns_per_op,faults_per_op,maxrss_kib\n\
+            vm,mimalloc,1,10.0,0,1\n\
+            vm,fast,1,20.0,0,1\n\
+            vm,mimalloc,2,20.0,0,1\n\
+            vm,fast,2,40.0,0,1\n\
+            vm,mimalloc,3,5.0,0,1\n\
+            vm,fast,3,15.0,0,1\n\
+            tiny,fast,1,1.0,0,1\n";
+        let rows = paired(samples, "mimalloc").unwrap();
+        // Drift doubled both in repetition 2: the ratio stays 2; tiny has no baseline run.
+        assert_eq!(
+            rows,
+            [Row {
+                scenario: "vm".into(),
+                allocator: "fast".into(),
+                median: 2.0,
+                min: 2.0,
+                max: 3.0
+            }]
+        );
+        assert!(paired("a,b\n", "mimalloc").is_err());
+    }
 
     const A: &str =
         "scenario,allocator,reps,median_ns_per_op,min_ns_per_op,max_ns_per_op,faults_per_op\n\
@@ -189,8 +297,8 @@ mod tests {
             "14 is outside 9–11 and 10 outside 13–15"
         );
         assert!((pairs[1].change_pct() - 40.0).abs() < 1e-9);
-        let text = report("a", "b", &pairs);
-        assert!(text.starts_with("1 of 2 cells agree"), "{text}");
+        let text = report("absolute", "ns/op", &pairs);
+        assert!(text.starts_with("absolute: 1 of 2 cells agree"), "{text}");
         assert!(text.contains("| tiny | fast |"), "{text}");
     }
 }

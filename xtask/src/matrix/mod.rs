@@ -247,6 +247,7 @@ pub fn run_in(opts: &Options, bins: &Path, command_line: &str) -> Result<bool, E
     let md = report::markdown(&meta, &plan, &cells);
     let files = [
         ("results.csv", report::csv(&cells)),
+        ("samples.csv", report::samples_csv(&plan, &samples)),
         ("results.json", report::json(&meta, &plan, &cells, &samples)),
         ("report.md", md.clone()),
         (
@@ -278,7 +279,7 @@ pub fn run_in(opts: &Options, bins: &Path, command_line: &str) -> Result<bool, E
     }
     println!(
         "bench-matrix: {} runs ({failed_runs} failed) in {run_secs:.1} s, builds {build_secs:.1} s, \
-         total {:.1} s; wrote {} (results.csv, results.json, report.md, matrix.svg)",
+         total {:.1} s; wrote {} (results.csv, samples.csv, results.json, report.md, matrix.svg)",
         plan.runs(),
         started.elapsed().as_secs_f64(),
         out.display()

@@ -139,6 +139,26 @@ pub fn csv(cells: &[Cell]) -> String {
     out
 }
 
+/// `samples.csv`: one row per successful run (`rep` counts from 1), for analyses that pair
+/// runs measured close together in time (`cargo xtask bench-compare`).
+pub fn samples_csv(plan: &Plan, records: &[Record]) -> String {
+    let mut out = String::from("scenario,allocator,rep,ns_per_op,faults_per_op,maxrss_kib\n");
+    for r in records {
+        if let Ok(sample) = &r.result {
+            out += &format!(
+                "{},{},{},{:.3},{:.6},{}\n",
+                csv_field(&plan.scenarios[r.slot.scenario].name),
+                csv_field(plan.contenders[r.slot.contender].name),
+                r.slot.rep + 1,
+                sample.ns_per_op(),
+                sample.faults_per_op(),
+                sample.maxrss_kib
+            );
+        }
+    }
+    out
+}
+
 // ---------------------------------------------------------------------------------------------
 // JSON
 
