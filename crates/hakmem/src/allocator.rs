@@ -14,7 +14,7 @@ use core::marker::PhantomData;
 use core::ptr::{self, NonNull};
 
 use crate::batch::Batch;
-use crate::bigcache::BigCache;
+use crate::bigcache::{self, BigCache, Meta, CLASSES};
 use crate::evolution::Learner;
 use crate::header::{self, Block, Method, HEADER_SIZE};
 use crate::os::{self, Advice};
@@ -30,7 +30,8 @@ const MAX_SYSTEM_ALIGN: usize = 4096;
 // A plain `malloc` block must already be aligned for the header and the user pointer after it.
 static_assertions::const_assert!(system::MALLOC_ALIGN >= HEADER_SIZE);
 
-/// Blocks of at least this size get `MADV_HUGEPAGE` under [`Thp::Auto`].
+/// Blocks of at least this size get `MADV_HUGEPAGE` under [`Thp::Auto`], with their user
+/// region aligned to it.
 const THP_AUTO_MIN: usize = 2 << 20;
 
 /// Byte written over freed and fresh small blocks when the policy poisons.
@@ -168,14 +169,18 @@ impl<P: Policy> Allocator<P> {
             unsafe { self.alloc_system(cfg, layout, site, zeroed) }
         } else {
             // SAFETY: forwarded.
-            unsafe { self.alloc_large(cfg, layout, site, zeroed) }
+            // (The site's slot and id are computed here, where `Site::NONE` is a constant.)
+            unsafe { self.alloc_large(cfg, layout, site.slot(), site.id32(), zeroed) }
         }
     }
 
+    /// `written` bounds the bytes the program may have written (the layout's size, or the
+    /// capacity where no layout is known).
+    ///
     /// # Safety
     /// `ptr` is a live block of this allocator; the caller holds the re-entry guard.
     #[inline(always)]
-    unsafe fn deallocate(&self, ptr: *mut u8) {
+    unsafe fn deallocate(&self, ptr: *mut u8, written: usize) {
         let cfg = P::config();
         debug_assert!(!ptr.is_null());
         // SAFETY: blocks are never null (caller).
@@ -194,7 +199,7 @@ impl<P: Policy> Allocator<P> {
                 self.free_system(cfg, user, base, capacity, HEADER_SIZE)
             },
             // SAFETY: forwarded.
-            None => unsafe { self.free_other(cfg, user) },
+            None => unsafe { self.free_other(cfg, user, written) },
         }
     }
 
@@ -225,7 +230,7 @@ impl<P: Policy> Allocator<P> {
             // SAFETY: both blocks are live, distinct, and hold at least the copied length.
             unsafe {
                 ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
-                self.deallocate(ptr);
+                self.deallocate(ptr, layout.size());
             }
         }
         new
@@ -299,14 +304,32 @@ impl<P: Policy> Allocator<P> {
         self.count(cfg, Event::SystemFree, 1);
     }
 
-    /// Frees any block the one-compare path does not: over-aligned system blocks and large
-    /// blocks. Fully validated: a bad header ends the process with a
-    /// message.
+    /// Frees any block the one-compare path does not: mappings (class blocks recognised by one
+    /// more compare), over-aligned system blocks, and anything else, which is decoded in full.
     ///
     /// # Safety
     /// `user` is a live block of this allocator (or a misuse to be reported).
     #[inline(never)]
-    unsafe fn free_other(&self, cfg: &Config, user: NonNull<u8>) {
+    unsafe fn free_other(&self, cfg: &Config, user: NonNull<u8>, written: usize) {
+        // BigCache's class blocks (4 KiB-offset mappings) are recognised with one compare.
+        if user.as_ptr() as usize % HEADER_SIZE == 0 && os::page_size() == 4096 {
+            // SAFETY: aligned; a live block of ours has a readable header.
+            if let Some((len, site)) = unsafe { header::page_mapping(user) } {
+                // SAFETY: the header says: a mapping of ours, one page before `user`.
+                return unsafe { self.free_mapping(cfg, user, len, 4096, site, written) };
+            }
+        }
+        // SAFETY: forwarded.
+        unsafe { self.free_decoded(cfg, user, written) }
+    }
+
+    /// Frees any other block after decoding and validating its header (a bad header ends the
+    /// process with a message).
+    ///
+    /// # Safety
+    /// `user` is a live block of this allocator (or a misuse to be reported).
+    #[inline(never)]
+    unsafe fn free_decoded(&self, cfg: &Config, user: NonNull<u8>, written: usize) {
         // SAFETY: forwarded; `read` aborts on anything but a valid header.
         let block = unsafe { header::read(user, "free") };
         match block.method {
@@ -315,71 +338,202 @@ impl<P: Policy> Allocator<P> {
                 self.free_system(cfg, user, block.base, block.capacity(), block.offset)
             },
             // SAFETY: the header says it is a mapping of ours.
-            Method::Mmap | Method::Cached => unsafe { self.free_large(cfg, block) },
+            Method::Mmap | Method::Cached => unsafe {
+                self.free_mapping(cfg, user, block.len, block.offset, block.site, written)
+            },
         }
     }
 
     // ---- the large-block path (mmap, BigCache, free policy, THP) -----------------------------
 
+    /// The large path: a BigCache hit where the mode has one, else a fresh mapping. Kept free of
+    /// calls on the hit path, so that it needs no register saving.
     #[inline(never)]
     unsafe fn alloc_large(
         &self,
         cfg: &Config,
         layout: Layout,
-        site: Site,
+        site_slot: usize,
+        site_id: u32,
         zeroed: bool,
     ) -> *mut u8 {
-        let site = site.or_size_class(layout.size());
-        if cfg.bigcache {
-            if let Some(p) = self.cache.take(layout, site, zeroed) {
+        let page = os::page_size();
+        // A request BigCache can serve is mapped as a block of its class (see `bigcache`).
+        let class = if cfg.bigcache && layout.align() <= page {
+            bigcache::class_of(layout.size())
+        } else {
+            None
+        };
+        if let Some(class) = class {
+            let len = page + CLASSES[class];
+            if let Some(user) = self.cache.take(class, site_slot, len) {
                 self.count(cfg, Event::CacheHit, 1);
-                return p.as_ptr();
+                // SAFETY: a cached class block: mapped, `len` long, its header page ours.
+                unsafe {
+                    header::write(user.sub(page), len, page, Method::Cached, site_id);
+                    if zeroed {
+                        // Only what a previous owner may have written is not zero.
+                        let dirty = Meta::read(user).dirty().min(layout.size());
+                        ptr::write_bytes(user.as_ptr(), 0, dirty);
+                    }
+                }
+                return user.as_ptr();
             }
             self.count(cfg, Event::CacheMiss, 1);
         }
+        // SAFETY: forwarded.
+        unsafe { self.map_large(cfg, layout, site_id, class) }
+    }
+
+    /// Maps a fresh large block: of its BigCache class if it has one, 2 MiB-aligned for huge
+    /// pages where THP applies.
+    #[inline(never)]
+    unsafe fn map_large(
+        &self,
+        cfg: &Config,
+        layout: Layout,
+        site_id: u32,
+        class: Option<usize>,
+    ) -> *mut u8 {
         let page = os::page_size();
-        let offset = header::offset_for(layout.align(), page);
-        let Some((base, len)) = map_block(layout.size(), layout.align(), offset, page) else {
+        let size = class.map_or(layout.size(), |c| CLASSES[c]);
+        let huge = cfg.thp != Thp::Off && size >= THP_AUTO_MIN && layout.align() <= page;
+        // Huge-page candidates get their user region 2 MiB-aligned, the header in the page
+        // before it: one extra page, and the kernel can back the region with huge pages.
+        let (align, offset) = if huge || class.is_some() {
+            (if huge { THP_AUTO_MIN } else { page }, page)
+        } else {
+            (layout.align(), header::offset_for(layout.align(), page))
+        };
+        let Some((base, len)) = map_block(size, align, offset, page) else {
             return ptr::null_mut();
         };
         self.count(cfg, Event::MmapAlloc, 1);
         let advise_thp = match cfg.thp {
             Thp::Off => false,
-            Thp::Auto => len >= THP_AUTO_MIN,
+            Thp::Auto => huge,
             Thp::On => true,
         };
         // SAFETY: `[base, base + len)` is the mapping just made. Fresh pages are zero, so
-        // `zeroed` needs no memset.
+        // `zeroed` needs no memset (and the metadata word of a page-offset mapping reads "no
+        // class"; a class block's says its class, nothing dirty).
         unsafe {
             if advise_thp && os::advise(base, len, Advice::HugePage) {
                 self.count(cfg, Event::ThpAdvised, 1);
             }
-            header::write(base, len, offset, Method::Mmap, site.id32()).as_ptr()
+            let user = header::write(base, len, offset, Method::Mmap, site_id);
+            if class.is_some() {
+                Meta::new(class, 0).write(user);
+            }
+            user.as_ptr()
         }
     }
 
+    /// Frees a large block (the mapping `len` bytes long, `offset` bytes before `user`): into
+    /// BigCache when the mode has it and the block fits — HOT as it is, or WARM (after
+    /// `MADV_FREE`) when its class has not been reused lately — else out to the OS (COLD), in
+    /// batches where the mode batches. `written` bounds the bytes the program may have written
+    /// (the layout's size). The HOT path makes no call.
+    ///
     /// # Safety
-    /// `block` is a live mmap-backed block, released now.
-    #[inline(always)]
-    unsafe fn free_large(&self, cfg: &Config, block: Block) {
+    /// `user` is a live mmap-backed block with this mapping, released now.
+    #[inline(never)]
+    unsafe fn free_mapping(
+        &self,
+        cfg: &Config,
+        user: NonNull<u8>,
+        len: usize,
+        offset: usize,
+        site: u32,
+        written: usize,
+    ) {
         self.count(cfg, Event::MmapFree, 1);
-        let block = if cfg.bigcache {
-            match self.cache.put(block) {
-                Ok(()) => return,
-                Err(block) => block,
-            }
-        } else {
-            block
-        };
-        // SAFETY: the block is ours and no longer used by the program.
+        // SAFETY: the block is ours and no longer used by the program; from here on only the
+        // cache or the OS owns it. A class block has its dirty word in its header page.
         unsafe {
-            header::mark_freed(block.user, block.offset);
-            match cfg.free_policy {
-                FreePolicy::Immediate => os::unmap(block.base, block.len),
-                FreePolicy::Adaptive if cfg.batch_madvise => {
-                    self.batch.release(block.base, block.len)
+            header::mark_freed(user, offset);
+            if cfg.bigcache && offset == os::page_size() {
+                // A class block (one header page, then exactly a class's bytes) says so in its
+                // metadata word.
+                let meta = Meta::read(user);
+                if let Some(class) = meta.class() {
+                    debug_assert_eq!(len, offset + CLASSES[class]);
+                    if cfg.free_policy == FreePolicy::Adaptive && !self.cache.is_hot(class) {
+                        return self.cache_warm(cfg, class, user, len, site);
+                    }
+                    meta.with_dirty(meta.dirty().max(written)).write(user);
+                    if self.cache.put(
+                        class,
+                        Site::from_raw(u64::from(site)).slot(),
+                        user,
+                        len,
+                        cfg.bigcache_bytes,
+                    ) {
+                        return;
+                    }
+                    self.count(cfg, Event::CacheEvict, 1);
                 }
-                FreePolicy::Adaptive => os::unmap(block.base, block.len),
+            }
+            self.release_mapping(cfg, user.sub(offset), len)
+        }
+    }
+
+    /// Caches a class block WARM: advised `MADV_FREE` first, so the kernel may take its pages if
+    /// it needs them (what it does not take keeps its contents: all of it counts as dirty).
+    ///
+    /// # Safety
+    /// As [`Self::free_mapping`], for a class block of `class` tagged freed.
+    #[inline(never)]
+    unsafe fn cache_warm(
+        &self,
+        cfg: &Config,
+        class: usize,
+        user: NonNull<u8>,
+        len: usize,
+        site: u32,
+    ) {
+        let capacity = CLASSES[class];
+        // SAFETY: the user region is whole pages of the block's mapping, unused now; its dirty
+        // word is in its header page.
+        unsafe {
+            if os::advise(user, capacity, Advice::Free) {
+                self.count(cfg, Event::MadviseCall, 1);
+                self.count(cfg, Event::MadviseBytes, capacity as u64);
+            }
+            Meta::new(Some(class), capacity).write(user);
+            if self.cache.put(
+                class,
+                Site::from_raw(u64::from(site)).slot(),
+                user,
+                len,
+                cfg.bigcache_bytes,
+            ) {
+                return;
+            }
+            self.count(cfg, Event::CacheEvict, 1);
+            self.release_mapping(cfg, user.sub(page_of(len, capacity)), len)
+        }
+    }
+
+    /// Returns a mapping to the OS: batched where the mode batches, else at once.
+    ///
+    /// # Safety
+    /// `[base, base + len)` is a whole mapping of ours that nothing refers to any more.
+    #[inline(never)]
+    unsafe fn release_mapping(&self, cfg: &Config, base: NonNull<u8>, len: usize) {
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            match cfg.free_policy {
+                FreePolicy::Adaptive if cfg.batch_madvise => {
+                    let done = self.batch.release(base, len);
+                    self.count(cfg, Event::MunmapCall, done.calls);
+                    self.count(cfg, Event::MunmapBytes, done.bytes);
+                }
+                FreePolicy::Immediate | FreePolicy::Adaptive => {
+                    os::unmap(base, len);
+                    self.count(cfg, Event::MunmapCall, 1);
+                    self.count(cfg, Event::MunmapBytes, len as u64);
+                }
             }
         }
     }
@@ -414,10 +568,25 @@ impl<P: Policy> Allocator<P> {
                 }
             }
             Method::Mmap | Method::Cached if !small => {
+                let page = os::page_size();
                 if new.size() <= block.capacity() {
+                    // Shrink in place: a cacheable block keeps its class; any other gives its
+                    // whole unused pages back.
+                    let len = round_up(new.size() + block.offset, page)?;
+                    if let Some(class) = cacheable(block) {
+                        // It may have been written past its new size: when it is freed, the
+                        // layout will not say so, so count all of it as dirty now.
+                        // SAFETY: a class block has its metadata word in its header page.
+                        unsafe { Meta::new(Some(class), block.capacity()).write(block.user) };
+                    } else if len < block.len {
+                        // SAFETY: the tail is whole pages of the block's mapping, unused now;
+                        // shrinking never moves the mapping.
+                        unsafe { os::remap(block.base, block.len, len) }?;
+                        // SAFETY: the header is unmoved.
+                        unsafe { header::set_len(block.user, len) };
+                    }
                     return Some(block.user);
                 }
-                let page = os::page_size();
                 if new.align() > page {
                     return None; // mremap keeps page alignment only
                 }
@@ -425,10 +594,17 @@ impl<P: Policy> Allocator<P> {
                 // SAFETY: the block's mapping is ours; pages move, the header moves with them.
                 let base = unsafe { os::remap(block.base, block.len, len) }?;
                 self.count(cfg, Event::Mremap, 1);
-                // SAFETY: the header is at the same offset in the moved mapping.
+                // SAFETY: the header (and a page-offset mapping's metadata word) moved with the
+                // mapping, at the same offset.
                 unsafe {
                     let user = base.add(block.offset);
                     header::set_len(user, len);
+                    if block.offset == page {
+                        // The block may have become, or stopped being, a class block; what
+                        // the program wrote before is dirty, the new pages are zero.
+                        let class = bigcache::class_of_capacity(len - page);
+                        Meta::new(class, block.capacity()).write(user);
+                    }
                     Some(user)
                 }
             }
@@ -475,6 +651,23 @@ fn map_block(
     }
 }
 
+/// The BigCache class of a large block, if it is a class block (one header page, then exactly
+/// a class's bytes, and its metadata word says so).
+fn cacheable(block: &Block) -> Option<usize> {
+    if block.offset != os::page_size() {
+        return None;
+    }
+    // SAFETY: a one-page offset mapping has its metadata word in its header page.
+    unsafe { Meta::read(block.user) }.class()
+}
+
+/// The header-page length of a class block of `len` bytes whose user region is `capacity`.
+#[inline(always)]
+fn page_of(len: usize, capacity: usize) -> usize {
+    debug_assert_eq!(len - capacity, os::page_size());
+    len - capacity
+}
+
 /// `n` rounded up to a multiple of the power of two `to`, or `None` on overflow.
 #[inline(always)]
 fn round_up(n: usize, to: usize) -> Option<usize> {
@@ -515,10 +708,10 @@ unsafe impl<P: Policy> GlobalAlloc for Allocator<P> {
     }
 
     #[inline]
-    unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         let _guard = Guard::enter();
         // SAFETY: forwarded from the caller: `ptr` is a live block of this allocator.
-        unsafe { self.deallocate(ptr) }
+        unsafe { self.deallocate(ptr, layout.size()) }
     }
 
     #[inline]

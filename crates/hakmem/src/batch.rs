@@ -1,28 +1,168 @@
-//! Batch release: released large blocks are collected and returned to the OS together (one
-//! flush per 256 blocks or 4 MiB), instead of one TLB shootdown per block.
+//! Batch release (the COLD end of the free policy): released mmap blocks are collected and
+//! returned to the OS together, when 256 blocks or 4 MiB have accumulated, instead of one system
+//! call (and one TLB shootdown) per block.
 //!
-//! This is the call point only: for now every block is unmapped at once, which is correct and
-//! is what MINIMAL does. The batching arrives with the large-block work.
+//! A flush sorts the pending blocks by address and unmaps each run of adjacent mappings with
+//! one `munmap`: the kernel tends to place consecutive mappings next to each other, so a burst of
+//! releases costs a handful of calls. Blocks under 64 KiB are released at once.
+//!
+//! The pending list is guarded by a try-lock that never waits: a thread that finds it taken
+//! releases its block directly. So releasing never blocks, and a lock left held across `fork`
+//! (by a thread that does not exist in the child) only turns batching off in that child.
 
+use core::cell::UnsafeCell;
 use core::ptr::NonNull;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use crate::os;
 
+/// Blocks per flush.
+pub(crate) const MAX_BLOCKS: usize = 256;
+/// Bytes per flush.
+pub(crate) const MAX_BYTES: usize = 4 << 20;
+/// Smaller blocks are released at once.
+pub(crate) const MIN_BLOCK: usize = 64 << 10;
+
+struct Pending {
+    ranges: [(usize, usize); MAX_BLOCKS],
+    count: usize,
+    bytes: usize,
+}
+
 /// The per-instance batch of blocks waiting to be released.
-pub(crate) struct Batch(());
+pub(crate) struct Batch {
+    busy: AtomicBool,
+    pending: UnsafeCell<Pending>,
+}
+
+// SAFETY: `pending` is only accessed by the thread that holds `busy`.
+unsafe impl Sync for Batch {}
+
+/// What a release did, for the statistics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Released {
+    /// `munmap` calls made now.
+    pub calls: u64,
+    /// Bytes they covered.
+    pub bytes: u64,
+}
 
 impl Batch {
     pub(crate) const fn new() -> Self {
-        Batch(())
+        Batch {
+            busy: AtomicBool::new(false),
+            pending: UnsafeCell::new(Pending {
+                ranges: [(0, 0); MAX_BLOCKS],
+                count: 0,
+                bytes: 0,
+            }),
+        }
     }
 
     /// Releases the mapping `[base, base + len)`, now or with the next flush.
     ///
     /// # Safety
     /// The range must be a whole mapping of ours that nothing refers to any more.
-    #[inline]
-    pub(crate) unsafe fn release(&self, base: NonNull<u8>, len: usize) {
-        // SAFETY: forwarded from the caller.
-        unsafe { os::unmap(base, len) }
+    pub(crate) unsafe fn release(&self, base: NonNull<u8>, len: usize) -> Released {
+        if len < MIN_BLOCK || self.busy.swap(true, Ordering::Acquire) {
+            // SAFETY: forwarded from the caller.
+            unsafe { os::unmap(base, len) };
+            return Released {
+                calls: 1,
+                bytes: len as u64,
+            };
+        }
+        // SAFETY: we hold `busy`, so `pending` is ours alone.
+        let pending = unsafe { &mut *self.pending.get() };
+        pending.ranges[pending.count] = (base.as_ptr() as usize, len);
+        pending.count += 1;
+        pending.bytes += len;
+        if pending.count < MAX_BLOCKS && pending.bytes < MAX_BYTES {
+            self.busy.store(false, Ordering::Release);
+            return Released::default();
+        }
+        // Take the list, let others in, and flush outside the lock.
+        let mut ranges = [(0usize, 0usize); MAX_BLOCKS];
+        let count = pending.count;
+        ranges[..count].copy_from_slice(&pending.ranges[..count]);
+        pending.count = 0;
+        pending.bytes = 0;
+        self.busy.store(false, Ordering::Release);
+        // SAFETY: every range was handed to us by `release`'s caller as an unused mapping.
+        unsafe { flush(&mut ranges[..count]) }
+    }
+}
+
+/// Unmaps `ranges`, one call per run of adjacent ranges.
+///
+/// # Safety
+/// Every range is a whole, unused mapping of ours; no two overlap.
+unsafe fn flush(ranges: &mut [(usize, usize)]) -> Released {
+    ranges.sort_unstable_by_key(|r| r.0);
+    let mut done = Released::default();
+    let mut i = 0;
+    while i < ranges.len() {
+        let (start, mut end) = (ranges[i].0, ranges[i].0 + ranges[i].1);
+        i += 1;
+        while i < ranges.len() && ranges[i].0 == end {
+            end += ranges[i].1;
+            i += 1;
+        }
+        debug_assert!(start != 0);
+        // SAFETY: a run of adjacent unused mappings of ours is unmapped as one range.
+        unsafe { os::unmap(NonNull::new_unchecked(start as *mut u8), end - start) };
+        done.calls += 1;
+        done.bytes += (end - start) as u64;
+    }
+    done
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adjacent_blocks_flush_in_one_call() {
+        let page = os::page_size();
+        let block = 64 * page; // 256 KiB with 4 KiB pages
+                               // One mapping cut into 16 adjacent blocks, released in a scrambled order.
+        let n = (MAX_BYTES / block).max(2);
+        let base = os::map(n * block).unwrap().as_ptr() as usize;
+        let batch = Batch::new();
+        let mut total = Released::default();
+        for i in (0..n)
+            .rev()
+            .step_by(2)
+            .chain((0..n).rev().skip(1).step_by(2))
+        {
+            // SAFETY: each block is a distinct, unused part of our mapping.
+            let r = unsafe {
+                batch.release(NonNull::new((base + i * block) as *mut u8).unwrap(), block)
+            };
+            total.calls += r.calls;
+            total.bytes += r.bytes;
+        }
+        assert_eq!(
+            total,
+            Released {
+                calls: 1,
+                bytes: (n * block) as u64
+            },
+            "one flush, one call"
+        );
+    }
+
+    #[test]
+    fn small_blocks_and_a_busy_batch_release_at_once() {
+        let page = os::page_size();
+        let batch = Batch::new();
+        let small = os::map(page).unwrap();
+        // SAFETY: an unused mapping of ours.
+        assert_eq!(unsafe { batch.release(small, page) }.calls, 1);
+        batch.busy.store(true, Ordering::Relaxed);
+        let big = os::map(MIN_BLOCK).unwrap();
+        // SAFETY: as above.
+        let released = unsafe { batch.release(big, MIN_BLOCK) };
+        assert_eq!(released.calls, 1, "never waits for the lock");
     }
 }

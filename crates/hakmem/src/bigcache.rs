@@ -1,33 +1,323 @@
 //! BigCache: freed large blocks kept per call site and size class, handed back on the next
-//! matching request instead of `munmap` + `mmap` + page faults.
+//! matching request instead of `munmap` + `mmap` + a page fault per page.
 //!
-//! This is the call point only: the cache holds nothing yet, so every lookup misses and every
-//! offered block goes on to the free policy. The table of sites × size classes, its byte cap and
-//! eviction arrive with the large-block work (issue "Large blocks").
+//! A request of 512 KiB – 16 MiB rounds up to its class (512 KiB, 1, 2, 3, 4, 6, 8, 16 MiB) and
+//! is mapped as a *class block*: one header page, then exactly the class's bytes, so the user
+//! pointer is page-aligned and any cached block of the class serves any request of the class
+//! with an alignment up to a page (and, for THP, the user region can be 2 MiB-aligned).
+//!
+//! The table has [`SITE_SLOTS`] × 8 classes × [`WAYS`] slots; a slot holds a cached block's
+//! user address or 0. Taking swaps a slot to 0; putting swaps 0 for the address with a
+//! compare-exchange: lock-free, and two threads only meet on the same slot. A byte cap bounds
+//! what the cache holds (the C original had none: 256 × 8 slots could pin gigabytes).
+//!
+//! While a block is cached its header is tagged freed, so a second free of it is reported as a
+//! double free. The word just before the header (the header page is ours) is the block's
+//! [`Meta`]: its class and how many bytes may be dirty, so that `alloc_zeroed` clears only those.
+//!
+//! The free policy's "recent reuse of the size class" is a per-class score: a hit sets it to
+//! [`SCORE_MAX`], each block put lowers it by one. A class with no hit in its last `SCORE_MAX`
+//! puts is WARM: its blocks are cached after `MADV_FREE`, so the kernel may take their pages
+//! back if it needs them.
 
-use core::alloc::Layout;
 use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
-use crate::header::Block;
+use crate::header::HEADER_SIZE;
+#[cfg(doc)]
 use crate::site::Site;
+use crate::site::SITE_SLOTS;
+
+/// The size classes, in bytes.
+pub(crate) const CLASSES: [usize; 8] = [
+    512 << 10,
+    1 << 20,
+    2 << 20,
+    3 << 20,
+    4 << 20,
+    6 << 20,
+    8 << 20,
+    16 << 20,
+];
+
+/// Slots per (site, class).
+pub(crate) const WAYS: usize = 8;
+
+/// Puts that stay HOT after a hit of their class.
+const SCORE_MAX: u32 = 64;
+
+/// `CLASS_OF[(size - 1) >> 19]`: the class of sizes 1 ..= 16 MiB, by 512 KiB steps.
+const CLASS_OF: [u8; 32] = {
+    let mut table = [0u8; 32];
+    let mut step = 0;
+    while step < 32 {
+        let top = (step + 1) << 19; // the largest size of this step
+        let mut c = 0;
+        while CLASSES[c] < top {
+            c += 1;
+        }
+        table[step] = c as u8;
+        step += 1;
+    }
+    table
+};
+
+/// The class serving a request of `size` bytes, or `None` (below 512 KiB or above 16 MiB).
+#[inline(always)]
+pub(crate) fn class_of(size: usize) -> Option<usize> {
+    if size < CLASSES[0] || size > CLASSES[7] {
+        return None;
+    }
+    Some(CLASS_OF[(size - 1) >> 19] as usize)
+}
+
+/// The class of a block whose user region is exactly `capacity` bytes, or `None`.
+#[inline(always)]
+pub(crate) fn class_of_capacity(capacity: usize) -> Option<usize> {
+    class_of(capacity).filter(|&c| CLASSES[c] == capacity)
+}
 
 /// The per-instance cache.
-pub(crate) struct BigCache(());
+pub(crate) struct BigCache {
+    slots: [[[AtomicUsize; WAYS]; CLASSES.len()]; SITE_SLOTS],
+    /// Bytes held (mapping lengths).
+    held: AtomicUsize,
+    /// Recent reuse per class.
+    score: [AtomicU32; CLASSES.len()],
+}
 
 impl BigCache {
     pub(crate) const fn new() -> Self {
-        BigCache(())
+        BigCache {
+            slots: [const { [const { [const { AtomicUsize::new(0) }; WAYS] }; CLASSES.len()] };
+                SITE_SLOTS],
+            held: AtomicUsize::new(0),
+            score: [const { AtomicU32::new(0) }; CLASSES.len()],
+        }
     }
 
-    /// A cached block fit for `layout` at `site`, with its header rewritten, or `None`.
+    /// The slots of (site slot, class). The masks are no-ops (a site slot is below
+    /// [`SITE_SLOTS`], a class below 8) that let the compiler drop the bounds checks.
     #[inline(always)]
-    pub(crate) fn take(&self, _layout: Layout, _site: Site, _zeroed: bool) -> Option<NonNull<u8>> {
+    fn bucket(&self, class: usize, slot: usize) -> &[AtomicUsize; WAYS] {
+        &self.slots[slot & (SITE_SLOTS - 1)][class & (CLASSES.len() - 1)]
+    }
+
+    /// Takes a cached block of `class` for the site in slot `site_slot` ([`Site::slot`]): its
+    /// user address. The block keeps its mapping, its header page and its metadata word; the
+    /// caller rewrites the header.
+    #[inline(always)]
+    pub(crate) fn take(&self, class: usize, site_slot: usize, len: usize) -> Option<NonNull<u8>> {
+        // Swapping straight away (no load first) is the cheapest hit; a miss costs a few more
+        // locked instructions, next to the `mmap` it leads to.
+        for slot in self.bucket(class, site_slot) {
+            let user = slot.swap(0, Ordering::Acquire);
+            if user != 0 {
+                self.held.fetch_sub(len, Ordering::Relaxed);
+                // A hit makes the class HOT for its next SCORE_MAX puts.
+                self.score[class].store(SCORE_MAX, Ordering::Relaxed);
+                return NonNull::new(user as *mut u8);
+            }
+        }
         None
     }
 
-    /// Offers a freed block to the cache; gives it back if the cache will not keep it.
+    /// Whether `class` has been reused recently (HOT) and lowers its score by one put; a cold
+    /// class's blocks are WARM: advised `MADV_FREE` before they are cached.
     #[inline(always)]
-    pub(crate) fn put(&self, block: Block) -> Result<(), Block> {
-        Err(block)
+    pub(crate) fn is_hot(&self, class: usize) -> bool {
+        let score = &self.score[class];
+        let s = score.load(Ordering::Relaxed);
+        if s == 0 {
+            return false;
+        }
+        score.store(s - 1, Ordering::Relaxed);
+        true
+    }
+
+    /// Caches the block at `user` (mapping length `len`) for the site in slot `site_slot`
+    /// ([`Site::slot`]), unless that would exceed
+    /// `cap` bytes or the (site, class) slots are full. Returns whether it was kept; if not, the
+    /// caller still owns the block.
+    ///
+    /// # Safety
+    /// `user` is a freed class block of `class` whose header is already tagged freed; if kept,
+    /// nothing but the cache refers to it any more.
+    #[inline(always)]
+    pub(crate) unsafe fn put(
+        &self,
+        class: usize,
+        site_slot: usize,
+        user: NonNull<u8>,
+        len: usize,
+        cap: usize,
+    ) -> bool {
+        if self.held.fetch_add(len, Ordering::Relaxed) + len > cap {
+            self.held.fetch_sub(len, Ordering::Relaxed);
+            return false;
+        }
+        let addr = user.as_ptr() as usize;
+        for slot in self.bucket(class, site_slot) {
+            if slot
+                .compare_exchange(0, addr, Ordering::Release, Ordering::Relaxed)
+                .is_ok()
+            {
+                return true;
+            }
+        }
+        self.held.fetch_sub(len, Ordering::Relaxed);
+        false
+    }
+}
+
+/// A class block's metadata word, in its header page just below the header: its class (so the
+/// free path need not derive it) and how many bytes from the user pointer may have been
+/// written since the block was last known to be zero (so `alloc_zeroed` clears only those).
+/// A fresh mapping reads 0: "not a class block".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Meta(usize);
+
+const CLASS_SHIFT: u32 = usize::BITS - 8;
+
+impl Meta {
+    /// The metadata of a block of `class` (or of no class) with `dirty` bytes.
+    #[inline(always)]
+    pub(crate) fn new(class: Option<usize>, dirty: usize) -> Meta {
+        debug_assert!(dirty < 1 << CLASS_SHIFT);
+        Meta(class.map_or(0, |c| (c + 1) << CLASS_SHIFT) | dirty)
+    }
+
+    /// The block's class, if it is a class block.
+    #[inline(always)]
+    pub(crate) fn class(self) -> Option<usize> {
+        (self.0 >> CLASS_SHIFT).checked_sub(1)
+    }
+
+    /// The same block's metadata with `dirty` bytes.
+    #[inline(always)]
+    pub(crate) fn with_dirty(self, dirty: usize) -> Meta {
+        debug_assert!(dirty < 1 << CLASS_SHIFT);
+        Meta(self.0 & !((1 << CLASS_SHIFT) - 1) | dirty)
+    }
+
+    /// Bytes that may be dirty.
+    #[inline(always)]
+    pub(crate) fn dirty(self) -> usize {
+        self.0 & ((1 << CLASS_SHIFT) - 1)
+    }
+
+    /// Reads the metadata of the block at `user`.
+    ///
+    /// # Safety
+    /// `user` is a mapping with a one-page offset (its header page holds the word).
+    #[inline(always)]
+    pub(crate) unsafe fn read(user: NonNull<u8>) -> Meta {
+        // SAFETY: the header page lies before `user`; the word sits below the header.
+        Meta(unsafe { user.cast::<usize>().sub(HEADER_SIZE / 8 + 1).read() })
+    }
+
+    /// Writes it (see [`Meta::read`]).
+    ///
+    /// # Safety
+    /// As [`Meta::read`]; the block is ours.
+    #[inline(always)]
+    pub(crate) unsafe fn write(self, user: NonNull<u8>) {
+        // SAFETY: as in `read`.
+        unsafe { user.cast::<usize>().sub(HEADER_SIZE / 8 + 1).write(self.0) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::site::Site;
+    use std::boxed::Box;
+
+    #[test]
+    fn classes_round_up() {
+        assert_eq!(class_of(1), None);
+        assert_eq!(class_of((512 << 10) - 1), None);
+        assert_eq!(class_of(512 << 10), Some(0));
+        assert_eq!(class_of((512 << 10) + 1), Some(1));
+        assert_eq!(class_of(1 << 20), Some(1));
+        assert_eq!(class_of((2 << 20) + 1), Some(3));
+        assert_eq!(class_of(5 << 20), Some(5));
+        assert_eq!(class_of(7 << 20), Some(6));
+        assert_eq!(class_of(9 << 20), Some(7));
+        assert_eq!(class_of(16 << 20), Some(7));
+        assert_eq!(class_of((16 << 20) + 1), None);
+        for size in (512usize << 10..=16 << 20).step_by(4093) {
+            let c = class_of(size).unwrap();
+            assert!(
+                CLASSES[c] >= size && (c == 0 || CLASSES[c - 1] < size),
+                "{size}"
+            );
+        }
+        assert_eq!(class_of_capacity(3 << 20), Some(3));
+        assert_eq!(class_of_capacity((3 << 20) - 4096), None);
+    }
+
+    #[test]
+    fn take_put_cap_and_sites() {
+        let cache = Box::new(BigCache::new());
+        let (a, b) = (Site::from_raw(1).slot(), Site::from_raw(2).slot());
+        assert_ne!(a, b);
+        let user = |n: usize| NonNull::new((n << 12) as *mut u8).unwrap();
+        // SAFETY: the cache never dereferences these addresses (nor do the puts below).
+        unsafe {
+            assert!(cache.put(2, a, user(1), 100, 250));
+            assert!(cache.put(2, a, user(2), 100, 250));
+            assert!(!cache.put(2, a, user(3), 100, 250), "over the cap");
+        }
+        assert_eq!(cache.held.load(Ordering::Relaxed), 200);
+        assert_eq!(
+            cache.take(2, b, 100),
+            None,
+            "another site's blocks stay apart"
+        );
+        assert_eq!(cache.take(1, a, 100), None, "another class");
+        assert_eq!(cache.take(2, a, 100), Some(user(1)));
+        assert_eq!(cache.take(2, a, 100), Some(user(2)));
+        assert_eq!(cache.take(2, a, 100), None);
+        assert_eq!(cache.held.load(Ordering::Relaxed), 0);
+        // WAYS slots per (site, class), then full.
+        for i in 0..WAYS {
+            // SAFETY: as above.
+            assert!(unsafe { cache.put(0, a, user(10 + i), 1, usize::MAX) });
+        }
+        // SAFETY: as above.
+        let kept = unsafe { cache.put(0, a, user(99), 1, usize::MAX) };
+        assert!(!kept, "bucket full");
+        assert_eq!(cache.held.load(Ordering::Relaxed), WAYS);
+    }
+
+    #[test]
+    fn meta_round_trip() {
+        for class in [None, Some(0), Some(7)] {
+            for dirty in [0, 1, 16 << 20] {
+                let m = Meta::new(class, dirty);
+                assert_eq!((m.class(), m.dirty()), (class, dirty));
+                let m = m.with_dirty(5);
+                assert_eq!((m.class(), m.dirty()), (class, 5));
+            }
+        }
+        assert_eq!(Meta(0).class(), None, "a fresh mapping is no class block");
+    }
+
+    #[test]
+    fn reuse_score() {
+        let cache = Box::new(BigCache::new());
+        assert!(!cache.is_hot(3), "no reuse yet: warm");
+        // SAFETY: never dereferenced.
+        unsafe { assert!(cache.put(3, Site::NONE.slot(), NonNull::dangling(), 1, 10)) };
+        assert!(cache.take(3, Site::NONE.slot(), 1).is_some());
+        assert!(!cache.is_hot(2), "per class");
+        for _ in 0..SCORE_MAX {
+            assert!(cache.is_hot(3));
+        }
+        assert!(
+            !cache.is_hot(3),
+            "a hit keeps a class hot for SCORE_MAX puts"
+        );
     }
 }

@@ -81,12 +81,11 @@ pub(crate) const fn offset_for(align: usize, page: usize) -> usize {
 
 /// The whole tag of the commonest block: a system block with the plain 16-byte offset. One
 /// 32-bit compare recognises it (magic, method and offset at once); everything else goes
-/// through [`read`].
+/// through [`page_mapping`] and [`read`].
 const PLAIN_SYSTEM: u32 = tag(Method::System as u8, HEADER_SIZE);
 
 /// If `user` is a live plain system block (16-byte offset), returns its base (`user - 16`) and
-/// its capacity. Any other pointer (other blocks, foreign pointers, faults) gives `None`: decode
-/// it with [`read`].
+/// its capacity. Any other pointer gives `None`.
 ///
 /// # Safety
 /// As [`decode`].
@@ -103,6 +102,28 @@ pub(crate) unsafe fn plain_system(user: NonNull<u8>) -> Option<(NonNull<u8>, usi
     // SAFETY: the tag says the block's base is 16 bytes before `user`.
     let base = unsafe { user.sub(HEADER_SIZE) };
     Some((base, header.len.wrapping_sub(HEADER_SIZE)))
+}
+
+/// The tag of a 4 KiB-offset mapping, fresh or cached: the two methods differ in bit 8 only.
+const PAGE_MAPPING: u32 = tag(Method::Cached as u8, 4096);
+static_assertions::const_assert_eq!(tag(Method::Mmap as u8, 4096) | 1 << 8, PAGE_MAPPING);
+
+/// If `user` is a live mapping (fresh or from BigCache) with a one-page (4 KiB) offset, as
+/// BigCache's class blocks are, returns its length and site. One compare; any other pointer
+/// gives `None`.
+///
+/// # Safety
+/// As [`decode`], and `user` is 16-aligned.
+#[inline(always)]
+pub(crate) unsafe fn page_mapping(user: NonNull<u8>) -> Option<(usize, u32)> {
+    debug_assert_eq!(user.as_ptr() as usize % HEADER_SIZE, 0);
+    // SAFETY: aligned, and readable by the caller's guarantee.
+    let header = unsafe { &*user.cast::<Header>().sub(1).as_ptr() };
+    if header.tag | 1 << 8 == PAGE_MAPPING && header.len > 4096 {
+        Some((header.len, header.site))
+    } else {
+        None
+    }
 }
 
 /// A decoded, validated header.

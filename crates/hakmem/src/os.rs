@@ -4,31 +4,33 @@
 
 use core::ffi::CStr;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicUsize, Ordering};
 
-/// Cached `sysconf(_SC_PAGESIZE)`; 0 until first asked.
-static PAGE_SIZE: AtomicUsize = AtomicUsize::new(0);
-
-/// The system page size (a power of two, at least 4096 on every supported target).
-#[inline]
-pub(crate) fn page_size() -> usize {
-    match PAGE_SIZE.load(Ordering::Relaxed) {
-        0 => page_size_slow(),
-        size => size,
-    }
+/// The system page size: 4 KiB on x86_64 Linux (a constant, so the large path folds it).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) const fn page_size() -> usize {
+    4096
 }
 
-#[cold]
-fn page_size_slow() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    let raw = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    let size = if raw > 0 && (raw as usize).is_power_of_two() {
-        raw as usize
-    } else {
-        4096
-    };
-    PAGE_SIZE.store(size, Ordering::Relaxed);
-    size
+/// The system page size (a power of two), read once with `sysconf`.
+#[cfg(not(target_arch = "x86_64"))]
+#[inline]
+pub(crate) fn page_size() -> usize {
+    static PAGE_SIZE: AtomicUsize = AtomicUsize::new(0);
+    match PAGE_SIZE.load(Ordering::Relaxed) {
+        0 => {
+            // SAFETY: sysconf has no preconditions.
+            let raw = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+            let size = if raw > 0 && (raw as usize).is_power_of_two() {
+                raw as usize
+            } else {
+                4096
+            };
+            PAGE_SIZE.store(size, Ordering::Relaxed);
+            size
+        }
+        size => size,
+    }
 }
 
 /// Maps `len` bytes of fresh, zeroed, private anonymous read-write memory.

@@ -27,6 +27,9 @@ pub struct Config {
     pub evolution: Evolution,
     /// Keep freed large blocks per call site and size class for reuse (BigCache).
     pub bigcache: bool,
+    /// The most bytes BigCache may hold (mapping lengths, header pages included); a freed block
+    /// that would exceed it is released instead.
+    pub bigcache_bytes: usize,
     /// Collect released large blocks and return them to the OS in batches.
     pub batch_madvise: bool,
     /// Serve small requests from hakmem's own thread-local pool instead of the system allocator.
@@ -52,6 +55,7 @@ impl Config {
         threshold: 2 << 20,
         evolution: Evolution::Off,
         bigcache: false,
+        bigcache_bytes: 0,
         batch_madvise: false,
         pool: false,
         free_policy: FreePolicy::Immediate,
@@ -67,6 +71,7 @@ impl Config {
         threshold: FROZEN_BEST_THRESHOLD,
         evolution: Evolution::Frozen,
         bigcache: true,
+        bigcache_bytes: 256 << 20,
         batch_madvise: true,
         pool: true,
         free_policy: FreePolicy::Adaptive,
@@ -79,6 +84,7 @@ impl Config {
     /// BALANCED (the default): FAST's speed with bounded memory and cheap counters.
     pub const BALANCED: Config = Config {
         mode: Mode::Balanced,
+        bigcache_bytes: 64 << 20,
         stats: StatsLevel::Counters,
         ..Config::FAST
     };
@@ -88,6 +94,7 @@ impl Config {
         mode: Mode::Learning,
         threshold: 2 << 20,
         evolution: Evolution::LearnThenFreeze,
+        bigcache_bytes: 64 << 20,
         pool: false,
         stats: StatsLevel::Full,
         log: LogLevel::Lifecycle,

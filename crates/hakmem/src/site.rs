@@ -21,12 +21,9 @@ pub const SITE_SLOTS: usize = 256;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Site(u64);
 
-/// Raw ids of the per-size-class sites live above every user-space address.
-const SIZE_CLASS_BASE: u64 = 0xFFFF_0000_0000_0000;
-
 impl Site {
-    /// "No particular site": the `GlobalAlloc` path, which has no caller. Large blocks allocated
-    /// with it are attributed to their size class ([`Site::for_size`]).
+    /// "No particular site": the `GlobalAlloc` path, which has no caller. BigCache keeps blocks
+    /// per (site, size class), so the large blocks of this site are kept per size class.
     pub const NONE: Site = Site(0);
 
     /// The site of the code calling this function (its source location, via `#[track_caller]`).
@@ -43,25 +40,9 @@ impl Site {
         Site(raw)
     }
 
-    /// The site used for requests of `size` bytes that come without one: one per power-of-two
-    /// size class.
-    pub const fn for_size(size: usize) -> Site {
-        Site(SIZE_CLASS_BASE | (usize::BITS - (size | 1).leading_zeros()) as u64)
-    }
-
     /// The raw 64-bit id.
     pub const fn raw(self) -> u64 {
         self.0
-    }
-
-    /// This site, or the size-class site of `size` when this is [`Site::NONE`].
-    #[inline(always)]
-    pub(crate) const fn or_size_class(self, size: usize) -> Site {
-        if self.0 == 0 {
-            Site::for_size(size)
-        } else {
-            self
-        }
     }
 
     /// The id stored in block headers: the raw id folded to 32 bits. Ids below 2³² are kept
@@ -72,7 +53,6 @@ impl Site {
     }
 
     /// The slot of this site in tables of [`SITE_SLOTS`] entries (Fibonacci hashing of `id32`).
-    #[allow(dead_code)] // used by BigCache and the per-site profile
     #[inline(always)]
     pub(crate) const fn slot(self) -> usize {
         ((self.id32().wrapping_mul(0x9E37_79B9)) >> (32 - SITE_SLOTS.trailing_zeros())) as usize
@@ -90,15 +70,6 @@ mod tests {
         assert_ne!(a, b);
         let same = || Site::caller();
         assert_eq!(same(), same());
-    }
-
-    #[test]
-    fn size_class_sites() {
-        assert_eq!(Site::NONE.or_size_class(3 << 20), Site::for_size(3 << 20));
-        assert_eq!(Site::for_size(2 << 20), Site::for_size((4 << 20) - 1));
-        assert_ne!(Site::for_size(2 << 20), Site::for_size(4 << 20));
-        let s = Site::from_raw(42);
-        assert_eq!(s.or_size_class(1 << 30), s);
     }
 
     #[test]

@@ -77,10 +77,14 @@ pub struct Stats {
     pub bigcache_misses: u64,
     /// Blocks evicted from BigCache.
     pub bigcache_evictions: u64,
-    /// `madvise` calls made to release memory.
+    /// `madvise` calls made to let the kernel reclaim cached blocks (`MADV_FREE`).
     pub madvise_calls: u64,
     /// Bytes covered by those calls.
     pub madvise_bytes: u64,
+    /// `munmap` calls made to release large blocks (a batch flush makes one per contiguous run).
+    pub munmap_calls: u64,
+    /// Bytes released by those calls.
+    pub munmap_bytes: u64,
     /// Blocks advised `MADV_HUGEPAGE`.
     pub thp_advised: u64,
     /// Lifecycle transitions so far.
@@ -89,7 +93,7 @@ pub struct Stats {
 
 /// What the counters count. The discriminant indexes [`Counters`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[allow(dead_code)] // the pool, cache and batch events come with their components
+#[allow(dead_code)] // the pool's events come with the pool
 pub(crate) enum Event {
     SystemAlloc,
     SystemFree,
@@ -103,6 +107,8 @@ pub(crate) enum Event {
     CacheEvict,
     MadviseCall,
     MadviseBytes,
+    MunmapCall,
+    MunmapBytes,
     ThpAdvised,
     Transition,
 }
@@ -173,6 +179,8 @@ impl Counters {
             bigcache_evictions: c(Event::CacheEvict),
             madvise_calls: c(Event::MadviseCall),
             madvise_bytes: c(Event::MadviseBytes),
+            munmap_calls: c(Event::MunmapCall),
+            munmap_bytes: c(Event::MunmapBytes),
             thp_advised: c(Event::ThpAdvised),
             lifecycle_transitions: c(Event::Transition),
         }
@@ -213,10 +221,15 @@ impl fmt::Display for Stats {
             "  cache   hits   {:>12}  misses {:>11}  evictions {}",
             self.bigcache_hits, self.bigcache_misses, self.bigcache_evictions
         )?;
-        write!(
+        writeln!(
             f,
             "  madvise calls  {:>12}  bytes {:>12}  thp advised {}",
             self.madvise_calls, self.madvise_bytes, self.thp_advised
+        )?;
+        write!(
+            f,
+            "  munmap  calls  {:>12}  bytes {:>12}",
+            self.munmap_calls, self.munmap_bytes
         )
     }
 }
