@@ -54,7 +54,7 @@ COMMANDS:
         contender order rotated by one each repetition. A failed run is reported and the
         matrix goes on (exit status 1 at the end). Writes results.csv, results.json,
         report.md and matrix.svg to the output directory and prints the report's tables.
-            --quick            3 repetitions per cell (the default)
+            --quick            5 repetitions per cell (the default)
             --full             11 repetitions per cell
             --reps N           N repetitions per cell
             --scenarios a,b    only these scenarios (names from `bench --list`)

@@ -12,7 +12,7 @@ use super::{Contender, CONTENDERS};
 use crate::cmd;
 
 /// Repetitions of `--quick` (the default).
-pub const QUICK_REPS: u32 = 3;
+pub const QUICK_REPS: u32 = 5;
 /// Repetitions of `--full`.
 pub const FULL_REPS: u32 = 11;
 /// The `--scale` of `--smoke`.
@@ -333,7 +333,7 @@ mod tests {
     fn defaults_are_quick_with_everything() {
         let o = opts(&[]);
         assert_eq!(o, Options::default());
-        assert_eq!(o.reps, 3);
+        assert_eq!(o.reps, 5);
         assert_eq!(o.scale, None);
         assert_eq!(o.contenders.len(), 13);
         assert!(o.build && !o.smoke && o.scenarios.is_none() && o.out.is_none());
@@ -341,7 +341,7 @@ mod tests {
 
     #[test]
     fn repetitions() {
-        assert_eq!(opts(&["--quick"]).reps, 3);
+        assert_eq!(opts(&["--quick"]).reps, 5);
         assert_eq!(opts(&["--full"]).reps, 11);
         assert_eq!(opts(&["--reps", "5"]).reps, 5);
         assert_eq!(opts(&["--reps=7"]).reps, 7);
