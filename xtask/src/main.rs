@@ -1,9 +1,11 @@
 //! `cargo xtask`: project automation for hakmem, std only.
 //!
-//! - `cargo xtask test [--no-overhead] [--no-matrix]`: the project's one test command (CI runs it
-//!   via `.ci/run`).
+//! - `cargo xtask test [--no-overhead] [--no-matrix] [--no-large]`: the project's one test
+//!   command (CI runs it via `.ci/run`).
 //! - `cargo xtask overhead [--check]`: callgrind instruction counts of every compiled mode against
 //!   its runtime twin.
+//! - `cargo xtask large [--check]`: the measured acceptance of the large-block path (faults,
+//!   system calls, RSS, THP, realloc without copying; [`large`]).
 //! - `cargo xtask bench-compare A B`: whether two matrix runs agree within their spreads.
 //! - `cargo xtask bench-matrix [OPTIONS]`: the wall-clock matrix of every mode, runtime twin and
 //!   peer allocator over the scenarios ([`matrix`]).
@@ -12,6 +14,7 @@
 //! `cargo xtask` is an alias (`.cargo/config.toml`) for `cargo run --quiet --package xtask --`.
 
 mod cmd;
+mod large;
 mod matrix;
 mod overhead;
 mod test;
@@ -25,23 +28,39 @@ USAGE:
     cargo xtask <COMMAND> [OPTIONS]
 
 COMMANDS:
-    test [--no-overhead] [--no-matrix]
+    test [--no-overhead] [--no-matrix] [--no-large]
         The project's one test command (CI runs it through .ci/run). Every step runs even if
         an earlier one failed: cargo fmt --check; clippy -D warnings (workspace, all features;
         hakmem, default features); cargo test -p hakmem for each compiled mode (minimal, fast,
         balanced, learning, research) with HAKMEM_MODE set to it; for the runtime feature;
         cargo test --workspace --all-features; the matrix smoke run (bench-matrix --smoke);
-        and the overhead check. Ends with a summary and the line
-        `xtask test: N passed, M failed`; exit status 0 only if all passed.
+        the overhead check; and the large-block check (large --check). Ends with a summary
+        and the line `xtask test: N passed, M failed`; exit status 0 only if all passed.
             --no-overhead   skip the overhead check (it needs valgrind)
             --no-matrix     skip the matrix smoke run (it builds nine release binaries)
+            --no-large      skip the large-block check (it needs strace and valgrind)
 
     overhead [--check]
         Zero-overhead evidence: builds benches' `pairs` probe (release) and counts, under
         valgrind --tool=callgrind, the instructions of one alloc+free pair for each compiled
-        mode and its runtime twin at 32 B and 2 MiB. Prints a markdown table and the rules,
-        and writes target/overhead/overhead.md. Needs valgrind.
+        mode and its runtime twin at 32 B and 2 MiB. Prints a markdown table and the rules
+        (among them: BALANCED and FAST spend at most 100 Ir on a 2 MiB pair), and writes
+        target/overhead/overhead.md. Needs valgrind.
             --check         exit with status 1 if a rule fails
+
+    large [--check]
+        The measured acceptance of the large-block path. Builds benches' `large` probe
+        (release) and measures, each in a fresh process: (a) page faults and (b) system calls
+        (strace -c, N=300 minus N=100) per 2 MiB alloc/touch/free at steady state: BALANCED
+        and FAST 0, MINIMAL >= 500 faults and >= 2 calls; (c) RSS kept after 300 x 2 MiB
+        were freed, BALANCED: <= 64 MiB + 2 MiB; (d) madvise + munmap calls to release 1000
+        x 256 KiB: <= 100; (e) faults to touch a cold 2 MiB block, RESEARCH and BALANCED:
+        <= 8 where the kernel's THP is always or madvise; (f) realloc growth: mremap seen by
+        strace, and callgrind Ir of one 32 -> 64 MiB doubling < 2x one of 2 -> 4 MiB (no
+        copy); (g) alloc_zeroed of a recycled dirty block reads zeros. Prints the table and
+        writes target/large/large.md. Needs strace and valgrind (apt-get install strace
+        valgrind).
+            --check         exit with status 1 if a check fails
 
     bench-matrix [--quick | --full | --reps N] [--scenarios a,b] [--allocators a,b]
                  [--out DIR] [--smoke] [--scale F] [--no-build]
@@ -77,7 +96,8 @@ COMMANDS:
 
 ENVIRONMENT:
     CARGO              the cargo to run (default: cargo)
-    CARGO_TARGET_DIR   where the probes are built, overhead/ and bench-matrix/ written
+    CARGO_TARGET_DIR   where the probes are built, overhead/, large/ and bench-matrix/
+                       written
                        (default: target)
     HAKMEM_MODE        removed from every child's environment unless a step sets it
 ";
@@ -86,8 +106,17 @@ ENVIRONMENT:
 #[derive(Debug, Clone, PartialEq)]
 enum Cli {
     Help,
-    Test { overhead: bool, matrix: bool },
-    Overhead { check: bool },
+    Test {
+        overhead: bool,
+        matrix: bool,
+        large: bool,
+    },
+    Overhead {
+        check: bool,
+    },
+    Large {
+        check: bool,
+    },
     BenchMatrix(matrix::Options),
     BenchCompare(std::path::PathBuf, std::path::PathBuf),
 }
@@ -129,27 +158,41 @@ fn parse(args: &[String]) -> Result<Cli, CliError> {
     match command.as_str() {
         "help" | "-h" | "--help" => Ok(Cli::Help),
         "test" => {
-            let (mut overhead, mut matrix) = (true, true);
+            let (mut overhead, mut matrix, mut large) = (true, true, true);
             for option in options {
                 match option.as_str() {
                     "--no-overhead" => overhead = false,
                     "--no-matrix" => matrix = false,
+                    "--no-large" => large = false,
                     _ if is_help(option) => return Ok(Cli::Help),
                     _ => return Err(unknown("test", option)),
                 }
             }
-            Ok(Cli::Test { overhead, matrix })
+            Ok(Cli::Test {
+                overhead,
+                matrix,
+                large,
+            })
         }
-        "overhead" => {
+        "overhead" | "large" => {
+            let command = if command == "overhead" {
+                "overhead"
+            } else {
+                "large"
+            };
             let mut check = false;
             for option in options {
                 match option.as_str() {
                     "--check" => check = true,
                     _ if is_help(option) => return Ok(Cli::Help),
-                    _ => return Err(unknown("overhead", option)),
+                    _ => return Err(unknown(command, option)),
                 }
             }
-            Ok(Cli::Overhead { check })
+            Ok(if command == "overhead" {
+                Cli::Overhead { check }
+            } else {
+                Cli::Large { check }
+            })
         }
         "bench-matrix" => match matrix::options::parse(options) {
             Ok(matrix::Parsed::Help) => Ok(Cli::Help),
@@ -176,8 +219,12 @@ fn main() -> ExitCode {
             print!("{USAGE}");
             ExitCode::SUCCESS
         }
-        Ok(Cli::Test { overhead, matrix }) => {
-            if test::run(overhead, matrix) {
+        Ok(Cli::Test {
+            overhead,
+            matrix,
+            large,
+        }) => {
+            if test::run(overhead, matrix, large) {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
@@ -193,6 +240,25 @@ fn main() -> ExitCode {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) if check => {
                     eprintln!("xtask overhead: a rule failed (--check)");
+                    ExitCode::FAILURE
+                }
+                Ok(false) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Ok(Cli::Large { check }) => {
+            let invoked_as = if check {
+                "cargo xtask large --check"
+            } else {
+                "cargo xtask large"
+            };
+            match large::run(invoked_as) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) if check => {
+                    eprintln!("xtask large: a check failed (--check)");
                     ExitCode::FAILURE
                 }
                 Ok(false) => ExitCode::SUCCESS,
@@ -257,23 +323,41 @@ mod tests {
             parse_strs(&["test"]),
             Ok(Cli::Test {
                 overhead: true,
-                matrix: true
+                matrix: true,
+                large: true
             })
         );
         assert_eq!(
             parse_strs(&["test", "--no-overhead"]),
             Ok(Cli::Test {
                 overhead: false,
-                matrix: true
+                matrix: true,
+                large: true
             })
         );
         assert_eq!(
             parse_strs(&["test", "--no-matrix", "--no-overhead"]),
             Ok(Cli::Test {
                 overhead: false,
-                matrix: false
+                matrix: false,
+                large: true
             })
         );
+        assert_eq!(
+            parse_strs(&["test", "--no-large"]),
+            Ok(Cli::Test {
+                overhead: true,
+                matrix: true,
+                large: false
+            })
+        );
+        assert_eq!(parse_strs(&["large"]), Ok(Cli::Large { check: false }));
+        assert_eq!(
+            parse_strs(&["large", "--check"]),
+            Ok(Cli::Large { check: true })
+        );
+        assert_eq!(parse_strs(&["large", "--help"]), Ok(Cli::Help));
+        assert!(USAGE.contains("\n    large [--check]\n") && USAGE.contains("--no-large"));
         assert_eq!(
             parse_strs(&["bench-matrix"]),
             Ok(Cli::BenchMatrix(matrix::Options::default()))
@@ -309,6 +393,8 @@ mod tests {
         );
         let err = parse_strs(&["overhead", "--fast"]).unwrap_err();
         assert_eq!(err.to_string(), "unknown option `--fast` for `overhead`");
+        let err = parse_strs(&["large", "--no-large"]).unwrap_err();
+        assert_eq!(err.to_string(), "unknown option `--no-large` for `large`");
         assert_eq!(
             parse_strs(&["bogus"]).unwrap_err().to_string(),
             "unknown command `bogus`"

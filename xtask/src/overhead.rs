@@ -26,6 +26,13 @@ pub const N_SMALL: u64 = 1_000;
 /// Pairs in the longer run.
 pub const N_LARGE: u64 = 11_000;
 
+/// Rule (v): the most instructions a 2 MiB alloc+free pair may cost in the caching modes.
+pub const LARGE_PAIR_BUDGET: u64 = 100;
+/// The block size rule (v) is about.
+pub const LARGE_PAIR_SIZE: usize = 2 * 1024 * 1024;
+/// The compiled modes rule (v) binds.
+pub const LARGE_PAIR_MODES: [&str; 2] = ["balanced", "fast"];
+
 /// What the probe prints when `Allocator<Runtime>`'s configuration was never read.
 pub const UNTOUCHED: &str = "runtime-config=untouched";
 /// The beginning of the probe's one line of output.
@@ -147,7 +154,9 @@ impl fmt::Display for Rule {
 /// (i) for every size and mode the compiled policy costs no more than its runtime twin;
 /// (ii) for `minimal` it costs strictly less (the runtime twin's flag checks are visible);
 /// (iii) every compiled run leaves the runtime configuration untouched;
-/// (iv) every runtime run read `HAKMEM_MODE` and got its mode.
+/// (iv) every runtime run read `HAKMEM_MODE` and got its mode;
+/// (v) BALANCED and FAST, compiled, spend at most [`LARGE_PAIR_BUDGET`] instructions on a 2 MiB
+/// pair (a BigCache hit on each side; mmap + munmap cost more).
 pub fn rules(rows: &[Row]) -> Vec<Rule> {
     let nothing = if rows.is_empty() {
         "; nothing was measured"
@@ -261,7 +270,40 @@ pub fn rules(rows: &[Row]) -> Vec<Rule> {
         ok: bad.is_empty() && !rows.is_empty(),
     };
 
-    vec![first, second, third, fourth]
+    // (v)
+    let budget = i128::from(LARGE_PAIR_BUDGET) * i128::from(N_LARGE - N_SMALL);
+    let mut figures = Vec::new();
+    let mut fifth_ok = true;
+    for mode in LARGE_PAIR_MODES {
+        match rows
+            .iter()
+            .find(|r| r.size == LARGE_PAIR_SIZE && r.mode == mode)
+        {
+            Some(r) => {
+                let within = r.compiled.delta() <= budget;
+                fifth_ok &= within;
+                let op = if within { "≤" } else { ">" };
+                figures.push(format!(
+                    "{mode} {:.1} {op} {LARGE_PAIR_BUDGET}",
+                    r.compiled.per_pair()
+                ));
+            }
+            None => {
+                fifth_ok = false;
+                figures.push(format!("{mode} not measured"));
+            }
+        }
+    }
+    let fifth = Rule {
+        text: format!(
+            "(v) BALANCED and FAST {} pair ≤ {LARGE_PAIR_BUDGET} Ir (compiled): {}",
+            size_label(LARGE_PAIR_SIZE),
+            figures.join(", ")
+        ),
+        ok: fifth_ok,
+    };
+
+    vec![first, second, third, fourth, fifth]
 }
 
 /// `what: k/n runs[; not: …]`.
@@ -578,7 +620,8 @@ mod tests {
             row(32, "minimal", 148, 178),
             row(32, "research", 194, 226),
             row(2_097_152, "minimal", 300, 330),
-            row(2_097_152, "fast", 310, 310),
+            row(2_097_152, "fast", 94, 94),
+            row(2_097_152, "balanced", 100, 120),
         ]
     }
 
@@ -592,74 +635,107 @@ mod tests {
         assert!(rules.iter().all(|r| r.ok), "{rules:#?}");
         assert_eq!(
             rules[0].to_string(),
-            "rule: (i) compiled Ir/pair ≤ runtime Ir/pair for every size and mode: 4/4 hold, \
-             tightest 2 MiB fast 310.0 ≤ 310.0 — ok"
+            "rule: (i) compiled Ir/pair ≤ runtime Ir/pair for every size and mode: 5/5 hold, \
+             tightest 2 MiB fast 94.0 ≤ 94.0 — ok"
         );
         assert_eq!(
             rules[1].to_string(),
             "rule: (ii) minimal: compiled Ir/pair < runtime Ir/pair: 32 B 148.0 < 178.0, \
              2 MiB 300.0 < 330.0 — ok"
         );
-        assert!(rules[2].to_string().ends_with("8/8 runs — ok"));
-        assert!(rules[3].to_string().ends_with("8/8 runs — ok"));
+        assert!(rules[2].to_string().ends_with("10/10 runs — ok"));
+        assert!(rules[3].to_string().ends_with("10/10 runs — ok"));
+        assert_eq!(
+            rules[4].to_string(),
+            "rule: (v) BALANCED and FAST 2 MiB pair ≤ 100 Ir (compiled): balanced 100.0 ≤ 100, \
+             fast 94.0 ≤ 100 — ok"
+        );
+    }
+
+    #[test]
+    fn caching_modes_must_keep_the_2_mib_pair_within_budget() {
+        // Before BigCache: every 2 MiB pair is mmap + munmap.
+        let mut rows = good_rows();
+        rows[4] = row(2_097_152, "balanced", 143, 173);
+        assert_eq!(verdicts(&rows), [true, true, true, true, false]);
+        assert!(rules(&rows)[4]
+            .to_string()
+            .ends_with("balanced 143.0 > 100, fast 94.0 ≤ 100 — FAILED"));
+        // One instruction over in 10 000 pairs is enough: the comparison is exact.
+        let mut rows = good_rows();
+        rows[3].compiled.ir_large += 1;
+        rows[3].runtime.ir_large += 1;
+        rows[4].compiled.ir_large += 1;
+        assert_eq!(verdicts(&rows), [true, true, true, true, false]);
+        // Only the 2 MiB rows count; a missing one fails.
+        let mut rows = good_rows();
+        rows.push(row(32, "fast", 148, 178));
+        rows.remove(3);
+        assert_eq!(verdicts(&rows), [true, true, true, true, false]);
+        assert!(rules(&rows)[4].text.ends_with("fast not measured"));
+        // MINIMAL and the runtime twins are not bound by it.
+        let mut rows = good_rows();
+        rows[2] = row(2_097_152, "minimal", 300, 500);
+        rows[3].runtime = probe(500, "runtime-config=read:fast");
+        assert!(rules(&rows)[4].ok);
     }
 
     #[test]
     fn a_compiled_mode_dearer_than_its_twin_fails_rule_one() {
         let mut rows = good_rows();
         rows[1] = row(32, "research", 227, 226);
-        assert_eq!(verdicts(&rows), [false, true, true, true]);
+        assert_eq!(verdicts(&rows), [false, true, true, true, true]);
         let text = rules(&rows)[0].to_string();
         assert!(
-            text.contains("3/4 hold; violated by 32 B research: 227.0 > 226.0 — FAILED"),
+            text.contains("4/5 hold; violated by 32 B research: 227.0 > 226.0 — FAILED"),
             "{text}"
         );
         // One instruction in 10 000 pairs is enough: comparisons are exact.
         rows[1].compiled.ir_large =
             rows[1].runtime.ir_large - rows[1].runtime.ir_small + rows[1].compiled.ir_small + 1;
-        assert_eq!(verdicts(&rows), [false, true, true, true]);
+        assert_eq!(verdicts(&rows), [false, true, true, true, true]);
     }
 
     #[test]
     fn minimal_must_be_strictly_cheaper() {
         let mut rows = good_rows();
         rows[2] = row(2_097_152, "minimal", 330, 330);
-        assert_eq!(verdicts(&rows), [true, false, true, true]);
+        assert_eq!(verdicts(&rows), [true, false, true, true, true]);
         assert!(rules(&rows)[1].text.contains("2 MiB 330.0 ≮ 330.0"));
         let no_minimal: Vec<Row> = good_rows()
             .into_iter()
             .filter(|r| r.mode != "minimal")
             .collect();
-        assert_eq!(verdicts(&no_minimal), [true, false, true, true]);
+        assert_eq!(verdicts(&no_minimal), [true, false, true, true, true]);
     }
 
     #[test]
     fn config_lines_are_checked_on_every_run() {
         let mut rows = good_rows();
         rows[0].compiled.config[1] = "runtime-config=read:balanced".into();
-        assert_eq!(verdicts(&rows), [true, true, false, true]);
+        assert_eq!(verdicts(&rows), [true, true, false, true, true]);
         assert!(rules(&rows)[2].text.contains(
-            "7/8 runs; not: 32 B minimal N=11000 printed `runtime-config=read:balanced`"
+            "9/10 runs; not: 32 B minimal N=11000 printed `runtime-config=read:balanced`"
         ));
 
         let mut rows = good_rows();
         rows[1].runtime.config[0] = "runtime-config=read:balanced".into();
-        assert_eq!(verdicts(&rows), [true, true, true, false]);
+        assert_eq!(verdicts(&rows), [true, true, true, false, true]);
         let mut rows = good_rows();
         rows[3].runtime.config = [UNTOUCHED.into(), UNTOUCHED.into()];
-        assert_eq!(verdicts(&rows), [true, true, true, false]);
+        assert_eq!(verdicts(&rows), [true, true, true, false, true]);
     }
 
     #[test]
     fn nothing_measured_fails_every_rule() {
-        assert_eq!(verdicts(&[]), [false; 4]);
+        assert_eq!(verdicts(&[]), [false; 5]);
     }
 
     #[test]
     fn table_is_markdown() {
         let table = table(&good_rows());
         let lines: Vec<&str> = table.lines().collect();
-        assert_eq!(lines.len(), 2 + 4);
+        assert_eq!(lines.len(), 2 + 5);
         assert!(
             lines[0].starts_with("| size ")
                 && lines[0].ends_with("| compiled reads runtime config? |")

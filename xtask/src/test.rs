@@ -3,13 +3,14 @@
 //! Runs every step even after one fails — rustfmt, clippy (all features; default features),
 //! `cargo test -p hakmem` once per compiled mode with `HAKMEM_MODE` naming it, once for the
 //! `runtime` feature, `cargo test --workspace --all-features`, the benchmark matrix's smoke run
-//! (`cargo xtask bench-matrix --smoke`, in this process, so that the command cannot rot), and
-//! last the callgrind overhead check — then prints a summary table and, as the very last line,
-//! `xtask test: N passed, M failed`.
+//! (`cargo xtask bench-matrix --smoke`, in this process, so that the command cannot rot), the
+//! callgrind overhead check and last the large-block check (`cargo xtask large --check`) — then
+//! prints a summary table and, as the very last line, `xtask test: N passed, M failed`.
 
 use std::time::{Duration, Instant};
 
 use crate::cmd;
+use crate::large;
 use crate::matrix;
 use crate::overhead;
 
@@ -37,11 +38,13 @@ pub enum Action {
     Matrix,
     /// `cargo xtask overhead --check`, in this process.
     Overhead,
+    /// `cargo xtask large --check`, in this process.
+    Large,
 }
 
-/// The steps, in order: the matrix smoke run after the workspace tests (if `matrix`), the
-/// overhead check last (if `overhead`).
-pub fn steps(overhead: bool, matrix: bool) -> Vec<Step> {
+/// The steps, in order: the matrix smoke run after the workspace tests (if `matrix`), then the
+/// overhead check (if `overhead`), the large-block check last (if `large`).
+pub fn steps(overhead: bool, matrix: bool, large: bool) -> Vec<Step> {
     let cargo = |title: String, args: &[&'static str], mode: Option<&'static str>| Step {
         title,
         action: Action::Cargo {
@@ -125,6 +128,12 @@ pub fn steps(overhead: bool, matrix: bool) -> Vec<Step> {
             action: Action::Overhead,
         });
     }
+    if large {
+        steps.push(Step {
+            title: "large-block check (cargo xtask large --check)".into(),
+            action: Action::Large,
+        });
+    }
     steps
 }
 
@@ -141,8 +150,8 @@ pub enum Outcome {
 }
 
 /// Runs the steps; `true` if all passed.
-pub fn run(overhead: bool, matrix: bool) -> bool {
-    let steps = steps(overhead, matrix);
+pub fn run(overhead: bool, matrix: bool, large: bool) -> bool {
+    let steps = steps(overhead, matrix, large);
     let total = steps.len();
     let mut results: Vec<(String, Outcome, Duration)> = Vec::new();
     for (i, step) in steps.iter().enumerate() {
@@ -184,6 +193,18 @@ pub fn run(overhead: bool, matrix: bool) -> bool {
                     }
                 }
             }
+            Action::Large => {
+                let invoked_as =
+                    "cargo xtask test (its large-block step: cargo xtask large --check)";
+                match large::run(invoked_as) {
+                    Ok(true) => Ok(()),
+                    Ok(false) => Err("a large-block check failed".to_owned()),
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        Err(e)
+                    }
+                }
+            }
         };
         let took = start.elapsed();
         let outcome = match result {
@@ -212,6 +233,15 @@ pub fn run(overhead: bool, matrix: bool) -> bool {
         println!("[--] overhead check skipped (--no-overhead)");
         results.push((
             "overhead check".to_owned(),
+            Outcome::Skipped,
+            Duration::ZERO,
+        ));
+    }
+    if !large {
+        println!();
+        println!("[--] large-block check skipped (--no-large)");
+        results.push((
+            "large-block check".to_owned(),
             Outcome::Skipped,
             Duration::ZERO,
         ));
@@ -260,28 +290,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn twelve_steps_with_the_matrix_after_the_tests_and_the_overhead_check_last() {
-        let all = steps(true, true);
-        assert_eq!(all.len(), 12);
-        assert_eq!(all.last().map(|s| &s.action), Some(&Action::Overhead));
+    fn thirteen_steps_with_the_matrix_after_the_tests_then_overhead_then_large() {
+        let all = steps(true, true, true);
+        assert_eq!(all.len(), 13);
+        assert_eq!(all.last().map(|s| &s.action), Some(&Action::Large));
+        assert_eq!(all[11].action, Action::Overhead);
         assert_eq!(all[10].action, Action::Matrix);
         assert!(matches!(
             &all[9].action,
             Action::Cargo { args, .. } if args[..2] == ["test", "--workspace"]
         ));
-        let without = steps(false, true);
-        assert_eq!(without.len(), 11);
+        let without = steps(false, true, true);
+        assert_eq!(without.len(), 12);
         assert!(without.iter().all(|s| s.action != Action::Overhead));
-        let without = steps(true, false);
-        assert_eq!(without.len(), 11);
+        assert_eq!(without.last().map(|s| &s.action), Some(&Action::Large));
+        let without = steps(true, false, true);
+        assert_eq!(without.len(), 12);
         assert!(without.iter().all(|s| s.action != Action::Matrix));
-        assert_eq!(steps(false, false).len(), 10);
+        let without = steps(true, true, false);
+        assert_eq!(without.len(), 12);
+        assert!(without.iter().all(|s| s.action != Action::Large));
+        assert_eq!(without.last().map(|s| &s.action), Some(&Action::Overhead));
+        assert_eq!(steps(false, false, false).len(), 10);
     }
 
     #[test]
     fn only_the_per_mode_tests_set_the_mode() {
         let mut with_mode = Vec::new();
-        for step in steps(true, true) {
+        for step in steps(true, true, true) {
             if let Action::Cargo {
                 args,
                 mode: Some(mode),
@@ -306,7 +342,7 @@ mod tests {
 
     #[test]
     fn clippy_denies_warnings() {
-        for step in steps(true, true) {
+        for step in steps(true, true, true) {
             if let Action::Cargo { args, .. } = step.action {
                 if args[0] == "clippy" {
                     assert!(args.ends_with(&["--", "-D", "warnings"]), "{args:?}");
