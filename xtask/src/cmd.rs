@@ -87,6 +87,28 @@ pub fn is_installed(program: &str) -> bool {
     }
 }
 
+/// Builds the release probe binary `name` of `hakmem-benches` and makes `<target>/<out>`;
+/// returns the binary's path and that directory. `tool` prefixes the progress line.
+pub fn build_probe(tool: &str, name: &str, out: &str) -> Result<(PathBuf, PathBuf), String> {
+    let args = ["build", "--release", "-p", "hakmem-benches", "--bin", name];
+    println!("{tool}: building the probe: {}", show_cargo(&args, None));
+    run_inherited(&mut cargo(&args, None), "cargo build of the probe")?;
+    let target = target_dir();
+    let bin = target
+        .join("release")
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    if !bin.is_file() {
+        return Err(format!(
+            "the probe was built but {} does not exist",
+            bin.display()
+        ));
+    }
+    let out_dir = target.join(out);
+    std::fs::create_dir_all(&out_dir)
+        .map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
+    Ok((bin, out_dir))
+}
+
 /// Seconds with one decimal, e.g. `12.3`.
 pub fn seconds(d: Duration) -> String {
     format!("{:.1}", d.as_secs_f64())

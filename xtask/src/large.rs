@@ -31,16 +31,6 @@ use std::time::Instant;
 
 use crate::cmd;
 
-/// `cargo build` arguments for the probe.
-const BUILD: [&str; 6] = [
-    "build",
-    "--release",
-    "-p",
-    "hakmem-benches",
-    "--bin",
-    "large",
-];
-
 /// The error when strace cannot be started.
 pub const STRACE_MISSING: &str =
     "strace is required to count system calls: apt-get install strace (.ci/run installs it)";
@@ -606,24 +596,7 @@ pub fn run(invoked_as: &str) -> Result<bool, String> {
     if !cmd::is_installed("valgrind") {
         return Err(VALGRIND_MISSING.to_owned());
     }
-    println!(
-        "large: building the probe: {}",
-        cmd::show_cargo(&BUILD, None)
-    );
-    cmd::run_inherited(&mut cmd::cargo(&BUILD, None), "cargo build of the probe")?;
-    let target = cmd::target_dir();
-    let bin = target
-        .join("release")
-        .join(format!("large{}", std::env::consts::EXE_SUFFIX));
-    if !bin.is_file() {
-        return Err(format!(
-            "the probe was built but {} does not exist",
-            bin.display()
-        ));
-    }
-    let out_dir = target.join("large");
-    std::fs::create_dir_all(&out_dir)
-        .map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
+    let (bin, out_dir) = cmd::build_probe("large", "large", "large")?;
 
     let checks = measure(&Probe {
         bin,

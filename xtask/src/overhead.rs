@@ -42,16 +42,6 @@ const CONFIG_PREFIX: &str = "runtime-config=";
 pub const VALGRIND_MISSING: &str =
     "valgrind is required to count instructions: apt-get install valgrind (.ci/run installs it)";
 
-/// `cargo build` arguments for the probe.
-const BUILD: [&str; 6] = [
-    "build",
-    "--release",
-    "-p",
-    "hakmem-benches",
-    "--bin",
-    "pairs",
-];
-
 /// One policy at one size: the callgrind totals of the two runs and what each printed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Probe {
@@ -386,24 +376,7 @@ pub fn run(invoked_as: &str) -> Result<bool, String> {
     if !cmd::is_installed("valgrind") {
         return Err(VALGRIND_MISSING.to_owned());
     }
-    println!(
-        "overhead: building the probe: {}",
-        cmd::show_cargo(&BUILD, None)
-    );
-    cmd::run_inherited(&mut cmd::cargo(&BUILD, None), "cargo build of the probe")?;
-    let target = cmd::target_dir();
-    let bin = target
-        .join("release")
-        .join(format!("pairs{}", std::env::consts::EXE_SUFFIX));
-    if !bin.is_file() {
-        return Err(format!(
-            "the probe was built but {} does not exist",
-            bin.display()
-        ));
-    }
-    let out_dir = target.join("overhead");
-    std::fs::create_dir_all(&out_dir)
-        .map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
+    let (bin, out_dir) = cmd::build_probe("overhead", "pairs", "overhead")?;
 
     println!(
         "overhead: Ir/pair = (Ir(N={N_LARGE}) - Ir(N={N_SMALL})) / {} under valgrind --tool=callgrind",

@@ -462,16 +462,9 @@ impl<P: Policy> Allocator<P> {
                         return self.cache_warm(cfg, class, user, len, site);
                     }
                     meta.with_dirty(meta.dirty().max(written)).write(user);
-                    if self.cache.put(
-                        class,
-                        Site::from_raw(u64::from(site)).slot(),
-                        user,
-                        len,
-                        cfg.bigcache_bytes,
-                    ) {
+                    if self.cache_put(cfg, class, user, len, site) {
                         return;
                     }
-                    self.count(cfg, Event::CacheEvict, 1);
                 }
             }
             self.release_mapping(cfg, user.sub(offset), len)
@@ -501,18 +494,34 @@ impl<P: Policy> Allocator<P> {
                 self.count(cfg, Event::MadviseBytes, capacity as u64);
             }
             Meta::new(Some(class), capacity).write(user);
-            if self.cache.put(
-                class,
-                Site::from_raw(u64::from(site)).slot(),
-                user,
-                len,
-                cfg.bigcache_bytes,
-            ) {
+            if self.cache_put(cfg, class, user, len, site) {
                 return;
             }
-            self.count(cfg, Event::CacheEvict, 1);
             self.release_mapping(cfg, user.sub(page_of(len, capacity)), len)
         }
+    }
+
+    /// Puts a freed class block into BigCache under the cap; counts an eviction if it does not
+    /// fit (the caller then releases it).
+    ///
+    /// # Safety
+    /// As [`BigCache::put`].
+    #[inline(always)]
+    unsafe fn cache_put(
+        &self,
+        cfg: &Config,
+        class: usize,
+        user: NonNull<u8>,
+        len: usize,
+        site: u32,
+    ) -> bool {
+        let slot = Site::from_raw(u64::from(site)).slot();
+        // SAFETY: forwarded from the caller.
+        if unsafe { self.cache.put(class, slot, user, len, cfg.bigcache_bytes) } {
+            return true;
+        }
+        self.count(cfg, Event::CacheEvict, 1);
+        false
     }
 
     /// Returns a mapping to the OS: batched where the mode batches, else at once.
