@@ -497,7 +497,7 @@ impl<P: Policy> Allocator<P> {
             if self.cache_put(cfg, class, user, len, site) {
                 return;
             }
-            self.release_mapping(cfg, user.sub(page_of(len, capacity)), len)
+            self.release_mapping(cfg, user.sub(os::page_size()), len)
         }
     }
 
@@ -581,18 +581,20 @@ impl<P: Policy> Allocator<P> {
                 if new.size() <= block.capacity() {
                     // Shrink in place: a cacheable block keeps its class; any other gives its
                     // whole unused pages back.
-                    let len = round_up(new.size() + block.offset, page)?;
                     if let Some(class) = cacheable(block) {
                         // It may have been written past its new size: when it is freed, the
                         // layout will not say so, so count all of it as dirty now.
                         // SAFETY: a class block has its metadata word in its header page.
                         unsafe { Meta::new(Some(class), block.capacity()).write(block.user) };
-                    } else if len < block.len {
-                        // SAFETY: the tail is whole pages of the block's mapping, unused now;
-                        // shrinking never moves the mapping.
-                        unsafe { os::remap(block.base, block.len, len) }?;
-                        // SAFETY: the header is unmoved.
-                        unsafe { header::set_len(block.user, len) };
+                    } else {
+                        let len = round_up(new.size() + block.offset, page)?;
+                        if len < block.len {
+                            // SAFETY: the tail is whole pages of the block's mapping, unused
+                            // now; shrinking never moves the mapping.
+                            unsafe { os::remap(block.base, block.len, len) }?;
+                            // SAFETY: the header is unmoved.
+                            unsafe { header::set_len(block.user, len) };
+                        }
                     }
                     return Some(block.user);
                 }
@@ -668,13 +670,6 @@ fn cacheable(block: &Block) -> Option<usize> {
     }
     // SAFETY: a one-page offset mapping has its metadata word in its header page.
     unsafe { Meta::read(block.user) }.class()
-}
-
-/// The header-page length of a class block of `len` bytes whose user region is `capacity`.
-#[inline(always)]
-fn page_of(len: usize, capacity: usize) -> usize {
-    debug_assert_eq!(len - capacity, os::page_size());
-    len - capacity
 }
 
 /// `n` rounded up to a multiple of the power of two `to`, or `None` on overflow.

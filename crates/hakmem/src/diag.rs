@@ -58,12 +58,6 @@ pub(crate) fn warn(args: fmt::Arguments<'_>) {
     emit("warning: ", args);
 }
 
-/// Prints an informational line (lifecycle logs).
-#[allow(dead_code)] // used by the learning modes' logs
-pub(crate) fn info(args: fmt::Arguments<'_>) {
-    emit("", args);
-}
-
 /// Prints `hakmem: <message>` and aborts the process (SIGABRT). Never unwinds, never allocates.
 #[cold]
 #[inline(never)]

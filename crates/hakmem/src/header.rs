@@ -140,7 +140,6 @@ pub(crate) struct Block {
     /// `user - base`.
     pub offset: usize,
     /// The allocating site, folded to 32 bits.
-    #[allow(dead_code)] // read by BigCache and the per-site profile
     pub site: u32,
 }
 

@@ -75,28 +75,24 @@ pub(crate) unsafe fn unmap(ptr: NonNull<u8>, len: usize) {
 
 /// Advice for [`advise`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[allow(dead_code)] // `Free` and `DontNeed` are the free policy's, `HugePage` THP's
 pub(crate) enum Advice {
     /// `MADV_HUGEPAGE`: back the range with transparent huge pages where the kernel allows.
     HugePage,
     /// `MADV_FREE`: the kernel may reclaim the pages lazily; they read as zero if it did.
     Free,
-    /// `MADV_DONTNEED`: drop the pages now; they read as zero on the next touch.
-    DontNeed,
 }
 
 /// Gives the kernel advice about `[ptr, ptr + len)`. Returns whether the kernel accepted it
 /// (THP advice is refused where THP is disabled, which is fine).
 ///
 /// # Safety
-/// The range must be whole pages of a mapping of ours. With `Free` or `DontNeed` the caller must
+/// The range must be whole pages of a mapping of ours. With `Free` the caller must
 /// not need the contents any more.
 pub(crate) unsafe fn advise(ptr: NonNull<u8>, len: usize, advice: Advice) -> bool {
     debug_assert!(ptr.as_ptr() as usize % page_size() == 0);
     let advice = match advice {
         Advice::HugePage => libc::MADV_HUGEPAGE,
         Advice::Free => libc::MADV_FREE,
-        Advice::DontNeed => libc::MADV_DONTNEED,
     };
     // SAFETY: the caller guarantees the range is a mapping of ours whose contents may go.
     unsafe { libc::madvise(ptr.as_ptr().cast(), len, advice) == 0 }
