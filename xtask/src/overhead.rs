@@ -7,9 +7,13 @@
 //! instruction totals divided by the difference of N is the cost of one pair, with start-up and
 //! exit cancelled out. Callgrind counts are deterministic, so one run of each suffices.
 //!
+//! At each size it also runs [`LEARNING_TWIN`] — LEARNING with `evolution: Evolution::Off`, a
+//! policy of the probe — so that what learning itself costs LEARNING is measured apart from what
+//! LEARNING's other settings (full statistics, no pool) cost next to BALANCED.
+//!
 //! The results go to stdout and to `target/overhead/overhead.md` as a markdown table, followed by
-//! the rules a zero-overhead design must satisfy (see [`rules`]); `--check` turns a broken rule
-//! into exit status 1.
+//! the rules a zero-overhead design must satisfy (see [`rules`] and [`learning_rule`]); `--check`
+//! turns a broken rule into exit status 1.
 
 use std::ffi::OsString;
 use std::fmt;
@@ -32,6 +36,14 @@ pub const LARGE_PAIR_BUDGET: u64 = 100;
 pub const LARGE_PAIR_SIZE: usize = 2 * 1024 * 1024;
 /// The compiled modes rule (v) binds.
 pub const LARGE_PAIR_MODES: [&str; 2] = ["balanced", "fast"];
+
+/// The probe's policy that is LEARNING with `evolution: Evolution::Off`.
+pub const LEARNING_TWIN: &str = "learning-off";
+/// Rule (vi): the most instructions learning may add to a small pair of LEARNING (issue 4,
+/// acceptance 3), measured against [`LEARNING_TWIN`].
+pub const LEARNING_BUDGET: u64 = 15;
+/// The block size rule (vi) is about.
+pub const LEARNING_SIZE: usize = 32;
 
 /// What the probe prints when `Allocator<Runtime>`'s configuration was never read.
 pub const UNTOUCHED: &str = "runtime-config=untouched";
@@ -296,6 +308,52 @@ pub fn rules(rows: &[Row]) -> Vec<Rule> {
     vec![first, second, third, fourth, fifth]
 }
 
+/// Rule (vi): at [`LEARNING_SIZE`], compiled LEARNING spends at most [`LEARNING_BUDGET`]
+/// instructions per pair more than [`LEARNING_TWIN`] (the same policy without learning). `twins`
+/// holds the twin's probe per size. The figure against BALANCED is printed beside it.
+pub fn learning_rule(rows: &[Row], twins: &[(usize, Probe)]) -> Rule {
+    let compiled = |mode: &str| {
+        rows.iter()
+            .find(|r| r.size == LEARNING_SIZE && r.mode == mode)
+            .map(|r| &r.compiled)
+    };
+    let twin = twins
+        .iter()
+        .find(|(size, _)| *size == LEARNING_SIZE)
+        .map(|(_, p)| p);
+    let size = size_label(LEARNING_SIZE);
+    let (Some(learning), Some(twin)) = (compiled("learning"), twin) else {
+        return Rule {
+            text: format!(
+                "(vi) learning adds ≤ {LEARNING_BUDGET} Ir to a {size} pair of LEARNING \
+                 (vs {LEARNING_TWIN}): not measured"
+            ),
+            ok: false,
+        };
+    };
+    let budget = i128::from(LEARNING_BUDGET) * i128::from(N_LARGE - N_SMALL);
+    let added = learning.delta() - twin.delta();
+    let ok = added <= budget;
+    let per_pair = added as f64 / (N_LARGE - N_SMALL) as f64;
+    let balanced = compiled("balanced")
+        .map(|b| {
+            let d = (learning.delta() - b.delta()) as f64 / (N_LARGE - N_SMALL) as f64;
+            format!("; vs balanced {d:+.1}")
+        })
+        .unwrap_or_default();
+    Rule {
+        text: format!(
+            "(vi) learning adds ≤ {LEARNING_BUDGET} Ir to a {size} pair of LEARNING (vs \
+             {LEARNING_TWIN}): learning {:.1} − {LEARNING_TWIN} {:.1} = {per_pair:+.1} {} \
+             {LEARNING_BUDGET}{balanced}",
+            learning.per_pair(),
+            twin.per_pair(),
+            if ok { "≤" } else { ">" },
+        ),
+        ok,
+    }
+}
+
 /// `what: k/n runs[; not: …]`.
 fn verdict_text(what: &str, runs: usize, bad: &[String], nothing: &str) -> String {
     let mut text = format!("{what}: {}/{runs} runs", runs - bad.len());
@@ -402,10 +460,46 @@ pub fn run(invoked_as: &str) -> Result<bool, String> {
         }
     }
 
+    let mut twins = Vec::new();
+    for size in SIZES {
+        let twin = measure(&bin, &out_dir, LEARNING_TWIN, None, size)?;
+        println!(
+            "overhead: {:>6} {LEARNING_TWIN}  compiled {:>7.1} Ir/pair",
+            size_label(size),
+            twin.per_pair()
+        );
+        twins.push((size, twin));
+    }
+
     let table = table(&rows);
-    let rules = rules(&rows);
+    let mut rules = rules(&rows);
+    rules.push(learning_rule(&rows, &twins));
+    let twin_lines: Vec<String> = twins
+        .iter()
+        .map(|(size, twin)| {
+            let learning = rows
+                .iter()
+                .find(|r| r.size == *size && r.mode == "learning")
+                .map(|r| r.compiled.per_pair());
+            format!(
+                "{} {LEARNING_TWIN} (LEARNING, evolution Off): {:.1} Ir/pair{}",
+                size_label(*size),
+                twin.per_pair(),
+                learning
+                    .map(|l| format!(
+                        "; LEARNING {l:.1}, learning adds {:+.1}",
+                        l - twin.per_pair()
+                    ))
+                    .unwrap_or_default()
+            )
+        })
+        .collect();
     println!();
     print!("{table}");
+    println!();
+    for line in &twin_lines {
+        println!("{line}");
+    }
     println!();
     for rule in &rules {
         println!("{rule}");
@@ -425,6 +519,10 @@ pub fn run(invoked_as: &str) -> Result<bool, String> {
         N_LARGE - N_SMALL
     );
     md += &table;
+    md += "\n";
+    for line in &twin_lines {
+        md += &format!("{line}  \n");
+    }
     md += "\n";
     for rule in &rules {
         md += &format!("- {rule}\n");
@@ -697,6 +795,33 @@ mod tests {
         let mut rows = good_rows();
         rows[3].runtime.config = [UNTOUCHED.into(), UNTOUCHED.into()];
         assert_eq!(verdicts(&rows), [true, true, true, false, true]);
+    }
+
+    #[test]
+    fn learning_may_add_fifteen_instructions_to_a_small_pair() {
+        let mut rows = good_rows();
+        rows.push(row(32, "learning", 160, 190));
+        rows.push(row(32, "balanced", 148, 179));
+        let twin = |ir| {
+            vec![
+                (32, probe(ir, UNTOUCHED)),
+                (2_097_152, probe(300, UNTOUCHED)),
+            ]
+        };
+        let rule = learning_rule(&rows, &twin(145));
+        assert!(rule.ok, "{rule}");
+        assert_eq!(
+            rule.to_string(),
+            "rule: (vi) learning adds ≤ 15 Ir to a 32 B pair of LEARNING (vs learning-off): \
+             learning 160.0 − learning-off 145.0 = +15.0 ≤ 15; vs balanced +12.0 — ok"
+        );
+        // One instruction more in 10 000 pairs fails: the comparison is exact.
+        let mut over = twin(145);
+        over[0].1.ir_large -= 1;
+        assert!(!learning_rule(&rows, &over).ok);
+        // Unmeasured fails.
+        assert!(!learning_rule(&rows, &[]).ok);
+        assert!(!learning_rule(&good_rows(), &twin(145)).ok);
     }
 
     #[test]

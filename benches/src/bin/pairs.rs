@@ -4,7 +4,9 @@
 //! A probe for `cargo xtask overhead`, which runs it under callgrind twice with different N and
 //! divides the difference of the instruction totals by the difference of N: the instructions of
 //! one pair, with start-up and exit cancelled out. POLICY is `minimal`, `fast`, `balanced`,
-//! `learning`, `research` or `runtime` (whose mode comes from `HAKMEM_MODE`).
+//! `learning`, `research`, `runtime` (whose mode comes from `HAKMEM_MODE`) or `learning-off`:
+//! LEARNING with `evolution: Evolution::Off` (its threshold fixed at LEARNING's start, 2 MiB),
+//! the twin that isolates what learning itself costs.
 //!
 //! Output: one line, `runtime-config=untouched` or `runtime-config=read:<mode>`.
 
@@ -13,7 +15,22 @@ use std::hint::black_box;
 use std::process::ExitCode;
 
 use hakmem::mode::{Balanced, Fast, Learning, Minimal, Research, Runtime};
-use hakmem::{Allocator, Policy};
+use hakmem::{Allocator, Config, Evolution, Policy};
+
+/// LEARNING without learning: the same statistics, log level and caches, the threshold fixed.
+struct LearningOff;
+
+impl Policy for LearningOff {
+    const NAME: &'static str = "learning-off";
+    #[inline(always)]
+    fn config() -> &'static Config {
+        const C: Config = Config {
+            evolution: Evolution::Off,
+            ..Config::LEARNING
+        };
+        &C
+    }
+}
 
 static MINIMAL: Allocator<Minimal> = Allocator::new();
 static FAST: Allocator<Fast> = Allocator::new();
@@ -21,6 +38,7 @@ static BALANCED: Allocator<Balanced> = Allocator::new();
 static LEARNING: Allocator<Learning> = Allocator::new();
 static RESEARCH: Allocator<Research> = Allocator::new();
 static RUNTIME: Allocator<Runtime> = Allocator::new();
+static LEARNING_OFF: Allocator<LearningOff> = Allocator::new();
 
 /// The measured loop: one monomorphized copy per policy.
 #[inline(never)]
@@ -38,7 +56,7 @@ fn pairs<P: Policy>(a: &Allocator<P>, layout: Layout, n: u64) {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [policy, size, n] = args.as_slice() else {
-        eprintln!("usage: pairs POLICY SIZE N   (POLICY: minimal|fast|balanced|learning|research|runtime)");
+        eprintln!("usage: pairs POLICY SIZE N   (POLICY: minimal|fast|balanced|learning|research|runtime|learning-off)");
         return ExitCode::from(2);
     };
     let (Ok(size), Ok(n)) = (size.parse::<usize>(), n.parse::<u64>()) else {
@@ -56,6 +74,7 @@ fn main() -> ExitCode {
         "learning" => pairs(&LEARNING, layout, n),
         "research" => pairs(&RESEARCH, layout, n),
         "runtime" => pairs(&RUNTIME, layout, n),
+        "learning-off" => pairs(&LEARNING_OFF, layout, n),
         other => {
             eprintln!("pairs: unknown policy {other:?}");
             return ExitCode::from(2);
