@@ -15,12 +15,14 @@ use core::ptr::{self, NonNull};
 
 use crate::batch::Batch;
 use crate::bigcache::{self, BigCache, Meta, CLASSES};
-use crate::evolution::Learner;
+use crate::elo::CONTESTED;
 use crate::header::{self, Block, Method, HEADER_SIZE};
+use crate::learner::Learner;
 use crate::os::{self, Advice};
-use crate::policy::{Config, Evolution, FreePolicy, Policy, Thp};
+use crate::policy::{Config, Evolution, FreePolicy, LogLevel, Policy, StatsLevel, Thp};
 use crate::reentry::Guard;
-use crate::site::Site;
+use crate::report::{self, Report};
+use crate::site::{Path, Profile, Site, SiteStat};
 use crate::stats::{Counters, Event, Lifecycle, Stats};
 use crate::system;
 
@@ -37,6 +39,10 @@ const THP_AUTO_MIN: usize = 2 << 20;
 /// Byte written over freed and fresh small blocks when the policy poisons.
 const POISON_FREED: u8 = 0xDF;
 const POISON_FRESH: u8 = 0xA5;
+/// Poisoning covers system blocks below this size: the small objects. Larger ones — which a
+/// learning mode's strategy may send to the system allocator — are left alone, so that what the
+/// learner measures is the strategy's cost, not the debugging's.
+const POISON_BELOW: usize = CONTESTED;
 
 /// A memory allocator whose behaviour is the policy `P`.
 ///
@@ -68,6 +74,7 @@ const POISON_FRESH: u8 = 0xA5;
 pub struct Allocator<P: Policy> {
     counters: Counters,
     learner: Learner,
+    sites: Profile,
     cache: BigCache,
     batch: Batch,
     pool: crate::pool::Pool,
@@ -80,6 +87,7 @@ impl<P: Policy> Allocator<P> {
         Allocator {
             counters: Counters::new(),
             learner: Learner::new(),
+            sites: Profile::new(),
             cache: BigCache::new(),
             batch: Batch::new(),
             pool: crate::pool::Pool::new(),
@@ -90,13 +98,32 @@ impl<P: Policy> Allocator<P> {
     /// A snapshot of this allocator's state and counters. Never allocates.
     pub fn stats(&self) -> Stats {
         let cfg = P::config();
-        self.counters.snapshot(
+        let mut stats = self.counters.snapshot(
             P::NAME,
             cfg.mode,
             cfg.stats,
             self.lifecycle(cfg),
             self.threshold(cfg),
-        )
+        );
+        if cfg.evolution.learns() {
+            let l = self.learner.snapshot();
+            stats.candidates = l.candidates;
+            stats.transitions = l.transitions;
+            stats.lifecycle_transitions = l.transitions.total();
+            stats.matches = l.matches;
+            stats.samples = l.samples;
+            stats.explored = l.explored;
+        }
+        stats
+    }
+
+    /// RESEARCH's per-site profile (statistics level `PerSite`): one row per call site that
+    /// allocated (hashed into [`SITE_SLOTS`](crate::SITE_SLOTS) rows), and for `GlobalAlloc`,
+    /// which has no caller, one per power-of-two size range. Empty at other levels. Never
+    /// allocates.
+    pub fn sites(&self) -> impl Iterator<Item = SiteStat> + '_ {
+        let on = P::config().stats >= StatsLevel::PerSite;
+        self.sites.rows().filter(move |_| on)
     }
 
     /// Allocates like [`GlobalAlloc::alloc`], attributing the block to `site` (BigCache keeps
@@ -125,10 +152,25 @@ impl<P: Policy> Allocator<P> {
         }
     }
 
-    /// Whether `layout` takes the small-object path (else it is a large, mmap-backed block).
+    /// Whether `layout` takes the small-object path straight away. Otherwise it is a large,
+    /// mmap-backed block — or, in a learning mode, a *contested* request (at least the smallest
+    /// candidate threshold, 512 KiB), which the learner routes: a constant bound either way.
     #[inline(always)]
     fn is_small(&self, cfg: &Config, layout: Layout) -> bool {
-        layout.size() < self.threshold(cfg) && layout.align() <= MAX_SYSTEM_ALIGN
+        let bound = if cfg.evolution.learns() {
+            CONTESTED
+        } else {
+            cfg.threshold
+        };
+        layout.size() < bound && layout.align() <= MAX_SYSTEM_ALIGN
+    }
+
+    /// Counts an allocation in RESEARCH's per-site profile.
+    #[inline(always)]
+    fn profile(&self, cfg: &Config, site: u32, size: usize, path: Path) {
+        if cfg.stats >= StatsLevel::PerSite {
+            self.sites.record(site, size, path);
+        }
     }
 
     fn lifecycle(&self, cfg: &Config) -> Lifecycle {
@@ -155,22 +197,72 @@ impl<P: Policy> Allocator<P> {
     #[inline(always)]
     unsafe fn allocate(&self, layout: Layout, site: Site, zeroed: bool) -> *mut u8 {
         let cfg = P::config();
-        if cfg.evolution.learns() {
-            self.learner.on_alloc(layout.size());
+        if cfg.evolution.learns() && self.learner.tick(cfg) {
+            self.learning_started(cfg);
         }
         if cfg.pool {
             if let Some(p) = self.pool.alloc(layout, zeroed) {
                 self.count(cfg, Event::PoolAlloc, 1);
+                self.profile(cfg, site.id32(), layout.size(), Path::Pool);
                 return p.as_ptr();
             }
         }
         if self.is_small(cfg, layout) {
             // SAFETY: forwarded; the alignment is within what the system path serves.
             unsafe { self.alloc_system(cfg, layout, site, zeroed) }
+        } else if cfg.evolution.learns() {
+            // SAFETY: forwarded.
+            unsafe { self.alloc_contested(cfg, layout, site, zeroed) }
         } else {
             // SAFETY: forwarded.
             // (The site's slot and id are computed here, where `Site::NONE` is a constant.)
             unsafe { self.alloc_large(cfg, layout, site.slot(), site.id32(), zeroed) }
+        }
+    }
+
+    /// A request of a learning mode that is not small straight away: contested (at least 512
+    /// KiB) ones are routed by the learner (which measures them); smaller ones with an alignment
+    /// above a page are large blocks whatever the threshold.
+    ///
+    /// # Safety
+    /// As [`Self::allocate`].
+    #[inline(never)]
+    unsafe fn alloc_contested(
+        &self,
+        cfg: &Config,
+        layout: Layout,
+        site: Site,
+        zeroed: bool,
+    ) -> *mut u8 {
+        let align_ok = layout.align() <= MAX_SYSTEM_ALIGN;
+        if layout.size() >= CONTESTED && self.learner.route(cfg, layout.size(), align_ok) {
+            // SAFETY: forwarded; `route` chose the system path only for an alignment it serves.
+            return unsafe { self.alloc_system(cfg, layout, site, zeroed) };
+        }
+        // SAFETY: forwarded.
+        let user = unsafe { self.alloc_large(cfg, layout, site.slot(), site.id32(), zeroed) };
+        if cfg.stats >= StatsLevel::PerSite {
+            if let Some(user) = NonNull::new(user) {
+                // SAFETY: a block just allocated: its header is ours and valid.
+                let method = unsafe { header::read(user, "alloc") }.method;
+                let path = if method == Method::Cached {
+                    Path::Cached
+                } else {
+                    Path::Mmap
+                };
+                self.profile(cfg, site.id32(), layout.size(), path);
+            }
+        }
+        user
+    }
+
+    /// The learner's first tick: a RESEARCH allocator offers itself for the report at exit
+    /// (`HAKMEM_REPORT=1`).
+    #[cold]
+    #[inline(never)]
+    fn learning_started(&self, cfg: &Config) {
+        if cfg.log >= LogLevel::Verbose {
+            report::offer(self);
         }
     }
 
@@ -266,18 +358,19 @@ impl<P: Policy> Allocator<P> {
             return ptr::null_mut();
         };
         self.count(cfg, Event::SystemAlloc, 1);
+        self.profile(cfg, site.id32(), layout.size(), Path::System);
         // SAFETY: `base` holds `len = size + offset` bytes and is aligned to `offset` (malloc
         // gives 16, posix_memalign gives `offset`), so `base + offset` is 16-aligned.
         let user = unsafe { header::write(base, len, offset, Method::System, site.id32()) };
         // `calloc` zeroed the plain blocks; `posix_memalign` zeroes nothing.
-        let fill = if zeroed {
-            (offset != HEADER_SIZE).then_some(0)
-        } else {
-            cfg.poison.then_some(POISON_FRESH)
-        };
-        if let Some(byte) = fill {
-            // SAFETY: `user` holds `layout.size()` writable bytes.
-            unsafe { ptr::write_bytes(user.as_ptr(), byte, layout.size()) };
+        if zeroed {
+            if offset != HEADER_SIZE {
+                // SAFETY: `user` holds `layout.size()` writable bytes.
+                unsafe { ptr::write_bytes(user.as_ptr(), 0, layout.size()) };
+            }
+        } else if cfg.poison {
+            // SAFETY: as above.
+            unsafe { poison(user, POISON_FRESH, layout.size()) };
         }
         user.as_ptr()
     }
@@ -296,7 +389,7 @@ impl<P: Policy> Allocator<P> {
         // SAFETY: the block is live until `free`; poisoning covers its usable bytes only.
         unsafe {
             if cfg.poison {
-                ptr::write_bytes(user.as_ptr(), POISON_FREED, capacity);
+                poison(user, POISON_FREED, capacity);
             }
             header::mark_freed(user, offset);
             system::free(base.as_ptr());
@@ -559,7 +652,8 @@ impl<P: Policy> Allocator<P> {
         block: &Block,
         new: Layout,
     ) -> Option<NonNull<u8>> {
-        let small = self.is_small(cfg, new);
+        // Whether the new size belongs on the small-object path by the threshold serving now.
+        let small = new.size() < self.threshold(cfg) && new.align() <= MAX_SYSTEM_ALIGN;
         match block.method {
             Method::System if small && block.offset == HEADER_SIZE => {
                 let len = new.size().checked_add(HEADER_SIZE)?;
@@ -672,11 +766,62 @@ fn cacheable(block: &Block) -> Option<usize> {
     unsafe { Meta::read(block.user) }.class()
 }
 
+/// Writes `byte` over the `len` bytes at `user` if the block is below [`POISON_BELOW`]. Out of
+/// line, so that the size test stays inside the policy's `poison` branch.
+///
+/// # Safety
+/// `user` holds `len` writable bytes.
+#[inline(never)]
+unsafe fn poison(user: NonNull<u8>, byte: u8, len: usize) {
+    if len < POISON_BELOW {
+        // SAFETY: forwarded from the caller.
+        unsafe { ptr::write_bytes(user.as_ptr(), byte, len) };
+    }
+}
+
 /// `n` rounded up to a multiple of the power of two `to`, or `None` on overflow.
 #[inline(always)]
 fn round_up(n: usize, to: usize) -> Option<usize> {
     debug_assert!(to.is_power_of_two());
     Some(n.checked_add(to - 1)? & !(to - 1))
+}
+
+impl<P: Policy> Report for Allocator<P> {
+    fn report(&self, out: &mut dyn core::fmt::Write) -> core::fmt::Result {
+        writeln!(out, "{}", self.stats())?;
+        // The heaviest sites by bytes, without allocating: a fixed top list.
+        const TOP: usize = 8;
+        let mut top: [Option<SiteStat>; TOP] = [None; TOP];
+        for row in self.sites() {
+            let bytes = |s: &Option<SiteStat>| s.map_or(0, |s| s.bytes);
+            if row.bytes > bytes(&top[TOP - 1]) {
+                let mut i = TOP - 1;
+                top[i] = Some(row);
+                while i > 0 && bytes(&top[i]) > bytes(&top[i - 1]) {
+                    top.swap(i, i - 1);
+                    i -= 1;
+                }
+            }
+        }
+        if top[0].is_some() {
+            writeln!(
+                out,
+                "  sites (heaviest by bytes; allocs, bytes, system/mmap/cached):"
+            )?;
+        }
+        for s in top.iter().flatten() {
+            match s.site {
+                crate::SiteKey::Caller(id) => write!(out, "    site {id:#010x}")?,
+                crate::SiteKey::SizeRange(k) => write!(out, "    size 2^{k:<2}     ")?,
+            }
+            writeln!(
+                out,
+                "  {:>10}  {:>14}  {}/{}/{}",
+                s.allocs, s.bytes, s.system, s.mmap, s.cached
+            )?;
+        }
+        Ok(())
+    }
 }
 
 impl<P: Policy> Default for Allocator<P> {
