@@ -68,6 +68,39 @@ fn learning_freezes_on_a_steady_workload_within_3m_allocations() {
     );
 }
 
+/// Threads share one learner: each measures its own intervals (CPU time and faults of its own),
+/// ticks count everyone's allocations, and the lock that guards the ratings never blocks
+/// anyone. Together they still bring LEARNING to FROZEN within the budget.
+#[test]
+fn threads_learn_together() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let a = Allocator::<Learning>::new();
+    let (allocs, done) = (AtomicU64::new(0), AtomicBool::new(false));
+    std::thread::scope(|s| {
+        for t in 0..3u64 {
+            let (a, allocs, done) = (&a, &allocs, &done);
+            s.spawn(move || {
+                let mut r = t << 32;
+                while !done.load(Ordering::Relaxed) {
+                    let n = allocs.fetch_add(steady_round(a, r), Ordering::Relaxed);
+                    r += 1;
+                    if a.stats().lifecycle == Lifecycle::Frozen || n >= BUDGET {
+                        done.store(true, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    let s = a.stats();
+    assert_eq!(s.lifecycle, Lifecycle::Frozen, "{s}");
+    assert!(allocs.load(Ordering::Relaxed) <= BUDGET + 3 * 256, "{s}");
+    assert_eq!(survivors(&s), 6, "{s}");
+    println!(
+        "threads: frozen after {} allocations\n{s}",
+        allocs.load(Ordering::Relaxed)
+    );
+}
+
 /// The clearly-cheapest workload in this process, glibc pinned first.
 fn cheapest<P: Policy>(a: &Allocator<P>, max: u64) -> u64 {
     // SAFETY: mallopt only changes glibc's tuning (this child runs one test).
