@@ -474,6 +474,8 @@ pub mod learning {
     /// The `M_MMAP_THRESHOLD` glibc must be pinned at (`mallopt`, or the environment variable
     /// `MALLOC_MMAP_THRESHOLD_`) for [`cheapest_round`]: between its two sizes.
     pub const CHEAPEST_GLIBC_MMAP_THRESHOLD: usize = 768 << 10;
+    /// The `M_TRIM_THRESHOLD` for [`cheapest_round`]: high, so that glibc keeps its heap.
+    pub const CHEAPEST_GLIBC_TRIM_THRESHOLD: usize = 64 << 20;
 
     /// A workload with one clearly cheapest threshold, 748 KiB: blocks of 520 KiB and 1 MiB by
     /// turns, every page touched, freed at once, with 7 small blocks after each. With glibc's
@@ -493,6 +495,40 @@ pub mod learning {
             }
             for i in 0..CHEAPEST_ROUND / 2 - 1 {
                 let small = 16 + ((round + i) % 64) as usize * 16;
+                let q = alloc(a, small);
+                // SAFETY: as above.
+                unsafe {
+                    q.write_volatile(1);
+                    free(a, black_box(q), small);
+                }
+            }
+        }
+        CHEAPEST_ROUND
+    }
+
+    /// The size of [`shifted_round`].
+    pub const SHIFTED_SIZE: usize = 600 << 10;
+    /// The `M_MMAP_THRESHOLD` glibc is pinned at for [`shifted_round`]: below its size.
+    pub const SHIFTED_GLIBC_MMAP_THRESHOLD: usize = 512 << 10;
+    /// The `M_TRIM_THRESHOLD` for [`shifted_round`]: glibc's default, so that its heap does not
+    /// keep a free chunk big enough for the block.
+    pub const SHIFTED_GLIBC_TRIM_THRESHOLD: usize = 128 << 10;
+
+    /// The workload [`cheapest_round`] shifts to: 600 KiB blocks only (every page touched,
+    /// freed at once, 7 small blocks after each), with glibc's mmap threshold pinned at 512 KiB
+    /// and its heap trimmed, so that glibc maps and unmaps every one of them (150 faults) while
+    /// BigCache hands them back: now only the smallest candidate, 512 KiB, sends them to the
+    /// large path. Returns the allocations made: [`CHEAPEST_ROUND`].
+    pub fn shifted_round<A: GlobalAlloc>(a: &A, round: u64) -> u64 {
+        for half in 0..2 {
+            let p = alloc(a, SHIFTED_SIZE);
+            // SAFETY: `p` holds `SHIFTED_SIZE` bytes; freed once.
+            unsafe {
+                touch(p, 0, SHIFTED_SIZE);
+                free(a, black_box(p), SHIFTED_SIZE);
+            }
+            for i in 0..CHEAPEST_ROUND / 2 - 1 {
+                let small = 16 + ((round + i + half) % 64) as usize * 16;
                 let q = alloc(a, small);
                 // SAFETY: as above.
                 unsafe {

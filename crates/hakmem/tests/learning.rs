@@ -14,7 +14,10 @@ use std::alloc::{GlobalAlloc, Layout};
 use common::{child_value, hakmem_lines, run_child};
 use hakmem::mode::{Balanced, Fast, Learning, Research};
 use hakmem::{Allocator, Lifecycle, Policy, Site, SiteKey, Stats};
-use hakmem_scenarios::learning::{cheapest_round, steady_round, CHEAPEST_GLIBC_MMAP_THRESHOLD};
+use hakmem_scenarios::learning::{
+    cheapest_round, shifted_round, steady_round, CHEAPEST_GLIBC_MMAP_THRESHOLD,
+    CHEAPEST_GLIBC_TRIM_THRESHOLD, SHIFTED_GLIBC_MMAP_THRESHOLD, SHIFTED_GLIBC_TRIM_THRESHOLD,
+};
 
 const KIB: usize = 1 << 10;
 const MIB: usize = 1 << 20;
@@ -101,16 +104,18 @@ fn threads_learn_together() {
     );
 }
 
+/// Pins glibc's mmap and trim thresholds (only in child processes that run one test).
+fn pin_glibc(mmap: usize, trim: usize) {
+    // SAFETY: mallopt only changes glibc's tuning.
+    unsafe {
+        assert_eq!(libc::mallopt(libc::M_MMAP_THRESHOLD, mmap as i32), 1);
+        assert_eq!(libc::mallopt(libc::M_TRIM_THRESHOLD, trim as i32), 1);
+    }
+}
+
 /// The clearly-cheapest workload in this process, glibc pinned first.
 fn cheapest<P: Policy>(a: &Allocator<P>, max: u64) -> u64 {
-    // SAFETY: mallopt only changes glibc's tuning (this child runs one test).
-    unsafe {
-        assert_eq!(
-            libc::mallopt(libc::M_MMAP_THRESHOLD, CHEAPEST_GLIBC_MMAP_THRESHOLD as i32),
-            1
-        );
-        assert_eq!(libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20), 1);
-    }
+    pin_glibc(CHEAPEST_GLIBC_MMAP_THRESHOLD, CHEAPEST_GLIBC_TRIM_THRESHOLD);
     run_until_frozen(a, cheapest_round, max)
 }
 
@@ -159,6 +164,75 @@ fn learning_freezes_on_the_clearly_cheapest_candidate() {
             && lines[0].contains("threshold 748 KiB"),
         "{lines:?}"
     );
+}
+
+#[test]
+#[ignore = "child process of a_shift_relearns_tries_the_new_threshold_and_adopts_it"]
+fn child_shift() {
+    let a = Allocator::<Learning>::new();
+    cheapest(&a, BUDGET);
+    println!("first={}", a.stats().threshold);
+    // Now 600 KiB blocks, and glibc maps each of them: only 512 KiB sends them to BigCache.
+    pin_glibc(SHIFTED_GLIBC_MMAP_THRESHOLD, SHIFTED_GLIBC_TRIM_THRESHOLD);
+    let (mut allocs, mut r) = (0, 0);
+    while allocs < BUDGET && a.stats().lifecycle_transitions < 4 {
+        allocs += shifted_round(&a, r);
+        r += 1;
+    }
+    let s = a.stats();
+    let t = s.transitions;
+    println!(
+        "allocs={allocs} lifecycle={} threshold={} converged={} relearned={} canaries={} \
+         adopted={}",
+        s.lifecycle.name(),
+        s.threshold,
+        t.converged,
+        t.shifted + t.degraded,
+        t.canaries,
+        t.adopted
+    );
+}
+
+/// The whole lifecycle on measured costs: LEARN → FROZEN on 748 KiB; the workload shifts to
+/// one where 512 KiB is cheapest; FROZEN → LEARN; the new leader differs from the incumbent, so
+/// LEARN → CANARY; on its 5% of the traffic the candidate proves cheaper: CANARY → FROZEN on it.
+#[test]
+fn a_shift_relearns_tries_the_new_threshold_and_adopts_it() {
+    let out = run_child("child_shift", &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let value = |k: &str| child_value(&out, k).unwrap_or_else(|| panic!("no {k}: {stdout}"));
+    assert_eq!(value("first"), (748 * KIB).to_string(), "{stdout}");
+    assert_eq!(value("lifecycle"), "FROZEN", "{stdout}");
+    assert_eq!(value("threshold"), (512 * KIB).to_string(), "{stdout}");
+    for (k, v) in [
+        ("converged", "2"),
+        ("relearned", "1"),
+        ("canaries", "1"),
+        ("adopted", "1"),
+    ] {
+        assert_eq!(value(k), v, "{k}: {stdout}");
+    }
+    let lines = hakmem_lines(&out);
+    let steps: Vec<&str> = lines
+        .iter()
+        .map(|l| l.split(" (").next().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "hakmem: learning: LEARN -> FROZEN",
+            "hakmem: learning: FROZEN -> LEARN",
+            "hakmem: learning: LEARN -> CANARY",
+            "hakmem: learning: CANARY -> FROZEN",
+        ],
+        "{lines:?}"
+    );
+    assert!(lines[2].contains("threshold 512 KiB") && lines[3].contains("canary adopted"));
 }
 
 #[test]
