@@ -21,7 +21,7 @@ use crate::learner::Learner;
 use crate::os::{self, Advice};
 use crate::policy::{Config, Evolution, FreePolicy, LogLevel, Policy, StatsLevel, Thp};
 use crate::reentry::Guard;
-use crate::report::{self, Report};
+use crate::report;
 use crate::site::{Path, Profile, Site, SiteStat};
 use crate::stats::{Counters, Event, Lifecycle, Stats};
 use crate::system;
@@ -784,44 +784,6 @@ unsafe fn poison(user: NonNull<u8>, byte: u8, len: usize) {
 fn round_up(n: usize, to: usize) -> Option<usize> {
     debug_assert!(to.is_power_of_two());
     Some(n.checked_add(to - 1)? & !(to - 1))
-}
-
-impl<P: Policy> Report for Allocator<P> {
-    fn report(&self, out: &mut dyn core::fmt::Write) -> core::fmt::Result {
-        writeln!(out, "{}", self.stats())?;
-        // The heaviest sites by bytes, without allocating: a fixed top list.
-        const TOP: usize = 8;
-        let mut top: [Option<SiteStat>; TOP] = [None; TOP];
-        for row in self.sites() {
-            let bytes = |s: &Option<SiteStat>| s.map_or(0, |s| s.bytes);
-            if row.bytes > bytes(&top[TOP - 1]) {
-                let mut i = TOP - 1;
-                top[i] = Some(row);
-                while i > 0 && bytes(&top[i]) > bytes(&top[i - 1]) {
-                    top.swap(i, i - 1);
-                    i -= 1;
-                }
-            }
-        }
-        if top[0].is_some() {
-            writeln!(
-                out,
-                "  sites (heaviest by bytes; allocs, bytes, system/mmap/cached):"
-            )?;
-        }
-        for s in top.iter().flatten() {
-            match s.site {
-                crate::SiteKey::Caller(id) => write!(out, "    site {id:#010x}")?,
-                crate::SiteKey::SizeRange(k) => write!(out, "    size 2^{k:<2}     ")?,
-            }
-            writeln!(
-                out,
-                "  {:>10}  {:>14}  {}/{}/{}",
-                s.allocs, s.bytes, s.system, s.mmap, s.cached
-            )?;
-        }
-        Ok(())
-    }
 }
 
 impl<P: Policy> Default for Allocator<P> {

@@ -30,7 +30,7 @@ use core::sync::atomic::{
 
 use crate::bigcache;
 use crate::diag;
-use crate::elo::{self, League, Sample, Tally, CANDIDATES, CONTESTED, THRESHOLDS};
+use crate::elo::{self, League, Sample, Tally, CANDIDATES, CONTESTED, SURVIVORS, THRESHOLDS};
 use crate::evolution::{self, Machine, Reason, Transition, Verdict, Window, REASONS};
 use crate::header::HEADER_SIZE;
 use crate::os;
@@ -222,8 +222,6 @@ impl Note {
         }
     }
 }
-
-use crate::elo::SURVIVORS;
 
 /// The thresholds of a set of candidates, for a log line.
 struct Survivors(u16);

@@ -13,8 +13,11 @@ use core::ffi::{c_int, c_void};
 use core::fmt;
 use core::sync::atomic::{AtomicU8, Ordering};
 
+use crate::allocator::Allocator;
 use crate::diag;
 use crate::os;
+use crate::policy::Policy;
+use crate::site::{SiteKey, SiteStat};
 
 /// The variable that asks for the report.
 pub(crate) const ENV_REPORT: &core::ffi::CStr = c"HAKMEM_REPORT";
@@ -114,6 +117,45 @@ pub(crate) fn is_static(addr: usize, len: usize) -> bool {
     // it; `query` outlives the call.
     unsafe { libc::dl_iterate_phdr(Some(visit), (&mut query as *mut Query).cast()) };
     query.found
+}
+
+/// The report: the statistics, then the heaviest sites by bytes (RESEARCH's profile).
+impl<P: Policy> Report for Allocator<P> {
+    fn report(&self, out: &mut dyn core::fmt::Write) -> core::fmt::Result {
+        writeln!(out, "{}", self.stats())?;
+        // The heaviest sites by bytes, without allocating: a fixed top list.
+        const TOP: usize = 8;
+        let mut top: [Option<SiteStat>; TOP] = [None; TOP];
+        for row in self.sites() {
+            let bytes = |s: &Option<SiteStat>| s.map_or(0, |s| s.bytes);
+            if row.bytes > bytes(&top[TOP - 1]) {
+                let mut i = TOP - 1;
+                top[i] = Some(row);
+                while i > 0 && bytes(&top[i]) > bytes(&top[i - 1]) {
+                    top.swap(i, i - 1);
+                    i -= 1;
+                }
+            }
+        }
+        if top[0].is_some() {
+            writeln!(
+                out,
+                "  sites (heaviest by bytes; allocs, bytes, system/mmap/cached):"
+            )?;
+        }
+        for s in top.iter().flatten() {
+            match s.site {
+                SiteKey::Caller(id) => write!(out, "    site {id:#010x}")?,
+                SiteKey::SizeRange(k) => write!(out, "    size 2^{k:<2}     ")?,
+            }
+            writeln!(
+                out,
+                "  {:>10}  {:>14}  {}/{}/{}",
+                s.allocs, s.bytes, s.system, s.mmap, s.cached
+            )?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
