@@ -51,9 +51,10 @@ pub(crate) const EPSILON: f64 = 0.1;
 pub(crate) const MIN_SAMPLES: u32 = 50;
 /// Matches every candidate plays before the field is pruned.
 pub(crate) const COVERAGE: u32 = 4;
-/// Two costs within this fraction of their mean are a draw (as are two within two standard
-/// errors: noise decides nothing).
+/// Two costs within this fraction of their mean are a draw …
 pub(crate) const DRAW_MARGIN: f64 = 0.02;
+/// … as are two within this many standard errors of their difference: noise decides nothing.
+pub(crate) const DRAW_SE: f64 = 2.0;
 /// The weights of CPU time, page faults and bytes held in the cost.
 pub(crate) const WEIGHTS: [f64; 3] = [0.4, 0.3, 0.3];
 /// Samples after which a learning period's normalisation scales are fixed.
@@ -212,7 +213,7 @@ pub(crate) fn judge(a: &Tally, b: &Tally, scales: &Sample) -> (f64, f64, f64) {
     let (ca, va) = a.cost(scales);
     let (cb, vb) = b.cost(scales);
     let se = (va / f64::from(a.n.max(1)) + vb / f64::from(b.n.max(1))).sqrt();
-    let margin = (DRAW_MARGIN * (ca + cb) / 2.0).max(2.0 * se);
+    let margin = (DRAW_MARGIN * (ca + cb) / 2.0).max(DRAW_SE * se);
     let score = if (ca - cb).abs() <= margin {
         0.5
     } else if ca < cb {
