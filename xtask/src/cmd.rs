@@ -87,10 +87,19 @@ pub fn is_installed(program: &str) -> bool {
     }
 }
 
-/// Builds the release probe binary `name` of `hakmem-benches` and makes `<target>/<out>`;
-/// returns the binary's path and that directory. `tool` prefixes the progress line.
-pub fn build_probe(tool: &str, name: &str, out: &str) -> Result<(PathBuf, PathBuf), String> {
-    let args = ["build", "--release", "-p", "hakmem-benches", "--bin", name];
+/// Builds the release probe binary `name` of `hakmem-benches` (with `features` of that crate)
+/// and makes `<target>/<out>`; returns the binary's path and that directory. `tool` prefixes
+/// the progress line.
+pub fn build_probe(
+    tool: &str,
+    name: &str,
+    features: &[&str],
+    out: &str,
+) -> Result<(PathBuf, PathBuf), String> {
+    let mut args = vec!["build", "--release", "-p", "hakmem-benches", "--bin", name];
+    for feature in features {
+        args.extend(["--features", feature]);
+    }
     println!("{tool}: building the probe: {}", show_cargo(&args, None));
     run_inherited(&mut cargo(&args, None), "cargo build of the probe")?;
     let target = target_dir();

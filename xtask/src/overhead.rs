@@ -7,9 +7,13 @@
 //! instruction totals divided by the difference of N is the cost of one pair, with start-up and
 //! exit cancelled out. Callgrind counts are deterministic, so one run of each suffices.
 //!
-//! The results go to stdout and to `target/overhead/overhead.md` as a markdown table, followed by
-//! the rules a zero-overhead design must satisfy (see [`rules`]); `--check` turns a broken rule
-//! into exit status 1.
+//! The peers ([`PEERS`]: glibc, mimalloc, jemalloc, used directly as `GlobalAlloc` values) run
+//! through the same probe at the same sizes, so that hakmem's figures stand side by side with
+//! theirs.
+//!
+//! The results go to stdout and to `target/overhead/overhead.md` as markdown tables, followed by
+//! the rules a zero-overhead design must satisfy (see [`rules`]) and the pool's rule (see
+//! [`pool_rule`]); `--check` turns a broken rule into exit status 1.
 
 use std::ffi::OsString;
 use std::fmt;
@@ -32,6 +36,15 @@ pub const LARGE_PAIR_BUDGET: u64 = 100;
 pub const LARGE_PAIR_SIZE: usize = 2 * 1024 * 1024;
 /// The compiled modes rule (v) binds.
 pub const LARGE_PAIR_MODES: [&str; 2] = ["balanced", "fast"];
+
+/// The peers measured the same way (`pairs PEER SIZE N`, the probe built with feature `peers`),
+/// as `GlobalAlloc` values: glibc's `malloc` (`std::alloc::System`), mimalloc, jemalloc.
+pub const PEERS: [&str; 3] = ["glibc", "mimalloc", "jemalloc"];
+
+/// Rule (vi): the block size the pool's rule is about.
+pub const POOL_PAIR_SIZE: usize = 32;
+/// Rule (vi): the most instructions FAST's 32-byte pair may cost (SPEC §6: jemalloc's 60).
+pub const POOL_PAIR_BUDGET: u64 = 60;
 
 /// What the probe prints when `Allocator<Runtime>`'s configuration was never read.
 pub const UNTOUCHED: &str = "runtime-config=untouched";
@@ -296,6 +309,93 @@ pub fn rules(rows: &[Row]) -> Vec<Rule> {
     vec![first, second, third, fourth, fifth]
 }
 
+/// One peer at one size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerRow {
+    pub size: usize,
+    pub peer: &'static str,
+    pub probe: Probe,
+}
+
+/// Rule (vi), the pool's acceptance: at [`POOL_PAIR_SIZE`], compiled FAST costs at most
+/// [`POOL_PAIR_BUDGET`] instructions per pair and no more than jemalloc, compiled BALANCED no
+/// more than mimalloc (exact comparisons of the two runs' differences).
+pub fn pool_rule(rows: &[Row], peers: &[PeerRow]) -> Rule {
+    let mode = |m: &str| {
+        rows.iter()
+            .find(|r| r.size == POOL_PAIR_SIZE && r.mode == m)
+            .map(|r| &r.compiled)
+    };
+    let peer = |p: &str| {
+        peers
+            .iter()
+            .find(|r| r.size == POOL_PAIR_SIZE && r.peer == p)
+            .map(|r| &r.probe)
+    };
+    let budget = i128::from(POOL_PAIR_BUDGET) * i128::from(N_LARGE - N_SMALL);
+    let mut figures = Vec::new();
+    let mut ok = true;
+    let mut check =
+        |what: String, ours: Option<&Probe>, bound: Option<(i128, String)>| match (ours, bound) {
+            (Some(p), Some((limit, name))) => {
+                let within = p.delta() <= limit;
+                ok &= within;
+                let op = if within { "≤" } else { ">" };
+                figures.push(format!("{what} {:.1} {op} {name}", p.per_pair()));
+            }
+            _ => {
+                ok = false;
+                figures.push(format!("{what}: not measured"));
+            }
+        };
+    let with_peer =
+        |p: &str| peer(p).map(|probe| (probe.delta(), format!("{p} {:.1}", probe.per_pair())));
+    check(
+        "fast".into(),
+        mode("fast"),
+        Some((budget, POOL_PAIR_BUDGET.to_string())),
+    );
+    check("fast".into(), mode("fast"), with_peer("jemalloc"));
+    check("balanced".into(), mode("balanced"), with_peer("mimalloc"));
+    Rule {
+        text: format!(
+            "(vi) {} pair (compiled): FAST ≤ {POOL_PAIR_BUDGET} Ir and ≤ jemalloc, BALANCED ≤ mimalloc: {}",
+            size_label(POOL_PAIR_SIZE),
+            figures.join(", ")
+        ),
+        ok,
+    }
+}
+
+/// The markdown table of the peers: one row per peer, one column per size.
+pub fn peer_table(peers: &[PeerRow]) -> String {
+    let mut sizes: Vec<usize> = peers.iter().map(|p| p.size).collect();
+    sizes.dedup();
+    let mut out = String::from("| peer |");
+    for &size in &sizes {
+        out += &format!(" {} Ir/pair |", size_label(size));
+    }
+    out += "\n| ---- |";
+    for _ in &sizes {
+        out += " ---: |";
+    }
+    out += "\n";
+    for name in PEERS {
+        if !peers.iter().any(|p| p.peer == name) {
+            continue;
+        }
+        out += &format!("| {name} |");
+        for &size in &sizes {
+            match peers.iter().find(|p| p.peer == name && p.size == size) {
+                Some(p) => out += &format!(" {:.1} |", p.probe.per_pair()),
+                None => out += " – |",
+            }
+        }
+        out += "\n";
+    }
+    out
+}
+
 /// `what: k/n runs[; not: …]`.
 fn verdict_text(what: &str, runs: usize, bad: &[String], nothing: &str) -> String {
     let mut text = format!("{what}: {}/{runs} runs", runs - bad.len());
@@ -376,13 +476,14 @@ pub fn run(invoked_as: &str) -> Result<bool, String> {
     if !cmd::is_installed("valgrind") {
         return Err(VALGRIND_MISSING.to_owned());
     }
-    let (bin, out_dir) = cmd::build_probe("overhead", "pairs", "overhead")?;
+    let (bin, out_dir) = cmd::build_probe("overhead", "pairs", &["peers"], "overhead")?;
 
     println!(
         "overhead: Ir/pair = (Ir(N={N_LARGE}) - Ir(N={N_SMALL})) / {} under valgrind --tool=callgrind",
         N_LARGE - N_SMALL
     );
     let mut rows = Vec::new();
+    let mut peers = Vec::new();
     for size in SIZES {
         for mode in MODES {
             let compiled = measure(&bin, &out_dir, mode, None, size)?;
@@ -400,12 +501,25 @@ pub fn run(invoked_as: &str) -> Result<bool, String> {
                 runtime,
             });
         }
+        for peer in PEERS {
+            let probe = measure(&bin, &out_dir, peer, None, size)?;
+            println!(
+                "overhead: {:>6} {peer:<8}  (peer)   {:>7.1} Ir/pair",
+                size_label(size),
+                probe.per_pair()
+            );
+            peers.push(PeerRow { size, peer, probe });
+        }
     }
 
     let table = table(&rows);
-    let rules = rules(&rows);
+    let peer_table = peer_table(&peers);
+    let mut rules = rules(&rows);
+    rules.push(pool_rule(&rows, &peers));
     println!();
     print!("{table}");
+    println!();
+    print!("{peer_table}");
     println!();
     for rule in &rules {
         println!("{rule}");
@@ -425,6 +539,8 @@ pub fn run(invoked_as: &str) -> Result<bool, String> {
         N_LARGE - N_SMALL
     );
     md += &table;
+    md += "\nThe peers, measured the same way as `GlobalAlloc` values:\n\n";
+    md += &peer_table;
     md += "\n";
     for rule in &rules {
         md += &format!("- {rule}\n");
@@ -514,6 +630,79 @@ fn measure(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn peer(size: usize, peer: &'static str, ir: u64) -> PeerRow {
+        PeerRow {
+            size,
+            peer,
+            probe: probe(ir, UNTOUCHED),
+        }
+    }
+
+    fn pool_rows() -> (Vec<Row>, Vec<PeerRow>) {
+        let rows = vec![
+            row(32, "fast", 42, 60),
+            row(32, "balanced", 42, 60),
+            row(2_097_152, "fast", 90, 120),
+        ];
+        let peers = vec![
+            peer(32, "glibc", 138),
+            peer(32, "mimalloc", 74),
+            peer(32, "jemalloc", 63),
+            peer(2_097_152, "glibc", 307),
+        ];
+        (rows, peers)
+    }
+
+    #[test]
+    fn pool_rule_holds_on_good_figures() {
+        let (rows, peers) = pool_rows();
+        let rule = pool_rule(&rows, &peers);
+        assert!(rule.ok, "{rule}");
+        assert_eq!(
+            rule.to_string(),
+            "rule: (vi) 32 B pair (compiled): FAST ≤ 60 Ir and ≤ jemalloc, BALANCED ≤ mimalloc: \
+             fast 42.0 ≤ 60, fast 42.0 ≤ jemalloc 63.0, balanced 42.0 ≤ mimalloc 74.0 — ok"
+        );
+    }
+
+    #[test]
+    fn pool_rule_fails_over_budget_over_a_peer_or_unmeasured() {
+        let (mut rows, peers) = pool_rows();
+        rows[0] = row(32, "fast", 61, 70);
+        let rule = pool_rule(&rows, &peers);
+        assert!(
+            !rule.ok
+                && rule
+                    .text
+                    .contains("fast 61.0 > 60, fast 61.0 ≤ jemalloc 63.0")
+        );
+        let (rows, mut peers) = pool_rows();
+        peers[1] = peer(32, "mimalloc", 41);
+        let rule = pool_rule(&rows, &peers);
+        assert!(!rule.ok && rule.text.contains("balanced 42.0 > mimalloc 41.0"));
+        let (rows, mut peers) = pool_rows();
+        peers.retain(|p| p.peer != "jemalloc");
+        assert!(pool_rule(&rows, &peers).text.contains("fast: not measured"));
+        assert!(!pool_rule(&rows, &peers).ok);
+        assert!(!pool_rule(&[], &[]).ok);
+        // One instruction over in 10 000 pairs is enough: the comparison is exact.
+        let (mut rows, peers) = pool_rows();
+        rows[1].compiled.ir_large += 32 * (N_LARGE - N_SMALL) + 1;
+        assert!(!pool_rule(&rows, &peers).ok);
+    }
+
+    #[test]
+    fn peer_table_is_markdown() {
+        let (_, peers) = pool_rows();
+        let table = peer_table(&peers);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines[0], "| peer | 32 B Ir/pair | 2 MiB Ir/pair |");
+        assert_eq!(lines[1], "| ---- | ---: | ---: |");
+        assert_eq!(lines[2], "| glibc | 138.0 | 307.0 |");
+        assert_eq!(lines[3], "| mimalloc | 74.0 | – |");
+        assert_eq!(lines.len(), 5);
+    }
 
     const STDERR: &str = "==4176== Callgrind, a call-graph generating cache profiler\n\
         ==4176== Command: ./target/release/pairs minimal 32 1000\n\

@@ -1,10 +1,13 @@
 //! `pairs POLICY SIZE N`: runs N alloc+free pairs of SIZE bytes through a static
-//! `Allocator<POLICY>` and checks whether the runtime configuration was consulted.
+//! `Allocator<POLICY>` (or a peer allocator) and checks whether the runtime configuration was
+//! consulted.
 //!
 //! A probe for `cargo xtask overhead`, which runs it under callgrind twice with different N and
 //! divides the difference of the instruction totals by the difference of N: the instructions of
 //! one pair, with start-up and exit cancelled out. POLICY is `minimal`, `fast`, `balanced`,
-//! `learning`, `research` or `runtime` (whose mode comes from `HAKMEM_MODE`).
+//! `learning`, `research` or `runtime` (whose mode comes from `HAKMEM_MODE`), or a peer used the
+//! same way, as a `GlobalAlloc` value: `glibc` (`std::alloc::System`), and with feature `peers`
+//! `mimalloc` and `jemalloc`.
 //!
 //! Output: one line, `runtime-config=untouched` or `runtime-config=read:<mode>`.
 
@@ -13,7 +16,7 @@ use std::hint::black_box;
 use std::process::ExitCode;
 
 use hakmem::mode::{Balanced, Fast, Learning, Minimal, Research, Runtime};
-use hakmem::{Allocator, Policy};
+use hakmem::Allocator;
 
 static MINIMAL: Allocator<Minimal> = Allocator::new();
 static FAST: Allocator<Fast> = Allocator::new();
@@ -22,9 +25,9 @@ static LEARNING: Allocator<Learning> = Allocator::new();
 static RESEARCH: Allocator<Research> = Allocator::new();
 static RUNTIME: Allocator<Runtime> = Allocator::new();
 
-/// The measured loop: one monomorphized copy per policy.
+/// The measured loop: one monomorphized copy per policy and peer.
 #[inline(never)]
-fn pairs<P: Policy>(a: &Allocator<P>, layout: Layout, n: u64) {
+fn pairs<A: GlobalAlloc>(a: &A, layout: Layout, n: u64) {
     for _ in 0..n {
         // SAFETY: `layout` has a non-zero size; the block is freed with the same layout.
         unsafe {
@@ -38,7 +41,7 @@ fn pairs<P: Policy>(a: &Allocator<P>, layout: Layout, n: u64) {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [policy, size, n] = args.as_slice() else {
-        eprintln!("usage: pairs POLICY SIZE N   (POLICY: minimal|fast|balanced|learning|research|runtime)");
+        eprintln!("usage: pairs POLICY SIZE N   (POLICY: minimal|fast|balanced|learning|research|runtime|glibc|mimalloc|jemalloc)");
         return ExitCode::from(2);
     };
     let (Ok(size), Ok(n)) = (size.parse::<usize>(), n.parse::<u64>()) else {
@@ -56,6 +59,11 @@ fn main() -> ExitCode {
         "learning" => pairs(&LEARNING, layout, n),
         "research" => pairs(&RESEARCH, layout, n),
         "runtime" => pairs(&RUNTIME, layout, n),
+        "glibc" => pairs(&std::alloc::System, layout, n),
+        #[cfg(feature = "peers")]
+        "mimalloc" => pairs(&mimalloc::MiMalloc, layout, n),
+        #[cfg(feature = "peers")]
+        "jemalloc" => pairs(&tikv_jemallocator::Jemalloc, layout, n),
         other => {
             eprintln!("pairs: unknown policy {other:?}");
             return ExitCode::from(2);
