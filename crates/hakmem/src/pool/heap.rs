@@ -177,10 +177,16 @@ impl Heap {
     #[cold]
     #[inline(never)]
     pub(crate) unsafe fn emptied(&self, region: Region, s: &Span) {
+        let class = s.class.get() as usize;
         // SAFETY: forwarded: an empty span of ours.
         unsafe {
             s.check_empty();
-            self.unlink(s.class.get() as usize, s);
+            if self.direct[class].get() == s as *const Span as *mut Span {
+                // The current span's extra count went too: more frees than blocks handed out.
+                let first = s.free.get();
+                super::report::double_free("free", first.cast());
+            }
+            self.unlink(class, s);
             self.retire(region, s);
         }
     }
