@@ -181,7 +181,7 @@ impl Heap {
         // SAFETY: forwarded: an empty span of ours.
         unsafe {
             s.check_empty();
-            if self.direct[class].get() == s as *const Span as *mut Span {
+            if core::ptr::eq(self.direct[class].get(), s) {
                 // The current span's extra count went too: more frees than blocks handed out.
                 let first = s.free.get();
                 super::report::double_free("free", first.cast());
