@@ -54,6 +54,41 @@ pub(crate) static SIZES: [u32; CLASSES] = {
     t
 };
 
+/// Blocks per span of every class.
+pub(crate) static CAPACITY: [u32; CLASSES] = {
+    let mut t = [0u32; CLASSES];
+    let mut c = 0;
+    while c < CLASSES {
+        t[c] = (span_len(kind(c)) / size_of_class(c)) as u32;
+        c += 1;
+    }
+    t
+};
+
+/// `floor(2^48 / size) + 1` for every class: `(off · MAGIC) >> 48` is `off / size` exactly for
+/// every offset in a span (`off < 2^22`): with `MAGIC · size = 2^48 + e`, `0 < e ≤ size ≤ 2^19`,
+/// the error `off · e / 2^48` stays below `2^41 / 2^48`, too little to reach the next multiple.
+static MAGIC: [u64; CLASSES] = {
+    let mut t = [0u64; CLASSES];
+    let mut c = 0;
+    while c < CLASSES {
+        t[c] = (1u64 << 48) / size_of_class(c) as u64 + 1;
+        c += 1;
+    }
+    t
+};
+
+/// The index of the block of `class` at byte `off` of its span, if `off` is a block boundary
+/// inside the span's capacity. No division: a multiplication by [`MAGIC`].
+#[inline]
+pub(crate) fn block_index(class: usize, off: usize) -> Option<u32> {
+    if class >= CLASSES || off >= span_len(KINDS - 1) {
+        return None;
+    }
+    let q = ((off as u128 * MAGIC[class] as u128) >> 48) as usize;
+    (q * SIZES[class] as usize == off && q < CAPACITY[class] as usize).then_some(q as u32)
+}
+
 /// `TABLE[(size + 15) / 16]`: the class of a size up to [`TABLE_MAX`].
 static TABLE: [u8; TABLE_MAX / 16 + 1] = {
     let mut t = [0u8; TABLE_MAX / 16 + 1];
@@ -154,6 +189,26 @@ mod tests {
         }
         assert_eq!((kind(0), kind(31), kind(32), kind(44)), (0, 0, 1, 2));
         assert_eq!(SIZES[31], 8192);
+    }
+
+    #[test]
+    fn block_index_divides_exactly() {
+        for c in 0..CLASSES {
+            let size = SIZES[c] as usize;
+            let cap = CAPACITY[c] as usize;
+            assert_eq!(cap, span_len(kind(c)) / size);
+            for q in 0..cap {
+                let off = q * size;
+                assert_eq!(block_index(c, off), Some(q as u32), "class {c} block {q}");
+                for d in [1, 8, 15, size / 2, size - 1] {
+                    assert_eq!(block_index(c, off + d), None, "class {c} off {}", off + d);
+                }
+            }
+            // The tail after the last block, and beyond the span.
+            assert_eq!(block_index(c, cap * size), None);
+            assert_eq!(block_index(c, span_len(KINDS - 1)), None);
+        }
+        assert_eq!(block_index(CLASSES, 0), None);
     }
 
     #[test]

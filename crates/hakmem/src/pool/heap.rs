@@ -126,7 +126,7 @@ impl Heap {
                     self.retire(region, s);
                     continue;
                 }
-                let c = s.class.get() as usize;
+                let c = s.class.load(Ordering::Relaxed) as usize;
                 if c == class && s.has_room() {
                     self.install(region, class, s);
                     return take(region, s);
@@ -177,7 +177,7 @@ impl Heap {
     #[cold]
     #[inline(never)]
     pub(crate) unsafe fn emptied(&self, region: Region, s: &Span) {
-        let class = s.class.get() as usize;
+        let class = s.class.load(Ordering::Relaxed) as usize;
         // SAFETY: forwarded: an empty span of ours.
         unsafe {
             s.check_empty();

@@ -131,7 +131,7 @@ impl Pool {
     #[inline(never)]
     fn alloc_slow(&self, class: usize) -> Option<NonNull<u8>> {
         let region = self.region()?;
-        let heap = thread::heap_in(region, true)?;
+        let heap = thread::heap_in(region)?;
         // SAFETY: this thread's heap in `region`.
         NonNull::new(unsafe { (*heap).refill(region, class) }).map(NonNull::cast)
     }
@@ -255,7 +255,7 @@ impl Pool {
         // SAFETY: checked live: an owned or abandoned span of the region.
         let span = unsafe { &*b.span };
         let block = b.ptr.as_ptr().cast();
-        if let Some(mine) = thread::heap_in(region, false) {
+        if let Some(mine) = thread::heap_of(region) {
             if span.heap.load(Ordering::Relaxed) == mine {
                 // SAFETY: as in `Pool::free`.
                 unsafe {
@@ -280,10 +280,8 @@ fn check_live(region: Region, b: PoolBlock, op: &str) {
         FREE | CACHED => report::double_free(op, b.ptr.as_ptr()),
         _ => report::invalid(op, b.ptr.as_ptr()),
     }
-    let size = span.block_size.load(Ordering::Relaxed) as usize;
     let off = (b.ptr.as_ptr() as usize).wrapping_sub(region.start(span));
-    let capacity = span.capacity.load(Ordering::Relaxed) as usize;
-    if size == 0 || off % size != 0 || off / size >= capacity {
+    if class::block_index(span.class.load(Ordering::Relaxed) as usize, off).is_none() {
         report::invalid(op, b.ptr.as_ptr());
     }
 }

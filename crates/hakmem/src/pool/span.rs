@@ -62,8 +62,8 @@ pub(crate) struct Span {
     pub(crate) next: Cell<*mut Span>,
     /// Link of the region's lock-free stacks (a span index + 1, or 0).
     pub(crate) link: AtomicU32,
-    /// Owner only: the size class.
-    pub(crate) class: Cell<u8>,
+    /// The size class (written by the owner; read by any thread checking a free).
+    pub(crate) class: AtomicU8,
     /// The span kind; fixed when the span is first carved from the region.
     pub(crate) kind: Cell<u8>,
     /// One of [`INVALID`], [`FREE`], [`CACHED`], [`OWNED`], [`ABANDONED`].
@@ -223,7 +223,7 @@ impl Span {
         );
         self.prev.set(ptr::null_mut());
         self.next.set(ptr::null_mut());
-        self.class.set(class as u8);
+        self.class.store(class as u8, Ordering::Relaxed);
         self.heap.store(heap, Ordering::Relaxed);
         self.state.store(OWNED, Ordering::Relaxed);
     }

@@ -49,6 +49,9 @@ pub(crate) struct ThreadCache {
     pub(crate) heap: Cell<*mut Heap>,
     /// (region base, heap) for every pool this thread has a heap in; base 0 is a free entry.
     entries: [Cell<(usize, *mut Heap)>; ENTRIES],
+    /// A region this thread is known to have no heap in (0: none): a thread that only frees
+    /// into a pool (a consumer) finds out once, not on every free.
+    none: Cell<usize>,
     /// [`FRESH`], [`HOOKED`] or [`EXITED`].
     state: Cell<u8>,
 }
@@ -59,6 +62,7 @@ impl ThreadCache {
             base: Cell::new(0),
             heap: Cell::new(NO_HEAP),
             entries: [const { Cell::new((0, ptr::null_mut())) }; ENTRIES],
+            none: Cell::new(0),
             state: Cell::new(FRESH),
         }
     }
@@ -69,12 +73,40 @@ std::thread_local! {
     pub(crate) static CACHE: ThreadCache = const { ThreadCache::new() };
 }
 
-/// This thread's heap in `region`, made if it has none and `create` (which may fail: the thread
-/// is exiting, all entries are taken, or the region has no heap slot left). The pool found
-/// becomes the fast slot.
-pub(crate) fn heap_in(region: Region, create: bool) -> Option<*mut Heap> {
+/// This thread's heap in `region`, if it has one (for a free). The pool found becomes the fast
+/// slot; a pool without a heap is remembered as such.
+pub(crate) fn heap_of(region: Region) -> Option<*mut Heap> {
     CACHE.with(|t| {
         let base = region.base();
+        if t.base.get() == base {
+            return Some(t.heap.get());
+        }
+        if t.none.get() == base {
+            return None;
+        }
+        match t.entries.iter().map(Cell::get).find(|&(b, _)| b == base) {
+            Some((_, heap)) => {
+                t.base.set(base);
+                t.heap.set(heap);
+                Some(heap)
+            }
+            None => {
+                t.none.set(base);
+                None
+            }
+        }
+    })
+}
+
+/// This thread's heap in `region`, made if it has none (which may fail: the thread is exiting,
+/// all entries are taken by live pools, or the region has no heap slot left). The pool found
+/// becomes the fast slot.
+pub(crate) fn heap_in(region: Region) -> Option<*mut Heap> {
+    CACHE.with(|t| {
+        let base = region.base();
+        if t.base.get() == base {
+            return Some(t.heap.get());
+        }
         let mut free = None;
         for (i, e) in t.entries.iter().enumerate() {
             let (b, heap) = e.get();
@@ -90,7 +122,7 @@ pub(crate) fn heap_in(region: Region, create: bool) -> Option<*mut Heap> {
                 }
             }
         }
-        if !create || t.state.get() == EXITED {
+        if t.state.get() == EXITED {
             return None;
         }
         let i = free?;
@@ -101,6 +133,9 @@ pub(crate) fn heap_in(region: Region, create: bool) -> Option<*mut Heap> {
         t.entries[i].set((base, heap));
         t.base.set(base);
         t.heap.set(heap);
+        if t.none.get() == base {
+            t.none.set(0);
+        }
         if t.state.get() == FRESH {
             hook_exit(t);
         }
@@ -161,6 +196,7 @@ unsafe extern "C" fn on_exit(_: *mut c_void) {
         t.state.set(EXITED);
         t.base.set(0);
         t.heap.set(NO_HEAP);
+        t.none.set(0);
         for e in &t.entries {
             let (base, heap) = e.replace((0, ptr::null_mut()));
             if base == 0 {
