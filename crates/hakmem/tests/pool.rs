@@ -498,6 +498,51 @@ fn two_instances_never_mix_blocks() {
     }
 }
 
+/// A thread keeps heaps in 8 pools; a ninth pool's requests in that thread are served by the
+/// system path (correctly), while the other threads use it as usual.
+#[test]
+fn a_ninth_pool_in_one_thread_falls_back_to_the_system() {
+    static POOLS: [Allocator<Balanced>; 9] = [const { Allocator::new() }; 9];
+    thread::spawn(|| {
+        let blocks: Vec<_> = POOLS
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                // SAFETY: non-zero size.
+                let p = unsafe { a.alloc(layout(100)) };
+                fill(p, 100, i as u8);
+                p
+            })
+            .collect();
+        for (i, a) in POOLS.iter().enumerate() {
+            let held = a.stats().pool_held_bytes;
+            if i < 8 {
+                assert!(held > 0, "pool {i} serves this thread");
+            } else {
+                assert_eq!(held, 0, "the ninth pool has no heap in this thread");
+            }
+        }
+        for (i, (a, p)) in POOLS.iter().zip(blocks).enumerate() {
+            assert!(holds(p, 100, i as u8));
+            // SAFETY: allocated above with this layout.
+            unsafe { a.dealloc(p, layout(100)) };
+        }
+    })
+    .join()
+    .unwrap();
+    // Another thread: the ninth pool serves it.
+    thread::spawn(|| {
+        // SAFETY: non-zero size; freed with its layout.
+        unsafe {
+            let p = POOLS[8].alloc(layout(100));
+            assert!(POOLS[8].stats().pool_held_bytes > 0);
+            POOLS[8].dealloc(p, layout(100));
+        }
+    })
+    .join()
+    .unwrap();
+}
+
 /// Dropped instances give their memory back and never disturb live ones (their regions stay
 /// reserved, so a later instance cannot be confused with them).
 #[test]

@@ -319,3 +319,34 @@ mod report {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usable_size_from_the_address_alone() {
+        let a = Pool::new();
+        let b = Pool::new();
+        let l = |size| Layout::from_size_align(size, 8).unwrap();
+        let p = a.alloc(l(100), false, usize::MAX).unwrap();
+        assert_eq!(a.usable_size(p), Some(112));
+        assert_eq!(b.usable_size(p), None, "not b's block");
+        let big = a.alloc(l(300_000), true, usize::MAX).unwrap();
+        assert_eq!(a.usable_size(big), Some(327_680));
+        assert!(a.alloc(l(MAX_SIZE + 1), false, usize::MAX).is_none());
+        assert!(
+            a.alloc(l(1000), false, 1000).is_none(),
+            "at the limit: not the pool's"
+        );
+        let mut local = 0u64;
+        assert_eq!(a.usable_size(NonNull::from(&mut local).cast()), None);
+        // SAFETY: blocks of `a`, freed once.
+        unsafe {
+            a.free(a.block(p).unwrap());
+            a.free(a.block(big).unwrap());
+        }
+        let held = a.usage().unwrap().held_bytes;
+        assert!(held > 0 && b.usage().is_none());
+    }
+}
