@@ -68,8 +68,9 @@ pub struct Stats {
     /// Large blocks mapped fresh with `mmap`.
     pub mmap_allocs: u64,
     /// Bytes of pool spans held by threads now (in use, kept empty for reuse, or left by
-    /// exited threads with blocks still in use). A gauge, kept from level `Counters`: the pool
-    /// updates it only when a span changes hands, never per block.
+    /// exited threads with blocks still in use): span lengths, of which only the touched pages
+    /// are resident. A gauge, kept from level `Counters`: the pool updates it only when a span
+    /// changes hands, never per block.
     pub pool_held_bytes: u64,
     /// Bytes of empty pool spans kept resident for reuse (bounded per pool; level `Counters`).
     pub pool_dirty_bytes: u64,
