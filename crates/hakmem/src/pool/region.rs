@@ -10,7 +10,7 @@
 //! - The **span table** has one 8-byte entry per 64 KiB page of the region: the offset from
 //!   `base` of the descriptor of the span covering that page. Zero (never written) points at the
 //!   dummy span at offset 0, which is never owned, has an empty free list and reads as
-//!   [`INVALID`](super::span::INVALID): a wild pointer into the region is caught, not followed.
+//!   [`INVALID`]: a wild pointer into the region is caught, not followed.
 //! - **Descriptors** ([`Span`]) are indexed by the span's first page.
 //! - **Heaps** ([`Heap`]), one per thread using the pool, are claimed from a lock-free stack.
 //! - **Spans** are carved from the data area by a bump offset, and kept in lock-free stacks per

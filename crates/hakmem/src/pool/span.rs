@@ -105,7 +105,10 @@ impl Span {
         unsafe { (*block).next = head };
         self.free.set(block);
         // An owned span with nothing out is retired at once (or is current: one extra count).
-        debug_assert!(self.used.get() > 0, "free into an owned span with no block out");
+        debug_assert!(
+            self.used.get() > 0,
+            "free into an owned span with no block out"
+        );
         let used = self.used.get() - 1;
         self.used.set(used);
         used
