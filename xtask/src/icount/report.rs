@@ -61,6 +61,32 @@ pub fn regression_table(rows: &[Row]) -> String {
     md_table(&header, &right, &cells)
 }
 
+/// At a glance: one row per mode, one column per path, `compiled / runtime` Ir/op.
+pub fn summary_table(figures: &Figures, rows: &[Row]) -> String {
+    let mut header = vec!["mode".to_owned()];
+    header.extend(figures.paths.iter().cloned());
+    let right: Vec<bool> = header.iter().enumerate().map(|(i, _)| i > 0).collect();
+    let cells: Vec<Vec<String>> = MODES
+        .iter()
+        .map(|mode| {
+            let mut row = vec![mode.to_string()];
+            row.extend(figures.paths.iter().map(|path| {
+                rows.iter()
+                    .find(|r| r.mode == *mode && &r.path == path)
+                    .map_or("-".to_owned(), |r| {
+                        format!(
+                            "{} / {}",
+                            show_per_op(r.compiled.ir),
+                            show_per_op(r.runtime.ir)
+                        )
+                    })
+            }));
+            row
+        })
+        .collect();
+    md_table(&header, &right, &cells)
+}
+
 /// Paths that have reference rows: every compiled mode and every peer, Ir/op. Empty if no path
 /// has peers.
 pub fn reference_table(figures: &Figures) -> String {
@@ -197,6 +223,9 @@ pub fn regression_analysis(
          set to its mode.\n\n",
         environment_line(&figures.env)
     );
+    md += "At a glance, compiled / runtime Ir/op:\n\n";
+    md += &summary_table(figures, rows);
+    md += "\nIn full, mode by mode:\n\n";
     md += &regression_table(rows);
     md += "\nThe rules `cargo xtask icount` checks on every run (and so CI, through `cargo xtask test`):\n\n";
     for rule in rules {
@@ -326,6 +355,17 @@ mod tests {
             config: "read:fast".into(),
         };
         assert!(regression_table(&bad).contains("| yes (read:fast) "));
+    }
+
+    #[test]
+    fn the_summary_has_a_row_per_mode_and_a_column_per_path() {
+        let f = figures();
+        let (rows, _) = rows(&f);
+        let table = summary_table(&f, &rows);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 2 + 5);
+        assert_eq!(lines[0], "| mode     |     tiny_pair |");
+        assert_eq!(lines[4], "| balanced | 150.0 / 178.0 |");
     }
 
     #[test]
