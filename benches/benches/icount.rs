@@ -15,8 +15,8 @@
 //! allocations is counted at its average rate). The teardown (not counted) frees what is left
 //! and records whether the runtime configuration was read, for `cargo xtask icount`'s rules.
 //!
-//! Adding a path is one line at the bottom: `path!(name: OpType);` (`, peers` to add the
-//! reference rows), and its name in `main!`'s group list.
+//! Adding a path is one line in `paths!` at the bottom: `name: OpType;` (`name: OpType, peers;`
+//! adds the reference rows). A new kind of operation is a new [`Op`] type.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
@@ -223,50 +223,59 @@ macro_rules! path {
                 __compare_by_id, __get_config, __run, __run_setup, __run_teardown, __BENCHES,
             };
 
-        #[library_benchmark]
-        #[bench::minimal(args = (&MINIMAL, concat!(stringify!($name), ".minimal")),
-            setup = setup::<$op, _>, teardown = teardown::<$op, _>)]
-        #[bench::fast(args = (&FAST, concat!(stringify!($name), ".fast")),
-            setup = setup::<$op, _>, teardown = teardown::<$op, _>)]
-        #[bench::balanced(args = (&BALANCED, concat!(stringify!($name), ".balanced")),
-            setup = setup::<$op, _>, teardown = teardown::<$op, _>)]
-        #[bench::learning(args = (&LEARNING, concat!(stringify!($name), ".learning")),
-            setup = setup::<$op, _>, teardown = teardown::<$op, _>)]
-        #[bench::research(args = (&RESEARCH, concat!(stringify!($name), ".research")),
-            setup = setup::<$op, _>, teardown = teardown::<$op, _>)]
-        #[bench::runtime_minimal(args = (&RUNTIME, concat!(stringify!($name), ".runtime_minimal")),
-            config = runtime("minimal"), setup = setup::<$op, _>, teardown = teardown::<$op, _>)]
-        #[bench::runtime_fast(args = (&RUNTIME, concat!(stringify!($name), ".runtime_fast")),
-            config = runtime("fast"), setup = setup::<$op, _>, teardown = teardown::<$op, _>)]
-        #[bench::runtime_balanced(args = (&RUNTIME, concat!(stringify!($name), ".runtime_balanced")),
-            config = runtime("balanced"), setup = setup::<$op, _>, teardown = teardown::<$op, _>)]
-        #[bench::runtime_learning(args = (&RUNTIME, concat!(stringify!($name), ".runtime_learning")),
-            config = runtime("learning"), setup = setup::<$op, _>, teardown = teardown::<$op, _>)]
-        #[bench::runtime_research(args = (&RUNTIME, concat!(stringify!($name), ".runtime_research")),
-            config = runtime("research"), setup = setup::<$op, _>, teardown = teardown::<$op, _>)]
-        $($peers)*
-        fn $name<A: GlobalAlloc>(input: Input<A, <$op as Op>::State>) -> Input<A, <$op as Op>::State> {
-            measure::<$op, A>(input)
-        }
+            #[library_benchmark]
+            #[bench::minimal(args = (&MINIMAL, concat!(stringify!($name), ".minimal")),
+                setup = setup::<$op, _>, teardown = teardown::<$op, _>)]
+            #[bench::fast(args = (&FAST, concat!(stringify!($name), ".fast")),
+                setup = setup::<$op, _>, teardown = teardown::<$op, _>)]
+            #[bench::balanced(args = (&BALANCED, concat!(stringify!($name), ".balanced")),
+                setup = setup::<$op, _>, teardown = teardown::<$op, _>)]
+            #[bench::learning(args = (&LEARNING, concat!(stringify!($name), ".learning")),
+                setup = setup::<$op, _>, teardown = teardown::<$op, _>)]
+            #[bench::research(args = (&RESEARCH, concat!(stringify!($name), ".research")),
+                setup = setup::<$op, _>, teardown = teardown::<$op, _>)]
+            #[bench::runtime_minimal(args = (&RUNTIME, concat!(stringify!($name), ".runtime_minimal")),
+                config = runtime("minimal"), setup = setup::<$op, _>, teardown = teardown::<$op, _>)]
+            #[bench::runtime_fast(args = (&RUNTIME, concat!(stringify!($name), ".runtime_fast")),
+                config = runtime("fast"), setup = setup::<$op, _>, teardown = teardown::<$op, _>)]
+            #[bench::runtime_balanced(args = (&RUNTIME, concat!(stringify!($name), ".runtime_balanced")),
+                config = runtime("balanced"), setup = setup::<$op, _>, teardown = teardown::<$op, _>)]
+            #[bench::runtime_learning(args = (&RUNTIME, concat!(stringify!($name), ".runtime_learning")),
+                config = runtime("learning"), setup = setup::<$op, _>, teardown = teardown::<$op, _>)]
+            #[bench::runtime_research(args = (&RUNTIME, concat!(stringify!($name), ".runtime_research")),
+                config = runtime("research"), setup = setup::<$op, _>, teardown = teardown::<$op, _>)]
+            $($peers)*
+            fn $name<A: GlobalAlloc>(input: Input<A, <$op as Op>::State>) -> Input<A, <$op as Op>::State> {
+                measure::<$op, A>(input)
+            }
 
-        library_benchmark_group!(name = group; benchmarks = $name);
+            library_benchmark_group!(name = group; benchmarks = $name);
         }
     };
 }
 
-// The hot paths: one line each.
-path!(tiny_pair: Pair<32>, peers);
-path!(small_pair: Pair<{ KIB }>, peers);
-path!(json_pair: Pair<{ 64 * KIB }>);
-path!(mir_pair: Pair<{ 256 * KIB }>);
-path!(vm_pair: Pair<{ 2 * MIB }>);
-path!(realloc_grow: Realloc<{ KIB }, { 64 * KIB }>);
+/// `paths! { name: Op; … }` defines every path (see [`path!`]) and `main!` over all of them.
+macro_rules! paths {
+    ($($name:ident: $op:ty $(, $peers:ident)?;)+) => {
+        $(path!($name: $op $(, $peers)?);)+
 
-main!(
-    // Instructions are the figure: no cache simulation (faster, and no cache metrics that
-    // would depend on a simulated cache rather than on the code).
-    config = LibraryBenchmarkConfig::default()
-        .pass_through_env(CONFIG_DIR_VAR)
-        .tool(Callgrind::with_args(["--cache-sim=no"]));
-    library_benchmark_groups = tiny_pair, small_pair, json_pair, mir_pair, vm_pair, realloc_grow
-);
+        main!(
+            // Instructions are the figure: no cache simulation (faster, and no cache metrics that
+            // would depend on a simulated cache rather than on the code).
+            config = LibraryBenchmarkConfig::default()
+                .pass_through_env(CONFIG_DIR_VAR)
+                .tool(Callgrind::with_args(["--cache-sim=no"]));
+            library_benchmark_groups = $($name),+
+        );
+    };
+}
+
+// The hot paths, one line each, in the order of the tables.
+paths! {
+    tiny_pair: Pair<32>, peers;
+    small_pair: Pair<{ KIB }>, peers;
+    json_pair: Pair<{ 64 * KIB }>;
+    mir_pair: Pair<{ 256 * KIB }>;
+    vm_pair: Pair<{ 2 * MIB }>;
+    realloc_grow: Realloc<{ KIB }, { 64 * KIB }>;
+}
