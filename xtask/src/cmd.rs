@@ -87,19 +87,10 @@ pub fn is_installed(program: &str) -> bool {
     }
 }
 
-/// Builds the release probe binary `name` of `hakmem-benches` (with `features` of that crate)
-/// and makes `<target>/<out>`; returns the binary's path and that directory. `tool` prefixes
-/// the progress line.
-pub fn build_probe(
-    tool: &str,
-    name: &str,
-    features: &[&str],
-    out: &str,
-) -> Result<(PathBuf, PathBuf), String> {
-    let mut args = vec!["build", "--release", "-p", "hakmem-benches", "--bin", name];
-    for feature in features {
-        args.extend(["--features", feature]);
-    }
+/// Builds the release probe binary `name` of `hakmem-benches` and makes `<target>/<out>`;
+/// returns the binary's path and that directory. `tool` prefixes the progress line.
+pub fn build_probe(tool: &str, name: &str, out: &str) -> Result<(PathBuf, PathBuf), String> {
+    let args = ["build", "--release", "-p", "hakmem-benches", "--bin", name];
     println!("{tool}: building the probe: {}", show_cargo(&args, None));
     run_inherited(&mut cargo(&args, None), "cargo build of the probe")?;
     let target = target_dir();
@@ -116,6 +107,30 @@ pub fn build_probe(
     std::fs::create_dir_all(&out_dir)
         .map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
     Ok((bin, out_dir))
+}
+
+/// The total valgrind reports on stderr as `==PID== Collected : 123456` (the last such line).
+pub fn parse_collected(stderr: &str) -> Option<u64> {
+    stderr
+        .lines()
+        .filter_map(|line| {
+            let rest = strip_pid(line).trim_start().strip_prefix("Collected")?;
+            let number = rest.trim_start().strip_prefix(':')?.trim();
+            let digits: String = number.chars().filter(|&c| c != ',').collect();
+            digits.parse().ok()
+        })
+        .next_back()
+}
+
+/// `line` without valgrind's `==PID==` prefix.
+fn strip_pid(line: &str) -> &str {
+    let Some(rest) = line.strip_prefix("==") else {
+        return line;
+    };
+    match rest.find("==") {
+        Some(end) if rest[..end].bytes().all(|b| b.is_ascii_digit()) => &rest[end + 2..],
+        _ => line,
+    }
 }
 
 /// Seconds with one decimal, e.g. `12.3`.
@@ -153,6 +168,30 @@ mod tests {
         let cmd = cargo(&["test"], Some("research"));
         let envs: Vec<_> = cmd.get_envs().collect();
         assert_eq!(envs, [(OsStr::new(MODE_VAR), Some(OsStr::new("research")))]);
+    }
+
+    const STDERR: &str = "==4176== Callgrind, a call-graph generating cache profiler\n\
+        ==4176== Command: ./target/release/large grow minimal 2 4 --no-touch\n\
+        ==4176== \n\
+        ==4176== Events    : Ir\n\
+        ==4176== Collected : 441048\n\
+        ==4176== \n\
+        ==4176== I   refs:      441,048\n";
+
+    #[test]
+    fn parses_the_collected_line() {
+        assert_eq!(parse_collected(STDERR), Some(441_048));
+        assert_eq!(parse_collected("Collected : 12"), Some(12));
+        assert_eq!(
+            parse_collected("==1== Collected : 1,234,567"),
+            Some(1_234_567)
+        );
+        assert_eq!(
+            parse_collected("==1== Events    : Ir\n==1== I   refs: 5"),
+            None
+        );
+        assert_eq!(parse_collected("==1== Collected : lots"), None);
+        assert_eq!(parse_collected(""), None);
     }
 
     #[test]

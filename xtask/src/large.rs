@@ -319,7 +319,7 @@ impl Probe {
                 stderr.trim()
             ));
         }
-        crate::overhead::parse_collected(&stderr)
+        cmd::parse_collected(&stderr)
             .ok_or_else(|| format!("`{shown}`: no `Collected : N` line on valgrind's stderr"))
     }
 }
@@ -596,7 +596,7 @@ pub fn run(invoked_as: &str) -> Result<bool, String> {
     if !cmd::is_installed("valgrind") {
         return Err(VALGRIND_MISSING.to_owned());
     }
-    let (bin, out_dir) = cmd::build_probe("large", "large", &[], "large")?;
+    let (bin, out_dir) = cmd::build_probe("large", "large", "large")?;
 
     let checks = measure(&Probe {
         bin,
