@@ -45,13 +45,15 @@ COMMANDS:
         The instruction-count regression check. Installs iai-callgrind-runner 0.16.1 into
         <target>/tools if it is missing (cargo install, ~95 s once), runs the iai-callgrind
         benches (benches/benches/icount.rs: every compiled mode, every runtime twin and, on
-        the small pairs, glibc/mimalloc/jemalloc, over each hot path), and compares every
-        Ir count with the committed baseline benches/baselines/icount.json: exit status 1 if
+        the small-object paths, glibc/mimalloc/jemalloc, over each hot path, the pool's
+        included), and compares every Ir count with the committed baseline
+        benches/baselines/icount.json: exit status 1 if
         one is more than 2% above it (or missing from it), when the run's rustc, CPU, glibc
         and valgrind are the baseline's; otherwise the comparison is a warning. Always checks
         the machine-independent rules (compiled <= runtime twin on every path; MINIMAL
         strictly less; compiled runs never read HAKMEM_MODE; BALANCED and FAST 2 MiB pair
-        <= 100 Ir/op) and prints each with its figures. Writes <target>/icount/
+        <= 100 Ir/op; the pool's: FAST 32 B pair <= 60 Ir/op and <= jemalloc's, BALANCED's
+        <= mimalloc's, in the same run) and prints each with its figures. Writes <target>/icount/
         {measured.json, report.md, regression-analysis.md}. Needs valgrind.
             --bless          rewrite the baseline and docs/regression-analysis.md from this
                              run instead of comparing (the rules are still checked)

@@ -6,7 +6,10 @@
 //! - (iii) no compiled benchmark ever read the runtime configuration (`HAKMEM_MODE`);
 //! - (iv) every runtime benchmark read it and got its mode;
 //! - (v) BALANCED and FAST spend at most [`BUDGET_IR`] instructions on a 2 MiB pair (a BigCache
-//!   hit on each side; `mmap` + `munmap` cost more).
+//!   hit on each side; `mmap` + `munmap` cost more);
+//! - (vi) the small-object pool's acceptance (issue 9, [`pool_rule`]): on the 32-byte pair FAST
+//!   spends at most [`POOL_BUDGET_IR`] instructions and no more than jemalloc, BALANCED no more
+//!   than mimalloc — against the reference rows measured in the same run.
 //!
 //! Comparisons are exact, on the counts of [`OPS`](super::OPS) operations.
 
@@ -22,6 +25,13 @@ pub const BUDGET_IR: u64 = 100;
 pub const BUDGET_PATH: &str = "vm_pair";
 /// The compiled modes rule (v) binds.
 pub const BUDGET_MODES: [&str; 2] = ["balanced", "fast"];
+
+/// Rule (vi): the path it is about (`alloc` + `dealloc` of 32 B).
+pub const POOL_PATH: &str = "tiny_pair";
+/// Rule (vi): the most instructions FAST's 32-byte pair may cost per operation (issue 9).
+pub const POOL_BUDGET_IR: u64 = 60;
+/// Rule (vi): each pool mode and the reference allocator it may cost no more than.
+pub const POOL_PEERS: [(&str, &str); 2] = [("fast", "jemalloc"), ("balanced", "mimalloc")];
 
 /// What a benchmark's teardown records when `Runtime::peek()` found nothing read.
 pub const UNTOUCHED: &str = "untouched";
@@ -242,6 +252,54 @@ pub fn rules(rows: &[Row], missing: &[String]) -> Vec<Rule> {
     vec![first, second, third, fourth, fifth]
 }
 
+/// Rule (vi), the pool's acceptance (issue 9): on [`POOL_PATH`], compiled FAST costs at most
+/// [`POOL_BUDGET_IR`] Ir/op and no more than jemalloc, compiled BALANCED no more than mimalloc
+/// ([`POOL_PEERS`]). The peers' counts are the reference rows of the same run (`figures`); a
+/// missing figure fails the rule.
+pub fn pool_rule(figures: &Figures) -> Rule {
+    let get = |who: &str| figures.get(POOL_PATH, who);
+    let mut parts = Vec::new();
+    let mut ok = true;
+    // `bound`: the limit and how to show it, or the name of the peer that was not measured.
+    let mut check = |mode: &str, bound: Result<(u64, String), &str>| {
+        let Some(ours) = get(mode) else {
+            ok = false;
+            parts.push(format!("{mode} not measured"));
+            return;
+        };
+        match bound {
+            Ok((limit, shown)) => {
+                let within = ours <= limit;
+                ok &= within;
+                let op = if within { "≤" } else { ">" };
+                parts.push(format!("{mode} {:.1} {op} {shown}", per_op(ours)));
+            }
+            Err(peer) => {
+                ok = false;
+                parts.push(format!("{peer} not measured"));
+            }
+        }
+    };
+    check(
+        "fast",
+        Ok((POOL_BUDGET_IR * OPS, POOL_BUDGET_IR.to_string())),
+    );
+    for (mode, peer) in POOL_PEERS {
+        let bound = get(peer)
+            .map(|p| (p, format!("{peer} {:.1}", per_op(p))))
+            .ok_or(peer);
+        check(mode, bound);
+    }
+    Rule {
+        text: format!(
+            "(vi) the pool: {POOL_PATH} (32 B) FAST ≤ {POOL_BUDGET_IR} Ir/op and ≤ jemalloc, \
+             BALANCED ≤ mimalloc (compiled, same run): {}",
+            parts.join(", ")
+        ),
+        ok,
+    }
+}
+
 /// `what: k/n benchmarks[; not: …]`.
 fn verdict_text(what: &str, n: usize, bad: &[String], nothing: &str) -> String {
     let mut text = format!("{what}: {}/{n} benchmarks", n - bad.len());
@@ -404,6 +462,99 @@ mod tests {
     #[test]
     fn nothing_measured_fails_every_rule() {
         assert_eq!(verdicts(&[]), [false; 5]);
+    }
+
+    /// Figures with the tiny pair of FAST, BALANCED and the two peers rule (vi) reads.
+    fn pool_figures(fast: u64, balanced: u64, jemalloc: u64, mimalloc: u64) -> Figures {
+        use super::super::figures::Environment;
+        let mut ir = std::collections::BTreeMap::new();
+        for (who, per_op) in [
+            ("fast", fast),
+            ("balanced", balanced),
+            ("jemalloc", jemalloc),
+            ("mimalloc", mimalloc),
+            ("glibc", 140),
+        ] {
+            ir.insert(format!("{POOL_PATH}/{who}"), per_op * OPS);
+        }
+        Figures {
+            env: Environment {
+                rustc: String::new(),
+                cpu: String::new(),
+                glibc: String::new(),
+                valgrind: String::new(),
+            },
+            paths: vec![POOL_PATH.into()],
+            ir,
+            config: Default::default(),
+        }
+    }
+
+    #[test]
+    fn the_pool_rule_holds_on_good_figures() {
+        let rule = pool_rule(&pool_figures(45, 46, 68, 75));
+        assert!(rule.ok, "{rule}");
+        assert_eq!(
+            rule.to_string(),
+            "rule: (vi) the pool: tiny_pair (32 B) FAST ≤ 60 Ir/op and ≤ jemalloc, BALANCED ≤ \
+             mimalloc (compiled, same run): fast 45.0 ≤ 60, fast 45.0 ≤ jemalloc 68.0, \
+             balanced 46.0 ≤ mimalloc 75.0 — ok"
+        );
+        // The bounds are inclusive.
+        assert!(pool_rule(&pool_figures(60, 75, 60, 75)).ok);
+    }
+
+    #[test]
+    fn the_pool_rule_fails_over_budget_over_a_peer_or_unmeasured() {
+        // Over the budget, though under jemalloc.
+        let rule = pool_rule(&pool_figures(61, 46, 68, 75));
+        assert!(!rule.ok);
+        assert!(
+            rule.text
+                .contains("fast 61.0 > 60, fast 61.0 ≤ jemalloc 68.0"),
+            "{rule}"
+        );
+        // Within the budget, over jemalloc.
+        let rule = pool_rule(&pool_figures(55, 46, 54, 75));
+        assert!(!rule.ok);
+        assert!(
+            rule.text
+                .contains("fast 55.0 ≤ 60, fast 55.0 > jemalloc 54.0"),
+            "{rule}"
+        );
+        // BALANCED over mimalloc: the system path's 148 (before the pool).
+        let rule = pool_rule(&pool_figures(45, 148, 68, 75));
+        assert!(!rule.ok);
+        assert!(
+            rule.text.ends_with("balanced 148.0 > mimalloc 75.0"),
+            "{rule}"
+        );
+        // One instruction over in 1024 operations is enough: the comparison is exact.
+        let mut f = pool_figures(45, 46, 68, 75);
+        f.ir.insert(format!("{POOL_PATH}/balanced"), 75 * OPS + 1);
+        assert!(!pool_rule(&f).ok);
+        // A missing mode or peer fails.
+        let mut f = pool_figures(45, 46, 68, 75);
+        f.ir.remove(&format!("{POOL_PATH}/jemalloc"));
+        let rule = pool_rule(&f);
+        assert!(
+            !rule.ok && rule.text.contains("jemalloc not measured"),
+            "{rule}"
+        );
+        let mut f = pool_figures(45, 46, 68, 75);
+        f.ir.remove(&format!("{POOL_PATH}/fast"));
+        let rule = pool_rule(&f);
+        assert!(
+            !rule.ok && rule.text.contains("fast not measured"),
+            "{rule}"
+        );
+        // Figures of another path do not count.
+        let mut f = pool_figures(45, 46, 68, 75);
+        f.ir =
+            f.ir.into_iter()
+                .map(|(k, v)| (k.replace(POOL_PATH, "small_pair"), v))
+                .collect();
+        assert!(!pool_rule(&f).ok);
     }
 
     #[test]
