@@ -4,9 +4,13 @@
 //! Every path is measured for every policy type — the five compiled modes and `Runtime` in each
 //! of the five modes (`HAKMEM_MODE` set per benchmark through iai-callgrind's environment
 //! configuration; iai-callgrind clears the rest of the environment) — and, on the small-object
-//! pairs, for glibc (`std::alloc::System`), mimalloc and jemalloc as reference rows. Each
+//! paths, for glibc (`std::alloc::System`), mimalloc and jemalloc (configured by
+//! [`JEMALLOC_CONF`]) as reference rows. Each
 //! allocator is a `static` value used through `GlobalAlloc`; the bench binary's own global
-//! allocator stays glibc's and is never called inside the measured function.
+//! allocator stays glibc's and is never called inside the measured function. In FAST and
+//! BALANCED the pairs up to 256 KiB go through the small-object pool; [`Batch`], [`Fill`] and
+//! [`RemoteFree`] exercise what a pair does not (a deep free list, carving and new spans, a free
+//! from another thread).
 //!
 //! A benchmark is one process under callgrind. Its setup function (not counted) warms the
 //! allocator with [`OPS`] operations of the path and prepares what the operation needs; the
@@ -20,6 +24,8 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
+use std::sync::mpsc;
+use std::thread;
 
 use hakmem::mode::{Balanced, Fast, Learning, Minimal, Research, Runtime};
 use hakmem::Allocator;
@@ -55,7 +61,7 @@ pub trait Op {
     /// What the setup hands to the measured function and that to the teardown.
     type State;
     /// Warms `a` (not counted) and prepares [`OPS`] operations.
-    fn setup<A: GlobalAlloc>(a: &A) -> Self::State;
+    fn setup<A: GlobalAlloc + Sync>(a: &'static A) -> Self::State;
     /// Runs [`OPS`] operations: the counted part.
     fn run<A: GlobalAlloc>(a: &A, state: Self::State) -> Self::State;
     /// Frees what is left (not counted).
@@ -79,7 +85,7 @@ pub struct Pair<const SIZE: usize>;
 impl<const SIZE: usize> Op for Pair<SIZE> {
     type State = ();
 
-    fn setup<A: GlobalAlloc>(a: &A) {
+    fn setup<A: GlobalAlloc + Sync>(a: &'static A) {
         Self::run(a, ());
     }
 
@@ -123,7 +129,7 @@ impl<const FROM: usize, const TO: usize> Realloc<FROM, TO> {
 impl<const FROM: usize, const TO: usize> Op for Realloc<FROM, TO> {
     type State = Vec<*mut u8>;
 
-    fn setup<A: GlobalAlloc>(a: &A) -> Vec<*mut u8> {
+    fn setup<A: GlobalAlloc + Sync>(a: &'static A) -> Vec<*mut u8> {
         // One unmeasured round first, so that the measured one finds a warm heap.
         let warm = Self::run(a, Self::blocks(a));
         Self::teardown(a, warm);
@@ -150,6 +156,155 @@ impl<const FROM: usize, const TO: usize> Op for Realloc<FROM, TO> {
     }
 }
 
+/// An allocation of `size` bytes (align 16), aborting on failure.
+#[inline(always)]
+fn alloc_or_abort<A: GlobalAlloc>(a: &A, size: usize) -> *mut u8 {
+    // SAFETY: a non-zero size.
+    let p = unsafe { a.alloc(layout(size)) };
+    if p.is_null() {
+        failed(size);
+    }
+    p
+}
+
+/// [`OPS`] allocations of `SIZE` bytes, then [`OPS`] frees of them in the same order: a deep
+/// free list rather than one block going back and forth (in the pool: pops and pushes down a
+/// list of 1,024 blocks). One operation is one allocation and one free; the setup runs one whole
+/// batch first, so the measured one finds the blocks the first freed.
+pub struct Batch<const SIZE: usize>;
+
+impl<const SIZE: usize> Op for Batch<SIZE> {
+    /// Room for the batch's pointers (allocated by the setup, through the bench's own allocator).
+    type State = Vec<*mut u8>;
+
+    fn setup<A: GlobalAlloc + Sync>(a: &'static A) -> Vec<*mut u8> {
+        Self::run(a, vec![std::ptr::null_mut(); OPS])
+    }
+
+    #[inline(always)]
+    fn run<A: GlobalAlloc>(a: &A, mut slots: Vec<*mut u8>) -> Vec<*mut u8> {
+        for slot in slots.iter_mut() {
+            *slot = alloc_or_abort(a, SIZE);
+        }
+        for &p in slots.iter() {
+            // SAFETY: `p` was allocated just above with this layout and is freed once.
+            unsafe { a.dealloc(black_box(p), layout(SIZE)) };
+        }
+        slots
+    }
+
+    fn teardown<A: GlobalAlloc>(_: &A, _: Vec<*mut u8>) {}
+}
+
+/// [`OPS`] allocations of `SIZE` bytes that stay live (the teardown frees them): a growing live
+/// set. In the pool at 1 KiB (64 blocks to a 64 KiB span) that is carving fresh blocks from a
+/// span's untouched end, a page at a time, and taking a new span every 64 allocations. One
+/// operation is one allocation. The setup fills and frees once first, so the measured fill
+/// finds the spans (or chunks) that freeing left behind, as a program whose live set grows and
+/// shrinks does.
+pub struct Fill<const SIZE: usize>;
+
+impl<const SIZE: usize> Op for Fill<SIZE> {
+    type State = Vec<*mut u8>;
+
+    fn setup<A: GlobalAlloc + Sync>(a: &'static A) -> Vec<*mut u8> {
+        let warm = Self::run(a, vec![std::ptr::null_mut(); OPS]);
+        Self::teardown(a, warm);
+        vec![std::ptr::null_mut(); OPS]
+    }
+
+    #[inline(always)]
+    fn run<A: GlobalAlloc>(a: &A, mut slots: Vec<*mut u8>) -> Vec<*mut u8> {
+        for slot in slots.iter_mut() {
+            *slot = alloc_or_abort(a, SIZE);
+        }
+        slots
+    }
+
+    fn teardown<A: GlobalAlloc>(a: &A, slots: Vec<*mut u8>) {
+        for p in slots {
+            // SAFETY: `run` allocated `p` with this layout; it is freed once.
+            unsafe { a.dealloc(p, layout(SIZE)) };
+        }
+    }
+}
+
+/// A thread that allocates [`OPS`] blocks of a size through an allocator each time it is asked,
+/// hands their addresses over, and waits for the next request (it stays alive, as a producer
+/// does, until the teardown lets it go).
+pub struct Producer {
+    requests: mpsc::Sender<()>,
+    blocks: mpsc::Receiver<Vec<usize>>,
+    thread: thread::JoinHandle<()>,
+}
+
+impl Producer {
+    fn start<A: GlobalAlloc + Sync>(a: &'static A, size: usize) -> Producer {
+        let (requests, asked) = mpsc::channel::<()>();
+        let (handed, blocks) = mpsc::channel();
+        let thread = thread::spawn(move || {
+            for () in asked {
+                let made: Vec<usize> = (0..OPS).map(|_| alloc_or_abort(a, size) as usize).collect();
+                if handed.send(made).is_err() {
+                    return;
+                }
+            }
+        });
+        Producer {
+            requests,
+            blocks,
+            thread,
+        }
+    }
+
+    /// [`OPS`] live blocks the producer allocated.
+    fn produce(&self) -> Vec<usize> {
+        self.requests.send(()).expect("the producer is alive");
+        self.blocks.recv().expect("the producer answers")
+    }
+
+    fn stop(self) {
+        drop(self.requests);
+        self.thread.join().expect("the producer exits cleanly");
+    }
+}
+
+/// `dealloc` of `SIZE`-byte blocks another thread allocated (and is still alive): a cross-thread
+/// free. In the pool, a push on the owning span's remote stack (one CAS); in glibc and jemalloc a
+/// push into the freeing thread's cache. One operation is one free; callgrind counts the bench
+/// thread only, so the producer's allocations are not in the figure. The setup runs one round
+/// first (the producer allocates, the bench thread frees), so both threads are warm and the
+/// producer's second batch comes from what the first round freed.
+pub struct RemoteFree<const SIZE: usize>;
+
+impl<const SIZE: usize> Op for RemoteFree<SIZE> {
+    /// The producer and the blocks it handed over (freed by the measured function; dangling
+    /// afterwards).
+    type State = (Producer, Vec<usize>);
+
+    fn setup<A: GlobalAlloc + Sync>(a: &'static A) -> (Producer, Vec<usize>) {
+        let producer = Producer::start(a, SIZE);
+        let first = producer.produce();
+        let (producer, _) = Self::run(a, (producer, first));
+        let blocks = producer.produce();
+        (producer, blocks)
+    }
+
+    #[inline(always)]
+    fn run<A: GlobalAlloc>(a: &A, state: (Producer, Vec<usize>)) -> (Producer, Vec<usize>) {
+        for &p in state.1.iter() {
+            // SAFETY: the producer allocated `p` with this layout and never frees it; this is
+            // its one free.
+            unsafe { a.dealloc(black_box(p as *mut u8), layout(SIZE)) };
+        }
+        state
+    }
+
+    fn teardown<A: GlobalAlloc>(_: &A, (producer, _): (Producer, Vec<usize>)) {
+        producer.stop();
+    }
+}
+
 /// What a benchmark hands from its setup to its measured function and on to its teardown.
 pub struct Input<A: 'static, S> {
     alloc: &'static A,
@@ -159,7 +314,10 @@ pub struct Input<A: 'static, S> {
 }
 
 /// The setup of every benchmark: warms `alloc` on `O`'s path.
-pub fn setup<O: Op, A: GlobalAlloc>(alloc: &'static A, id: &'static str) -> Input<A, O::State> {
+pub fn setup<O: Op, A: GlobalAlloc + Sync>(
+    alloc: &'static A,
+    id: &'static str,
+) -> Input<A, O::State> {
     let state = O::setup(alloc);
     Input { alloc, id, state }
 }
@@ -197,6 +355,62 @@ pub fn runtime(mode: &str) -> LibraryBenchmarkConfig {
     config
 }
 
+/// jemalloc's configuration in its benchmarks (`_RJEM_MALLOC_CONF`, the variable of
+/// tikv-jemallocator's `_rjem_`-prefixed build): its experimental time-based tcache GC off.
+/// With it on (the default of jemalloc 5.3.1), every 64 KiB allocated jemalloc reads the clock
+/// and collects its thread cache only if 10 ms have passed since the last time; under valgrind
+/// that depends on how loaded the machine is, and `tiny_pair` measured 67.6 or 75.8 Ir/op from
+/// one binary. Off, it collects one bin per 64 KiB event as jemalloc 5.3.0 did, without a clock:
+/// the same count every run (docs/zero-overhead.md).
+pub const JEMALLOC_CONF: &str = "experimental_tcache_gc:false";
+
+/// The configuration of a jemalloc benchmark: `_RJEM_MALLOC_CONF=`[`JEMALLOC_CONF`].
+pub fn jemalloc_config() -> LibraryBenchmarkConfig {
+    let mut config = LibraryBenchmarkConfig::default();
+    config.env("_RJEM_MALLOC_CONF", JEMALLOC_CONF);
+    config
+}
+
+extern "C" {
+    /// jemalloc's `mallctl`, as tikv-jemalloc-sys links it (prefixed `_rjem_`).
+    #[link_name = "_rjem_mallctl"]
+    fn jemalloc_mallctl(
+        name: *const std::ffi::c_char,
+        oldp: *mut std::ffi::c_void,
+        oldlenp: *mut usize,
+        newp: *mut std::ffi::c_void,
+        newlen: usize,
+    ) -> std::ffi::c_int;
+}
+
+/// The setup of a jemalloc benchmark: checks that jemalloc took [`JEMALLOC_CONF`] (a
+/// configuration that did not arrive would silently bring the clock back), then [`setup`].
+pub fn setup_jemalloc<O: Op>(
+    alloc: &'static Jemalloc,
+    id: &'static str,
+) -> Input<Jemalloc, O::State> {
+    let mut on = true;
+    let mut len = std::mem::size_of::<bool>();
+    // SAFETY: a NUL-terminated name of a `bool` option; `on` and `len` describe a `bool`.
+    let rc = unsafe {
+        jemalloc_mallctl(
+            c"opt.experimental_tcache_gc".as_ptr(),
+            (&mut on as *mut bool).cast(),
+            &mut len,
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+    if rc != 0 || on {
+        eprintln!(
+            "icount: jemalloc did not take _RJEM_MALLOC_CONF={JEMALLOC_CONF} (mallctl {rc}, \
+             experimental_tcache_gc {on})"
+        );
+        std::process::abort();
+    }
+    setup::<O, _>(alloc, id)
+}
+
 /// `path!(name: Op)` defines the benchmark `name` (a group of the same name) with one bench id
 /// per policy: `minimal` … `research`, `runtime_minimal` … `runtime_research`; `path!(name: Op,
 /// peers)` adds `glibc`, `mimalloc` and `jemalloc`.
@@ -211,7 +425,7 @@ macro_rules! path {
             #[bench::mimalloc(args = (&MIMALLOC, concat!(stringify!($name), ".mimalloc")),
                 setup = setup::<$op, _>, teardown = teardown::<$op, _>)]
             #[bench::jemalloc(args = (&JEMALLOC, concat!(stringify!($name), ".jemalloc")),
-                setup = setup::<$op, _>, teardown = teardown::<$op, _>)]
+                config = jemalloc_config(), setup = setup_jemalloc::<$op>, teardown = teardown::<$op, _>)]
         ]);
     };
     (@emit $name:ident: $op:ty; [$($peers:tt)*]) => {
@@ -245,7 +459,7 @@ macro_rules! path {
             #[bench::runtime_research(args = (&RUNTIME, concat!(stringify!($name), ".runtime_research")),
                 config = runtime("research"), setup = setup::<$op, _>, teardown = teardown::<$op, _>)]
             $($peers)*
-            fn $name<A: GlobalAlloc>(input: Input<A, <$op as Op>::State>) -> Input<A, <$op as Op>::State> {
+            fn $name<A: GlobalAlloc + Sync>(input: Input<A, <$op as Op>::State>) -> Input<A, <$op as Op>::State> {
                 measure::<$op, A>(input)
             }
 
@@ -278,4 +492,7 @@ paths! {
     mir_pair: Pair<{ 256 * KIB }>;
     vm_pair: Pair<{ 2 * MIB }>;
     realloc_grow: Realloc<{ KIB }, { 64 * KIB }>;
+    tiny_batch: Batch<32>, peers;
+    small_fill: Fill<{ KIB }>, peers;
+    tiny_remote_free: RemoteFree<32>, peers;
 }
