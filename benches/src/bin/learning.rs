@@ -7,7 +7,9 @@
 //! - `cheapest`: 520 KiB and 1 MiB blocks by turns, glibc's mmap threshold pinned at 768 KiB:
 //!   one candidate, 748 KiB, is clearly cheapest;
 //! - `shift`: `cheapest` until LEARNING freezes, then 600 KiB blocks with glibc pinned at 512
-//!   KiB (now 512 KiB is cheapest) until it has frozen again: FROZEN → LEARN → CANARY → FROZEN.
+//!   KiB (now 512 KiB is cheapest) until it has frozen again: FROZEN → LEARN → CANARY → FROZEN;
+//! - `vm`: 2 MiB allocated and freed, untouched (icount's `vm_pair`), for MAX_ALLOCS whatever
+//!   the lifecycle does: whether a frozen learner stays frozen on a perfectly steady workload.
 //!
 //! POLICY is `learning` or `research`. Every allocation goes through a static
 //! `Allocator<POLICY>`; the probe's own output goes through glibc. It stops after MAX_ALLOCS
@@ -20,7 +22,7 @@ use std::process::ExitCode;
 use hakmem::mode::{Learning, Research};
 use hakmem::{Allocator, Lifecycle, Policy, Stats};
 use hakmem_scenarios::learning::{
-    cheapest_round, shifted_round, steady_round, CHEAPEST_GLIBC_MMAP_THRESHOLD,
+    cheapest_round, shifted_round, steady_round, vm_pairs_round, CHEAPEST_GLIBC_MMAP_THRESHOLD,
     CHEAPEST_GLIBC_TRIM_THRESHOLD, SHIFTED_GLIBC_MMAP_THRESHOLD, SHIFTED_GLIBC_TRIM_THRESHOLD,
 };
 
@@ -29,10 +31,12 @@ static RESEARCH: Allocator<Research> = Allocator::new();
 
 const USAGE: &str = "usage: learning steady|cheapest|shift learning|research [MAX_ALLOCS] [EVERY]";
 
-/// One phase of a workload: its round, glibc's mmap and trim thresholds to pin first (if any).
+/// One phase of a workload: its round, glibc's mmap and trim thresholds to pin first (if any),
+/// and whether it runs to MAX_ALLOCS whatever the lifecycle does.
 struct Phase<P: Policy> {
     round: fn(&Allocator<P>, u64) -> u64,
     glibc: Option<(usize, usize)>,
+    to_the_end: bool,
 }
 
 /// Pins glibc's mmap and trim thresholds.
@@ -88,6 +92,7 @@ fn trace<P: Policy>(a: &'static Allocator<P>, phases: &[Phase<P>], max: u64, eve
             }
             last = s.lifecycle;
             if P::NAME == "learning"
+                && !phase.to_the_end
                 && s.lifecycle == Lifecycle::Frozen
                 && s.lifecycle_transitions > transitions
             {
@@ -103,11 +108,18 @@ fn phases<P: Policy>(workload: &str) -> Option<Vec<Phase<P>>> {
     let cheapest = Phase {
         round: cheapest_round,
         glibc: Some((CHEAPEST_GLIBC_MMAP_THRESHOLD, CHEAPEST_GLIBC_TRIM_THRESHOLD)),
+        to_the_end: false,
     };
     Some(match workload {
         "steady" => vec![Phase {
             round: steady_round,
             glibc: None,
+            to_the_end: false,
+        }],
+        "vm" => vec![Phase {
+            round: vm_pairs_round,
+            glibc: None,
+            to_the_end: true,
         }],
         "cheapest" => vec![cheapest],
         "shift" => vec![
@@ -115,6 +127,7 @@ fn phases<P: Policy>(workload: &str) -> Option<Vec<Phase<P>>> {
             Phase {
                 round: shifted_round,
                 glibc: Some((SHIFTED_GLIBC_MMAP_THRESHOLD, SHIFTED_GLIBC_TRIM_THRESHOLD)),
+                to_the_end: false,
             },
         ],
         _ => return None,

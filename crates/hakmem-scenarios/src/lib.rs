@@ -539,4 +539,19 @@ pub mod learning {
         }
         CHEAPEST_ROUND
     }
+
+    /// Allocations in one round of [`vm_pairs_round`].
+    pub const VM_PAIRS_ROUND: u64 = 16;
+
+    /// 2 MiB allocated and freed at once, untouched, [`VM_PAIRS_ROUND`] times: the `vm_pair`
+    /// path of the instruction-count benches as a workload (all of it contested, nothing to tell
+    /// the candidates apart but CPU time and a page of bytes). Returns the allocations made.
+    pub fn vm_pairs_round<A: GlobalAlloc>(a: &A, _round: u64) -> u64 {
+        for _ in 0..VM_PAIRS_ROUND {
+            let p = alloc(a, 2 << 20);
+            // SAFETY: freed once, right away.
+            unsafe { free(a, black_box(p), 2 << 20) };
+        }
+        VM_PAIRS_ROUND
+    }
 }

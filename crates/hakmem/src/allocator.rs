@@ -20,6 +20,7 @@ use crate::header::{self, Block, Method, HEADER_SIZE};
 use crate::learner::Learner;
 use crate::os::{self, Advice};
 use crate::policy::{Config, Evolution, FreePolicy, LogLevel, Policy, StatsLevel, Thp};
+use crate::pool::{self, Pool};
 use crate::reentry::Guard;
 use crate::report;
 use crate::site::{Path, Profile, Site, SiteStat};
@@ -77,7 +78,7 @@ pub struct Allocator<P: Policy> {
     sites: Profile,
     cache: BigCache,
     batch: Batch,
-    pool: crate::pool::Pool,
+    pool: Pool,
     _policy: PhantomData<fn() -> P>,
 }
 
@@ -90,7 +91,7 @@ impl<P: Policy> Allocator<P> {
             sites: Profile::new(),
             cache: BigCache::new(),
             batch: Batch::new(),
-            pool: crate::pool::Pool::new(),
+            pool: Pool::new(),
             _policy: PhantomData,
         }
     }
@@ -105,6 +106,13 @@ impl<P: Policy> Allocator<P> {
             self.lifecycle(cfg),
             self.threshold(cfg),
         );
+        if cfg.stats >= StatsLevel::Counters {
+            if let Some(usage) = self.pool.usage() {
+                stats.pool_held_bytes = usage.held_bytes;
+                stats.pool_dirty_bytes = usage.dirty_bytes;
+                stats.pool_purged_bytes = usage.purged_bytes;
+            }
+        }
         if cfg.evolution.learns() {
             let l = self.learner.snapshot();
             stats.candidates = l.candidates;
@@ -152,17 +160,11 @@ impl<P: Policy> Allocator<P> {
         }
     }
 
-    /// Whether `layout` takes the small-object path straight away. Otherwise it is a large,
-    /// mmap-backed block — or, in a learning mode, a *contested* request (at least the smallest
-    /// candidate threshold, 512 KiB), which the learner routes: a constant bound either way.
+    /// Whether `layout` takes the small-object path (else it is a large, mmap-backed block) by
+    /// the threshold in effect.
     #[inline(always)]
     fn is_small(&self, cfg: &Config, layout: Layout) -> bool {
-        let bound = if cfg.evolution.learns() {
-            CONTESTED
-        } else {
-            cfg.threshold
-        };
-        layout.size() < bound && layout.align() <= MAX_SYSTEM_ALIGN
+        layout.size() < self.threshold(cfg) && layout.align() <= MAX_SYSTEM_ALIGN
     }
 
     /// Counts an allocation in RESEARCH's per-site profile.
@@ -170,6 +172,18 @@ impl<P: Policy> Allocator<P> {
     fn profile(&self, cfg: &Config, site: u32, size: usize, path: Path) {
         if cfg.stats >= StatsLevel::PerSite {
             self.sites.record(site, size, path);
+        }
+    }
+
+    /// Counts an allocation `event` (a `Full`-level one) and, in the per-site profile, its site
+    /// and path: the profile's test nested in the counter's, so that a runtime twin whose level
+    /// counts neither pays one test.
+    #[inline(always)]
+    fn count_alloc(&self, cfg: &Config, event: Event, site: Site, size: usize, path: Path) {
+        debug_assert_eq!(event.level(), StatsLevel::Full);
+        if cfg.stats >= StatsLevel::Full {
+            self.counters.add(event, 1);
+            self.profile(cfg, site.id32(), size, path);
         }
     }
 
@@ -197,27 +211,34 @@ impl<P: Policy> Allocator<P> {
     #[inline(always)]
     unsafe fn allocate(&self, layout: Layout, site: Site, zeroed: bool) -> *mut u8 {
         let cfg = P::config();
-        if cfg.evolution.learns() && self.learner.tick(cfg) {
-            self.learning_started(cfg);
-        }
         if cfg.pool {
-            if let Some(p) = self.pool.alloc(layout, zeroed) {
-                self.count(cfg, Event::PoolAlloc, 1);
-                self.profile(cfg, site.id32(), layout.size(), Path::Pool);
+            if let Some(p) = self.pool.alloc(layout, zeroed, self.threshold(cfg)) {
+                self.count_alloc(cfg, Event::PoolAlloc, site, layout.size(), Path::Pool);
+                if cfg.poison && !zeroed {
+                    // SAFETY: the block holds `layout.size()` bytes.
+                    unsafe { ptr::write_bytes(p.as_ptr(), POISON_FRESH, layout.size()) };
+                }
                 return p.as_ptr();
             }
         }
-        if self.is_small(cfg, layout) {
-            // SAFETY: forwarded; the alignment is within what the system path serves.
-            unsafe { self.alloc_system(cfg, layout, site, zeroed) }
-        } else if cfg.evolution.learns() {
-            // SAFETY: forwarded.
-            unsafe { self.alloc_contested(cfg, layout, site, zeroed) }
-        } else {
+        if cfg.evolution.learns() {
+            // A learning mode: count the allocation (a tick every 1,024 of this thread's).
+            // Below the smallest candidate threshold every strategy agrees: small. The rest is
+            // contested: the learner routes it.
+            if self.learner.tick(cfg) {
+                self.learning_started(cfg);
+            }
+            if layout.size() >= CONTESTED || layout.align() > MAX_SYSTEM_ALIGN {
+                // SAFETY: forwarded.
+                return unsafe { self.alloc_contested(cfg, layout, site, zeroed) };
+            }
+        } else if !self.is_small(cfg, layout) {
             // SAFETY: forwarded.
             // (The site's slot and id are computed here, where `Site::NONE` is a constant.)
-            unsafe { self.alloc_large(cfg, layout, site.slot(), site.id32(), zeroed) }
+            return unsafe { self.alloc_large(cfg, layout, site.slot(), site.id32(), zeroed) };
         }
+        // SAFETY: forwarded; the alignment is within what the system path serves.
+        unsafe { self.alloc_system(cfg, layout, site, zeroed) }
     }
 
     /// A request of a learning mode that is not small straight away: contested (at least 512
@@ -267,7 +288,8 @@ impl<P: Policy> Allocator<P> {
     }
 
     /// `written` bounds the bytes the program may have written (the layout's size, or the
-    /// capacity where no layout is known).
+    /// capacity where no layout is known): never more than the block's capacity, so above the
+    /// pool's largest class it tells that the block is no pool block.
     ///
     /// # Safety
     /// `ptr` is a live block of this allocator; the caller holds the re-entry guard.
@@ -277,11 +299,25 @@ impl<P: Policy> Allocator<P> {
         debug_assert!(!ptr.is_null());
         // SAFETY: blocks are never null (caller).
         let user = unsafe { NonNull::new_unchecked(ptr) };
-        if cfg.pool && self.pool.owns(user) {
-            // SAFETY: the pool owns it.
-            unsafe { self.pool.free(user) };
-            self.count(cfg, Event::PoolFree, 1);
-            return;
+        if cfg.pool {
+            if written > pool::MAX_SIZE {
+                // Larger than any pool block (or plain system block, below the threshold of a
+                // pool mode): a mapping, recognised by the next compare (any other block is
+                // decoded in full there).
+                // SAFETY: forwarded.
+                return unsafe { self.free_other(cfg, user, written) };
+            }
+            // Pool blocks have no header: they are recognised by address, first.
+            if let Some(block) = self.pool.block(user) {
+                if cfg.poison {
+                    // SAFETY: a live pool block of `block.size()` bytes, released now.
+                    unsafe { ptr::write_bytes(ptr, POISON_FREED, block.size()) };
+                }
+                // SAFETY: a live block of our pool (caller).
+                unsafe { self.pool.free(block) };
+                self.count(cfg, Event::PoolFree, 1);
+                return;
+            }
         }
         // SAFETY: a live header block of ours has a readable header.
         match unsafe { header::plain_system(user) } {
@@ -307,12 +343,21 @@ impl<P: Policy> Allocator<P> {
             // SAFETY: realloc of nothing is an allocation.
             return unsafe { self.allocate(new_layout, Site::NONE, false) };
         };
-        if !(cfg.pool && self.pool.owns(user)) {
-            // SAFETY: not a pool block, so a header block of ours (checked: aborts if not).
-            let block = unsafe { header::read(user, "realloc") };
-            // SAFETY: `block` is live and `new_layout` valid.
-            if let Some(p) = unsafe { self.resize_in_place(cfg, &block, new_layout) } {
-                return p.as_ptr();
+        match cfg.pool.then(|| self.pool.block(user)).flatten() {
+            // A pool block stays put while the new size fits and still needs more than half of
+            // it (else it moves to a smaller class, or out of the pool).
+            Some(block) => {
+                if new_size <= block.size() && new_size > block.size() / 2 {
+                    return ptr;
+                }
+            }
+            None => {
+                // SAFETY: not a pool block, so a header block of ours (checked: aborts if not).
+                let block = unsafe { header::read(user, "realloc") };
+                // SAFETY: `block` is live and `new_layout` valid.
+                if let Some(p) = unsafe { self.resize_in_place(cfg, &block, new_layout) } {
+                    return p.as_ptr();
+                }
             }
         }
         // Move: new block, copy what both hold, free the old one.
@@ -357,20 +402,19 @@ impl<P: Policy> Allocator<P> {
         let Some(base) = NonNull::new(base) else {
             return ptr::null_mut();
         };
-        self.count(cfg, Event::SystemAlloc, 1);
-        self.profile(cfg, site.id32(), layout.size(), Path::System);
+        self.count_alloc(cfg, Event::SystemAlloc, site, layout.size(), Path::System);
         // SAFETY: `base` holds `len = size + offset` bytes and is aligned to `offset` (malloc
         // gives 16, posix_memalign gives `offset`), so `base + offset` is 16-aligned.
         let user = unsafe { header::write(base, len, offset, Method::System, site.id32()) };
         // `calloc` zeroed the plain blocks; `posix_memalign` zeroes nothing.
-        if zeroed {
-            if offset != HEADER_SIZE {
-                // SAFETY: `user` holds `layout.size()` writable bytes.
-                unsafe { ptr::write_bytes(user.as_ptr(), 0, layout.size()) };
-            }
-        } else if cfg.poison {
-            // SAFETY: as above.
-            unsafe { poison(user, POISON_FRESH, layout.size()) };
+        let fill = if zeroed {
+            (offset != HEADER_SIZE).then_some(0)
+        } else {
+            cfg.poison.then_some(POISON_FRESH)
+        };
+        if let Some(byte) = fill {
+            // SAFETY: `user` holds `layout.size()` writable bytes.
+            unsafe { poison(user, byte, layout.size()) };
         }
         user.as_ptr()
     }
@@ -652,8 +696,7 @@ impl<P: Policy> Allocator<P> {
         block: &Block,
         new: Layout,
     ) -> Option<NonNull<u8>> {
-        // Whether the new size belongs on the small-object path by the threshold serving now.
-        let small = new.size() < self.threshold(cfg) && new.align() <= MAX_SYSTEM_ALIGN;
+        let small = self.is_small(cfg, new);
         match block.method {
             Method::System if small && block.offset == HEADER_SIZE => {
                 let len = new.size().checked_add(HEADER_SIZE)?;
@@ -766,14 +809,15 @@ fn cacheable(block: &Block) -> Option<usize> {
     unsafe { Meta::read(block.user) }.class()
 }
 
-/// Writes `byte` over the `len` bytes at `user` if the block is below [`POISON_BELOW`]. Out of
-/// line, so that the size test stays inside the policy's `poison` branch.
+/// Writes `byte` over the `len` bytes at `user`: zeros always, the poison pattern only below
+/// [`POISON_BELOW`]. Out of line, so that the size test stays inside the policy's `poison`
+/// branch.
 ///
 /// # Safety
 /// `user` holds `len` writable bytes.
 #[inline(never)]
 unsafe fn poison(user: NonNull<u8>, byte: u8, len: usize) {
-    if len < POISON_BELOW {
+    if byte == 0 || len < POISON_BELOW {
         // SAFETY: forwarded from the caller.
         unsafe { ptr::write_bytes(user.as_ptr(), byte, len) };
     }
