@@ -115,6 +115,132 @@ impl<P: Policy> Allocator<P> {
         unsafe { self.allocate(layout, site, false) }
     }
 
+    // ---- entry points without a `Layout` (what a C `malloc` shim needs) ----------------------
+    //
+    // C's `free(p)`, `realloc(p, n)` and `malloc_usable_size(p)` know only the pointer. Every
+    // block says what it is by itself — a pool block by its address, any other by its header —
+    // so these route by block kind, like mimalloc's `mi_free` / `mi_usable_size` and jemalloc's
+    // `dallocx` / `sallocx`. They cost a little more than the `GlobalAlloc` methods only where
+    // a `Layout` would have said something (the bytes written to a large block).
+
+    /// The number of bytes usable from `ptr` on: at least the size it was allocated (or last
+    /// reallocated) with. `0` for null. Never allocates.
+    ///
+    /// ```
+    /// use core::alloc::{GlobalAlloc, Layout};
+    /// use hakmem::{mode::Balanced, Allocator};
+    ///
+    /// static A: Allocator<Balanced> = Allocator::new();
+    /// unsafe {
+    ///     let p = A.alloc(Layout::from_size_align(100, 8).unwrap());
+    ///     assert!(A.usable_size(p) >= 100);
+    ///     A.free(p);
+    ///     assert_eq!(A.usable_size(core::ptr::null()), 0);
+    /// }
+    /// ```
+    ///
+    /// # Safety
+    /// `ptr` is null or a live block of this allocator. A pointer with no valid header (never
+    /// allocated here, or already freed) ends the process with a message where that can be seen.
+    #[inline]
+    pub unsafe fn usable_size(&self, ptr: *const u8) -> usize {
+        let Some(user) = NonNull::new(ptr.cast_mut()) else {
+            return 0;
+        };
+        let _guard = Guard::enter();
+        // SAFETY: forwarded from the caller.
+        unsafe { self.capacity(P::config(), user, "usable_size") }
+    }
+
+    /// Frees `ptr` without its `Layout`, like C's `free`: a no-op for null.
+    ///
+    /// # Safety
+    /// `ptr` is null or a live block of this allocator (from any of its allocation methods),
+    /// not used after this call. Misuse the header can reveal (a double free, a foreign
+    /// pointer) ends the process with a message.
+    #[inline]
+    pub unsafe fn free(&self, ptr: *mut u8) {
+        let Some(user) = NonNull::new(ptr) else {
+            return;
+        };
+        let _guard = Guard::enter();
+        let cfg = P::config();
+        if cfg.pool && self.pool.owns(user) {
+            // SAFETY: the pool owns it.
+            unsafe { self.pool.free(user) };
+            self.count(cfg, Event::PoolFree, 1);
+            return;
+        }
+        // SAFETY: a live header block of ours has a readable header.
+        match unsafe { header::plain_system(user) } {
+            // SAFETY: the header says: a plain system block based at `base`.
+            Some((base, capacity)) => unsafe {
+                self.free_system(cfg, user, base, capacity, HEADER_SIZE)
+            },
+            // SAFETY: forwarded.
+            None => unsafe { self.free_unsized(cfg, user) },
+        }
+    }
+
+    /// Resizes `ptr` to `new_size` bytes without its `Layout`, like C's `realloc`: the contents
+    /// up to the smaller of the two sizes are kept; a null `ptr` allocates. The result is
+    /// aligned to 16 bytes (C's `realloc` promises no more), whatever `ptr`'s alignment was.
+    /// On failure it returns null and `ptr` stays valid. `new_size == 0` gives a unique
+    /// zero-sized block (C's `realloc(p, 0)`, which frees, is the shim's business).
+    ///
+    /// # Safety
+    /// `ptr` is null or a live block of this allocator; if the result is not null, `ptr` is no
+    /// longer valid.
+    #[inline]
+    pub unsafe fn realloc_ptr(&self, ptr: *mut u8, new_size: usize) -> *mut u8 {
+        const ALIGN: usize = crate::system::MALLOC_ALIGN;
+        let _guard = Guard::enter();
+        let old_size = match NonNull::new(ptr) {
+            // SAFETY: forwarded from the caller.
+            Some(user) => unsafe { self.capacity(P::config(), user, "realloc") },
+            None => 0,
+        };
+        // SAFETY: a capacity is a size the block holds, so it is a valid size with a 16-byte
+        // alignment (blocks never come near `isize::MAX`); the block is live.
+        unsafe {
+            let old = Layout::from_size_align_unchecked(old_size, ALIGN);
+            self.reallocate(ptr, old, new_size)
+        }
+    }
+
+    /// The usable bytes of `user`, by block kind. `op` names the caller for misuse reports.
+    ///
+    /// # Safety
+    /// `user` is a live block of this allocator (or a misuse to be reported).
+    #[inline(always)]
+    unsafe fn capacity(&self, cfg: &Config, user: NonNull<u8>, op: &str) -> usize {
+        if cfg.pool && self.pool.owns(user) {
+            return self.pool.usable_size(user);
+        }
+        // SAFETY: a live header block of ours has a readable header; `read` aborts on
+        // anything else.
+        unsafe {
+            match header::plain_system(user) {
+                Some((_, capacity)) => capacity,
+                None => header::read(user, op).capacity(),
+            }
+        }
+    }
+
+    /// Frees a block the one-compare path does not know, with all of its capacity counted as
+    /// written (no `Layout` says less).
+    ///
+    /// # Safety
+    /// As [`Self::free_other`].
+    #[inline(never)]
+    unsafe fn free_unsized(&self, cfg: &Config, user: NonNull<u8>) {
+        // A bad header is reported by `free_other`'s full decode, as for `dealloc`.
+        // SAFETY: forwarded.
+        let written = unsafe { header::decode(user) }.map_or(0, |block| block.capacity());
+        // SAFETY: forwarded.
+        unsafe { self.free_other(cfg, user, written) }
+    }
+
     /// The mmap threshold in effect.
     #[inline(always)]
     fn threshold(&self, cfg: &Config) -> usize {

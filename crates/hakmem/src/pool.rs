@@ -27,6 +27,16 @@ impl Pool {
         false
     }
 
+    /// The usable bytes of a pool block (its size class).
+    ///
+    /// The layout-less entry points (`Allocator::usable_size`, `free`, `realloc_ptr`) ask this
+    /// of every block [`Pool::owns`].
+    #[inline(always)]
+    pub(crate) fn usable_size(&self, _ptr: NonNull<u8>) -> usize {
+        debug_assert!(false, "the pool owns no block yet");
+        0
+    }
+
     /// Returns a pool block.
     ///
     /// # Safety
