@@ -6,6 +6,8 @@
 //!   its runtime twin.
 //! - `cargo xtask large [--check]`: the measured acceptance of the large-block path (faults,
 //!   system calls, RSS, THP, realloc without copying; [`large`]).
+//! - `cargo xtask preload [--mode M] [--check]`: the preload library, one `.so` per mode, and its
+//!   check under `LD_PRELOAD` ([`preload`]).
 //! - `cargo xtask bench-compare A B`: whether two matrix runs agree within their spreads.
 //! - `cargo xtask bench-matrix [OPTIONS]`: the wall-clock matrix of every mode, runtime twin and
 //!   peer allocator over the scenarios ([`matrix`]).
@@ -17,6 +19,7 @@ mod cmd;
 mod large;
 mod matrix;
 mod overhead;
+mod preload;
 mod test;
 
 use std::process::ExitCode;
@@ -28,17 +31,19 @@ USAGE:
     cargo xtask <COMMAND> [OPTIONS]
 
 COMMANDS:
-    test [--no-overhead] [--no-matrix] [--no-large]
+    test [--no-overhead] [--no-matrix] [--no-large] [--no-preload]
         The project's one test command (CI runs it through .ci/run). Every step runs even if
         an earlier one failed: cargo fmt --check; clippy -D warnings (workspace, all features;
         hakmem, default features); cargo test -p hakmem for each compiled mode (minimal, fast,
         balanced, learning, research) with HAKMEM_MODE set to it; for the runtime feature;
         cargo test --workspace --all-features; the matrix smoke run (bench-matrix --smoke);
-        the overhead check; and the large-block check (large --check). Ends with a summary
-        and the line `xtask test: N passed, M failed`; exit status 0 only if all passed.
+        the overhead check; the large-block check (large --check); and the preload check
+        (preload --check). Ends with a summary and the line `xtask test: N passed, M failed`;
+        exit status 0 only if all passed.
             --no-overhead   skip the overhead check (it needs valgrind)
             --no-matrix     skip the matrix smoke run (it builds nine release binaries)
             --no-large      skip the large-block check (it needs strace and valgrind)
+            --no-preload    skip the preload check (it needs cc, python3 and git)
 
     overhead [--check]
         Zero-overhead evidence: builds benches' `pairs` probe (release) and counts, under
@@ -85,6 +90,23 @@ COMMANDS:
             --no-build         use the binaries already in <target>/bench-matrix/bin/
         A bad option or name exits with status 2.
 
+    preload [--mode M] [--check]
+        Builds the preload library (crates/hakmem-preload; LD_PRELOAD it to make hakmem the
+        malloc of any program) once per mode — minimal, fast, balanced, learning, research,
+        runtime — each with `cargo build --release -p hakmem-preload --no-default-features
+        --features M`, copies it to <target>/preload/M/libhakmem_preload.so and prints that
+        path, one line per mode (build progress goes to stderr). docs/preload.md.
+            --mode M        only mode M
+            --check         then run the check: the C test (crates/hakmem-preload/tests/
+                            preload_test.c, compiled with cc: every export's edge cases, TLS,
+                            threads, fork, exit, a malloc/free storm), python3 round-tripping
+                            a large JSON document and git (init, add 1,000 files, commit, log,
+                            gc), first without the library, then under each mode (runtime with
+                            HAKMEM_MODE=fast): the C test must pass and python3 and git must
+                            print exactly what they print without the library. Every child is
+                            killed after 180 s. Exit status 1 if a run failed. Needs cc,
+                            python3 and git.
+
     bench-compare DIR_A DIR_B
         Do two runs of the matrix agree? For every cell, whether one run's median lies within
         the other's min-max: in ns/op (results.csv), and relative to mimalloc with each run
@@ -110,11 +132,16 @@ enum Cli {
         overhead: bool,
         matrix: bool,
         large: bool,
+        preload: bool,
     },
     Overhead {
         check: bool,
     },
     Large {
+        check: bool,
+    },
+    Preload {
+        modes: Vec<&'static str>,
         check: bool,
     },
     BenchMatrix(matrix::Options),
@@ -158,12 +185,13 @@ fn parse(args: &[String]) -> Result<Cli, CliError> {
     match command.as_str() {
         "help" | "-h" | "--help" => Ok(Cli::Help),
         "test" => {
-            let (mut overhead, mut matrix, mut large) = (true, true, true);
+            let (mut overhead, mut matrix, mut large, mut preload) = (true, true, true, true);
             for option in options {
                 match option.as_str() {
                     "--no-overhead" => overhead = false,
                     "--no-matrix" => matrix = false,
                     "--no-large" => large = false,
+                    "--no-preload" => preload = false,
                     _ if is_help(option) => return Ok(Cli::Help),
                     _ => return Err(unknown("test", option)),
                 }
@@ -172,8 +200,10 @@ fn parse(args: &[String]) -> Result<Cli, CliError> {
                 overhead,
                 matrix,
                 large,
+                preload,
             })
         }
+        "preload" => parse_preload(options),
         "overhead" | "large" => {
             let command = if command == "overhead" {
                 "overhead"
@@ -212,6 +242,42 @@ fn parse(args: &[String]) -> Result<Cli, CliError> {
     }
 }
 
+/// `preload [--mode M] [--check]`.
+fn parse_preload(options: &[String]) -> Result<Cli, CliError> {
+    let mut modes: Vec<&'static str> = preload::MODES.to_vec();
+    let mut check = false;
+    let mut it = options.iter();
+    while let Some(option) = it.next() {
+        let (flag, inline) = match option.split_once('=') {
+            Some((f, v)) if f == "--mode" => (f, Some(v.to_owned())),
+            _ => (option.as_str(), None),
+        };
+        match flag {
+            "--check" => check = true,
+            "--mode" => {
+                let Some(value) = inline.or_else(|| it.next().cloned()) else {
+                    return Err(CliError::Usage("`--mode` needs a value".into()));
+                };
+                let Some(mode) = preload::MODES.iter().find(|m| **m == value) else {
+                    return Err(CliError::Usage(format!(
+                        "unknown mode `{value}` for `preload --mode`; accepted: {}",
+                        preload::MODES.join(", ")
+                    )));
+                };
+                modes = vec![mode];
+            }
+            "-h" | "--help" => return Ok(Cli::Help),
+            _ => {
+                return Err(CliError::UnknownOption {
+                    command: "preload",
+                    option: option.clone(),
+                })
+            }
+        }
+    }
+    Ok(Cli::Preload { modes, check })
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match parse(&args) {
@@ -223,8 +289,9 @@ fn main() -> ExitCode {
             overhead,
             matrix,
             large,
+            preload,
         }) => {
-            if test::run(overhead, matrix, large) {
+            if test::run(overhead, matrix, large, preload) {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
@@ -268,6 +335,17 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Ok(Cli::Preload { modes, check }) => match preload::run(&modes, check) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => {
+                eprintln!("xtask preload: a check failed (listed above)");
+                ExitCode::FAILURE
+            }
+            Err(e) => {
+                eprintln!("xtask preload: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Ok(Cli::BenchMatrix(opts)) => {
             let line = matrix::options::command_line(&args[1..]);
             match matrix::run(&opts, &line) {
@@ -324,7 +402,8 @@ mod tests {
             Ok(Cli::Test {
                 overhead: true,
                 matrix: true,
-                large: true
+                large: true,
+                preload: true
             })
         );
         assert_eq!(
@@ -332,7 +411,8 @@ mod tests {
             Ok(Cli::Test {
                 overhead: false,
                 matrix: true,
-                large: true
+                large: true,
+                preload: true
             })
         );
         assert_eq!(
@@ -340,7 +420,8 @@ mod tests {
             Ok(Cli::Test {
                 overhead: false,
                 matrix: false,
-                large: true
+                large: true,
+                preload: true
             })
         );
         assert_eq!(
@@ -348,7 +429,8 @@ mod tests {
             Ok(Cli::Test {
                 overhead: true,
                 matrix: true,
-                large: false
+                large: false,
+                preload: true
             })
         );
         assert_eq!(parse_strs(&["large"]), Ok(Cli::Large { check: false }));
@@ -358,6 +440,15 @@ mod tests {
         );
         assert_eq!(parse_strs(&["large", "--help"]), Ok(Cli::Help));
         assert!(USAGE.contains("\n    large [--check]\n") && USAGE.contains("--no-large"));
+        assert_eq!(
+            parse_strs(&["test", "--no-preload"]),
+            Ok(Cli::Test {
+                overhead: true,
+                matrix: true,
+                large: true,
+                preload: false
+            })
+        );
         assert_eq!(
             parse_strs(&["bench-matrix"]),
             Ok(Cli::BenchMatrix(matrix::Options::default()))
@@ -375,6 +466,46 @@ mod tests {
         assert_eq!(
             parse_strs(&["overhead", "--check"]),
             Ok(Cli::Overhead { check: true })
+        );
+    }
+
+    #[test]
+    fn preload_modes_and_check() {
+        assert_eq!(
+            parse_strs(&["preload"]),
+            Ok(Cli::Preload {
+                modes: preload::MODES.to_vec(),
+                check: false
+            })
+        );
+        let one = Ok(Cli::Preload {
+            modes: vec!["runtime"],
+            check: true,
+        });
+        assert_eq!(
+            parse_strs(&["preload", "--check", "--mode", "runtime"]),
+            one
+        );
+        assert_eq!(parse_strs(&["preload", "--mode=runtime", "--check"]), one);
+        assert!(matches!(
+            parse_strs(&["preload", "--mode", "turbo"]),
+            Err(CliError::Usage(m)) if m.contains("accepted: minimal, fast, balanced")
+        ));
+        assert!(matches!(
+            parse_strs(&["preload", "--mode"]),
+            Err(CliError::Usage(_))
+        ));
+        assert!(matches!(
+            parse_strs(&["preload", "--fast"]),
+            Err(CliError::UnknownOption {
+                command: "preload",
+                ..
+            })
+        ));
+        assert_eq!(parse_strs(&["preload", "-h"]), Ok(Cli::Help));
+        assert!(
+            USAGE.contains("\n    preload [--mode M] [--check]\n")
+                && USAGE.contains("--no-preload")
         );
     }
 
