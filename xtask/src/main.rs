@@ -68,7 +68,7 @@ COMMANDS:
             --check         exit with status 1 if a check fails
 
     bench-matrix [--quick | --full | --reps N] [--scenarios a,b] [--allocators a,b]
-                 [--out DIR] [--smoke] [--scale F] [--no-build]
+                 [--out DIR] [--smoke] [--scale F] [--no-build] [--real | --real-only]
         The wall-clock matrix: 13 contenders (minimal, fast, balanced, learning, research;
         their runtime twins runtime-minimal … runtime-research, i.e. bench-runtime with
         HAKMEM_MODE set; glibc, mimalloc, jemalloc) × the scenarios of `bench --list`. Builds
@@ -88,6 +88,16 @@ COMMANDS:
                                unless --out says otherwise (cargo xtask test runs this)
             --scale F          shrink every scenario's iteration counts (0 < F <= 1)
             --no-build         use the binaries already in <target>/bench-matrix/bin/
+                               (and the preload libraries in <target>/preload/)
+            --real             add the real-program row: python3 round-tripping a large
+                               JSON document (PYTHONMALLOC=malloc), whole-process wall time
+                               under each selected contender — hakmem modes and runtime twins
+                               through their preload library (cargo xtask preload), glibc,
+                               and Debian's libmimalloc / libjemalloc preload libraries where
+                               installed (apt-get install libmimalloc2.0 libjemalloc2) — with
+                               ratios to glibc and to Debian's mimalloc; writes real.csv and
+                               a section of report.md. --scale shrinks its document too.
+            --real-only        the real-program row alone (real.csv, real.md)
         A bad option or name exits with status 2.
 
     preload [--mode M] [--check]
