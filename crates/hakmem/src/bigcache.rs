@@ -68,15 +68,14 @@ pub(crate) fn class_of(size: usize) -> Option<usize> {
     if size < CLASSES[0] || size > CLASSES[7] {
         return None;
     }
-    // The mask is a no-op (the table holds classes) that tells the compiler the class indexes
-    // `CLASSES` and the score table in bounds: no panic path on the free and alloc paths.
-    Some(CLASS_OF[(size - 1) >> 19] as usize & (CLASSES.len() - 1))
+    Some(CLASS_OF[(size - 1) >> 19] as usize)
 }
 
 /// The class of a block whose user region is exactly `capacity` bytes, or `None`.
 #[inline(always)]
 pub(crate) fn class_of_capacity(capacity: usize) -> Option<usize> {
-    class_of(capacity).filter(|&c| CLASSES[c] == capacity)
+    // `get`, not indexing: no panic path (a class is always in bounds).
+    class_of(capacity).filter(|&c| CLASSES.get(c) == Some(&capacity))
 }
 
 /// The per-instance cache.
@@ -117,7 +116,7 @@ impl BigCache {
             if user != 0 {
                 self.held.fetch_sub(len, Ordering::Relaxed);
                 // A hit makes the class HOT for its next SCORE_MAX puts.
-                self.score[class & (CLASSES.len() - 1)].store(SCORE_MAX, Ordering::Relaxed);
+                self.score[class].store(SCORE_MAX, Ordering::Relaxed);
                 return NonNull::new(user as *mut u8);
             }
         }
@@ -128,8 +127,11 @@ impl BigCache {
     /// class's blocks are WARM: advised `MADV_FREE` before they are cached.
     #[inline(always)]
     pub(crate) fn is_hot(&self, class: usize) -> bool {
-        // The mask is a no-op (a class is below 8) that drops the bounds check, as in `bucket`.
-        let score = &self.score[class & (CLASSES.len() - 1)];
+        // `get`, not indexing: no panic path on the free path (a class is always in bounds;
+        // if it were not, "cold" would be a safe answer).
+        let Some(score) = self.score.get(class) else {
+            return false;
+        };
         let s = score.load(Ordering::Relaxed);
         if s == 0 {
             return false;
@@ -193,11 +195,7 @@ impl Meta {
     /// The block's class, if it is a class block.
     #[inline(always)]
     pub(crate) fn class(self) -> Option<usize> {
-        // A word that names no class (only a corrupted one could) is no class block, and the
-        // compiler learns that a class indexes `CLASSES` in bounds.
-        (self.0 >> CLASS_SHIFT)
-            .checked_sub(1)
-            .filter(|&c| c < CLASSES.len())
+        (self.0 >> CLASS_SHIFT).checked_sub(1)
     }
 
     /// The same block's metadata with `dirty` bytes.
