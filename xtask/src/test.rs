@@ -4,16 +4,16 @@
 //! `cargo test -p hakmem` once per compiled mode with `HAKMEM_MODE` naming it, once for the
 //! `runtime` feature, `cargo test --workspace --all-features`, the benchmark matrix's smoke run
 //! (`cargo xtask bench-matrix --smoke`, in this process, so that the command cannot rot), the
-//! callgrind overhead check, the large-block check (`cargo xtask large --check`) and last the
-//! preload check (`cargo xtask preload --check`) — then prints a summary table and, as the very
-//! last line, `xtask test: N passed, M failed`.
+//! instruction-count check with its self-test (`cargo xtask icount --self-test`), the large-block
+//! check (`cargo xtask large --check`) and last the preload check (`cargo xtask preload --check`)
+//! — then prints a summary table and, as the very last line, `xtask test: N passed, M failed`.
 
 use std::time::{Duration, Instant};
 
 use crate::cmd;
+use crate::icount;
 use crate::large;
 use crate::matrix;
-use crate::overhead;
 use crate::preload;
 
 /// The compiled modes, each a cargo feature of `hakmem` and a value of `HAKMEM_MODE`.
@@ -38,8 +38,8 @@ pub enum Action {
     },
     /// `cargo xtask bench-matrix --smoke`, in this process.
     Matrix,
-    /// `cargo xtask overhead --check`, in this process.
-    Overhead,
+    /// `cargo xtask icount --self-test`, in this process.
+    Icount,
     /// `cargo xtask large --check`, in this process.
     Large,
     /// `cargo xtask preload --check`, in this process.
@@ -47,9 +47,9 @@ pub enum Action {
 }
 
 /// The steps, in order: the matrix smoke run after the workspace tests (if `matrix`), then the
-/// overhead check (if `overhead`), the large-block check (if `large`), the preload check last
-/// (if `preload`).
-pub fn steps(overhead: bool, matrix: bool, large: bool, preload: bool) -> Vec<Step> {
+/// instruction-count check (if `icount`), the large-block check (if `large`), the preload check
+/// last (if `preload`).
+pub fn steps(icount: bool, matrix: bool, large: bool, preload: bool) -> Vec<Step> {
     let cargo = |title: String, args: &[&'static str], mode: Option<&'static str>| Step {
         title,
         action: Action::Cargo {
@@ -127,10 +127,10 @@ pub fn steps(overhead: bool, matrix: bool, large: bool, preload: bool) -> Vec<St
             action: Action::Matrix,
         });
     }
-    if overhead {
+    if icount {
         steps.push(Step {
-            title: "overhead check (cargo xtask overhead --check)".into(),
-            action: Action::Overhead,
+            title: ICOUNT_TITLE.into(),
+            action: Action::Icount,
         });
     }
     if large {
@@ -153,6 +153,8 @@ const PRELOAD_TITLE: &str = "preload check (cargo xtask preload --check)";
 
 /// The matrix step's title.
 const MATRIX_TITLE: &str = "matrix smoke run (cargo xtask bench-matrix --smoke)";
+/// The instruction-count step's title.
+const ICOUNT_TITLE: &str = "instruction counts (cargo xtask icount --self-test)";
 
 /// How one step ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,8 +166,8 @@ pub enum Outcome {
 }
 
 /// Runs the steps; `true` if all passed.
-pub fn run(overhead: bool, matrix: bool, large: bool, preload: bool) -> bool {
-    let steps = steps(overhead, matrix, large, preload);
+pub fn run(icount: bool, matrix: bool, large: bool, preload: bool) -> bool {
+    let steps = steps(icount, matrix, large, preload);
     let total = steps.len();
     let mut results: Vec<(String, Outcome, Duration)> = Vec::new();
     for (i, step) in steps.iter().enumerate() {
@@ -195,12 +197,16 @@ pub fn run(overhead: bool, matrix: bool, large: bool, preload: bool) -> bool {
                     }
                 }
             }
-            Action::Overhead => {
+            Action::Icount => {
                 let invoked_as =
-                    "cargo xtask test (its overhead step: cargo xtask overhead --check)";
-                match overhead::run(invoked_as) {
+                    "cargo xtask test (its icount step: cargo xtask icount --self-test)";
+                let opts = icount::Options {
+                    self_test: true,
+                    ..icount::Options::default()
+                };
+                match icount::run(&opts, invoked_as) {
                     Ok(true) => Ok(()),
-                    Ok(false) => Err("a zero-overhead rule failed".to_owned()),
+                    Ok(false) => Err("an instruction-count check failed".to_owned()),
                     Err(e) => {
                         eprintln!("error: {e}");
                         Err(e)
@@ -250,11 +256,11 @@ pub fn run(overhead: bool, matrix: bool, large: bool, preload: bool) -> bool {
             Duration::ZERO,
         ));
     }
-    if !overhead {
+    if !icount {
         println!();
-        println!("[--] overhead check skipped (--no-overhead)");
+        println!("[--] instruction counts skipped (--no-icount)");
         results.push((
-            "overhead check".to_owned(),
+            "instruction counts".to_owned(),
             Outcome::Skipped,
             Duration::ZERO,
         ));
@@ -317,11 +323,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn thirteen_steps_with_the_matrix_after_the_tests_then_overhead_then_large() {
+    fn thirteen_steps_with_the_matrix_after_the_tests_then_icount_then_large() {
         let all = steps(true, true, true, false);
         assert_eq!(all.len(), 13);
         assert_eq!(all.last().map(|s| &s.action), Some(&Action::Large));
-        assert_eq!(all[11].action, Action::Overhead);
+        assert_eq!(all[11].action, Action::Icount);
         assert_eq!(all[10].action, Action::Matrix);
         assert!(matches!(
             &all[9].action,
@@ -329,7 +335,7 @@ mod tests {
         ));
         let without = steps(false, true, true, false);
         assert_eq!(without.len(), 12);
-        assert!(without.iter().all(|s| s.action != Action::Overhead));
+        assert!(without.iter().all(|s| s.action != Action::Icount));
         assert_eq!(without.last().map(|s| &s.action), Some(&Action::Large));
         let without = steps(true, false, true, false);
         assert_eq!(without.len(), 12);
@@ -337,7 +343,7 @@ mod tests {
         let without = steps(true, true, false, false);
         assert_eq!(without.len(), 12);
         assert!(without.iter().all(|s| s.action != Action::Large));
-        assert_eq!(without.last().map(|s| &s.action), Some(&Action::Overhead));
+        assert_eq!(without.last().map(|s| &s.action), Some(&Action::Icount));
         assert_eq!(steps(false, false, false, false).len(), 10);
     }
 
@@ -347,6 +353,7 @@ mod tests {
         assert_eq!(all.len(), 14);
         assert_eq!(all.last().map(|s| &s.action), Some(&Action::Preload));
         assert_eq!(all[12].action, Action::Large);
+        assert_eq!(all[11].action, Action::Icount);
         assert_eq!(steps(false, false, false, true).len(), 11);
     }
 
@@ -397,7 +404,7 @@ mod tests {
                 Duration::from_millis(240),
             ),
             (
-                "overhead check".to_owned(),
+                "instruction counts".to_owned(),
                 Outcome::Skipped,
                 Duration::ZERO,
             ),
