@@ -149,8 +149,10 @@ impl<P: Policy> Allocator<P> {
     /// ```
     ///
     /// # Safety
-    /// `ptr` is null or a live block of this allocator. A pointer with no valid header (never
-    /// allocated here, or already freed) ends the process with a message where that can be seen.
+    /// `ptr` is null or a live block of this allocator. Misuse that can be seen ends the process
+    /// with a message: an address in the pool that is no live block (an interior pointer, a
+    /// block of an emptied span), a pointer with no valid header (never allocated here, or
+    /// already freed).
     #[inline]
     pub unsafe fn usable_size(&self, ptr: *const u8) -> usize {
         let Some(user) = NonNull::new(ptr.cast_mut()) else {
@@ -165,8 +167,8 @@ impl<P: Policy> Allocator<P> {
     ///
     /// # Safety
     /// `ptr` is null or a live block of this allocator (from any of its allocation methods),
-    /// not used after this call. Misuse the header can reveal (a double free, a foreign
-    /// pointer) ends the process with a message.
+    /// not used after this call. Misuse the pool or the header can reveal (a double free, a
+    /// foreign pointer; docs/pool.md lists what the pool sees) ends the process with a message.
     #[inline]
     pub unsafe fn free(&self, ptr: *mut u8) {
         let Some(user) = NonNull::new(ptr) else {

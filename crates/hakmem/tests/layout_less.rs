@@ -1,7 +1,9 @@
 //! The entry points without a `Layout` (`usable_size`, `free`, `realloc_ptr`: what a C shim
-//! needs), for every policy: every block kind (plain and over-aligned system blocks, fresh
-//! mappings, BigCache class blocks, huge-page-aligned mappings), null, zero sizes, moves across
-//! the mmap threshold, failures that leave the block alone, and misuse reports.
+//! needs), for every policy: every block kind (pool blocks of every class and served alignment,
+//! plain and over-aligned system blocks, fresh mappings, BigCache class blocks,
+//! huge-page-aligned mappings), null, zero sizes, moves across pool classes, out of the pool and
+//! across the mmap threshold, frees from other threads, failures that leave the block alone, and
+//! misuse reports.
 
 mod common;
 
@@ -144,6 +146,204 @@ fn mixes_with_global_alloc<P: Policy>(a: &Allocator<P>) {
     }
 }
 
+// ---- pool blocks (FAST, BALANCED, and the runtime twin when its mode has the pool) -------------
+
+/// The pool's class sizes (docs/pool.md): multiples of 16 up to 128 B, then four per doubling
+/// up to 512 KiB.
+fn pool_classes() -> Vec<usize> {
+    (0..56usize)
+        .map(|c| {
+            if c < 8 {
+                (c + 1) * 16
+            } else {
+                let b = 7 + (c - 8) / 4;
+                (1 << b) + ((c - 8) % 4 + 1) * (1 << (b - 2))
+            }
+        })
+        .collect()
+}
+
+/// The usable size of the pool block serving `size` bytes at `align`: the smallest class that
+/// holds it and whose size is a multiple of the alignment (every class is 16-aligned).
+fn pool_usable(size: usize, align: usize) -> usize {
+    pool_classes()
+        .into_iter()
+        .find(|&c| c >= size.max(1) && c % align.max(16) == 0)
+        .expect("a pool size")
+}
+
+/// Every class (its smallest and largest request), at every alignment the pool serves: the
+/// block is a pool block (its usable size is its class's, where a header block's would be the
+/// request), every usable byte can be written, and `free` takes it back (the same block comes
+/// back for the same request).
+fn pool_blocks_by_address<P: Policy>(a: &Allocator<P>) {
+    let classes = pool_classes();
+    let mut sizes = vec![0usize];
+    for (i, &c) in classes.iter().enumerate() {
+        sizes.push(if i == 0 { 1 } else { classes[i - 1] + 1 });
+        sizes.push(c);
+    }
+    sizes.retain(|&s| s < 512 << 10); // the threshold: 512 KiB itself is a mapping
+    for &size in &sizes {
+        for align in [1usize, 16, 64, 4096, 65536] {
+            let layout = Layout::from_size_align(size, align).unwrap();
+            // SAFETY: a valid layout; every block is written within its usable size and freed
+            // once.
+            unsafe {
+                let p = a.alloc_at(layout, Site::NONE);
+                assert!(
+                    !p.is_null() && p as usize % align == 0,
+                    "{size} B at {align}"
+                );
+                let usable = a.usable_size(p);
+                assert_eq!(
+                    usable,
+                    pool_usable(size, align),
+                    "{}: {size} B at {align} is a pool block of its class",
+                    P::NAME
+                );
+                fill(p, usable, size as u8);
+                assert!(holds(p, usable, usable, size as u8));
+                a.free(p);
+                let q = a.alloc_at(layout, Site::NONE);
+                assert_eq!(q, p, "{}: {size} B at {align}: freed to the pool", P::NAME);
+                a.free(q);
+            }
+        }
+    }
+}
+
+/// realloc_ptr of pool blocks: in place while the new size fits the class and needs more than
+/// half of it; otherwise a move (to a smaller or larger class, out of the pool into a mapping,
+/// and back) that keeps the contents and gives the old block back to the pool: the largest
+/// class's block (usable size exactly the pool's largest) is taken back by the pool, not sent
+/// to the mapping path.
+fn pool_realloc<P: Policy>(a: &Allocator<P>) {
+    // SAFETY: every pointer is the live result of the previous call.
+    unsafe {
+        let p = a.realloc_ptr(std::ptr::null_mut(), 100);
+        assert_eq!(a.usable_size(p), 112);
+        fill(p, 100, 5);
+        assert_eq!(a.realloc_ptr(p, 112), p, "fits its class");
+        assert_eq!(a.realloc_ptr(p, 57), p, "still more than half of 112");
+        let q = a.realloc_ptr(p, 50);
+        assert_ne!(q, p, "to the 64 B class");
+        assert_eq!(a.usable_size(q), 64);
+        assert!(holds(q, 100, 50, 5));
+        let p2 = a.realloc_ptr(std::ptr::null_mut(), 100);
+        assert_eq!(p2, p, "the 112 B block went back to the pool");
+        a.free(p2);
+        // Up through the classes, out of the pool, and back.
+        let mut p = q;
+        let mut len = 50;
+        for (new, usable) in [
+            (1000, 1024),
+            (300_000, 327_680),
+            ((512 << 10) - 1, 512 << 10),
+        ] {
+            let n = a.realloc_ptr(p, new);
+            assert!(!n.is_null());
+            assert_eq!(a.usable_size(n), usable, "{new} B");
+            assert!(holds(n, len, len, 5), "{len} -> {new} B");
+            fill(n, new, 5);
+            p = n;
+            len = new;
+        }
+        let top = p;
+        let out = a.realloc_ptr(top, 600 << 10);
+        assert!(!out.is_null() && out != top);
+        assert!(a.usable_size(out) >= 600 << 10);
+        assert!(holds(out, len, len, 5), "out of the pool");
+        let again = a.realloc_ptr(std::ptr::null_mut(), 500_000);
+        assert_eq!(again, top, "the pool took its largest block back");
+        a.free(again);
+        let back = a.realloc_ptr(out, 200);
+        assert_eq!(a.usable_size(back), 224, "back into the pool");
+        assert!(holds(back, 200, 200, 5));
+        a.free(back);
+        // An over-aligned pool block reallocates too, contents kept.
+        let al = a.alloc(Layout::from_size_align(3000, 4096).unwrap());
+        assert_eq!(a.usable_size(al), 4096);
+        fill(al, 3000, 8);
+        let moved = a.realloc_ptr(al, 5000);
+        assert!(holds(moved, 3000, 3000, 8));
+        a.free(moved);
+    }
+}
+
+/// Pool blocks made on one thread are measured, resized and freed without a layout on another
+/// (the remote path), and blocks freed that way come back to their owner.
+fn pool_blocks_cross_threads<P: Policy>(a: &'static Allocator<P>) {
+    let sizes = [16usize, 100, 1000, 24_000, 300_000];
+    let made = std::thread::spawn(move || {
+        sizes
+            .iter()
+            .map(|&size| {
+                // SAFETY: a valid size; the block crosses to the other thread as an address.
+                let p = unsafe { a.realloc_ptr(std::ptr::null_mut(), size) };
+                fill(p, size, 7);
+                p as usize
+            })
+            .collect::<Vec<_>>()
+    })
+    .join()
+    .unwrap();
+    // The owner has exited; its spans are abandoned, the blocks still live.
+    for (&size, &p) in sizes.iter().zip(&made) {
+        let p = p as *mut u8;
+        // SAFETY: live blocks of `a`, each resized or freed once.
+        unsafe {
+            assert_eq!(a.usable_size(p), pool_usable(size, 16));
+            assert!(holds(p, size, size, 7));
+            if size == 1000 {
+                let q = a.realloc_ptr(p, 2000);
+                assert!(holds(q, size, size, 7));
+                a.free(q);
+            } else {
+                a.free(p);
+            }
+        }
+    }
+    // And from a live owner to another thread.
+    // SAFETY: a valid size; freed once, on the other thread.
+    let p = unsafe { a.realloc_ptr(std::ptr::null_mut(), 48) } as usize;
+    std::thread::spawn(move || {
+        // SAFETY: a live block of `a`.
+        unsafe {
+            assert_eq!(a.usable_size(p as *const u8), 48);
+            a.free(p as *mut u8);
+        }
+    })
+    .join()
+    .unwrap();
+}
+
+fn pool_entry_points<P: Policy>() {
+    if !P::config().pool {
+        return; // MINIMAL, LEARNING, RESEARCH (or a runtime mode without the pool)
+    }
+    let a: &'static Allocator<P> = Box::leak(Box::new(Allocator::new()));
+    pool_blocks_by_address(a);
+    pool_realloc(a);
+    pool_blocks_cross_threads(a);
+}
+
+#[test]
+fn fast_pool_blocks() {
+    pool_entry_points::<Fast>();
+}
+
+#[test]
+fn balanced_pool_blocks() {
+    pool_entry_points::<Balanced>();
+}
+
+/// The runtime twin with the pool when `HAKMEM_MODE` names a pool mode (unset: BALANCED).
+#[test]
+fn runtime_pool_blocks() {
+    pool_entry_points::<Runtime>();
+}
+
 fn holds_zero(p: *const u8, n: usize) -> bool {
     // SAFETY: the caller's block holds `n` bytes.
     offsets(n).all(|i| unsafe { p.add(i).read() } == 0)
@@ -191,7 +391,7 @@ fn runtime() {
 #[test]
 #[ignore = "run by free_reports_misuse in a child process"]
 fn child_double_free_without_layout() {
-    static A: Allocator<Balanced> = Allocator::new();
+    static A: Allocator<Minimal> = Allocator::new();
     let layout = Layout::from_size_align(100, 64).unwrap();
     // SAFETY: deliberate misuse: the second free must be reported (the over-aligned block's
     // header survives the first).
@@ -199,6 +399,40 @@ fn child_double_free_without_layout() {
         let p = A.alloc(layout);
         A.free(p);
         A.free(p);
+    }
+}
+
+#[test]
+#[ignore = "run by free_reports_misuse in a child process"]
+fn child_pool_double_free_without_layout() {
+    static A: Allocator<Balanced> = Allocator::new();
+    // SAFETY: deliberate misuse: the second free of a pool block (no header) must be reported.
+    unsafe {
+        let p = A.realloc_ptr(std::ptr::null_mut(), 100);
+        A.free(p);
+        A.free(p);
+    }
+}
+
+#[test]
+#[ignore = "run by free_reports_misuse in a child process"]
+fn child_pool_usable_size_of_interior_pointer() {
+    static A: Allocator<Fast> = Allocator::new();
+    // SAFETY: deliberate misuse: an address inside a pool block is no block.
+    unsafe {
+        let p = A.realloc_ptr(std::ptr::null_mut(), 100);
+        A.usable_size(p.add(16));
+    }
+}
+
+#[test]
+#[ignore = "run by free_reports_misuse in a child process"]
+fn child_pool_realloc_of_interior_pointer() {
+    static A: Allocator<Fast> = Allocator::new();
+    // SAFETY: deliberate misuse, as above, through realloc.
+    unsafe {
+        let p = A.realloc_ptr(std::ptr::null_mut(), 1000);
+        A.realloc_ptr(p.add(512), 2000);
     }
 }
 
@@ -221,6 +455,18 @@ fn free_reports_misuse() {
         (
             "child_usable_size_of_foreign_pointer",
             "hakmem: usable_size(0x",
+        ),
+        (
+            "child_pool_double_free_without_layout",
+            "): double free detected (pool block)",
+        ),
+        (
+            "child_pool_usable_size_of_interior_pointer",
+            "hakmem: usable_size(0x",
+        ),
+        (
+            "child_pool_realloc_of_interior_pointer",
+            "hakmem: realloc(0x",
         ),
     ] {
         let out = common::run_child(name, &[]);
