@@ -402,6 +402,11 @@ pub const EXPORTS: [&str; 12] = [
     "hakmem_mode",
 ];
 
+/// Functions C calls back that the library registers at run time (not exports, but entered
+/// from C all the same): the pool's thread-exit destructor (a pthread key's). Absent from the
+/// modes without a pool, where the walk simply finds nothing to start from.
+pub const CALLBACKS: [&str; 1] = ["hakmem::pool::thread::on_exit"];
+
 /// Where the walk stops: hakmem's diagnostics (a misuse report formats its line and aborts; a
 /// warning formats into a stack buffer) and the abort that an `extern "C"` function's unwind
 /// guard calls.
@@ -414,7 +419,8 @@ fn is_panic(name: &str) -> bool {
 
 /// Walks the direct calls and tail jumps of `disassembly` (`objdump -d -C`) from `roots` and
 /// returns the panicking functions it reaches, each as `caller -> callee`, not walking into
-/// [`WALK_STOPS`].
+/// [`WALK_STOPS`] nor through PLT stubs (`name@plt`: calls into another library, whose last
+/// jump goes to the resolver stub that objdump labels with whatever symbol precedes `.plt`).
 pub fn panics_reachable(disassembly: &str, roots: &[&str]) -> Vec<String> {
     use std::collections::{BTreeMap, BTreeSet};
     let mut calls: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
@@ -432,7 +438,9 @@ pub fn panics_reachable(disassembly: &str, roots: &[&str]) -> Vec<String> {
             continue;
         }
         // `  12ab:\tcall   5678 <callee+0x10>` (or jmp): a direct call or jump.
-        let Some(caller) = current else { continue };
+        let Some(caller) = current.filter(|name| !name.ends_with("@plt")) else {
+            continue;
+        };
         let mut words = line.split_whitespace().skip(1);
         let Some(op) = words.next() else { continue };
         if !(op.starts_with("call") || op.starts_with("jmp")) {
@@ -495,7 +503,8 @@ pub fn check_panic_free(lib: &Path) -> Result<(), String> {
             missing.join(", ")
         ));
     }
-    match panics_reachable(&text, &EXPORTS) {
+    let roots: Vec<&str> = EXPORTS.iter().chain(&CALLBACKS).copied().collect();
+    match panics_reachable(&text, &roots) {
         found if found.is_empty() => Ok(()),
         found => Err(format!("a panic is reachable: {}", found.join("; "))),
     }
@@ -816,13 +825,23 @@ mod tests {
     1400:\tcall   1200 <core::slice::index::slice_index_fail>
 0000000000001500 <free>:
     1500:\tcall   *%rax
-    1502:\tret
+    1502:\tcall   1600 <__tls_get_addr@plt>
+    1507:\tret
+0000000000001600 <__tls_get_addr@plt>:
+    1600:\tjmp    *0x28ba(%rip)        # 4a800 <__tls_get_addr@GLIBC_2.3>
+    1606:\tpush   $0x1
+    160b:\tjmp    1700 <std::alloc::rust_oom+0x10>
+0000000000001700 <std::alloc::rust_oom>:
+    1700:\tcall   1200 <core::slice::index::slice_index_fail>
 ";
         assert_eq!(
             panics_reachable(dis, &["malloc", "free"]),
             ["helper -> core::slice::index::slice_index_fail"]
         );
-        assert!(panics_reachable(dis, &["free"]).is_empty());
+        assert!(
+            panics_reachable(dis, &["free"]).is_empty(),
+            "a PLT stub is not followed into the symbol objdump names its resolver jump by"
+        );
     }
 
     #[test]
