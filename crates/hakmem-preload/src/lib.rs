@@ -42,6 +42,31 @@ static HAKMEM: Hakmem = Hakmem::new();
 /// What `malloc` aligns to: `alignof(max_align_t)` on x86_64 and aarch64 glibc.
 const MALLOC_ALIGN: usize = 16;
 
+// ---- glibc's malloc, set up while the process is single-threaded ------------------------------
+
+extern "C" {
+    fn __libc_malloc(size: usize) -> *mut c_void;
+    fn __libc_free(ptr: *mut c_void);
+}
+
+/// Sets up glibc's malloc, which serves hakmem's system path in this library (`__libc_malloc` &
+/// co.), at load time. glibc 2.36 sets itself up lazily, at its first call, for the calling
+/// thread, which it takes to be the only one: it makes that thread the main arena's one user.
+/// Here that first call can come late and from two threads at once (with the pool serving every
+/// small request, the first system-path allocations may be two exiting threads' key
+/// destructors'); both then use the main arena as its only user, and the second to exit fails
+/// glibc's `a->attached_threads > 0` assertion (about one run of the C test in 40 did, before
+/// this). A constructor runs before `main`, while the process is single-threaded.
+extern "C" fn init_glibc_malloc() {
+    // SAFETY: glibc's own malloc and free, on a block of its own.
+    unsafe { __libc_free(__libc_malloc(1)) }
+}
+
+/// The library's one constructor ([`init_glibc_malloc`]).
+#[used]
+#[link_section = ".init_array"]
+static INIT_GLIBC_MALLOC: extern "C" fn() = init_glibc_malloc;
+
 // ---- errno -----------------------------------------------------------------------------------
 
 fn errno() -> c_int {
