@@ -1,8 +1,10 @@
 /*
  * The preload library's C test (docs/preload.md): every export's edge cases with glibc 2.36's
- * semantics, glibc's own allocations freed by the library (strdup, stdio, dlerror, …), dynamic
- * TLS set-up in threads, thread exit, fork from a multi-threaded process, exit handlers that
- * allocate, and a multi-threaded malloc/free storm with cross-thread frees.
+ * semantics, every usable byte kept by realloc, glibc's own allocations freed by the library
+ * (strdup, stdio, dlerror, …), dynamic TLS set-up in threads and a DTV outgrown while threads
+ * run, thread exit, a pthread key past glibc's first 32 made at the first allocation, fork from
+ * a multi-threaded process, exit handlers that allocate, and a multi-threaded malloc/free storm
+ * with cross-thread frees.
  *
  * It runs unchanged on plain glibc (`cargo xtask preload --check` runs it there first), so
  * every expectation below is glibc's behaviour, not something only hakmem does.
@@ -336,6 +338,33 @@ static void test_aligned(void) {
     puts("ok posix_memalign, aligned_alloc, memalign, valloc, pvalloc");
 }
 
+/* ---- every usable byte is the program's, and realloc keeps them --------------------------- */
+
+/* malloc_usable_size's bytes may all be written, and a realloc that grows the block keeps all of
+ * them (glibc copies the whole chunk; hakmem copies the usable size: for a pool block its class,
+ * which is also what it hands back to the pool). Plain and over-aligned blocks, up to 3 MiB. */
+static void test_usable(void) {
+    static const size_t aligns[] = {0, 64, 4096, 65536}; /* 0: malloc */
+    for (size_t a = 0; a < sizeof aligns / sizeof aligns[0]; a++) {
+        for (size_t i = 0; i < NSIZES && SIZES[i] <= (3 << 20); i++) {
+            size_t n = opaque(SIZES[i]);
+            unsigned char *p = aligns[a] ? memalign(aligns[a], n) : malloc(n);
+            CHECK(p != NULL && (!aligns[a] || aligned(p, aligns[a])), "%zu B at %zu", n,
+                  aligns[a]);
+            size_t usable = malloc_usable_size(p);
+            CHECK(usable >= n);
+            fill(p, usable, (unsigned)(i + a));
+            unsigned char *q = realloc(p, opaque(usable + 1));
+            CHECK(q != NULL && verify(q, usable, (unsigned)(i + a)),
+                  "realloc(%zu B block, %zu) kept its %zu usable bytes", n, usable + 1, usable);
+            unsigned char *r = realloc(q, opaque(usable / 2 + 1));
+            CHECK(r != NULL && verify(r, usable / 2 + 1, (unsigned)(i + a)), "shrunk");
+            free(r);
+        }
+    }
+    puts("ok usable bytes (all writable, kept by realloc; plain and aligned to 64, 4096, 65536)");
+}
+
 /* ---- glibc's own allocations, freed by the program ----------------------------------------- */
 
 static int cmp_int(const void *a, const void *b) {
@@ -428,6 +457,122 @@ static void test_dl(const char *tls_lib, const char *expected) {
               expected);
     }
     printf("ok dlopen, dlsym, dlerror (allocator: %s)\n", mode ? mode() : "glibc");
+}
+
+/* ---- a DTV outgrown while threads run ----------------------------------------------------- */
+
+/* glibc gives each thread a DTV (the table of its dynamic TLS blocks) with room for 14 more
+ * modules than were loaded at its start. Loading more libraries with TLS makes each thread's next
+ * TLS access grow it: glibc reallocates it with realloc, that is through the library, whose own
+ * thread-locals (the pool's thread state; the debug build's re-entry flag) are reached through
+ * __tls_get_addr from inside that very call. This loads 24 copies of the TLS library while a
+ * thread that already allocated waits, then has that thread, the main thread and new threads
+ * allocate and touch every copy's TLS, and unloads them (glibc frees their TLS blocks). */
+
+#define TLS_LIBS 24
+
+static tls_touch_fn many_touch[TLS_LIBS];
+static atomic_int dtv_phase;
+
+static void *dtv_thread(void *arg) {
+    int old = arg != NULL;
+    void *p = malloc(100);
+    free(p);
+    if (old) {
+        atomic_store(&dtv_phase, 1);
+        while (atomic_load(&dtv_phase) != 2)
+            usleep(100);
+    }
+    unsigned sum = 0;
+    for (int i = 0; i < TLS_LIBS; i++) {
+        void *q = malloc((size_t)i * 100 + 1);
+        sum += many_touch[i]((unsigned)i);
+        free(q);
+    }
+    return malloc(16 + (sum & 1));
+}
+
+static void copy_file(const char *from, const char *to) {
+    FILE *in = fopen(from, "rb"), *out = fopen(to, "wb");
+    CHECK(in && out, "copy %s to %s", from, to);
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, in)) > 0)
+        CHECK(fwrite(buf, 1, n, out) == n);
+    fclose(in);
+    CHECK(fclose(out) == 0);
+}
+
+static void test_dtv(const char *tls_lib) {
+    const char *tmp = getenv("TMPDIR");
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/preload_test_XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    CHECK(mkdtemp(dir) != NULL, "mkdtemp(%s): %s", dir, strerror(errno));
+    pthread_t old;
+    CHECK(pthread_create(&old, NULL, dtv_thread, (void *)1) == 0);
+    while (atomic_load(&dtv_phase) != 1)
+        usleep(100);
+    static char paths[TLS_LIBS][600];
+    void *handles[TLS_LIBS];
+    for (int i = 0; i < TLS_LIBS; i++) {
+        snprintf(paths[i], sizeof paths[i], "%s/tls%d.so", dir, i);
+        copy_file(tls_lib, paths[i]);
+        handles[i] = dlopen(paths[i], RTLD_NOW | RTLD_LOCAL);
+        CHECK(handles[i] != NULL, "dlopen(%s): %s", paths[i], dlerror());
+        many_touch[i] = (tls_touch_fn)dlsym(handles[i], "tls_touch");
+        CHECK(many_touch[i] != NULL);
+        many_touch[i]((unsigned)i); /* the main thread's DTV grows too */
+    }
+    atomic_store(&dtv_phase, 2);
+    void *ret;
+    CHECK(pthread_join(old, &ret) == 0 && ret != NULL);
+    free(ret);
+    for (int t = 0; t < 4; t++) {
+        pthread_t fresh;
+        CHECK(pthread_create(&fresh, NULL, dtv_thread, NULL) == 0);
+        CHECK(pthread_join(fresh, &ret) == 0 && ret != NULL);
+        free(ret);
+    }
+    for (int i = 0; i < TLS_LIBS; i++) {
+        CHECK(dlclose(handles[i]) == 0);
+        unlink(paths[i]);
+    }
+    rmdir(dir);
+    void *p = malloc(1000); /* the next TLS access after the unloads updates the DTV again */
+    CHECK(p != NULL);
+    free(p);
+    printf("ok dynamic TLS outgrowing the DTV (%d libraries loaded while a thread runs)\n",
+           TLS_LIBS);
+}
+
+/* ---- a pthread key past the first 32 --------------------------------------------------------- */
+
+/* main makes these before anything allocates. glibc keeps the values of keys past the first 32
+ * in arrays that pthread_setspecific callocs per thread. In FAST and BALANCED the pool makes a
+ * key of its own at the first allocation (its thread-exit hook), so that key lands past these
+ * 40: each thread's first pool allocation sets it, and glibc callocs, through the library, from
+ * inside that allocation (docs/pool.md says how the pool serves that re-entry). */
+#define EARLY_KEYS 40
+static pthread_key_t early_keys[EARLY_KEYS];
+
+static void make_early_keys(void) {
+    for (int i = 0; i < EARLY_KEYS; i++)
+        if (pthread_key_create(&early_keys[i], NULL) != 0)
+            _exit(4);
+}
+
+static void test_early_keys(const char *expected) {
+    pthread_key_t next;
+    CHECK(pthread_key_create(&next, NULL) == 0);
+    int pool = strcmp(expected, "fast") == 0 || strcmp(expected, "balanced") == 0;
+    /* Otherwise the re-entrant pthread_setspecific this is about would go untested. */
+    CHECK(next == early_keys[EARLY_KEYS - 1] + 1 + (pool ? 1 : 0),
+          "keys 0..%u were the program's; the next free one is %u (%s)",
+          early_keys[EARLY_KEYS - 1], next,
+          pool ? "the pool's own key expected right after them" : "no other key expected");
+    CHECK(pthread_key_delete(next) == 0);
+    printf("ok pthread keys (40 made before the first allocation%s)\n",
+           pool ? "; the pool's, made at it, is key 40: its pthread_setspecific callocs" : "");
 }
 
 /* ---- threads: TLS set-up, allocation in thread-exit destructors ---------------------------- */
@@ -764,6 +909,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: preload_test TLS_LIB [EXPECTED_MODE|glibc]\n");
         return 2;
     }
+    make_early_keys(); /* before anything allocates (see test_early_keys) */
     const char *expected = argc > 2 ? argv[2] : "glibc";
     const char *ops = getenv("PRELOAD_TEST_STORM_OPS");
     storm_ops = ops ? atol(ops) : 40000;
@@ -774,9 +920,12 @@ int main(int argc, char **argv) {
     test_calloc();
     test_realloc();
     test_aligned();
+    test_usable();
     test_libc();
     test_dl(argv[1], expected);
+    test_early_keys(expected);
     test_threads();
+    test_dtv(argv[1]);
     test_storm();
     test_fork();
     test_misuse(expected);
