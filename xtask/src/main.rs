@@ -1,7 +1,7 @@
 //! `cargo xtask`: project automation for hakmem, std only.
 //!
-//! - `cargo xtask test [--no-icount] [--no-matrix] [--no-large]`: the project's one test
-//!   command (CI runs it via `.ci/run`).
+//! - `cargo xtask test [--no-icount] [--no-matrix] [--no-large] [--no-preload]`: the project's
+//!   one test command (CI runs it via `.ci/run`).
 //! - `cargo xtask icount [--bless] [--baseline FILE] [--no-run] [--self-test]`: the
 //!   instruction-count regression check of every mode's hot paths ([`icount`]).
 //! - `cargo xtask large [--check]`: the measured acceptance of the large-block path (faults,
@@ -121,15 +121,18 @@ COMMANDS:
         --features M`, copies it to <target>/preload/M/libhakmem_preload.so and prints that
         path, one line per mode (build progress goes to stderr). docs/preload.md.
             --mode M        only mode M
-            --check         then run the check: the C test (crates/hakmem-preload/tests/
+            --check         then run the check: no export of a release library (nor the
+                            pool's thread-exit destructor) reaches a panic, from its objdump
+                            disassembly; the C test (crates/hakmem-preload/tests/
                             preload_test.c, compiled with cc: every export's edge cases, TLS,
-                            threads, fork, exit, a malloc/free storm), python3 round-tripping
-                            a large JSON document and git (init, add 1,000 files, commit, log,
-                            gc), first without the library, then under each mode (runtime with
-                            HAKMEM_MODE=fast): the C test must pass and python3 and git must
+                            threads, pthread keys, fork, exit, a malloc/free storm), python3
+                            round-tripping a large JSON document and git (init, add 1,000
+                            files, commit, log, gc), first without the library, then under
+                            each mode (runtime with HAKMEM_MODE=fast) and a debug build
+                            (balanced, or M): the C test must pass and python3 and git must
                             print exactly what they print without the library. Every child is
                             killed after 180 s. Exit status 1 if a run failed. Needs cc,
-                            python3 and git.
+                            python3, git and objdump.
 
     bench-compare DIR_A DIR_B
         Do two runs of the matrix agree? For every cell, whether one run's median lies within
