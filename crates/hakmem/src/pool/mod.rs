@@ -80,7 +80,7 @@ impl Pool {
     }
 
     /// A pool block for `layout`, or `None` when the pool does not serve it: `size >= limit` (the
-    /// policy's mmap threshold) or above [`MAX_SIZE`], an alignment above 4 KiB, or no memory.
+    /// policy's mmap threshold) or above [`MAX_SIZE`], an alignment above 64 KiB, or no memory.
     #[inline(always)]
     pub(crate) fn alloc(&self, layout: Layout, zeroed: bool, limit: usize) -> Option<NonNull<u8>> {
         let size = layout.size();
@@ -118,7 +118,7 @@ impl Pool {
         }
     }
 
-    /// An over-aligned request (16 < align ≤ 4 KiB): a class whose size is a multiple of the
+    /// An over-aligned request (16 < align ≤ 64 KiB): a class whose size is a multiple of the
     /// alignment.
     #[cold]
     #[inline(never)]
