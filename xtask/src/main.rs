@@ -1,11 +1,13 @@
 //! `cargo xtask`: project automation for hakmem, std only.
 //!
-//! - `cargo xtask test [--no-icount] [--no-matrix] [--no-large]`: the project's one test
-//!   command (CI runs it via `.ci/run`).
+//! - `cargo xtask test [--no-icount] [--no-matrix] [--no-large] [--no-preload]`: the project's
+//!   one test command (CI runs it via `.ci/run`).
 //! - `cargo xtask icount [--bless] [--baseline FILE] [--no-run] [--self-test]`: the
 //!   instruction-count regression check of every mode's hot paths ([`icount`]).
 //! - `cargo xtask large [--check]`: the measured acceptance of the large-block path (faults,
 //!   system calls, RSS, THP, realloc without copying; [`large`]).
+//! - `cargo xtask preload [--mode M] [--check]`: the preload library, one `.so` per mode, and its
+//!   check under `LD_PRELOAD` ([`preload`]).
 //! - `cargo xtask bench-compare A B`: whether two matrix runs agree within their spreads.
 //! - `cargo xtask bench-matrix [OPTIONS]`: the wall-clock matrix of every mode, runtime twin and
 //!   peer allocator over the scenarios ([`matrix`]).
@@ -17,6 +19,7 @@ mod cmd;
 mod icount;
 mod large;
 mod matrix;
+mod preload;
 mod test;
 
 use std::process::ExitCode;
@@ -28,18 +31,19 @@ USAGE:
     cargo xtask <COMMAND> [OPTIONS]
 
 COMMANDS:
-    test [--no-icount] [--no-matrix] [--no-large]
+    test [--no-icount] [--no-matrix] [--no-large] [--no-preload]
         The project's one test command (CI runs it through .ci/run). Every step runs even if
         an earlier one failed: cargo fmt --check; clippy -D warnings (workspace, all features;
         hakmem, default features); cargo test -p hakmem for each compiled mode (minimal, fast,
         balanced, learning, research) with HAKMEM_MODE set to it; for the runtime feature;
         cargo test --workspace --all-features; the matrix smoke run (bench-matrix --smoke);
-        the instruction-count check (icount --self-test); and the large-block check
-        (large --check). Ends with a summary and the line `xtask test: N passed, M failed`;
-        exit status 0 only if all passed.
+        the instruction-count check (icount --self-test); the large-block check
+        (large --check); and the preload check (preload --check). Ends with a summary and the
+        line `xtask test: N passed, M failed`; exit status 0 only if all passed.
             --no-icount     skip the instruction-count check (it needs valgrind)
             --no-matrix     skip the matrix smoke run (it builds nine release binaries)
             --no-large      skip the large-block check (it needs strace and valgrind)
+            --no-preload    skip the preload check (it needs cc, python3 and git)
 
     icount [--bless] [--baseline FILE] [--no-run] [--self-test]
         The instruction-count regression check. Installs iai-callgrind-runner 0.16.1 into
@@ -79,7 +83,7 @@ COMMANDS:
             --check         exit with status 1 if a check fails
 
     bench-matrix [--quick | --full | --reps N] [--scenarios a,b] [--allocators a,b]
-                 [--out DIR] [--smoke] [--scale F] [--no-build]
+                 [--out DIR] [--smoke] [--scale F] [--no-build] [--real | --real-only]
         The wall-clock matrix: 13 contenders (minimal, fast, balanced, learning, research;
         their runtime twins runtime-minimal … runtime-research, i.e. bench-runtime with
         HAKMEM_MODE set; glibc, mimalloc, jemalloc) × the scenarios of `bench --list`. Builds
@@ -99,7 +103,37 @@ COMMANDS:
                                unless --out says otherwise (cargo xtask test runs this)
             --scale F          shrink every scenario's iteration counts (0 < F <= 1)
             --no-build         use the binaries already in <target>/bench-matrix/bin/
+                               (and the preload libraries in <target>/preload/)
+            --real             add the real-program row: python3 round-tripping a large
+                               JSON document (PYTHONMALLOC=malloc), whole-process wall time
+                               under each selected contender — hakmem modes and runtime twins
+                               through their preload library (cargo xtask preload), glibc,
+                               and Debian's libmimalloc / libjemalloc preload libraries where
+                               installed (apt-get install libmimalloc2.0 libjemalloc2) — with
+                               ratios to glibc and to Debian's mimalloc; writes real.csv and
+                               a section of report.md. --scale shrinks its document too.
+            --real-only        the real-program row alone (real.csv, real.md)
         A bad option or name exits with status 2.
+
+    preload [--mode M] [--check]
+        Builds the preload library (crates/hakmem-preload; LD_PRELOAD it to make hakmem the
+        malloc of any program) once per mode — minimal, fast, balanced, learning, research,
+        runtime — each with `cargo build --release -p hakmem-preload --no-default-features
+        --features M`, copies it to <target>/preload/M/libhakmem_preload.so and prints that
+        path, one line per mode (build progress goes to stderr). docs/preload.md.
+            --mode M        only mode M
+            --check         then run the check: no export of a release library (nor the
+                            pool's thread-exit destructor) reaches a panic, from its objdump
+                            disassembly; the C test (crates/hakmem-preload/tests/
+                            preload_test.c, compiled with cc: every export's edge cases, TLS,
+                            threads, pthread keys, fork, exit, a malloc/free storm), python3
+                            round-tripping a large JSON document and git (init, add 1,000
+                            files, commit, log, gc), first without the library, then under
+                            each mode (runtime with HAKMEM_MODE=fast) and a debug build
+                            (balanced, or M): the C test must pass and python3 and git must
+                            print exactly what they print without the library. Every child is
+                            killed after 180 s. Exit status 1 if a run failed. Needs cc,
+                            python3, git and objdump.
 
     bench-compare DIR_A DIR_B
         Do two runs of the matrix agree? For every cell, whether one run's median lies within
@@ -125,9 +159,14 @@ enum Cli {
         icount: bool,
         matrix: bool,
         large: bool,
+        preload: bool,
     },
     Icount(icount::Options),
     Large {
+        check: bool,
+    },
+    Preload {
+        modes: Vec<&'static str>,
         check: bool,
     },
     BenchMatrix(matrix::Options),
@@ -171,12 +210,13 @@ fn parse(args: &[String]) -> Result<Cli, CliError> {
     match command.as_str() {
         "help" | "-h" | "--help" => Ok(Cli::Help),
         "test" => {
-            let (mut icount, mut matrix, mut large) = (true, true, true);
+            let (mut icount, mut matrix, mut large, mut preload) = (true, true, true, true);
             for option in options {
                 match option.as_str() {
                     "--no-icount" => icount = false,
                     "--no-matrix" => matrix = false,
                     "--no-large" => large = false,
+                    "--no-preload" => preload = false,
                     _ if is_help(option) => return Ok(Cli::Help),
                     _ => return Err(unknown("test", option)),
                 }
@@ -185,8 +225,10 @@ fn parse(args: &[String]) -> Result<Cli, CliError> {
                 icount,
                 matrix,
                 large,
+                preload,
             })
         }
+        "preload" => parse_preload(options),
         "icount" => match icount::parse(options) {
             Ok(Some(opts)) => Ok(Cli::Icount(opts)),
             Ok(None) => Ok(Cli::Help),
@@ -224,6 +266,42 @@ fn parse(args: &[String]) -> Result<Cli, CliError> {
     }
 }
 
+/// `preload [--mode M] [--check]`.
+fn parse_preload(options: &[String]) -> Result<Cli, CliError> {
+    let mut modes: Vec<&'static str> = preload::MODES.to_vec();
+    let mut check = false;
+    let mut it = options.iter();
+    while let Some(option) = it.next() {
+        let (flag, inline) = match option.split_once('=') {
+            Some((f, v)) if f == "--mode" => (f, Some(v.to_owned())),
+            _ => (option.as_str(), None),
+        };
+        match flag {
+            "--check" => check = true,
+            "--mode" => {
+                let Some(value) = inline.or_else(|| it.next().cloned()) else {
+                    return Err(CliError::Usage("`--mode` needs a value".into()));
+                };
+                let Some(mode) = preload::MODES.iter().find(|m| **m == value) else {
+                    return Err(CliError::Usage(format!(
+                        "unknown mode `{value}` for `preload --mode`; accepted: {}",
+                        preload::MODES.join(", ")
+                    )));
+                };
+                modes = vec![mode];
+            }
+            "-h" | "--help" => return Ok(Cli::Help),
+            _ => {
+                return Err(CliError::UnknownOption {
+                    command: "preload",
+                    option: option.clone(),
+                })
+            }
+        }
+    }
+    Ok(Cli::Preload { modes, check })
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match parse(&args) {
@@ -235,8 +313,9 @@ fn main() -> ExitCode {
             icount,
             matrix,
             large,
+            preload,
         }) => {
-            if test::run(icount, matrix, large) {
+            if test::run(icount, matrix, large, preload) {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
@@ -275,6 +354,17 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Ok(Cli::Preload { modes, check }) => match preload::run(&modes, check) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => {
+                eprintln!("xtask preload: a check failed (listed above)");
+                ExitCode::FAILURE
+            }
+            Err(e) => {
+                eprintln!("xtask preload: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Ok(Cli::BenchMatrix(opts)) => {
             let line = matrix::options::command_line(&args[1..]);
             match matrix::run(&opts, &line) {
@@ -331,7 +421,8 @@ mod tests {
             Ok(Cli::Test {
                 icount: true,
                 matrix: true,
-                large: true
+                large: true,
+                preload: true
             })
         );
         assert_eq!(
@@ -339,7 +430,8 @@ mod tests {
             Ok(Cli::Test {
                 icount: false,
                 matrix: true,
-                large: true
+                large: true,
+                preload: true
             })
         );
         assert_eq!(
@@ -347,7 +439,8 @@ mod tests {
             Ok(Cli::Test {
                 icount: false,
                 matrix: false,
-                large: true
+                large: true,
+                preload: true
             })
         );
         assert_eq!(
@@ -355,7 +448,8 @@ mod tests {
             Ok(Cli::Test {
                 icount: true,
                 matrix: true,
-                large: false
+                large: false,
+                preload: true
             })
         );
         assert_eq!(parse_strs(&["large"]), Ok(Cli::Large { check: false }));
@@ -365,6 +459,15 @@ mod tests {
         );
         assert_eq!(parse_strs(&["large", "--help"]), Ok(Cli::Help));
         assert!(USAGE.contains("\n    large [--check]\n") && USAGE.contains("--no-large"));
+        assert_eq!(
+            parse_strs(&["test", "--no-preload"]),
+            Ok(Cli::Test {
+                icount: true,
+                matrix: true,
+                large: true,
+                preload: false
+            })
+        );
         assert_eq!(
             parse_strs(&["bench-matrix"]),
             Ok(Cli::BenchMatrix(matrix::Options::default()))
@@ -391,6 +494,46 @@ mod tests {
             USAGE.contains("\n    icount [--bless] [--baseline FILE] [--no-run] [--self-test]\n")
         );
         assert!(USAGE.contains("--no-icount") && !USAGE.contains("overhead"));
+    }
+
+    #[test]
+    fn preload_modes_and_check() {
+        assert_eq!(
+            parse_strs(&["preload"]),
+            Ok(Cli::Preload {
+                modes: preload::MODES.to_vec(),
+                check: false
+            })
+        );
+        let one = Ok(Cli::Preload {
+            modes: vec!["runtime"],
+            check: true,
+        });
+        assert_eq!(
+            parse_strs(&["preload", "--check", "--mode", "runtime"]),
+            one
+        );
+        assert_eq!(parse_strs(&["preload", "--mode=runtime", "--check"]), one);
+        assert!(matches!(
+            parse_strs(&["preload", "--mode", "turbo"]),
+            Err(CliError::Usage(m)) if m.contains("accepted: minimal, fast, balanced")
+        ));
+        assert!(matches!(
+            parse_strs(&["preload", "--mode"]),
+            Err(CliError::Usage(_))
+        ));
+        assert!(matches!(
+            parse_strs(&["preload", "--fast"]),
+            Err(CliError::UnknownOption {
+                command: "preload",
+                ..
+            })
+        ));
+        assert_eq!(parse_strs(&["preload", "-h"]), Ok(Cli::Help));
+        assert!(
+            USAGE.contains("\n    preload [--mode M] [--check]\n")
+                && USAGE.contains("--no-preload")
+        );
     }
 
     #[test]

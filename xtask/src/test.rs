@@ -4,9 +4,9 @@
 //! `cargo test -p hakmem` once per compiled mode with `HAKMEM_MODE` naming it, once for the
 //! `runtime` feature, `cargo test --workspace --all-features`, the benchmark matrix's smoke run
 //! (`cargo xtask bench-matrix --smoke`, in this process, so that the command cannot rot), the
-//! instruction-count check with its self-test (`cargo xtask icount --self-test`) and last the
-//! large-block check (`cargo xtask large --check`) — then
-//! prints a summary table and, as the very last line, `xtask test: N passed, M failed`.
+//! instruction-count check with its self-test (`cargo xtask icount --self-test`), the large-block
+//! check (`cargo xtask large --check`) and last the preload check (`cargo xtask preload --check`)
+//! — then prints a summary table and, as the very last line, `xtask test: N passed, M failed`.
 
 use std::time::{Duration, Instant};
 
@@ -14,6 +14,7 @@ use crate::cmd;
 use crate::icount;
 use crate::large;
 use crate::matrix;
+use crate::preload;
 
 /// The compiled modes, each a cargo feature of `hakmem` and a value of `HAKMEM_MODE`.
 pub const MODES: [&str; 5] = ["minimal", "fast", "balanced", "learning", "research"];
@@ -41,11 +42,14 @@ pub enum Action {
     Icount,
     /// `cargo xtask large --check`, in this process.
     Large,
+    /// `cargo xtask preload --check`, in this process.
+    Preload,
 }
 
 /// The steps, in order: the matrix smoke run after the workspace tests (if `matrix`), then the
-/// instruction-count check (if `icount`), the large-block check last (if `large`).
-pub fn steps(icount: bool, matrix: bool, large: bool) -> Vec<Step> {
+/// instruction-count check (if `icount`), the large-block check (if `large`), the preload check
+/// last (if `preload`).
+pub fn steps(icount: bool, matrix: bool, large: bool, preload: bool) -> Vec<Step> {
     let cargo = |title: String, args: &[&'static str], mode: Option<&'static str>| Step {
         title,
         action: Action::Cargo {
@@ -135,8 +139,17 @@ pub fn steps(icount: bool, matrix: bool, large: bool) -> Vec<Step> {
             action: Action::Large,
         });
     }
+    if preload {
+        steps.push(Step {
+            title: PRELOAD_TITLE.into(),
+            action: Action::Preload,
+        });
+    }
     steps
 }
+
+/// The preload step's title.
+const PRELOAD_TITLE: &str = "preload check (cargo xtask preload --check)";
 
 /// The matrix step's title.
 const MATRIX_TITLE: &str = "matrix smoke run (cargo xtask bench-matrix --smoke)";
@@ -153,8 +166,8 @@ pub enum Outcome {
 }
 
 /// Runs the steps; `true` if all passed.
-pub fn run(icount: bool, matrix: bool, large: bool) -> bool {
-    let steps = steps(icount, matrix, large);
+pub fn run(icount: bool, matrix: bool, large: bool, preload: bool) -> bool {
+    let steps = steps(icount, matrix, large, preload);
     let total = steps.len();
     let mut results: Vec<(String, Outcome, Duration)> = Vec::new();
     for (i, step) in steps.iter().enumerate() {
@@ -212,6 +225,14 @@ pub fn run(icount: bool, matrix: bool, large: bool) -> bool {
                     }
                 }
             }
+            Action::Preload => match preload::run(&preload::MODES, true) {
+                Ok(true) => Ok(()),
+                Ok(false) => Err("a preload run failed".to_owned()),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    Err(e)
+                }
+            },
         };
         let took = start.elapsed();
         let outcome = match result {
@@ -252,6 +273,11 @@ pub fn run(icount: bool, matrix: bool, large: bool) -> bool {
             Outcome::Skipped,
             Duration::ZERO,
         ));
+    }
+    if !preload {
+        println!();
+        println!("[--] preload check skipped (--no-preload)");
+        results.push((PRELOAD_TITLE.to_owned(), Outcome::Skipped, Duration::ZERO));
     }
     println!();
     print!("{}", summary(&results));
@@ -298,7 +324,7 @@ mod tests {
 
     #[test]
     fn thirteen_steps_with_the_matrix_after_the_tests_then_icount_then_large() {
-        let all = steps(true, true, true);
+        let all = steps(true, true, true, false);
         assert_eq!(all.len(), 13);
         assert_eq!(all.last().map(|s| &s.action), Some(&Action::Large));
         assert_eq!(all[11].action, Action::Icount);
@@ -307,24 +333,34 @@ mod tests {
             &all[9].action,
             Action::Cargo { args, .. } if args[..2] == ["test", "--workspace"]
         ));
-        let without = steps(false, true, true);
+        let without = steps(false, true, true, false);
         assert_eq!(without.len(), 12);
         assert!(without.iter().all(|s| s.action != Action::Icount));
         assert_eq!(without.last().map(|s| &s.action), Some(&Action::Large));
-        let without = steps(true, false, true);
+        let without = steps(true, false, true, false);
         assert_eq!(without.len(), 12);
         assert!(without.iter().all(|s| s.action != Action::Matrix));
-        let without = steps(true, true, false);
+        let without = steps(true, true, false, false);
         assert_eq!(without.len(), 12);
         assert!(without.iter().all(|s| s.action != Action::Large));
         assert_eq!(without.last().map(|s| &s.action), Some(&Action::Icount));
-        assert_eq!(steps(false, false, false).len(), 10);
+        assert_eq!(steps(false, false, false, false).len(), 10);
+    }
+
+    #[test]
+    fn the_preload_check_comes_last() {
+        let all = steps(true, true, true, true);
+        assert_eq!(all.len(), 14);
+        assert_eq!(all.last().map(|s| &s.action), Some(&Action::Preload));
+        assert_eq!(all[12].action, Action::Large);
+        assert_eq!(all[11].action, Action::Icount);
+        assert_eq!(steps(false, false, false, true).len(), 11);
     }
 
     #[test]
     fn only_the_per_mode_tests_set_the_mode() {
         let mut with_mode = Vec::new();
-        for step in steps(true, true, true) {
+        for step in steps(true, true, true, true) {
             if let Action::Cargo {
                 args,
                 mode: Some(mode),
@@ -349,7 +385,7 @@ mod tests {
 
     #[test]
     fn clippy_denies_warnings() {
-        for step in steps(true, true, true) {
+        for step in steps(true, true, true, true) {
             if let Action::Cargo { args, .. } = step.action {
                 if args[0] == "clippy" {
                     assert!(args.ends_with(&["--", "-D", "warnings"]), "{args:?}");

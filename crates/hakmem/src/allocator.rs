@@ -150,6 +150,140 @@ impl<P: Policy> Allocator<P> {
         unsafe { self.allocate(layout, site, false) }
     }
 
+    // ---- entry points without a `Layout` (what a C `malloc` shim needs) ----------------------
+    //
+    // C's `free(p)`, `realloc(p, n)` and `malloc_usable_size(p)` know only the pointer. Every
+    // block says what it is by itself — a pool block by its address, any other by its header —
+    // so these route by block kind, like mimalloc's `mi_free` / `mi_usable_size` and jemalloc's
+    // `dallocx` / `sallocx`. They cost a little more than the `GlobalAlloc` methods only where
+    // a `Layout` would have said something (the bytes written to a large block).
+
+    /// The number of bytes usable from `ptr` on: at least the size it was allocated (or last
+    /// reallocated) with. `0` for null. Never allocates.
+    ///
+    /// ```
+    /// use core::alloc::{GlobalAlloc, Layout};
+    /// use hakmem::{mode::Balanced, Allocator};
+    ///
+    /// static A: Allocator<Balanced> = Allocator::new();
+    /// unsafe {
+    ///     let p = A.alloc(Layout::from_size_align(100, 8).unwrap());
+    ///     assert!(A.usable_size(p) >= 100);
+    ///     A.free(p);
+    ///     assert_eq!(A.usable_size(core::ptr::null()), 0);
+    /// }
+    /// ```
+    ///
+    /// # Safety
+    /// `ptr` is null or a live block of this allocator. Misuse that can be seen ends the process
+    /// with a message: an address in the pool that is no live block (an interior pointer, a
+    /// block of an emptied span), a pointer with no valid header (never allocated here, or
+    /// already freed).
+    #[inline]
+    pub unsafe fn usable_size(&self, ptr: *const u8) -> usize {
+        let Some(user) = NonNull::new(ptr.cast_mut()) else {
+            return 0;
+        };
+        let _guard = Guard::enter();
+        // SAFETY: forwarded from the caller.
+        unsafe { self.capacity(P::config(), user, "usable_size") }
+    }
+
+    /// Frees `ptr` without its `Layout`, like C's `free`: a no-op for null.
+    ///
+    /// # Safety
+    /// `ptr` is null or a live block of this allocator (from any of its allocation methods),
+    /// not used after this call. Misuse the pool or the header can reveal (a double free, a
+    /// foreign pointer; docs/pool.md lists what the pool sees) ends the process with a message.
+    #[inline]
+    pub unsafe fn free(&self, ptr: *mut u8) {
+        let Some(user) = NonNull::new(ptr) else {
+            return;
+        };
+        let _guard = Guard::enter();
+        let cfg = P::config();
+        // Pool blocks have no header: they are recognised by address, first (no `Layout` says
+        // the block is too large to be one).
+        if cfg.pool {
+            if let Some(block) = self.pool.block(user) {
+                // SAFETY: a live block of our pool (caller; misuse is reported where it shows).
+                unsafe { self.free_pool(cfg, user, block) };
+                return;
+            }
+        }
+        // SAFETY: a live header block of ours has a readable header.
+        match unsafe { header::plain_system(user) } {
+            // SAFETY: the header says: a plain system block based at `base`.
+            Some((base, capacity)) => unsafe {
+                self.free_system(cfg, user, base, capacity, HEADER_SIZE)
+            },
+            // SAFETY: forwarded.
+            None => unsafe { self.free_unsized(cfg, user) },
+        }
+    }
+
+    /// Resizes `ptr` to `new_size` bytes without its `Layout`, like C's `realloc`: the contents
+    /// up to the smaller of the two sizes are kept; a null `ptr` allocates. The result is
+    /// aligned to 16 bytes (C's `realloc` promises no more), whatever `ptr`'s alignment was.
+    /// On failure it returns null and `ptr` stays valid. `new_size == 0` gives a unique
+    /// zero-sized block (C's `realloc(p, 0)`, which frees, is the shim's business).
+    ///
+    /// # Safety
+    /// `ptr` is null or a live block of this allocator; if the result is not null, `ptr` is no
+    /// longer valid.
+    #[inline]
+    pub unsafe fn realloc_ptr(&self, ptr: *mut u8, new_size: usize) -> *mut u8 {
+        const ALIGN: usize = crate::system::MALLOC_ALIGN;
+        let _guard = Guard::enter();
+        let old_size = match NonNull::new(ptr) {
+            // SAFETY: forwarded from the caller.
+            Some(user) => unsafe { self.capacity(P::config(), user, "realloc") },
+            None => 0,
+        };
+        // SAFETY: a capacity is a size the block holds, so it is a valid size with a 16-byte
+        // alignment (blocks never come near `isize::MAX`); the block is live.
+        unsafe {
+            let old = Layout::from_size_align_unchecked(old_size, ALIGN);
+            self.reallocate(ptr, old, new_size)
+        }
+    }
+
+    /// The usable bytes of `user`, by block kind: a pool block's class size (checked live), a
+    /// header block's capacity. `op` names the caller for misuse reports.
+    ///
+    /// # Safety
+    /// `user` is a live block of this allocator (or a misuse to be reported).
+    #[inline(always)]
+    unsafe fn capacity(&self, cfg: &Config, user: NonNull<u8>, op: &str) -> usize {
+        if cfg.pool {
+            if let Some(size) = self.pool.usable_size(user, op) {
+                return size;
+            }
+        }
+        // SAFETY: a live header block of ours has a readable header; `read` aborts on
+        // anything else.
+        unsafe {
+            match header::plain_system(user) {
+                Some((_, capacity)) => capacity,
+                None => header::read(user, op).capacity(),
+            }
+        }
+    }
+
+    /// Frees a block the one-compare path does not know, with all of its capacity counted as
+    /// written (no `Layout` says less).
+    ///
+    /// # Safety
+    /// As [`Self::free_other`].
+    #[inline(never)]
+    unsafe fn free_unsized(&self, cfg: &Config, user: NonNull<u8>) {
+        // A bad header is reported by `free_other`'s full decode, as for `dealloc`.
+        // SAFETY: forwarded.
+        let written = unsafe { header::decode(user) }.map_or(0, |block| block.capacity());
+        // SAFETY: forwarded.
+        unsafe { self.free_other(cfg, user, written) }
+    }
+
     /// The mmap threshold in effect.
     #[inline(always)]
     fn threshold(&self, cfg: &Config) -> usize {
@@ -309,14 +443,8 @@ impl<P: Policy> Allocator<P> {
             }
             // Pool blocks have no header: they are recognised by address, first.
             if let Some(block) = self.pool.block(user) {
-                if cfg.poison {
-                    // SAFETY: a live pool block of `block.size()` bytes, released now.
-                    unsafe { ptr::write_bytes(ptr, POISON_FREED, block.size()) };
-                }
                 // SAFETY: a live block of our pool (caller).
-                unsafe { self.pool.free(block) };
-                self.count(cfg, Event::PoolFree, 1);
-                return;
+                return unsafe { self.free_pool(cfg, user, block) };
             }
         }
         // SAFETY: a live header block of ours has a readable header.
@@ -329,6 +457,22 @@ impl<P: Policy> Allocator<P> {
             // SAFETY: forwarded.
             None => unsafe { self.free_other(cfg, user, written) },
         }
+    }
+
+    /// Frees the pool block `block` at `user` (poisoned first where the policy poisons).
+    ///
+    /// # Safety
+    /// `block` is [`Pool::block`] of `user`, a live block of this allocator's pool (misuse is
+    /// reported where the pool can see it: docs/pool.md).
+    #[inline(always)]
+    unsafe fn free_pool(&self, cfg: &Config, user: NonNull<u8>, block: pool::PoolBlock) {
+        if cfg.poison {
+            // SAFETY: a live pool block of `block.size()` bytes, released now.
+            unsafe { ptr::write_bytes(user.as_ptr(), POISON_FREED, block.size()) };
+        }
+        // SAFETY: forwarded.
+        unsafe { self.pool.free(block) };
+        self.count(cfg, Event::PoolFree, 1);
     }
 
     /// # Safety
@@ -622,7 +766,8 @@ impl<P: Policy> Allocator<P> {
         len: usize,
         site: u32,
     ) {
-        let capacity = CLASSES[class];
+        // (The mask is a no-op, a class being below 8, that drops the bounds check.)
+        let capacity = CLASSES[class & (CLASSES.len() - 1)];
         // SAFETY: the user region is whole pages of the block's mapping, unused now; its dirty
         // word is in its header page.
         unsafe {

@@ -74,7 +74,18 @@ impl Batch {
         }
         // SAFETY: we hold `busy`, so `pending` is ours alone.
         let pending = unsafe { &mut *self.pending.get() };
-        pending.ranges[pending.count] = (base.as_ptr() as usize, len);
+        // There is always a free entry (a full list is flushed at once); `get_mut` only keeps
+        // a panic path out of the free path.
+        let Some(entry) = pending.ranges.get_mut(pending.count) else {
+            self.busy.store(false, Ordering::Release);
+            // SAFETY: forwarded from the caller.
+            unsafe { os::unmap(base, len) };
+            return Released {
+                calls: 1,
+                bytes: len as u64,
+            };
+        };
+        *entry = (base.as_ptr() as usize, len);
         pending.count += 1;
         pending.bytes += len;
         if pending.count < MAX_BLOCKS && pending.bytes < MAX_BYTES {
@@ -83,7 +94,7 @@ impl Batch {
         }
         // Take the list, let others in, and flush outside the lock.
         let mut ranges = [(0usize, 0usize); MAX_BLOCKS];
-        let count = pending.count;
+        let count = pending.count.min(MAX_BLOCKS);
         ranges[..count].copy_from_slice(&pending.ranges[..count]);
         pending.count = 0;
         pending.bytes = 0;
@@ -98,7 +109,7 @@ impl Batch {
 /// # Safety
 /// Every range is a whole, unused mapping of ours; no two overlap.
 unsafe fn flush(ranges: &mut [(usize, usize)]) -> Released {
-    ranges.sort_unstable_by_key(|r| r.0);
+    sort_by_start(ranges);
     let mut done = Released::default();
     let mut i = 0;
     while i < ranges.len() {
@@ -115,6 +126,54 @@ unsafe fn flush(ranges: &mut [(usize, usize)]) -> Released {
         done.bytes += (end - start) as u64;
     }
     done
+}
+
+/// Sorts `ranges` by start address: a heapsort, in place, with no panic path (core's sorts can
+/// panic on an inconsistent order, and a release path must not be able to).
+fn sort_by_start(ranges: &mut [(usize, usize)]) {
+    let n = ranges.len();
+    for root in (0..n / 2).rev() {
+        sift_down(ranges, root, n);
+    }
+    for end in (1..n).rev() {
+        exchange(ranges, 0, end);
+        sift_down(ranges, 0, end);
+    }
+}
+
+/// Moves `heap[root]` down the max-heap `heap[..end]` (by start address) to its place.
+fn sift_down(heap: &mut [(usize, usize)], mut root: usize, end: usize) {
+    loop {
+        let left = 2 * root + 1;
+        let right = left + 1;
+        let Some(&l) = heap.get(left).filter(|_| left < end) else {
+            return;
+        };
+        let (child, c) = match heap.get(right) {
+            Some(&r) if right < end && r.0 > l.0 => (right, r),
+            _ => (left, l),
+        };
+        let Some(&parent) = heap.get(root) else {
+            return;
+        };
+        if parent.0 >= c.0 {
+            return;
+        }
+        exchange(heap, root, child);
+        root = child;
+    }
+}
+
+/// Swaps `heap[a]` and `heap[b]` (both in bounds; `slice::swap` would keep a panic path).
+fn exchange(heap: &mut [(usize, usize)], a: usize, b: usize) {
+    if let (Some(&x), Some(&y)) = (heap.get(a), heap.get(b)) {
+        if let Some(slot) = heap.get_mut(a) {
+            *slot = y;
+        }
+        if let Some(slot) = heap.get_mut(b) {
+            *slot = x;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -150,6 +209,30 @@ mod tests {
             },
             "one flush, one call"
         );
+    }
+
+    #[test]
+    fn ranges_sort_by_start() {
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        for n in [0usize, 1, 2, 3, 7, 64, 255, 256] {
+            let mut ranges: std::vec::Vec<(usize, usize)> = (0..n)
+                .map(|i| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    ((seed % 1000) as usize, i)
+                })
+                .collect();
+            let mut want = ranges.clone();
+            want.sort_by_key(|r| r.0);
+            sort_by_start(&mut ranges);
+            let starts: std::vec::Vec<usize> = ranges.iter().map(|r| r.0).collect();
+            let want_starts: std::vec::Vec<usize> = want.iter().map(|r| r.0).collect();
+            assert_eq!(starts, want_starts, "n = {n}");
+            let mut ids: std::vec::Vec<usize> = ranges.iter().map(|r| r.1).collect();
+            ids.sort_unstable();
+            assert!(ids.iter().copied().eq(0..n), "a permutation");
+        }
     }
 
     #[test]

@@ -74,7 +74,8 @@ pub(crate) fn class_of(size: usize) -> Option<usize> {
 /// The class of a block whose user region is exactly `capacity` bytes, or `None`.
 #[inline(always)]
 pub(crate) fn class_of_capacity(capacity: usize) -> Option<usize> {
-    class_of(capacity).filter(|&c| CLASSES[c] == capacity)
+    // `get`, not indexing: no panic path (a class is always in bounds).
+    class_of(capacity).filter(|&c| CLASSES.get(c) == Some(&capacity))
 }
 
 /// The per-instance cache.
@@ -126,7 +127,11 @@ impl BigCache {
     /// class's blocks are WARM: advised `MADV_FREE` before they are cached.
     #[inline(always)]
     pub(crate) fn is_hot(&self, class: usize) -> bool {
-        let score = &self.score[class];
+        // `get`, not indexing: no panic path on the free path (a class is always in bounds;
+        // if it were not, "cold" would be a safe answer).
+        let Some(score) = self.score.get(class) else {
+            return false;
+        };
         let s = score.load(Ordering::Relaxed);
         if s == 0 {
             return false;

@@ -17,6 +17,7 @@
 pub mod build;
 pub mod compare;
 pub mod options;
+pub mod real;
 pub mod report;
 pub mod run;
 pub mod stats;
@@ -27,7 +28,7 @@ use std::time::Instant;
 
 use crate::cmd;
 
-pub use options::{Options, Parsed, UsageError};
+pub use options::{Options, Parsed, RealRow, UsageError};
 
 /// A `bench` binary: `bench-NAME`, built with `--features FEATURE` (none: glibc).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,6 +166,9 @@ pub fn run(opts: &Options, command_line: &str) -> Result<bool, Error> {
 
 /// [`run`] with the binaries in `bins`.
 pub fn run_in(opts: &Options, bins: &Path, command_line: &str) -> Result<bool, Error> {
+    if opts.real == RealRow::Only {
+        return real::run_only(opts, command_line);
+    }
     let started = Instant::now();
     let bins = bins.to_path_buf();
     let needed = binaries_for(&opts.contenders);
@@ -244,7 +248,23 @@ pub fn run_in(opts: &Options, bins: &Path, command_line: &str) -> Result<bool, E
     };
     std::fs::create_dir_all(&out)
         .map_err(|e| Error::Failed(format!("cannot create {}: {e}", out.display())))?;
-    let md = report::markdown(&meta, &plan, &cells);
+    let mut md = report::markdown(&meta, &plan, &cells);
+    // The real-program row (`--real`): after the scenarios, in the same report.
+    let mut real_ok = true;
+    if opts.real == RealRow::With {
+        match real::run(opts, &out) {
+            Ok(summaries) => {
+                md += "\n";
+                md += &real::markdown(&summaries, opts.reps, real::records(opts.scale));
+                real::write(&out, &summaries, None)?;
+                real_ok = real::all_ok(&summaries);
+            }
+            Err(e) => {
+                println!("bench-matrix: the real-program row FAILED: {e}");
+                real_ok = false;
+            }
+        }
+    }
     let files = [
         ("results.csv", report::csv(&cells)),
         ("samples.csv", report::samples_csv(&plan, &samples)),
@@ -284,7 +304,7 @@ pub fn run_in(opts: &Options, bins: &Path, command_line: &str) -> Result<bool, E
         started.elapsed().as_secs_f64(),
         out.display()
     );
-    Ok(build_failures.is_empty() && failed_runs == 0)
+    Ok(build_failures.is_empty() && failed_runs == 0 && real_ok)
 }
 
 #[cfg(test)]

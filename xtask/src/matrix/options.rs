@@ -37,6 +37,20 @@ pub struct Options {
     pub build: bool,
     /// `--smoke` was given.
     pub smoke: bool,
+    /// The real-program row ([`super::real`]): `--real` adds it, `--real-only` runs it alone.
+    pub real: RealRow,
+}
+
+/// Whether the matrix runs its real-program row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RealRow {
+    /// No (the default).
+    #[default]
+    Off,
+    /// After the scenarios (`--real`).
+    With,
+    /// Instead of them (`--real-only`).
+    Only,
 }
 
 impl Default for Options {
@@ -49,6 +63,7 @@ impl Default for Options {
             out: None,
             build: true,
             smoke: false,
+            real: RealRow::Off,
         }
     }
 }
@@ -106,7 +121,8 @@ impl fmt::Display for UsageError {
             UsageError::UnknownOption(o) => write!(
                 f,
                 "unknown option `{o}` for `bench-matrix`; accepted: --quick, --full, --reps N, \
-                 --scale F, --scenarios a,b, --allocators a,b, --out DIR, --smoke, --no-build, --help"
+                 --scale F, --scenarios a,b, --allocators a,b, --out DIR, --smoke, --no-build, \
+                 --real, --real-only, --help"
             ),
             UsageError::MissingValue(o) => write!(f, "`{o}` needs a value"),
             UsageError::BadValue {
@@ -159,6 +175,8 @@ pub fn parse(args: &[String]) -> Result<Parsed, UsageError> {
             "--full" => preset = Some(FULL_REPS),
             "--smoke" => opts.smoke = true,
             "--no-build" => opts.build = false,
+            "--real" => opts.real = RealRow::With,
+            "--real-only" => opts.real = RealRow::Only,
             "--reps" => {
                 let v = value("--reps")?;
                 match v.parse::<u32>() {
@@ -210,7 +228,14 @@ pub fn parse(args: &[String]) -> Result<Parsed, UsageError> {
         if inline.is_some()
             && matches!(
                 flag,
-                "--quick" | "--full" | "--smoke" | "--no-build" | "-h" | "--help"
+                "--quick"
+                    | "--full"
+                    | "--smoke"
+                    | "--no-build"
+                    | "--real"
+                    | "--real-only"
+                    | "-h"
+                    | "--help"
             )
         {
             return Err(UsageError::UnknownOption(arg.clone()));
@@ -361,6 +386,18 @@ mod tests {
         assert_eq!(opts(&["--smoke", "--scale", "0.5"]).scale, Some(0.5));
         assert_eq!(opts(&["--out", "x/y"]).out_dir(), PathBuf::from("x/y"));
         assert!(!opts(&["--no-build"]).build);
+    }
+
+    #[test]
+    fn the_real_row() {
+        assert_eq!(opts(&[]).real, RealRow::Off);
+        assert_eq!(opts(&["--real"]).real, RealRow::With);
+        assert_eq!(opts(&["--real-only", "--reps", "3"]).real, RealRow::Only);
+        assert_eq!(opts(&["--real-only", "--real"]).real, RealRow::With);
+        assert_eq!(
+            parse_strs(&["--real=1"]),
+            Err(UsageError::UnknownOption("--real=1".into()))
+        );
     }
 
     #[test]

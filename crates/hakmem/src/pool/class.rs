@@ -134,6 +134,22 @@ pub(crate) fn of_aligned(size: usize, align: usize) -> Option<usize> {
     (of(size)..CLASSES).find(|&c| SIZES[c] as usize % align == 0)
 }
 
+/// `i` as an index into a table of `n` entries, where the pool's invariants keep it below `n` (a
+/// class below [`CLASSES`], a span kind below [`KINDS`], read back from a span's descriptor or
+/// passed down from [`of`]): unchanged then, else clamped to `n - 1`. The compiler then drops the
+/// bounds check, whose panic path the preload library's exports must not reach
+/// (docs/preload.md); it costs a compare and a conditional move, on the pool's slow paths only
+/// (the fast paths index without a check: `Heap::pop`).
+#[inline(always)]
+pub(crate) const fn bounded(i: usize, n: usize) -> usize {
+    debug_assert!(i < n);
+    if i < n {
+        i
+    } else {
+        n - 1
+    }
+}
+
 /// The span kind of class `c`.
 #[inline(always)]
 pub(crate) const fn kind(c: usize) -> usize {
@@ -149,7 +165,7 @@ pub(crate) const fn kind(c: usize) -> usize {
 /// The length of a span of `kind`.
 #[inline(always)]
 pub(crate) const fn span_len(kind: usize) -> usize {
-    1 << SPAN_SHIFT[kind]
+    1 << SPAN_SHIFT[bounded(kind, KINDS)]
 }
 
 #[cfg(test)]

@@ -45,6 +45,33 @@ pub(crate) struct Heap {
 }
 
 impl Heap {
+    // Per-class and per-kind slots, by an index the pool's invariants keep in bounds, without a
+    // bounds check that could panic (`class::bounded`).
+
+    /// The current span slot of `class`.
+    #[inline(always)]
+    fn direct(&self, class: usize) -> &Cell<*mut Span> {
+        &self.direct[class::bounded(class, CLASSES)]
+    }
+
+    /// The front of `class`'s list.
+    #[inline(always)]
+    fn head(&self, class: usize) -> &Cell<*mut Span> {
+        &self.head[class::bounded(class, CLASSES)]
+    }
+
+    /// The back of `class`'s list.
+    #[inline(always)]
+    fn tail(&self, class: usize) -> &Cell<*mut Span> {
+        &self.tail[class::bounded(class, CLASSES)]
+    }
+
+    /// The empty span kept for `kind`.
+    #[inline(always)]
+    fn cache(&self, kind: usize) -> &Cell<*mut Span> {
+        &self.cache[class::bounded(kind, KINDS)]
+    }
+
     /// The link of the region's stack of free heap slots.
     pub(crate) fn link(&self) -> &AtomicU32 {
         &self.link
@@ -89,8 +116,15 @@ impl Heap {
     /// `self` is the calling thread's heap in `region`.
     #[inline(never)]
     pub(crate) unsafe fn refill(&self, region: Region, class: usize) -> *mut Block {
+        debug_assert!(class < CLASSES);
+        if class >= CLASSES {
+            // SAFETY: `class` came from `class::of` or `class::of_aligned`, below `CLASSES` (the
+            // fast path indexes with it unchecked too). Said to the compiler, this drops the
+            // bounds checks below at no cost: refill runs every few allocations.
+            unsafe { core::hint::unreachable_unchecked() }
+        }
         let me = self as *const Heap as *mut Heap;
-        let cur = self.direct[class].get();
+        let cur = self.direct(class).get();
         // SAFETY: all spans reached here are owned by this heap (the current one and those in
         // its lists), or taken from the region's stacks, which hands them to us alone.
         unsafe {
@@ -134,7 +168,7 @@ impl Heap {
                 self.push_back(c, s);
             }
             let kind = class::kind(class);
-            let s = match self.cache[kind].replace(ptr::null_mut()) {
+            let s = match self.cache(kind).replace(ptr::null_mut()) {
                 s if !s.is_null() => s,
                 _ => match region.acquire(kind) {
                     Some(s) => s,
@@ -152,7 +186,7 @@ impl Heap {
     /// back of the list, or is retired if it is empty.
     unsafe fn install(&self, region: Region, class: usize, s: &Span) {
         s.used.set(s.used.get() + 1);
-        let old = self.direct[class].replace(s as *const Span as *mut Span);
+        let old = self.direct(class).replace(s as *const Span as *mut Span);
         if old != region.dummy() {
             // SAFETY: the previous current span is owned by this heap.
             unsafe {
@@ -181,7 +215,7 @@ impl Heap {
         // SAFETY: forwarded: an empty span of ours.
         unsafe {
             s.check_empty();
-            if core::ptr::eq(self.direct[class].get(), s) {
+            if core::ptr::eq(self.direct(class).get(), s) {
                 // The current span's extra count went too: more frees than blocks handed out.
                 let first = s.free.get();
                 super::report::double_free("free", first.cast());
@@ -194,9 +228,9 @@ impl Heap {
     /// An empty span leaves use: cached if the kind's slot is free, else back to the region.
     unsafe fn retire(&self, region: Region, s: &Span) {
         let kind = s.kind.get() as usize;
-        if self.cache[kind].get().is_null() {
+        if self.cache(kind).get().is_null() {
             region.cache(s);
-            self.cache[kind].set(s as *const Span as *mut Span);
+            self.cache(kind).set(s as *const Span as *mut Span);
         } else {
             // SAFETY: ours, empty, in no list.
             unsafe { region.release(s as *const Span as *mut Span) };
@@ -243,7 +277,7 @@ impl Heap {
     }
 
     fn pop_front(&self, class: usize) -> Option<*mut Span> {
-        let s = self.head[class].get();
+        let s = self.head(class).get();
         if s.is_null() {
             return None;
         }
@@ -253,17 +287,17 @@ impl Heap {
     }
 
     fn push_back(&self, class: usize, s: &Span) {
-        let tail = self.tail[class].get();
+        let tail = self.tail(class).get();
         s.prev.set(tail);
         s.next.set(ptr::null_mut());
         let p = s as *const Span as *mut Span;
         if tail.is_null() {
-            self.head[class].set(p);
+            self.head(class).set(p);
         } else {
             // SAFETY: the tail is a span in our list.
             unsafe { (*tail).next.set(p) };
         }
-        self.tail[class].set(p);
+        self.tail(class).set(p);
     }
 
     /// # Safety
@@ -273,12 +307,12 @@ impl Heap {
         // SAFETY: neighbours in our list are our spans.
         unsafe {
             if prev.is_null() {
-                self.head[class].set(next);
+                self.head(class).set(next);
             } else {
                 (*prev).next.set(next);
             }
             if next.is_null() {
-                self.tail[class].set(prev);
+                self.tail(class).set(prev);
             } else {
                 (*next).prev.set(prev);
             }

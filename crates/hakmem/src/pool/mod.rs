@@ -80,7 +80,7 @@ impl Pool {
     }
 
     /// A pool block for `layout`, or `None` when the pool does not serve it: `size >= limit` (the
-    /// policy's mmap threshold) or above [`MAX_SIZE`], an alignment above 4 KiB, or no memory.
+    /// policy's mmap threshold) or above [`MAX_SIZE`], an alignment above 64 KiB, or no memory.
     #[inline(always)]
     pub(crate) fn alloc(&self, layout: Layout, zeroed: bool, limit: usize) -> Option<NonNull<u8>> {
         let size = layout.size();
@@ -118,7 +118,7 @@ impl Pool {
         }
     }
 
-    /// An over-aligned request (16 < align ≤ 4 KiB): a class whose size is a multiple of the
+    /// An over-aligned request (16 < align ≤ 64 KiB): a class whose size is a multiple of the
     /// alignment.
     #[cold]
     #[inline(never)]
@@ -219,14 +219,15 @@ impl Pool {
         }
     }
 
-    /// The usable size of the pool block at `ptr`, for callers without a `Layout` (C's
-    /// `malloc_usable_size`, `free`): `None` if `ptr` is not in this pool's region; an address in
-    /// the region that is not a live block ends the process with a message.
-    #[allow(dead_code)] // the layout-less API of the preload library routes through it
-    pub(crate) fn usable_size(&self, ptr: NonNull<u8>) -> Option<usize> {
+    /// The usable size of the pool block at `ptr`, for callers without a `Layout`
+    /// (`Allocator::usable_size` and `realloc_ptr`: C's `malloc_usable_size` and `realloc`):
+    /// `None` if `ptr` is not in this pool's region; an address in the region that is not a live
+    /// block ends the process with a message naming `op`.
+    #[inline]
+    pub(crate) fn usable_size(&self, ptr: NonNull<u8>, op: &str) -> Option<usize> {
         let b = self.block(ptr)?;
         // SAFETY: a block address in the region: it is reserved.
-        check_live(unsafe { self.region_unchecked() }, b, "malloc_usable_size");
+        check_live(unsafe { self.region_unchecked() }, b, op);
         Some(b.size())
     }
 
@@ -330,17 +331,20 @@ mod tests {
         let b = Pool::new();
         let l = |size| Layout::from_size_align(size, 8).unwrap();
         let p = a.alloc(l(100), false, usize::MAX).unwrap();
-        assert_eq!(a.usable_size(p), Some(112));
-        assert_eq!(b.usable_size(p), None, "not b's block");
+        assert_eq!(a.usable_size(p, "usable_size"), Some(112));
+        assert_eq!(b.usable_size(p, "usable_size"), None, "not b's block");
         let big = a.alloc(l(300_000), true, usize::MAX).unwrap();
-        assert_eq!(a.usable_size(big), Some(327_680));
+        assert_eq!(a.usable_size(big, "usable_size"), Some(327_680));
         assert!(a.alloc(l(MAX_SIZE + 1), false, usize::MAX).is_none());
         assert!(
             a.alloc(l(1000), false, 1000).is_none(),
             "at the limit: not the pool's"
         );
         let mut local = 0u64;
-        assert_eq!(a.usable_size(NonNull::from(&mut local).cast()), None);
+        assert_eq!(
+            a.usable_size(NonNull::from(&mut local).cast(), "usable_size"),
+            None
+        );
         // SAFETY: blocks of `a`, freed once.
         unsafe {
             a.free(a.block(p).unwrap());

@@ -275,10 +275,11 @@ impl Region {
         let h = self.header();
         let len = class::span_len(kind);
         let link = |i| &self.span(i).link;
-        let span = if let Some(i) = h.dirty[kind].pop(link) {
+        let k = class::bounded(kind, KINDS);
+        let span = if let Some(i) = h.dirty[k].pop(link) {
             h.dirty_bytes.fetch_sub(len, Ordering::Relaxed);
             self.span(i)
-        } else if let Some(i) = h.clean[kind].pop(link) {
+        } else if let Some(i) = h.clean[k].pop(link) {
             self.span(i)
         } else {
             self.carve(kind)?
@@ -351,7 +352,7 @@ impl Region {
         // SAFETY: the caller owns it until the push below.
         let span = unsafe { &*span };
         let h = self.header();
-        let kind = span.kind.get() as usize;
+        let kind = class::bounded(span.kind.get() as usize, KINDS);
         let len = class::span_len(kind);
         span.heap.store(core::ptr::null_mut(), Ordering::Relaxed);
         span.free.set(core::ptr::null_mut());

@@ -194,6 +194,12 @@ impl Span {
         if left == 0 {
             return false;
         }
+        if size < class::MIN_ALIGN {
+            // SAFETY: the caller owns the span, so `init` set it up for a class, whose blocks
+            // are at least 16 bytes. Said to the compiler, this drops the check for a division
+            // by zero (a panic path) at no cost.
+            unsafe { core::hint::unreachable_unchecked() }
+        }
         let n = left.min((4096 / size).max(4) as u32);
         let first = start + carved as usize * size;
         // SAFETY: blocks `carved .. carved + n` lie inside the span and nothing uses them; each
@@ -217,15 +223,13 @@ impl Span {
     pub(crate) unsafe fn init(&self, class: usize, heap: *mut Heap) {
         debug_assert_eq!(self.kind.get() as usize, class::kind(class));
         debug_assert!(self.remote.load(Ordering::Relaxed).is_null());
-        let size = class::SIZES[class];
+        let c = class::bounded(class, class::CLASSES);
         self.free.set(ptr::null_mut());
         self.used.set(0);
         self.carved.set(0);
-        self.block_size.store(size, Ordering::Relaxed);
-        self.capacity.store(
-            (class::span_len(self.kind.get() as usize) / size as usize) as u32,
-            Ordering::Relaxed,
-        );
+        self.block_size.store(class::SIZES[c], Ordering::Relaxed);
+        // The span's kind is the class's (asserted above): its length over the block size.
+        self.capacity.store(class::CAPACITY[c], Ordering::Relaxed);
         self.prev.set(ptr::null_mut());
         self.next.set(ptr::null_mut());
         self.class.store(class as u8, Ordering::Relaxed);

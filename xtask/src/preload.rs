@@ -1,0 +1,870 @@
+//! `cargo xtask preload [--mode M] [--check]`: the preload library (`crates/hakmem-preload`),
+//! one `.so` per mode, and its check.
+//!
+//! Each mode is one `cargo build --release -p hakmem-preload --no-default-features --features
+//! MODE`, copied out of `<target>/release` (the next build overwrites it) to
+//! `<target>/preload/MODE/libhakmem_preload.so`. The check (`--check`, run by `cargo xtask
+//! test`) compiles `crates/hakmem-preload/tests/preload_test.c` with the system `cc` and runs,
+//! first without the library (the reference: the C test's expectations are glibc's own
+//! behaviour, and the workloads' outputs are what the programs print on glibc), then under
+//! `LD_PRELOAD` of every selected mode:
+//!
+//! - the C test: every export's edge cases, glibc's own allocations, dynamic TLS in threads,
+//!   thread exit, fork from a threaded process, exit handlers, a malloc/free storm; it must pass
+//!   and report the expected mode through `hakmem_mode()`;
+//! - python3 (`tests/json_roundtrip.py`, `PYTHONMALLOC=malloc`): stdout identical to the
+//!   reference;
+//! - git (`tests/git_workload.sh`: init, add 1,000 files, commit, log, gc, fsck; dates and
+//!   config fixed): stdout identical to the reference.
+//!
+//! stderr must match too, except the line by which each workload says which allocator it ran
+//! on (checked on its own: the library must really have been loaded) and hakmem's own log lines
+//! (`hakmem: …`). Every child runs in its own process group with a time limit; on expiry the
+//! whole group is killed, and that run fails: a hang after `fork` or at exit cannot stall CI.
+
+use std::fs::File;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::cmd;
+
+/// The library's modes: its cargo features (as `hakmem`'s), in build order.
+pub const MODES: [&str; 6] = [
+    "minimal", "fast", "balanced", "learning", "research", "runtime",
+];
+
+/// The `HAKMEM_MODE` the check gives the runtime build (not the default, so that the check sees
+/// the variable arrive).
+pub const RUNTIME_CHECK_MODE: &str = "fast";
+
+/// A child that runs longer is killed (with its process group) and its run fails.
+pub const CHILD_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// The library's file name.
+pub const LIBRARY: &str = "libhakmem_preload.so";
+
+/// Where the library of `mode` is copied: `<target>/preload/MODE/libhakmem_preload.so`.
+pub fn library_path(mode: &str) -> PathBuf {
+    cmd::target_dir().join("preload").join(mode).join(LIBRARY)
+}
+
+/// The `cargo build` arguments for `mode`.
+pub fn cargo_args(mode: &str) -> Vec<&str> {
+    vec![
+        "build",
+        "--quiet",
+        "--release",
+        "-p",
+        "hakmem-preload",
+        "--no-default-features",
+        "--features",
+        mode,
+    ]
+}
+
+/// Builds the library of `mode` and copies it to [`library_path`]; returns that path.
+pub fn build(mode: &str) -> Result<PathBuf, String> {
+    let args = cargo_args(mode);
+    cmd::run_inherited(&mut cmd::cargo(&args, None), "cargo build")
+        .map_err(|e| format!("{e} ({})", cmd::show_cargo(&args, None)))?;
+    let built = cmd::target_dir().join("release").join(LIBRARY);
+    let dest = library_path(mode);
+    copy_library(&built, &dest)?;
+    Ok(dest)
+}
+
+/// Copies a built library to `dest` (a temporary name, then a rename: a process that has the
+/// old file mapped keeps it).
+fn copy_library(built: &Path, dest: &Path) -> Result<(), String> {
+    if let Some(dir) = dest.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let tmp = dest.with_extension("so.tmp");
+    std::fs::copy(built, &tmp)
+        .and_then(|_| std::fs::rename(&tmp, dest))
+        .map_err(|e| format!("cannot copy {} to {}: {e}", built.display(), dest.display()))
+}
+
+/// Builds the libraries of `modes`, printing one line per library (`MODE PATH (N s)`) on
+/// stderr and returning the paths in order.
+pub fn build_all(modes: &[&str]) -> Result<Vec<PathBuf>, String> {
+    let mut paths = Vec::with_capacity(modes.len());
+    for mode in modes {
+        let start = Instant::now();
+        let path = build(mode)?;
+        eprintln!(
+            "preload: built {mode:<8} {} ({} s)",
+            path.display(),
+            cmd::seconds(start.elapsed())
+        );
+        paths.push(path);
+    }
+    Ok(paths)
+}
+
+/// `cargo xtask preload [--mode M] [--check]`: builds the libraries and prints each path on
+/// stdout (one per line); with `check`, then runs the check. `Ok(false)` if a check failed.
+pub fn run(modes: &[&str], check: bool) -> Result<bool, String> {
+    let paths = build_all(modes)?;
+    for path in &paths {
+        println!("{}", path.display());
+    }
+    if !check {
+        return Ok(true);
+    }
+    let mut contenders: Vec<Contender> = modes
+        .iter()
+        .zip(paths)
+        .map(|(mode, path)| Contender::hakmem(mode, path))
+        .collect();
+    // One debug build too (balanced, or the one mode asked for): its debug assertions and its
+    // re-entry guard run under the same workloads.
+    let debug_mode = debug_mode(modes);
+    let start = Instant::now();
+    let path = build_debug(debug_mode)?;
+    eprintln!(
+        "preload: built {debug_mode} (debug) {} ({} s)",
+        path.display(),
+        cmd::seconds(start.elapsed())
+    );
+    let mut debug = Contender::hakmem(debug_mode, path);
+    debug.name += " (debug build)";
+    debug.release = false;
+    contenders.push(debug);
+    check_all(&contenders)
+}
+
+/// The mode of the check's debug build: balanced if it is among `modes`, else the first.
+pub fn debug_mode<'a>(modes: &[&'a str]) -> &'a str {
+    modes
+        .iter()
+        .copied()
+        .find(|m| *m == "balanced")
+        .or(modes.first().copied())
+        .unwrap_or("balanced")
+}
+
+/// Builds the library of `mode` with the dev profile (debug assertions, the re-entry guard)
+/// and copies it to `<target>/preload/debug-MODE/`.
+pub fn build_debug(mode: &str) -> Result<PathBuf, String> {
+    let args = [
+        "build",
+        "--quiet",
+        "-p",
+        "hakmem-preload",
+        "--no-default-features",
+        "--features",
+        mode,
+    ];
+    cmd::run_inherited(&mut cmd::cargo(&args, None), "cargo build")
+        .map_err(|e| format!("{e} ({})", cmd::show_cargo(&args, None)))?;
+    let built = cmd::target_dir().join("debug").join(LIBRARY);
+    let dest = cmd::target_dir()
+        .join("preload")
+        .join(format!("debug-{mode}"))
+        .join(LIBRARY);
+    copy_library(&built, &dest)?;
+    Ok(dest)
+}
+
+// ---- the check -------------------------------------------------------------------------------
+
+/// One way of running the workloads: glibc (no library) or a hakmem mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Contender {
+    /// `glibc` or the mode's name.
+    pub name: String,
+    /// `LD_PRELOAD` (none for glibc).
+    pub library: Option<PathBuf>,
+    /// `HAKMEM_MODE` (the runtime build only).
+    pub hakmem_mode: Option<&'static str>,
+    /// The mode `hakmem_mode()` must report (`None`: not hakmem).
+    pub expected_mode: Option<&'static str>,
+    /// A release build (whose code the no-panic walk checks).
+    pub release: bool,
+}
+
+impl Contender {
+    /// The reference: no library.
+    pub fn glibc() -> Contender {
+        Contender {
+            name: "glibc".into(),
+            library: None,
+            hakmem_mode: None,
+            expected_mode: None,
+            release: true,
+        }
+    }
+
+    /// The library of `mode` at `path` (the runtime build runs with `HAKMEM_MODE=`
+    /// [`RUNTIME_CHECK_MODE`]).
+    pub fn hakmem(mode: &str, path: PathBuf) -> Contender {
+        let runtime = mode == "runtime";
+        let expected = if runtime {
+            RUNTIME_CHECK_MODE
+        } else {
+            MODES.iter().find(|m| **m == mode).copied().unwrap_or("?")
+        };
+        Contender {
+            name: if runtime {
+                format!("runtime (HAKMEM_MODE={RUNTIME_CHECK_MODE})")
+            } else {
+                mode.to_owned()
+            },
+            library: Some(path),
+            hakmem_mode: runtime.then_some(RUNTIME_CHECK_MODE),
+            expected_mode: Some(expected),
+            release: true,
+        }
+    }
+
+    /// `program args…` from the workspace root under this contender: `LD_PRELOAD` set (or
+    /// removed) and `HAKMEM_MODE` set (or removed).
+    pub fn command<S: AsRef<std::ffi::OsStr>>(&self, program: &Path, args: &[S]) -> Command {
+        let mut c = cmd::command(program, args, self.hakmem_mode);
+        match &self.library {
+            Some(lib) => c.env("LD_PRELOAD", lib),
+            None => c.env_remove("LD_PRELOAD"),
+        };
+        c
+    }
+}
+
+/// How a child ended.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+    pub took: Duration,
+}
+
+/// Runs `cmd` in its own process group with stdin closed and stdout/stderr written to
+/// `<stem>.out` and `<stem>.err` (files, not pipes: a grandchild that outlives the child cannot
+/// block us). Past `timeout`, the whole group is killed and this is an error.
+pub fn run_timed(mut cmd: Command, stem: &Path, timeout: Duration) -> Result<Finished, String> {
+    let out_path = stem.with_extension("out");
+    let err_path = stem.with_extension("err");
+    let create =
+        |p: &Path| File::create(p).map_err(|e| format!("cannot create {}: {e}", p.display()));
+    cmd.stdin(Stdio::null())
+        .stdout(create(&out_path)?)
+        .stderr(create(&err_path)?)
+        .process_group(0);
+    let start = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("could not start {:?}: {e}", cmd.get_program()))?;
+    let mut nap = Duration::from_millis(1);
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if start.elapsed() >= timeout => {
+                // The group is the child's pid: kill everything it started, then reap it.
+                let _ = Command::new("kill")
+                    .args(["-KILL", "--", &format!("-{}", child.id())])
+                    .status();
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "killed after {} s (hung?); output in {}",
+                    cmd::seconds(timeout),
+                    out_path.display()
+                ));
+            }
+            Ok(None) => {
+                thread::sleep(nap);
+                nap = (nap * 2).min(Duration::from_millis(20));
+            }
+            Err(e) => return Err(format!("wait failed: {e}")),
+        }
+    };
+    let took = start.elapsed();
+    let read = |p: &Path| {
+        std::fs::read(p)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .map_err(|e| format!("cannot read {}: {e}", p.display()))
+    };
+    Ok(Finished {
+        status,
+        stdout: read(&out_path)?,
+        stderr: read(&err_path)?,
+        took,
+    })
+}
+
+/// The last non-empty lines of `text` (at most `n`), for failure messages.
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(n)..].join(" | ")
+}
+
+/// stderr without hakmem's own lines and without the workload's `allocator: …` line; and that
+/// line's value, if there is one.
+pub fn split_stderr(stderr: &str) -> (String, Option<String>) {
+    let mut rest = String::new();
+    let mut allocator = None;
+    for line in stderr.lines() {
+        if let Some(v) = line.strip_prefix("allocator: ") {
+            allocator = Some(v.trim().to_owned());
+        } else if !line.starts_with("hakmem: ") {
+            rest.push_str(line);
+            rest.push('\n');
+        }
+    }
+    (rest, allocator)
+}
+
+/// The first line where `a` and `b` differ, shown for a failure message.
+pub fn first_difference(a: &str, b: &str) -> String {
+    let (mut la, mut lb) = (a.lines(), b.lines());
+    for n in 1.. {
+        match (la.next(), lb.next()) {
+            (Some(x), Some(y)) if x == y => continue,
+            (None, None) => return "identical".to_owned(),
+            (x, y) => {
+                return format!(
+                    "line {n}: reference {:?}, got {:?}",
+                    x.unwrap_or("<end>"),
+                    y.unwrap_or("<end>")
+                )
+            }
+        }
+    }
+    unreachable!()
+}
+
+/// What a workload must see in a run, compared with the reference run.
+fn judge(
+    finished: &Finished,
+    reference: Option<&Finished>,
+    allocator_line: Option<&str>,
+) -> Result<(), String> {
+    if !finished.status.success() {
+        return Err(format!(
+            "{}: {}",
+            finished.status,
+            tail(&(finished.stdout.clone() + &finished.stderr), 3)
+        ));
+    }
+    if finished.stderr.contains("ERROR: ld.so:") {
+        return Err(format!(
+            "the library was not loaded: {}",
+            tail(&finished.stderr, 1)
+        ));
+    }
+    let (rest, allocator) = split_stderr(&finished.stderr);
+    if let Some(want) = allocator_line {
+        if allocator.as_deref() != Some(want) {
+            return Err(format!(
+                "it reports `allocator: {}`, expected `allocator: {want}`",
+                allocator.as_deref().unwrap_or("<nothing>")
+            ));
+        }
+    }
+    if let Some(reference) = reference {
+        if finished.stdout != reference.stdout {
+            return Err(format!(
+                "stdout differs from glibc's: {}",
+                first_difference(&reference.stdout, &finished.stdout)
+            ));
+        }
+        let (ref_rest, _) = split_stderr(&reference.stderr);
+        if rest != ref_rest {
+            return Err(format!(
+                "stderr differs from glibc's: {}",
+                first_difference(&ref_rest, &rest)
+            ));
+        }
+    }
+    Ok(())
+}
+
+// ---- panics --------------------------------------------------------------------------------
+
+/// The functions the library exports.
+pub const EXPORTS: [&str; 12] = [
+    "malloc",
+    "free",
+    "calloc",
+    "realloc",
+    "reallocarray",
+    "posix_memalign",
+    "aligned_alloc",
+    "memalign",
+    "valloc",
+    "pvalloc",
+    "malloc_usable_size",
+    "hakmem_mode",
+];
+
+/// Functions C calls back that the library registers at run time (not exports, but entered
+/// from C all the same): the pool's thread-exit destructor (a pthread key's). Absent from the
+/// modes without a pool, where the walk simply finds nothing to start from.
+pub const CALLBACKS: [&str; 1] = ["hakmem::pool::thread::on_exit"];
+
+/// Where the walk stops: hakmem's diagnostics (a misuse report formats its line and aborts; a
+/// warning formats into a stack buffer) and the abort that an `extern "C"` function's unwind
+/// guard calls.
+const WALK_STOPS: [&str; 2] = ["hakmem::diag::", "core::panicking::panic_cannot_unwind"];
+
+/// Whether a function's name says it panics (or leads to a panic).
+fn is_panic(name: &str) -> bool {
+    name.contains("panic") || name.contains("_fail") || name.contains("begin_unwind")
+}
+
+/// Walks the direct calls and tail jumps of `disassembly` (`objdump -d -C`) from `roots` and
+/// returns the panicking functions it reaches, each as `caller -> callee`, not walking into
+/// [`WALK_STOPS`] nor through PLT stubs (`name@plt`: calls into another library, whose last
+/// jump goes to the resolver stub that objdump labels with whatever symbol precedes `.plt`).
+pub fn panics_reachable(disassembly: &str, roots: &[&str]) -> Vec<String> {
+    use std::collections::{BTreeMap, BTreeSet};
+    let mut calls: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    let mut current: Option<&str> = None;
+    for line in disassembly.lines() {
+        // `0000000000001234 <name>:` starts a function.
+        if let Some(name) = line
+            .strip_suffix(">:")
+            .and_then(|l| l.split_once(" <"))
+            .filter(|(addr, _)| addr.chars().all(|c| c.is_ascii_hexdigit()))
+            .map(|(_, name)| name)
+        {
+            current = Some(name);
+            calls.entry(name).or_default();
+            continue;
+        }
+        // `  12ab:\tcall   5678 <callee+0x10>` (or jmp): a direct call or jump.
+        let Some(caller) = current.filter(|name| !name.ends_with("@plt")) else {
+            continue;
+        };
+        let mut words = line.split_whitespace().skip(1);
+        let Some(op) = words.next() else { continue };
+        if !(op.starts_with("call") || op.starts_with("jmp")) {
+            continue;
+        }
+        let Some(target) = line.split_once(" <").and_then(|(_, t)| t.strip_suffix('>')) else {
+            continue;
+        };
+        let callee = match target.rsplit_once("+0x") {
+            Some((name, off)) if off.chars().all(|c| c.is_ascii_hexdigit()) => name,
+            _ => target,
+        };
+        if callee != caller {
+            calls.entry(caller).or_default().insert(callee);
+        }
+    }
+    let mut found = Vec::new();
+    let mut seen = BTreeSet::new();
+    let mut stack: Vec<&str> = roots.to_vec();
+    while let Some(f) = stack.pop() {
+        if !seen.insert(f) {
+            continue;
+        }
+        for &g in calls.get(f).into_iter().flatten() {
+            if WALK_STOPS.iter().any(|stop| g.starts_with(stop)) {
+                continue;
+            }
+            if is_panic(g) {
+                found.push(format!("{f} -> {g}"));
+            } else {
+                stack.push(g);
+            }
+        }
+    }
+    found
+}
+
+/// Checks that no export of the library at `lib` can reach a panic (outside [`WALK_STOPS`]),
+/// from its disassembly (`objdump`, binutils).
+pub fn check_panic_free(lib: &Path) -> Result<(), String> {
+    let out = Command::new("objdump")
+        .args(["-d", "--no-show-raw-insn", "-C"])
+        .arg(lib)
+        .output()
+        .map_err(|e| format!("objdump is needed (apt-get install binutils): {e}"))?;
+    if !out.status.success() {
+        return Err(format!("objdump failed: {}", out.status));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    // Exports with identical code share one address and one label (memalign is shown as
+    // aligned_alloc), so only the four that cannot be folded together must appear: a guard
+    // against a disassembly this walk cannot read, which would pass vacuously.
+    let missing: Vec<&str> = ["malloc", "free", "calloc", "realloc"]
+        .into_iter()
+        .filter(|e| !text.contains(&format!(" <{e}>:\n")))
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "exports not found in the disassembly: {}",
+            missing.join(", ")
+        ));
+    }
+    let roots: Vec<&str> = EXPORTS.iter().chain(&CALLBACKS).copied().collect();
+    match panics_reachable(&text, &roots) {
+        found if found.is_empty() => Ok(()),
+        found => Err(format!("a panic is reachable: {}", found.join("; "))),
+    }
+}
+
+/// The python3 to run: what `python3` on `PATH` really is (`sys.executable`), so that a
+/// wrapper (pyenv's shims are shell scripts) does not run under the library too.
+pub fn python() -> Result<PathBuf, String> {
+    let out = Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .env_remove("LD_PRELOAD")
+        .output()
+        .map_err(|e| format!("python3 is needed (apt-get install python3): {e}"))?;
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    if !out.status.success() || path.is_empty() {
+        return Err("python3 did not say where it is (sys.executable)".to_owned());
+    }
+    Ok(PathBuf::from(path))
+}
+
+/// The workloads' directory: `crates/hakmem-preload/tests`.
+pub fn tests_dir() -> PathBuf {
+    cmd::workspace_root()
+        .join("crates")
+        .join("hakmem-preload")
+        .join("tests")
+}
+
+/// The JSON records of the check's python run (a 5 MB document).
+pub const CHECK_RECORDS: &str = "10000";
+
+/// The environment every python run gets, with or without the library.
+pub const PYTHON_ENV: [(&str, &str); 2] = [("PYTHONMALLOC", "malloc"), ("PYTHONHASHSEED", "0")];
+
+/// Compiles the C test and its TLS library into `dir`; returns their paths.
+fn compile_c_test(dir: &Path) -> Result<(PathBuf, PathBuf), String> {
+    let source = tests_dir().join("preload_test.c");
+    let exe = dir.join("preload_test");
+    let tls = dir.join("libpreload_test_tls.so");
+    let source_arg = source.to_string_lossy().into_owned();
+    let exe_arg = exe.to_string_lossy().into_owned();
+    let tls_arg = tls.to_string_lossy().into_owned();
+    let builds: [Vec<&str>; 2] = [
+        vec![
+            "-O2",
+            "-g",
+            "-fno-builtin",
+            "-pthread",
+            "-Wall",
+            "-Wextra",
+            "-o",
+            &exe_arg,
+            &source_arg,
+        ],
+        vec![
+            "-O2",
+            "-fPIC",
+            "-shared",
+            "-DTLS_LIB",
+            "-o",
+            &tls_arg,
+            &source_arg,
+        ],
+    ];
+    for args in &builds {
+        eprintln!("preload check: cc {}", args.join(" "));
+        let status = Command::new("cc")
+            .args(args)
+            .status()
+            .map_err(|e| format!("cc is needed (apt-get install gcc): {e}"))?;
+        if !status.success() {
+            return Err(format!("cc failed: {status}"));
+        }
+    }
+    Ok((exe, tls))
+}
+
+/// One run's line: `[workload] contender  ok (N s)` or `FAILED: why`.
+fn report(workload: &str, contender: &str, result: &Result<Duration, String>) {
+    match result {
+        Ok(took) => eprintln!(
+            "{:<10} {contender:<28} ok ({} s)",
+            format!("[{workload}]"),
+            cmd::seconds(*took)
+        ),
+        Err(why) => eprintln!(
+            "{:<10} {contender:<28} FAILED: {why}",
+            format!("[{workload}]")
+        ),
+    }
+}
+
+/// Runs the check for `contenders` (glibc, the reference, is added first). `Ok(false)` if any
+/// run failed; `Err` if the check could not run at all (no `cc`, no python3, no git).
+pub fn check_all(contenders: &[Contender]) -> Result<bool, String> {
+    let started = Instant::now();
+    let dir = cmd::target_dir().join("preload").join("check");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let (exe, tls) = compile_c_test(&dir)?;
+    let python = python()?;
+    if !cmd::is_installed("git") {
+        return Err("git is needed (apt-get install git)".to_owned());
+    }
+    eprintln!(
+        "preload check: python {}; {}; outputs in {}",
+        python.display(),
+        cmd::first_line(Command::new("git").arg("--version")).unwrap_or_default(),
+        dir.display()
+    );
+    let mut all = vec![Contender::glibc()];
+    all.extend(contenders.iter().cloned());
+    let mut tally = Tally::default();
+
+    // No export reaches a panic (the release builds' code, from their disassembly).
+    for c in contenders.iter().filter(|c| c.release) {
+        if let Some(lib) = &c.library {
+            let start = Instant::now();
+            let result = check_panic_free(lib).map(|()| start.elapsed());
+            tally.add("no-panic", c, result);
+        }
+    }
+
+    // The C test: it checks everything itself; its expected mode is its second argument.
+    for c in &all {
+        let stem = dir.join(format!("c-{}", slug(&c.name)));
+        let expected = c.expected_mode.unwrap_or("glibc");
+        let mut command = c.command(&exe, &[tls.as_os_str(), expected.as_ref()]);
+        command.current_dir(&dir);
+        let result = run_timed(command, &stem, CHILD_TIMEOUT).and_then(|f| {
+            judge(&f, None, None)?;
+            let last = f.stdout.lines().last().unwrap_or_default();
+            if !last.starts_with("preload_test: all ") {
+                return Err(format!("it did not finish: last line {last:?}"));
+            }
+            Ok(f.took)
+        });
+        tally.add("c-test", c, result);
+    }
+
+    // python3 and git: the reference first, then every mode against it.
+    let script = tests_dir().join("json_roundtrip.py");
+    let git_script = tests_dir().join("git_workload.sh");
+    let mut python_ref: Option<Finished> = None;
+    let mut git_ref: Option<Finished> = None;
+    for c in &all {
+        let hakmem = c.expected_mode.map(|m| format!("hakmem {m}"));
+        let stem = dir.join(format!("python-{}", slug(&c.name)));
+        let mut command = c.command(
+            &python,
+            &[
+                script.as_os_str(),
+                "--records".as_ref(),
+                CHECK_RECORDS.as_ref(),
+            ],
+        );
+        command.envs(PYTHON_ENV);
+        let result = run_timed(command, &stem, CHILD_TIMEOUT).and_then(|f| {
+            judge(
+                &f,
+                python_ref.as_ref(),
+                Some(hakmem.as_deref().unwrap_or("not hakmem")),
+            )?;
+            let took = f.took;
+            if python_ref.is_none() {
+                python_ref = Some(f);
+            }
+            Ok(took)
+        });
+        tally.add("python", c, result);
+
+        let repo_dir = dir.join(format!("git-{}", slug(&c.name)));
+        std::fs::create_dir_all(&repo_dir)
+            .map_err(|e| format!("cannot create {}: {e}", repo_dir.display()))?;
+        let stem = dir.join(format!("git-{}", slug(&c.name)));
+        let command = c.command(
+            Path::new("sh"),
+            &[git_script.as_os_str(), repo_dir.as_os_str()],
+        );
+        let result = run_timed(command, &stem, CHILD_TIMEOUT).and_then(|f| {
+            judge(
+                &f,
+                git_ref.as_ref(),
+                Some(if c.library.is_some() {
+                    "hakmem"
+                } else {
+                    "not hakmem"
+                }),
+            )?;
+            let took = f.took;
+            if git_ref.is_none() {
+                git_ref = Some(f);
+            }
+            Ok(took)
+        });
+        tally.add("git", c, result);
+        if python_ref.is_none() || git_ref.is_none() {
+            eprintln!("preload check: the reference run (glibc) failed; nothing to compare with");
+            tally.failed += 1;
+            break;
+        }
+    }
+    eprintln!(
+        "preload check: {} runs, {} failed, {} s",
+        tally.runs,
+        tally.failed,
+        cmd::seconds(started.elapsed())
+    );
+    Ok(tally.failed == 0)
+}
+
+/// Runs and failures so far.
+#[derive(Default)]
+struct Tally {
+    runs: usize,
+    failed: usize,
+}
+
+impl Tally {
+    /// Reports one run and counts it.
+    fn add(&mut self, workload: &str, c: &Contender, result: Result<Duration, String>) {
+        report(workload, &c.name, &result);
+        self.runs += 1;
+        self.failed += usize::from(result.is_err());
+    }
+}
+
+/// A contender's name as a file-name part: `runtime (HAKMEM_MODE=fast)` → `runtime-fast`.
+fn slug(name: &str) -> String {
+    let mut out = String::new();
+    for word in name
+        .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+        .filter(|w| !w.is_empty() && *w != "HAKMEM_MODE")
+    {
+        if !out.is_empty() {
+            out.push('-');
+        }
+        out.push_str(word);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn libraries_live_per_mode() {
+        let p = library_path("fast");
+        assert!(p.ends_with("preload/fast/libhakmem_preload.so"), "{p:?}");
+        assert_eq!(
+            cargo_args("research")[3..],
+            [
+                "-p",
+                "hakmem-preload",
+                "--no-default-features",
+                "--features",
+                "research"
+            ]
+        );
+    }
+
+    #[test]
+    fn contenders_preload_and_set_the_mode() {
+        let c = Contender::hakmem("runtime", PathBuf::from("/x/lib.so"));
+        assert_eq!(c.expected_mode, Some(RUNTIME_CHECK_MODE));
+        assert_eq!(slug(&c.name), format!("runtime-{RUNTIME_CHECK_MODE}"));
+        let cmd = c.command(Path::new("true"), &[] as &[&str]);
+        let envs: Vec<_> = cmd.get_envs().collect();
+        assert!(envs.contains(&(
+            std::ffi::OsStr::new("LD_PRELOAD"),
+            Some(std::ffi::OsStr::new("/x/lib.so"))
+        )));
+        assert!(envs.contains(&(
+            std::ffi::OsStr::new(cmd::MODE_VAR),
+            Some(std::ffi::OsStr::new(RUNTIME_CHECK_MODE))
+        )));
+        let g = Contender::glibc().command(Path::new("true"), &[] as &[&str]);
+        assert!(g
+            .get_envs()
+            .any(|(k, v)| k == std::ffi::OsStr::new("LD_PRELOAD") && v.is_none()));
+        assert_eq!(
+            Contender::hakmem("fast", "/y".into()).expected_mode,
+            Some("fast")
+        );
+    }
+
+    #[test]
+    fn stderr_is_compared_without_the_allocator_and_hakmem_lines() {
+        let (rest, allocator) =
+            split_stderr("allocator: hakmem fast\nhakmem: lifecycle LEARN\nwarning: x\n");
+        assert_eq!(allocator.as_deref(), Some("hakmem fast"));
+        assert_eq!(rest, "warning: x\n");
+        assert_eq!(first_difference("a\nb\n", "a\nb\n"), "identical");
+        assert_eq!(
+            first_difference("a\nb\n", "a\nc\n"),
+            "line 2: reference \"b\", got \"c\""
+        );
+        assert_eq!(
+            first_difference("a\n", "a\nextra\n"),
+            "line 2: reference \"<end>\", got \"extra\""
+        );
+    }
+
+    #[test]
+    fn panics_are_found_through_calls_and_tail_jumps() {
+        let dis = "\
+0000000000001000 <malloc>:
+    1000:\tcall   1100 <helper>
+    1004:\tjmp    1008 <malloc+0x8>
+    1008:\tcall   1300 <core::panicking::panic_cannot_unwind>
+0000000000001100 <helper>:
+    1100:\tjmp    1200 <core::slice::index::slice_index_fail>
+    1104:\tcall   1400 <hakmem::diag::fatal>
+0000000000001200 <core::slice::index::slice_index_fail>:
+    1200:\tcall   1210 <core::panicking::panic_fmt>
+0000000000001400 <hakmem::diag::fatal>:
+    1400:\tcall   1200 <core::slice::index::slice_index_fail>
+0000000000001500 <free>:
+    1500:\tcall   *%rax
+    1502:\tcall   1600 <__tls_get_addr@plt>
+    1507:\tret
+0000000000001600 <__tls_get_addr@plt>:
+    1600:\tjmp    *0x28ba(%rip)        # 4a800 <__tls_get_addr@GLIBC_2.3>
+    1606:\tpush   $0x1
+    160b:\tjmp    1700 <std::alloc::rust_oom+0x10>
+0000000000001700 <std::alloc::rust_oom>:
+    1700:\tcall   1200 <core::slice::index::slice_index_fail>
+";
+        assert_eq!(
+            panics_reachable(dis, &["malloc", "free"]),
+            ["helper -> core::slice::index::slice_index_fail"]
+        );
+        assert!(
+            panics_reachable(dis, &["free"]).is_empty(),
+            "a PLT stub is not followed into the symbol objdump names its resolver jump by"
+        );
+    }
+
+    #[test]
+    fn a_hung_child_and_its_group_are_killed() {
+        let dir = std::env::temp_dir().join(format!("xtask-preload-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // The shell forks a sleeper that keeps stdout open, then waits for it.
+        let mut c = Command::new("sh");
+        c.args(["-c", "echo started; sleep 30 & wait"]);
+        let start = Instant::now();
+        let err = run_timed(c, &dir.join("hung"), Duration::from_millis(300)).unwrap_err();
+        assert!(err.starts_with("killed after 0.3 s"), "{err}");
+        assert!(start.elapsed() < Duration::from_secs(10));
+        let mut c = Command::new("sh");
+        c.args(["-c", "echo out; echo err >&2; exit 3"]);
+        let f = run_timed(c, &dir.join("ok"), Duration::from_secs(30)).unwrap();
+        assert_eq!((f.stdout.as_str(), f.stderr.as_str()), ("out\n", "err\n"));
+        assert_eq!(f.status.code(), Some(3));
+        let why = judge(&f, None, None).unwrap_err();
+        assert!(
+            why.contains("exit status: 3") && why.ends_with("out | err"),
+            "{why}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
