@@ -254,16 +254,15 @@ impl<P: Policy> Allocator<P> {
             Some(len) if len <= isize::MAX as usize => len,
             _ => return ptr::null_mut(),
         };
-        // SAFETY: plain C allocation; the alignment is a power of two ≥ 16 when used.
-        let base = unsafe {
-            if offset == HEADER_SIZE {
-                system::alloc(len, zeroed)
-            } else {
-                system::alloc_aligned(offset, len)
-            }
-        };
-        let Some(base) = NonNull::new(base) else {
-            return ptr::null_mut();
+        // SAFETY: forwarded; the alignment is a power of two ≥ 16 when used.
+        let base = match NonNull::new(unsafe { system_alloc(offset, len, zeroed) }) {
+            Some(base) => base,
+            // Out of memory: what the caches hold may be what the system allocator lacks.
+            // SAFETY: as above.
+            None => match unsafe { self.system_after_reclaim(cfg, offset, len, zeroed) } {
+                Some(base) => base,
+                None => return ptr::null_mut(),
+            },
         };
         self.count(cfg, Event::SystemAlloc, 1);
         // SAFETY: `base` holds `len = size + offset` bytes and is aligned to `offset` (malloc
@@ -405,7 +404,14 @@ impl<P: Policy> Allocator<P> {
         } else {
             (layout.align(), header::offset_for(layout.align(), page))
         };
-        let Some((base, len)) = map_block(size, align, offset, page) else {
+        let Some((base, len)) = (match map_block(size, align, offset, page) {
+            Some(mapping) => Some(mapping),
+            // Out of memory: release what the caches hold and try once more.
+            None if self.may_reclaim(cfg) && self.reclaim(cfg) => {
+                map_block(size, align, offset, page)
+            }
+            None => None,
+        }) else {
             return ptr::null_mut();
         };
         self.count(cfg, Event::MmapAlloc, 1);
@@ -524,6 +530,62 @@ impl<P: Policy> Allocator<P> {
         false
     }
 
+    /// The system allocator failed: retries once after [`Self::reclaim`], where the mode has
+    /// caches to release. Out of line, so that the hot path only carries the call.
+    ///
+    /// # Safety
+    /// As [`system_alloc`].
+    #[cold]
+    #[inline(never)]
+    unsafe fn system_after_reclaim(
+        &self,
+        cfg: &Config,
+        offset: usize,
+        len: usize,
+        zeroed: bool,
+    ) -> Option<NonNull<u8>> {
+        if !(self.may_reclaim(cfg) && self.reclaim(cfg)) {
+            return None;
+        }
+        // SAFETY: forwarded from the caller.
+        NonNull::new(unsafe { system_alloc(offset, len, zeroed) })
+    }
+
+    /// Whether the mode keeps anything [`Self::reclaim`] could release (a constant for a
+    /// compiled mode, so MINIMAL's failure paths carry no call).
+    #[inline(always)]
+    fn may_reclaim(&self, cfg: &Config) -> bool {
+        cfg.bigcache || cfg.batch_madvise
+    }
+
+    /// Memory has run out: returns every block BigCache holds and every pending release to the
+    /// OS, so that the failed request can be tried again. Returns whether anything was
+    /// released. Off the hot path: only a failed `mmap` or `malloc` calls it.
+    #[cold]
+    #[inline(never)]
+    fn reclaim(&self, cfg: &Config) -> bool {
+        let mut released = 0u64;
+        if cfg.bigcache {
+            let page = os::page_size();
+            self.cache.drain(page, |user, len| {
+                // SAFETY: a drained block is a whole mapping of ours (one header page before
+                // `user`) that only the cache referred to, and the cache no longer does.
+                unsafe { os::unmap(user.sub(page), len) };
+                self.count(cfg, Event::CacheEvict, 1);
+                self.count(cfg, Event::MunmapCall, 1);
+                self.count(cfg, Event::MunmapBytes, len as u64);
+                released += 1;
+            });
+        }
+        if cfg.batch_madvise {
+            let done = self.batch.flush_now();
+            self.count(cfg, Event::MunmapCall, done.calls);
+            self.count(cfg, Event::MunmapBytes, done.bytes);
+            released += done.calls;
+        }
+        released > 0
+    }
+
     /// Returns a mapping to the OS: batched where the mode batches, else at once.
     ///
     /// # Safety
@@ -620,6 +682,23 @@ impl<P: Policy> Allocator<P> {
                 }
             }
             _ => None,
+        }
+    }
+}
+
+/// `malloc(len)` (`calloc` if `zeroed`) for the plain 16-byte offset, else
+/// `posix_memalign(offset, len)`. Null on failure.
+///
+/// # Safety
+/// `offset` is [`HEADER_SIZE`] or a power of two ≥ 16 (a valid `posix_memalign` alignment).
+#[inline(always)]
+unsafe fn system_alloc(offset: usize, len: usize, zeroed: bool) -> *mut u8 {
+    // SAFETY: plain C allocation; the alignment is valid (caller).
+    unsafe {
+        if offset == HEADER_SIZE {
+            system::alloc(len, zeroed)
+        } else {
+            system::alloc_aligned(offset, len)
         }
     }
 }

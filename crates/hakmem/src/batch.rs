@@ -81,7 +81,28 @@ impl Batch {
             self.busy.store(false, Ordering::Release);
             return Released::default();
         }
-        // Take the list, let others in, and flush outside the lock.
+        // SAFETY: we hold `busy`.
+        unsafe { self.take_and_flush() }
+    }
+
+    /// Releases every pending block now (when memory has run out). A batch that another thread
+    /// holds at this moment is left alone: that thread flushes or adds to it.
+    #[cold]
+    pub(crate) fn flush_now(&self) -> Released {
+        if self.busy.swap(true, Ordering::Acquire) {
+            return Released::default();
+        }
+        // SAFETY: we hold `busy`.
+        unsafe { self.take_and_flush() }
+    }
+
+    /// Takes the pending list, lets others in, and flushes it outside the lock.
+    ///
+    /// # Safety
+    /// The caller holds `busy`; this releases it.
+    unsafe fn take_and_flush(&self) -> Released {
+        // SAFETY: we hold `busy` (caller), so `pending` is ours alone.
+        let pending = unsafe { &mut *self.pending.get() };
         let mut ranges = [(0usize, 0usize); MAX_BLOCKS];
         let count = pending.count;
         ranges[..count].copy_from_slice(&pending.ranges[..count]);
@@ -150,6 +171,18 @@ mod tests {
             },
             "one flush, one call"
         );
+    }
+
+    #[test]
+    fn flush_now_releases_what_is_pending() {
+        let batch = Batch::new();
+        let block = os::map(MIN_BLOCK).unwrap();
+        // SAFETY: an unused mapping of ours.
+        let now = unsafe { batch.release(block, MIN_BLOCK) };
+        assert_eq!(now, Released::default(), "pending");
+        let done = batch.flush_now();
+        assert_eq!((done.calls, done.bytes), (1, MIN_BLOCK as u64));
+        assert_eq!(batch.flush_now(), Released::default(), "nothing left");
     }
 
     #[test]

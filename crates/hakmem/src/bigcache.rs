@@ -170,6 +170,29 @@ impl BigCache {
     }
 }
 
+impl BigCache {
+    /// Takes every cached block out of the cache and hands each to `release` (user address,
+    /// mapping length): for when memory has run out and the cache must give back what it
+    /// holds. Lock-free like `take`: blocks put meanwhile may stay.
+    #[cold]
+    pub(crate) fn drain(&self, page: usize, mut release: impl FnMut(NonNull<u8>, usize)) {
+        for site in &self.slots {
+            for (class, bucket) in site.iter().enumerate() {
+                let len = page + CLASSES[class];
+                for slot in bucket {
+                    if slot.load(Ordering::Relaxed) == 0 {
+                        continue;
+                    }
+                    if let Some(user) = NonNull::new(slot.swap(0, Ordering::Acquire) as *mut u8) {
+                        self.held.fetch_sub(len, Ordering::Relaxed);
+                        release(user, len);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// A class block's metadata word, in its header page just below the header: its class (so the
 /// free path need not derive it) and how many bytes from the user pointer may have been
 /// written since the block was last known to be zero (so `alloc_zeroed` clears only those).
@@ -289,6 +312,27 @@ mod tests {
         let kept = unsafe { cache.put(0, a, user(99), 1, usize::MAX) };
         assert!(!kept, "bucket full");
         assert_eq!(cache.held.load(Ordering::Relaxed), WAYS);
+    }
+
+    #[test]
+    fn drain_empties_every_slot() {
+        let cache = Box::new(BigCache::new());
+        let user = |n: usize| NonNull::new((n << 12) as *mut u8).unwrap();
+        let (a, b) = (Site::from_raw(1).slot(), Site::from_raw(2).slot());
+        // SAFETY: never dereferenced.
+        unsafe {
+            assert!(cache.put(0, a, user(1), 4096 + CLASSES[0], usize::MAX));
+            assert!(cache.put(7, b, user(2), 4096 + CLASSES[7], usize::MAX));
+        }
+        let mut released = std::vec::Vec::new();
+        cache.drain(4096, |u, len| released.push((u, len)));
+        released.sort();
+        assert_eq!(
+            released,
+            [(user(1), 4096 + CLASSES[0]), (user(2), 4096 + CLASSES[7])]
+        );
+        assert_eq!(cache.held.load(Ordering::Relaxed), 0);
+        assert_eq!(cache.take(0, a, 1), None);
     }
 
     #[test]
