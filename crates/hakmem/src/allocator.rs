@@ -196,7 +196,7 @@ impl<P: Policy> Allocator<P> {
             // The commonest block, recognised with one compare.
             // SAFETY: the header says: a plain system block based at `base`.
             Some((base, capacity)) => unsafe {
-                self.free_system(cfg, user, base, capacity, HEADER_SIZE)
+                self.free_system(cfg, user, base, capacity, HEADER_SIZE, written)
             },
             // SAFETY: forwarded.
             None => unsafe { self.free_other(cfg, user, written) },
@@ -281,8 +281,10 @@ impl<P: Policy> Allocator<P> {
         user.as_ptr()
     }
 
+    /// `capacity` comes from the header; `written` bounds what the program may have written.
+    ///
     /// # Safety
-    /// `user` is a live system block with this base, capacity and offset, released now.
+    /// `user` is a live system block with this base and offset, released now.
     #[inline(always)]
     unsafe fn free_system(
         &self,
@@ -291,10 +293,17 @@ impl<P: Policy> Allocator<P> {
         base: NonNull<u8>,
         capacity: usize,
         offset: usize,
+        written: usize,
     ) {
-        // SAFETY: the block is live until `free`; poisoning covers its usable bytes only.
+        // SAFETY: the block is live until `free`; poisoning covers its usable bytes only, once
+        // the header's length is known to fit the malloc block (it is the one field nothing
+        // else checks, and poisoning is the one use of it here).
         unsafe {
             if cfg.poison {
+                let usable = system::usable_size(base.as_ptr());
+                if capacity < written || capacity > usable.saturating_sub(offset) {
+                    header::bad_length(user, "free", capacity.wrapping_add(offset));
+                }
                 ptr::write_bytes(user.as_ptr(), POISON_FREED, capacity);
             }
             header::mark_freed(user, offset);
@@ -334,7 +343,14 @@ impl<P: Policy> Allocator<P> {
         match block.method {
             // SAFETY: the header says the system allocator owns it.
             Method::System => unsafe {
-                self.free_system(cfg, user, block.base, block.capacity(), block.offset)
+                self.free_system(
+                    cfg,
+                    user,
+                    block.base,
+                    block.capacity(),
+                    block.offset,
+                    written,
+                )
             },
             // SAFETY: the header says it is a mapping of ours.
             Method::Mmap | Method::Cached => unsafe {
@@ -458,12 +474,15 @@ impl<P: Policy> Allocator<P> {
         // cache or the OS owns it. A class block has its dirty word in its header page.
         unsafe {
             header::mark_freed(user, offset);
-            if cfg.bigcache && offset == os::page_size() {
+            if offset == os::page_size() {
                 // A class block (one header page, then exactly a class's bytes) says so in its
-                // metadata word.
+                // metadata word; one compare checks both the class and the header's length
+                // (written together: a stray write that changed either must not reach the
+                // cache or `munmap`).
                 let meta = Meta::read(user);
-                if let Some(class) = meta.class() {
-                    debug_assert_eq!(len, offset + CLASSES[class]);
+                let consistent = offset + meta.class_bytes() == len;
+                if cfg.bigcache && consistent {
+                    let class = meta.class_unchecked();
                     if cfg.free_policy == FreePolicy::Adaptive && !self.cache.is_hot(class) {
                         return self.cache_warm(cfg, class, user, len, site);
                     }
@@ -471,9 +490,14 @@ impl<P: Policy> Allocator<P> {
                     if self.cache_put(cfg, class, user, len, site) {
                         return;
                     }
+                } else if !consistent
+                    && (meta.class().is_some() || !header::is_mapping(user, offset, len))
+                {
+                    // (`page_mapping` recognised it by its tag alone.)
+                    header::bad_length(user, "free", len);
                 }
             }
-            self.release_mapping(cfg, user.sub(offset), len)
+            self.release_mapping(cfg, user, offset, len)
         }
     }
 
@@ -503,7 +527,7 @@ impl<P: Policy> Allocator<P> {
             if self.cache_put(cfg, class, user, len, site) {
                 return;
             }
-            self.release_mapping(cfg, user.sub(os::page_size()), len)
+            self.release_mapping(cfg, user, os::page_size(), len)
         }
     }
 
@@ -570,7 +594,8 @@ impl<P: Policy> Allocator<P> {
             self.cache.drain(page, |user, len| {
                 // SAFETY: a drained block is a whole mapping of ours (one header page before
                 // `user`) that only the cache referred to, and the cache no longer does.
-                unsafe { os::unmap(user.sub(page), len) };
+                let unmapped = unsafe { os::unmap(user.sub(page), len) };
+                debug_assert!(unmapped, "a cached block's length is its class's");
                 self.count(cfg, Event::CacheEvict, 1);
                 self.count(cfg, Event::MunmapCall, 1);
                 self.count(cfg, Event::MunmapBytes, len as u64);
@@ -586,14 +611,17 @@ impl<P: Policy> Allocator<P> {
         released > 0
     }
 
-    /// Returns a mapping to the OS: batched where the mode batches, else at once.
+    /// Returns the mapping of the block at `user` (`offset` bytes in, `len` long) to the OS:
+    /// batched where the mode batches, else at once. If the kernel refuses to unmap it at once,
+    /// the length cannot have been the mapping's: reported as a corrupted header.
     ///
     /// # Safety
-    /// `[base, base + len)` is a whole mapping of ours that nothing refers to any more.
+    /// The mapping is a whole mapping of ours that nothing refers to any more.
     #[inline(never)]
-    unsafe fn release_mapping(&self, cfg: &Config, base: NonNull<u8>, len: usize) {
+    unsafe fn release_mapping(&self, cfg: &Config, user: NonNull<u8>, offset: usize, len: usize) {
         // SAFETY: forwarded from the caller.
         unsafe {
+            let base = user.sub(offset);
             match cfg.free_policy {
                 FreePolicy::Adaptive if cfg.batch_madvise => {
                     let done = self.batch.release(base, len);
@@ -601,7 +629,9 @@ impl<P: Policy> Allocator<P> {
                     self.count(cfg, Event::MunmapBytes, done.bytes);
                 }
                 FreePolicy::Immediate | FreePolicy::Adaptive => {
-                    os::unmap(base, len);
+                    if !os::unmap(base, len) {
+                        header::bad_length(user, "free", len);
+                    }
                     self.count(cfg, Event::MunmapCall, 1);
                     self.count(cfg, Event::MunmapBytes, len as u64);
                 }
@@ -731,11 +761,12 @@ fn map_block(
     // (all addresses involved are page multiples) outside the kept `[base, base + len)`.
     unsafe {
         let base = raw.add(head);
+        // (Whole pages inside our fresh mapping: the kernel does not refuse them.)
         if head > 0 {
-            os::unmap(raw, head);
+            let _ = os::unmap(raw, head);
         }
         if tail > 0 {
-            os::unmap(base.add(len), tail);
+            let _ = os::unmap(base.add(len), tail);
         }
         Some((base, len))
     }
@@ -824,7 +855,7 @@ mod tests {
             assert_eq!((base.as_ptr() as usize + page) % align, 0);
             assert_eq!(len, 2 * page);
             // SAFETY: the mapping just made.
-            unsafe { os::unmap(base, len) };
+            assert!(unsafe { os::unmap(base, len) });
         }
     }
 }

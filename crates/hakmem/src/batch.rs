@@ -66,7 +66,9 @@ impl Batch {
     pub(crate) unsafe fn release(&self, base: NonNull<u8>, len: usize) -> Released {
         if len < MIN_BLOCK || self.busy.swap(true, Ordering::Acquire) {
             // SAFETY: forwarded from the caller.
-            unsafe { os::unmap(base, len) };
+            // A refused range (only a corrupted length makes one) is left mapped: releasing
+            // must not panic, and the block is lost either way.
+            let _ = unsafe { os::unmap(base, len) };
             return Released {
                 calls: 1,
                 bytes: len as u64,
@@ -131,7 +133,8 @@ unsafe fn flush(ranges: &mut [(usize, usize)]) -> Released {
         }
         debug_assert!(start != 0);
         // SAFETY: a run of adjacent unused mappings of ours is unmapped as one range.
-        unsafe { os::unmap(NonNull::new_unchecked(start as *mut u8), end - start) };
+        // (A refused range is left mapped, as in `Batch::release`.)
+        let _ = unsafe { os::unmap(NonNull::new_unchecked(start as *mut u8), end - start) };
         done.calls += 1;
         done.bytes += (end - start) as u64;
     }

@@ -202,6 +202,23 @@ pub(crate) struct Meta(usize);
 
 const CLASS_SHIFT: u32 = usize::BITS - 8;
 
+/// What [`Meta::class_bytes`] says for a word that names no class: a length no block has, so
+/// that `offset + class_bytes == len` holds for class blocks only (a zero-sized block's mapping
+/// is exactly its offset long).
+const NOT_A_CLASS: usize = 1 << 62;
+
+/// `CLASSES[code - 1]` for the class codes 1 ..= 8 of a metadata word, [`NOT_A_CLASS`] for
+/// every other value its top byte can take.
+static CLASS_BYTES_BY_CODE: [usize; 256] = {
+    let mut table = [NOT_A_CLASS; 256];
+    let mut class = 0;
+    while class < CLASSES.len() {
+        table[class + 1] = CLASSES[class];
+        class += 1;
+    }
+    table
+};
+
 impl Meta {
     /// The metadata of a block of `class` (or of no class) with `dirty` bytes.
     #[inline(always)]
@@ -214,6 +231,20 @@ impl Meta {
     #[inline(always)]
     pub(crate) fn class(self) -> Option<usize> {
         (self.0 >> CLASS_SHIFT).checked_sub(1)
+    }
+
+    /// The bytes of the block's class, or [`NOT_A_CLASS`] if it is no class block (or the word
+    /// is not one this module wrote): one table load, no branch.
+    #[inline(always)]
+    pub(crate) fn class_bytes(self) -> usize {
+        CLASS_BYTES_BY_CODE[self.0 >> CLASS_SHIFT]
+    }
+
+    /// The block's class, for a word whose [`Meta::class_bytes`] is a class's.
+    #[inline(always)]
+    pub(crate) fn class_unchecked(self) -> usize {
+        debug_assert!(self.class_bytes() != NOT_A_CLASS, "meta {:#x}", self.0);
+        ((self.0 >> CLASS_SHIFT) - 1) & (CLASSES.len() - 1)
     }
 
     /// The same block's metadata with `dirty` bytes.
@@ -346,6 +377,16 @@ mod tests {
             }
         }
         assert_eq!(Meta(0).class(), None, "a fresh mapping is no class block");
+        assert_eq!(Meta(0).class_bytes(), NOT_A_CLASS);
+        for (class, &bytes) in CLASSES.iter().enumerate() {
+            let m = Meta::new(Some(class), 123);
+            assert_eq!((m.class_bytes(), m.class_unchecked()), (bytes, class));
+        }
+        assert_eq!(
+            Meta(200 << CLASS_SHIFT).class_bytes(),
+            NOT_A_CLASS,
+            "not a word we write"
+        );
     }
 
     #[test]
