@@ -1,0 +1,146 @@
+//! Bounded memory: 10 M operations of churn in BALANCED keep the resident set within the live
+//! set plus the caches' caps plus 16 MiB.
+//!
+//! BALANCED is this binary's global allocator (whatever the features), so the whole process —
+//! the churn, its bookkeeping and the test harness — runs on it, and `/proc/self/statm` sees
+//! nothing else. A table of 4096 slots is churned: each operation picks a slot and frees its
+//! block or allocates one (8 B – 4 MiB, mostly small, touching every page), so the live set
+//! wanders around half the slots while 10 M operations go through every path (pool or system,
+//! BigCache hits, WARM and COLD releases, batches). Every 64 Ki operations the resident set is
+//! read and must stay within
+//!
+//! ```text
+//! RSS at the start + live bytes + BigCache's cap (Config::BALANCED.bigcache_bytes) + 16 MiB
+//! ```
+//!
+//! The slack covers the pending batch (4 MiB at most), the system allocator's free lists and
+//! fragmentation, and page rounding of live blocks.
+//!
+//! The test is the same in every build, so it runs in the build whose only mode feature is
+//! `balanced` (the default build, and `cargo xtask test`'s BALANCED step), and is ignored in the
+//! others. Not under AddressSanitizer (its quarantine holds freed memory on purpose).
+#![cfg(not(hakmem_sanitizer))]
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout};
+use std::time::Instant;
+
+use common::{scaled, Rng};
+use hakmem::mode::Balanced;
+use hakmem::{Allocator, Config};
+
+#[global_allocator]
+static GLOBAL: Allocator<Balanced> = Allocator::new();
+
+const MIB: usize = 1 << 20;
+const OPS: u64 = 10_000_000;
+const SLOTS: usize = 4096;
+const SLACK: usize = 16 * MIB;
+const SAMPLE_EVERY: u64 = 1 << 16;
+
+/// The resident set of this process, in bytes (`/proc/self/statm`, second field). Read into a
+/// stack buffer: reading it must not disturb what it measures.
+fn rss() -> usize {
+    use std::io::Read;
+    let mut buf = [0u8; 128];
+    let mut file = std::fs::File::open("/proc/self/statm").expect("open /proc/self/statm");
+    let n = file.read(&mut buf).expect("read /proc/self/statm");
+    let text = std::str::from_utf8(&buf[..n]).unwrap();
+    let pages: usize = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize
+}
+
+fn size(rng: &mut Rng) -> usize {
+    match rng.below(1000) {
+        0..=899 => rng.log_uniform(8, 1 << 10),
+        900..=996 => rng.log_uniform(1 << 10, 256 << 10),
+        _ => rng.log_uniform(256 << 10, 4 * MIB),
+    }
+}
+
+#[test]
+#[cfg_attr(
+    not(all(
+        feature = "balanced",
+        not(any(
+            feature = "minimal",
+            feature = "fast",
+            feature = "learning",
+            feature = "research",
+            feature = "runtime"
+        ))
+    )),
+    ignore = "the same in every build: runs in the build whose only mode feature is balanced"
+)]
+fn churn_keeps_rss_within_the_caps() {
+    let start = Instant::now();
+    let ops = scaled(OPS);
+    let mut slots: Vec<Option<(*mut u8, Layout, u64)>> = vec![None; SLOTS];
+    let mut rng = Rng::new(0xB0_0B);
+    let caps = Config::BALANCED.bigcache_bytes;
+    let baseline = rss();
+    let (mut live, mut peak_live, mut peak_rss, mut worst_excess) = (0usize, 0, 0, 0isize);
+    for op in 0..ops {
+        let slot = &mut slots[rng.below(SLOTS)];
+        match slot.take() {
+            Some((p, layout, id)) => {
+                // SAFETY: a live block of GLOBAL with this layout, stamped below.
+                unsafe {
+                    assert_eq!(p.cast::<u64>().read_unaligned(), id, "block {p:p}");
+                    GLOBAL.dealloc(p, layout);
+                }
+                live -= layout.size();
+            }
+            None => {
+                let layout = Layout::from_size_align(size(&mut rng), 8).unwrap();
+                // SAFETY: a valid layout with a non-zero size.
+                let p = unsafe { GLOBAL.alloc(layout) };
+                assert!(!p.is_null(), "{layout:?}");
+                // Touch every page (the first 8 bytes carry the id), as a program would.
+                // SAFETY: `p` holds `layout.size() >= 8` bytes.
+                unsafe {
+                    p.cast::<u64>().write_unaligned(op);
+                    for at in (4096..layout.size()).step_by(4096) {
+                        p.add(at).write(op as u8);
+                    }
+                }
+                *slot = Some((p, layout, op));
+                live += layout.size();
+                peak_live = peak_live.max(live);
+            }
+        }
+        if op % SAMPLE_EVERY == SAMPLE_EVERY - 1 {
+            let now = rss();
+            peak_rss = peak_rss.max(now);
+            let excess = now as isize - (baseline + live) as isize;
+            worst_excess = worst_excess.max(excess);
+            assert!(
+                now <= baseline + live + caps + SLACK,
+                "after {op} operations: RSS {} MiB > start {} MiB + live {} MiB + caps {} MiB \
+                 + {} MiB",
+                now / MIB,
+                baseline / MIB,
+                live / MIB,
+                caps / MIB,
+                SLACK / MIB
+            );
+        }
+    }
+    for (p, layout, _) in slots.into_iter().flatten() {
+        // SAFETY: a live block of GLOBAL with this layout.
+        unsafe { GLOBAL.dealloc(p, layout) };
+    }
+    println!(
+        "memory bound: {ops} operations in {:.1} s; RSS start {} MiB, peak {} MiB; live peak \
+         {} MiB; worst RSS - start - live = {} MiB (bound: caps {} MiB + {} MiB)",
+        start.elapsed().as_secs_f64(),
+        baseline / MIB,
+        peak_rss / MIB,
+        peak_live / MIB,
+        worst_excess / MIB as isize,
+        caps / MIB,
+        SLACK / MIB
+    );
+}
