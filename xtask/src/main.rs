@@ -1,7 +1,10 @@
 //! `cargo xtask`: project automation for hakmem, std only.
 //!
-//! - `cargo xtask test [--no-overhead] [--no-matrix] [--no-large]`: the project's one test
-//!   command (CI runs it via `.ci/run`).
+//! - `cargo xtask test [--no-overhead] [--no-matrix] [--no-large] [--no-sanitizers]
+//!   [--fuzz[=SECS]]`: the project's one test command (CI runs it via `.ci/run`).
+//! - `cargo xtask sanitizers [--asan] [--memcheck]`: the hakmem tests under AddressSanitizer
+//!   and valgrind memcheck ([`reliability`]).
+//! - `cargo xtask fuzz [--time SECS] [-- LIBFUZZER_ARGS]`: the cargo-fuzz target.
 //! - `cargo xtask overhead [--check]`: callgrind instruction counts of every compiled mode against
 //!   its runtime twin.
 //! - `cargo xtask large [--check]`: the measured acceptance of the large-block path (faults,
@@ -17,6 +20,7 @@ mod cmd;
 mod large;
 mod matrix;
 mod overhead;
+mod reliability;
 mod test;
 
 use std::process::ExitCode;
@@ -28,17 +32,38 @@ USAGE:
     cargo xtask <COMMAND> [OPTIONS]
 
 COMMANDS:
-    test [--no-overhead] [--no-matrix] [--no-large]
+    test [--no-overhead] [--no-matrix] [--no-large] [--no-sanitizers] [--fuzz[=SECS]]
         The project's one test command (CI runs it through .ci/run). Every step runs even if
         an earlier one failed: cargo fmt --check; clippy -D warnings (workspace, all features;
         hakmem, default features); cargo test -p hakmem for each compiled mode (minimal, fast,
         balanced, learning, research) with HAKMEM_MODE set to it; for the runtime feature;
-        cargo test --workspace --all-features; the matrix smoke run (bench-matrix --smoke);
-        the overhead check; and the large-block check (large --check). Ends with a summary
-        and the line `xtask test: N passed, M failed`; exit status 0 only if all passed.
-            --no-overhead   skip the overhead check (it needs valgrind)
-            --no-matrix     skip the matrix smoke run (it builds nine release binaries)
-            --no-large      skip the large-block check (it needs strace and valgrind)
+        cargo test --workspace --all-features; the hakmem tests under AddressSanitizer and
+        under valgrind memcheck (sanitizers); the matrix smoke run (bench-matrix --smoke);
+        the overhead check; the large-block check (large --check); and, only with --fuzz, a
+        fuzz run. Ends with a summary and the line `xtask test: N passed, M failed`; exit
+        status 0 only if all passed.
+            --no-overhead    skip the overhead check (it needs valgrind)
+            --no-matrix      skip the matrix smoke run (it builds nine release binaries)
+            --no-large       skip the large-block check (it needs strace and valgrind)
+            --no-sanitizers  skip the AddressSanitizer and memcheck runs (nightly, valgrind)
+            --fuzz[=SECS]    add a fuzz run of SECS seconds (default 60) at the end
+
+    sanitizers [--asan] [--memcheck]
+        The hakmem tests under AddressSanitizer (one nightly build with -Zsanitizer=address
+        and the runtime feature, run once per mode with HAKMEM_MODE set to it) and under
+        valgrind memcheck (the BALANCED build's test binaries; invalid reads or writes,
+        uninitialised values and leaks not in xtask/valgrind.supp fail). Long tests run
+        shrunk (QUICKCHECK_TESTS, HAKMEM_TEST_SCALE). Without options, both. Needs the
+        nightly toolchain and valgrind.
+            --asan          only the AddressSanitizer run
+            --memcheck      only the memcheck run
+
+    fuzz [--time SECS] [-- LIBFUZZER_ARGS...]
+        Runs the cargo-fuzz target `ops` (fuzz/: operation sequences against every mode,
+        checked against a shadow model) for SECS seconds (default 60) on one core, with the
+        nightly toolchain; installs cargo-fuzz into <target>/tools first if it is missing.
+        The corpus grows in fuzz/corpus/ops; a failing input lands in fuzz/artifacts/ops.
+        Arguments after `--` go to libFuzzer (e.g. -jobs=1, -rss_limit_mb=4096).
 
     overhead [--check]
         Zero-overhead evidence: builds benches' `pairs` probe (release) and counts, under
@@ -106,17 +131,11 @@ ENVIRONMENT:
 #[derive(Debug, Clone, PartialEq)]
 enum Cli {
     Help,
-    Test {
-        overhead: bool,
-        matrix: bool,
-        large: bool,
-    },
-    Overhead {
-        check: bool,
-    },
-    Large {
-        check: bool,
-    },
+    Test(test::Selection),
+    Sanitizers { asan: bool, memcheck: bool },
+    Fuzz { secs: u64, extra: Vec<String> },
+    Overhead { check: bool },
+    Large { check: bool },
     BenchMatrix(matrix::Options),
     BenchCompare(std::path::PathBuf, std::path::PathBuf),
 }
@@ -158,20 +177,62 @@ fn parse(args: &[String]) -> Result<Cli, CliError> {
     match command.as_str() {
         "help" | "-h" | "--help" => Ok(Cli::Help),
         "test" => {
-            let (mut overhead, mut matrix, mut large) = (true, true, true);
+            let mut sel = test::Selection::ALL_CI;
             for option in options {
                 match option.as_str() {
-                    "--no-overhead" => overhead = false,
-                    "--no-matrix" => matrix = false,
-                    "--no-large" => large = false,
+                    "--no-overhead" => sel.overhead = false,
+                    "--no-matrix" => sel.matrix = false,
+                    "--no-large" => sel.large = false,
+                    "--no-sanitizers" => sel.sanitizers = false,
+                    "--fuzz" => sel.fuzz = Some(reliability::FUZZ_DEFAULT_SECS),
+                    _ if option.starts_with("--fuzz=") => {
+                        sel.fuzz = Some(seconds(&option["--fuzz=".len()..])?)
+                    }
                     _ if is_help(option) => return Ok(Cli::Help),
                     _ => return Err(unknown("test", option)),
                 }
             }
-            Ok(Cli::Test {
-                overhead,
-                matrix,
-                large,
+            Ok(Cli::Test(sel))
+        }
+        "sanitizers" => {
+            let (mut asan, mut memcheck) = (false, false);
+            for option in options {
+                match option.as_str() {
+                    "--asan" => asan = true,
+                    "--memcheck" => memcheck = true,
+                    _ if is_help(option) => return Ok(Cli::Help),
+                    _ => return Err(unknown("sanitizers", option)),
+                }
+            }
+            if !asan && !memcheck {
+                (asan, memcheck) = (true, true);
+            }
+            Ok(Cli::Sanitizers { asan, memcheck })
+        }
+        "fuzz" => {
+            let mut secs = reliability::FUZZ_DEFAULT_SECS;
+            let mut rest = options.iter();
+            while let Some(option) = rest.next() {
+                match option.as_str() {
+                    "--time" => {
+                        let value = rest.next().ok_or_else(|| {
+                            CliError::Usage("--time takes a number of seconds".into())
+                        })?;
+                        secs = seconds(value)?;
+                    }
+                    "--" => {
+                        return Ok(Cli::Fuzz {
+                            secs,
+                            extra: rest.cloned().collect(),
+                        })
+                    }
+                    _ if is_help(option) => return Ok(Cli::Help),
+                    _ => return Err(unknown("fuzz", option)),
+                }
+            }
+            Ok(Cli::Fuzz {
+                secs,
+                extra: Vec::new(),
             })
         }
         "overhead" | "large" => {
@@ -212,6 +273,16 @@ fn parse(args: &[String]) -> Result<Cli, CliError> {
     }
 }
 
+/// A positive number of seconds.
+fn seconds(text: &str) -> Result<u64, CliError> {
+    match text.parse::<u64>() {
+        Ok(secs) if secs > 0 => Ok(secs),
+        _ => Err(CliError::Usage(format!(
+            "`{text}` is not a positive number of seconds"
+        ))),
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match parse(&args) {
@@ -219,17 +290,48 @@ fn main() -> ExitCode {
             print!("{USAGE}");
             ExitCode::SUCCESS
         }
-        Ok(Cli::Test {
-            overhead,
-            matrix,
-            large,
-        }) => {
-            if test::run(overhead, matrix, large) {
+        Ok(Cli::Test(sel)) => {
+            if test::run(sel) {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
             }
         }
+        Ok(Cli::Sanitizers { asan, memcheck }) => {
+            let mut ok = true;
+            for (on, name, run) in [
+                (asan, "AddressSanitizer", reliability::asan as fn() -> _),
+                (memcheck, "memcheck", reliability::memcheck),
+            ] {
+                if !on {
+                    continue;
+                }
+                match run() {
+                    Ok(true) => println!("xtask sanitizers: {name}: ok"),
+                    Ok(false) => {
+                        println!("xtask sanitizers: {name}: FAILED");
+                        ok = false;
+                    }
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        ok = false;
+                    }
+                }
+            }
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Ok(Cli::Fuzz { secs, extra }) => match reliability::fuzz(secs, &extra) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Ok(Cli::Overhead { check }) => {
             let invoked_as = if check {
                 "cargo xtask overhead --check"
@@ -319,38 +421,77 @@ mod tests {
         assert_eq!(parse_strs(&["help"]), Ok(Cli::Help));
         assert_eq!(parse_strs(&["--help"]), Ok(Cli::Help));
         assert_eq!(parse_strs(&["-h"]), Ok(Cli::Help));
-        assert_eq!(
-            parse_strs(&["test"]),
-            Ok(Cli::Test {
-                overhead: true,
-                matrix: true,
-                large: true
-            })
-        );
+        let all = test::Selection::ALL_CI;
+        assert_eq!(parse_strs(&["test"]), Ok(Cli::Test(all)));
         assert_eq!(
             parse_strs(&["test", "--no-overhead"]),
-            Ok(Cli::Test {
+            Ok(Cli::Test(test::Selection {
                 overhead: false,
-                matrix: true,
-                large: true
-            })
+                ..all
+            }))
         );
         assert_eq!(
             parse_strs(&["test", "--no-matrix", "--no-overhead"]),
-            Ok(Cli::Test {
+            Ok(Cli::Test(test::Selection {
                 overhead: false,
                 matrix: false,
-                large: true
-            })
+                ..all
+            }))
         );
         assert_eq!(
             parse_strs(&["test", "--no-large"]),
-            Ok(Cli::Test {
-                overhead: true,
-                matrix: true,
-                large: false
+            Ok(Cli::Test(test::Selection {
+                large: false,
+                ..all
+            }))
+        );
+        assert_eq!(
+            parse_strs(&["test", "--no-sanitizers", "--fuzz"]),
+            Ok(Cli::Test(test::Selection {
+                sanitizers: false,
+                fuzz: Some(60),
+                ..all
+            }))
+        );
+        assert_eq!(
+            parse_strs(&["test", "--fuzz=600"]),
+            Ok(Cli::Test(test::Selection {
+                fuzz: Some(600),
+                ..all
+            }))
+        );
+        assert!(parse_strs(&["test", "--fuzz=0"]).is_err());
+        assert_eq!(
+            parse_strs(&["sanitizers"]),
+            Ok(Cli::Sanitizers {
+                asan: true,
+                memcheck: true
             })
         );
+        assert_eq!(
+            parse_strs(&["sanitizers", "--memcheck"]),
+            Ok(Cli::Sanitizers {
+                asan: false,
+                memcheck: true
+            })
+        );
+        assert_eq!(
+            parse_strs(&["fuzz"]),
+            Ok(Cli::Fuzz {
+                secs: 60,
+                extra: vec![]
+            })
+        );
+        assert_eq!(
+            parse_strs(&["fuzz", "--time", "600", "--", "-jobs=1"]),
+            Ok(Cli::Fuzz {
+                secs: 600,
+                extra: vec!["-jobs=1".into()]
+            })
+        );
+        assert!(parse_strs(&["fuzz", "--time"]).is_err());
+        assert!(USAGE.contains("\n    sanitizers [--asan] [--memcheck]\n"));
+        assert!(USAGE.contains("\n    fuzz [--time SECS]"));
         assert_eq!(parse_strs(&["large"]), Ok(Cli::Large { check: false }));
         assert_eq!(
             parse_strs(&["large", "--check"]),

@@ -2,10 +2,12 @@
 //!
 //! Runs every step even after one fails — rustfmt, clippy (all features; default features),
 //! `cargo test -p hakmem` once per compiled mode with `HAKMEM_MODE` naming it, once for the
-//! `runtime` feature, `cargo test --workspace --all-features`, the benchmark matrix's smoke run
-//! (`cargo xtask bench-matrix --smoke`, in this process, so that the command cannot rot), the
-//! callgrind overhead check and last the large-block check (`cargo xtask large --check`) — then
-//! prints a summary table and, as the very last line, `xtask test: N passed, M failed`.
+//! `runtime` feature, `cargo test --workspace --all-features`, the hakmem tests under
+//! AddressSanitizer (every mode) and under valgrind memcheck (`cargo xtask sanitizers`), the
+//! benchmark matrix's smoke run (`cargo xtask bench-matrix --smoke`, in this process, so that
+//! the command cannot rot), the callgrind overhead check, the large-block check (`cargo xtask
+//! large --check`) and, only if asked for, a fuzz run (`cargo xtask fuzz`) — then prints a
+//! summary table and, as the very last line, `xtask test: N passed, M failed`.
 
 use std::time::{Duration, Instant};
 
@@ -13,6 +15,7 @@ use crate::cmd;
 use crate::large;
 use crate::matrix;
 use crate::overhead;
+use crate::reliability;
 
 /// The compiled modes, each a cargo feature of `hakmem` and a value of `HAKMEM_MODE`.
 pub const MODES: [&str; 5] = ["minimal", "fast", "balanced", "learning", "research"];
@@ -40,11 +43,48 @@ pub enum Action {
     Overhead,
     /// `cargo xtask large --check`, in this process.
     Large,
+    /// `cargo xtask sanitizers --asan`, in this process.
+    Asan,
+    /// `cargo xtask sanitizers --memcheck`, in this process.
+    Memcheck,
+    /// `cargo xtask fuzz --time SECS`, in this process.
+    Fuzz(u64),
 }
 
-/// The steps, in order: the matrix smoke run after the workspace tests (if `matrix`), then the
-/// overhead check (if `overhead`), the large-block check last (if `large`).
-pub fn steps(overhead: bool, matrix: bool, large: bool) -> Vec<Step> {
+/// Which of the optional steps run (the rest always do).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Selection {
+    pub overhead: bool,
+    pub matrix: bool,
+    pub large: bool,
+    /// The AddressSanitizer and memcheck runs.
+    pub sanitizers: bool,
+    /// A fuzz run of this many seconds (off unless asked for: not in CI, docs/reliability.md).
+    pub fuzz: Option<u64>,
+}
+
+impl Selection {
+    /// What `cargo xtask test` runs without options, i.e. what CI runs.
+    pub const ALL_CI: Selection = Selection {
+        overhead: true,
+        matrix: true,
+        large: true,
+        sanitizers: true,
+        fuzz: None,
+    };
+}
+
+/// The steps, in order: after the workspace tests the sanitizer runs (if `sanitizers`), the
+/// matrix smoke run (if `matrix`), the overhead check (if `overhead`), the large-block check (if
+/// `large`), and last the fuzz run (if `fuzz`).
+pub fn steps(sel: Selection) -> Vec<Step> {
+    let Selection {
+        overhead,
+        matrix,
+        large,
+        sanitizers,
+        fuzz,
+    } = sel;
     let cargo = |title: String, args: &[&'static str], mode: Option<&'static str>| Step {
         title,
         action: Action::Cargo {
@@ -116,6 +156,16 @@ pub fn steps(overhead: bool, matrix: bool, large: bool) -> Vec<Step> {
         &["test", "--workspace", "--all-features"],
         None,
     ));
+    if sanitizers {
+        steps.push(Step {
+            title: "AddressSanitizer, every mode (cargo xtask sanitizers --asan)".into(),
+            action: Action::Asan,
+        });
+        steps.push(Step {
+            title: "valgrind memcheck, BALANCED (cargo xtask sanitizers --memcheck)".into(),
+            action: Action::Memcheck,
+        });
+    }
     if matrix {
         steps.push(Step {
             title: MATRIX_TITLE.into(),
@@ -134,6 +184,12 @@ pub fn steps(overhead: bool, matrix: bool, large: bool) -> Vec<Step> {
             action: Action::Large,
         });
     }
+    if let Some(secs) = fuzz {
+        steps.push(Step {
+            title: format!("fuzz run, {secs} s (cargo xtask fuzz --time {secs})"),
+            action: Action::Fuzz(secs),
+        });
+    }
     steps
 }
 
@@ -150,8 +206,15 @@ pub enum Outcome {
 }
 
 /// Runs the steps; `true` if all passed.
-pub fn run(overhead: bool, matrix: bool, large: bool) -> bool {
-    let steps = steps(overhead, matrix, large);
+pub fn run(sel: Selection) -> bool {
+    let Selection {
+        overhead,
+        matrix,
+        large,
+        sanitizers,
+        ..
+    } = sel;
+    let steps = steps(sel);
     let total = steps.len();
     let mut results: Vec<(String, Outcome, Duration)> = Vec::new();
     for (i, step) in steps.iter().enumerate() {
@@ -205,6 +268,9 @@ pub fn run(overhead: bool, matrix: bool, large: bool) -> bool {
                     }
                 }
             }
+            Action::Asan => verdict(reliability::asan(), "a mode failed under AddressSanitizer"),
+            Action::Memcheck => verdict(reliability::memcheck(), "a test failed under memcheck"),
+            Action::Fuzz(secs) => verdict(reliability::fuzz(*secs, &[]), "the fuzzer failed"),
         };
         let took = start.elapsed();
         let outcome = match result {
@@ -246,11 +312,32 @@ pub fn run(overhead: bool, matrix: bool, large: bool) -> bool {
             Duration::ZERO,
         ));
     }
+    if !sanitizers {
+        println!();
+        println!("[--] AddressSanitizer and memcheck runs skipped (--no-sanitizers)");
+        results.push((
+            "AddressSanitizer and memcheck runs".to_owned(),
+            Outcome::Skipped,
+            Duration::ZERO,
+        ));
+    }
     println!();
     print!("{}", summary(&results));
     let (passed, failed) = counts(&results);
     println!("xtask test: {passed} passed, {failed} failed");
     failed == 0
+}
+
+/// A step's result from a check's `Ok(passed)` / `Err(why)`.
+fn verdict(result: Result<bool, String>, failed: &str) -> Result<(), String> {
+    match result {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(failed.to_owned()),
+        Err(e) => {
+            eprintln!("error: {e}");
+            Err(e)
+        }
+    }
 }
 
 /// How many steps passed and how many failed (skipped ones count as neither).
@@ -289,35 +376,63 @@ pub fn summary(results: &[(String, Outcome, Duration)]) -> String {
 mod tests {
     use super::*;
 
+    fn sel(overhead: bool, matrix: bool, large: bool) -> Selection {
+        Selection {
+            overhead,
+            matrix,
+            large,
+            ..Selection::ALL_CI
+        }
+    }
+
     #[test]
-    fn thirteen_steps_with_the_matrix_after_the_tests_then_overhead_then_large() {
-        let all = steps(true, true, true);
-        assert_eq!(all.len(), 13);
+    fn fifteen_steps_sanitizers_after_the_tests_then_matrix_overhead_large() {
+        let all = steps(Selection::ALL_CI);
+        assert_eq!(all.len(), 15);
         assert_eq!(all.last().map(|s| &s.action), Some(&Action::Large));
-        assert_eq!(all[11].action, Action::Overhead);
-        assert_eq!(all[10].action, Action::Matrix);
+        assert_eq!(all[13].action, Action::Overhead);
+        assert_eq!(all[12].action, Action::Matrix);
+        assert_eq!(all[11].action, Action::Memcheck);
+        assert_eq!(all[10].action, Action::Asan);
         assert!(matches!(
             &all[9].action,
             Action::Cargo { args, .. } if args[..2] == ["test", "--workspace"]
         ));
-        let without = steps(false, true, true);
-        assert_eq!(without.len(), 12);
+        let without = steps(sel(false, true, true));
+        assert_eq!(without.len(), 14);
         assert!(without.iter().all(|s| s.action != Action::Overhead));
         assert_eq!(without.last().map(|s| &s.action), Some(&Action::Large));
-        let without = steps(true, false, true);
-        assert_eq!(without.len(), 12);
+        let without = steps(sel(true, false, true));
+        assert_eq!(without.len(), 14);
         assert!(without.iter().all(|s| s.action != Action::Matrix));
-        let without = steps(true, true, false);
-        assert_eq!(without.len(), 12);
+        let without = steps(sel(true, true, false));
+        assert_eq!(without.len(), 14);
         assert!(without.iter().all(|s| s.action != Action::Large));
         assert_eq!(without.last().map(|s| &s.action), Some(&Action::Overhead));
-        assert_eq!(steps(false, false, false).len(), 10);
+        assert_eq!(steps(sel(false, false, false)).len(), 12);
+        let quick = Selection {
+            sanitizers: false,
+            ..sel(false, false, false)
+        };
+        assert_eq!(steps(quick).len(), 10);
+    }
+
+    #[test]
+    fn fuzzing_only_when_asked_for_and_last() {
+        assert!(steps(Selection::ALL_CI)
+            .iter()
+            .all(|s| !matches!(s.action, Action::Fuzz(_))));
+        let with = steps(Selection {
+            fuzz: Some(30),
+            ..Selection::ALL_CI
+        });
+        assert_eq!(with.last().map(|s| &s.action), Some(&Action::Fuzz(30)));
     }
 
     #[test]
     fn only_the_per_mode_tests_set_the_mode() {
         let mut with_mode = Vec::new();
-        for step in steps(true, true, true) {
+        for step in steps(Selection::ALL_CI) {
             if let Action::Cargo {
                 args,
                 mode: Some(mode),
@@ -342,7 +457,7 @@ mod tests {
 
     #[test]
     fn clippy_denies_warnings() {
-        for step in steps(true, true, true) {
+        for step in steps(Selection::ALL_CI) {
             if let Action::Cargo { args, .. } = step.action {
                 if args[0] == "clippy" {
                     assert!(args.ends_with(&["--", "-D", "warnings"]), "{args:?}");
