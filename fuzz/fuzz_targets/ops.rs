@@ -79,7 +79,11 @@ fn pattern(seed: u8, at: usize) -> u8 {
 
 fn check_block(ptr: *mut u8, layout: Layout, what: &str) {
     assert!(!ptr.is_null(), "{what}: null for {layout:?}");
-    assert_eq!(ptr as usize % layout.align(), 0, "{what}: {ptr:p} for {layout:?}");
+    assert_eq!(
+        ptr as usize % layout.align(),
+        0,
+        "{what}: {ptr:p} for {layout:?}"
+    );
 }
 
 fn run<P: Policy>(a: &Allocator<P>, ops: &[Op]) {
@@ -189,7 +193,11 @@ fn disjoint(live: &[Live], policy: &str) {
         .iter()
         .map(|b| (b.ptr as usize, b.ptr as usize + b.layout.size()))
         .collect();
-    assert_eq!(ranges.len(), live.len(), "{policy}: two live blocks share an address");
+    assert_eq!(
+        ranges.len(),
+        live.len(),
+        "{policy}: two live blocks share an address"
+    );
     let mut end = 0;
     for (&start, &stop) in &ranges {
         assert!(start >= end, "{policy}: live blocks overlap at {start:#x}");
