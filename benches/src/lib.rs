@@ -1,2 +1,4 @@
-//! Benchmarks and measurement probes for hakmem. The probes are binaries (`src/bin`); the
-//! instruction-count and wall-clock benches join them as their issues land.
+//! Benchmarks and measurement probes for hakmem. The probes are binaries (`src/bin`: `large`
+//! for `cargo xtask large`, `bench` for `cargo xtask bench-matrix`); the instruction-count
+//! benchmarks are iai-callgrind library benches (`benches/icount.rs`, run and checked by
+//! `cargo xtask icount`).

@@ -109,6 +109,30 @@ pub fn build_probe(tool: &str, name: &str, out: &str) -> Result<(PathBuf, PathBu
     Ok((bin, out_dir))
 }
 
+/// The total valgrind reports on stderr as `==PID== Collected : 123456` (the last such line).
+pub fn parse_collected(stderr: &str) -> Option<u64> {
+    stderr
+        .lines()
+        .filter_map(|line| {
+            let rest = strip_pid(line).trim_start().strip_prefix("Collected")?;
+            let number = rest.trim_start().strip_prefix(':')?.trim();
+            let digits: String = number.chars().filter(|&c| c != ',').collect();
+            digits.parse().ok()
+        })
+        .next_back()
+}
+
+/// `line` without valgrind's `==PID==` prefix.
+fn strip_pid(line: &str) -> &str {
+    let Some(rest) = line.strip_prefix("==") else {
+        return line;
+    };
+    match rest.find("==") {
+        Some(end) if rest[..end].bytes().all(|b| b.is_ascii_digit()) => &rest[end + 2..],
+        _ => line,
+    }
+}
+
 /// Seconds with one decimal, e.g. `12.3`.
 pub fn seconds(d: Duration) -> String {
     format!("{:.1}", d.as_secs_f64())
@@ -144,6 +168,30 @@ mod tests {
         let cmd = cargo(&["test"], Some("research"));
         let envs: Vec<_> = cmd.get_envs().collect();
         assert_eq!(envs, [(OsStr::new(MODE_VAR), Some(OsStr::new("research")))]);
+    }
+
+    const STDERR: &str = "==4176== Callgrind, a call-graph generating cache profiler\n\
+        ==4176== Command: ./target/release/large grow minimal 2 4 --no-touch\n\
+        ==4176== \n\
+        ==4176== Events    : Ir\n\
+        ==4176== Collected : 441048\n\
+        ==4176== \n\
+        ==4176== I   refs:      441,048\n";
+
+    #[test]
+    fn parses_the_collected_line() {
+        assert_eq!(parse_collected(STDERR), Some(441_048));
+        assert_eq!(parse_collected("Collected : 12"), Some(12));
+        assert_eq!(
+            parse_collected("==1== Collected : 1,234,567"),
+            Some(1_234_567)
+        );
+        assert_eq!(
+            parse_collected("==1== Events    : Ir\n==1== I   refs: 5"),
+            None
+        );
+        assert_eq!(parse_collected("==1== Collected : lots"), None);
+        assert_eq!(parse_collected(""), None);
     }
 
     #[test]

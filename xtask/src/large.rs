@@ -319,7 +319,7 @@ impl Probe {
                 stderr.trim()
             ));
         }
-        crate::overhead::parse_collected(&stderr)
+        cmd::parse_collected(&stderr)
             .ok_or_else(|| format!("`{shown}`: no `Collected : N` line on valgrind's stderr"))
     }
 }

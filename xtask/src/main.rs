@@ -1,12 +1,12 @@
 //! `cargo xtask`: project automation for hakmem, std only.
 //!
-//! - `cargo xtask test [--no-overhead] [--no-matrix] [--no-large] [--no-sanitizers]
+//! - `cargo xtask test [--no-icount] [--no-matrix] [--no-large] [--no-sanitizers]
 //!   [--fuzz[=SECS]]`: the project's one test command (CI runs it via `.ci/run`).
 //! - `cargo xtask sanitizers [--asan] [--memcheck]`: the hakmem tests under AddressSanitizer
 //!   and valgrind memcheck ([`reliability`]).
 //! - `cargo xtask fuzz [--time SECS] [-- LIBFUZZER_ARGS]`: the cargo-fuzz target.
-//! - `cargo xtask overhead [--check]`: callgrind instruction counts of every compiled mode against
-//!   its runtime twin.
+//! - `cargo xtask icount [--bless] [--baseline FILE] [--no-run] [--self-test]`: the
+//!   instruction-count regression check of every mode's hot paths ([`icount`]).
 //! - `cargo xtask large [--check]`: the measured acceptance of the large-block path (faults,
 //!   system calls, RSS, THP, realloc without copying; [`large`]).
 //! - `cargo xtask bench-compare A B`: whether two matrix runs agree within their spreads.
@@ -17,9 +17,9 @@
 //! `cargo xtask` is an alias (`.cargo/config.toml`) for `cargo run --quiet --package xtask --`.
 
 mod cmd;
+mod icount;
 mod large;
 mod matrix;
-mod overhead;
 mod reliability;
 mod test;
 
@@ -32,17 +32,17 @@ USAGE:
     cargo xtask <COMMAND> [OPTIONS]
 
 COMMANDS:
-    test [--no-overhead] [--no-matrix] [--no-large] [--no-sanitizers] [--fuzz[=SECS]]
+    test [--no-icount] [--no-matrix] [--no-large] [--no-sanitizers] [--fuzz[=SECS]]
         The project's one test command (CI runs it through .ci/run). Every step runs even if
         an earlier one failed: cargo fmt --check; clippy -D warnings (workspace, all features;
         hakmem, default features); cargo test -p hakmem for each compiled mode (minimal, fast,
         balanced, learning, research) with HAKMEM_MODE set to it; for the runtime feature;
         cargo test --workspace --all-features; the hakmem tests under AddressSanitizer and
         under valgrind memcheck (sanitizers); the matrix smoke run (bench-matrix --smoke);
-        the overhead check; the large-block check (large --check); and, only with --fuzz, a
-        fuzz run. Ends with a summary and the line `xtask test: N passed, M failed`; exit
-        status 0 only if all passed.
-            --no-overhead    skip the overhead check (it needs valgrind)
+        the instruction-count check (icount --self-test); the large-block check (large
+        --check); and, only with --fuzz, a fuzz run. Ends with a summary and the line
+        `xtask test: N passed, M failed`; exit status 0 only if all passed.
+            --no-icount      skip the instruction-count check (it needs valgrind)
             --no-matrix      skip the matrix smoke run (it builds nine release binaries)
             --no-large       skip the large-block check (it needs strace and valgrind)
             --no-sanitizers  skip the AddressSanitizer and memcheck runs (nightly, valgrind)
@@ -65,13 +65,27 @@ COMMANDS:
         The corpus grows in fuzz/corpus/ops; a failing input lands in fuzz/artifacts/ops.
         Arguments after `--` go to libFuzzer (e.g. -jobs=1, -rss_limit_mb=4096).
 
-    overhead [--check]
-        Zero-overhead evidence: builds benches' `pairs` probe (release) and counts, under
-        valgrind --tool=callgrind, the instructions of one alloc+free pair for each compiled
-        mode and its runtime twin at 32 B and 2 MiB. Prints a markdown table and the rules
-        (among them: BALANCED and FAST spend at most 100 Ir on a 2 MiB pair), and writes
-        target/overhead/overhead.md. Needs valgrind.
-            --check         exit with status 1 if a rule fails
+    icount [--bless] [--baseline FILE] [--no-run] [--self-test]
+        The instruction-count regression check. Installs iai-callgrind-runner 0.16.1 into
+        <target>/tools if it is missing (cargo install, ~95 s once), runs the iai-callgrind
+        benches (benches/benches/icount.rs: every compiled mode, every runtime twin and, on
+        the small-object paths, glibc/mimalloc/jemalloc, over each hot path, the pool's
+        included), and compares every Ir count with the committed baseline
+        benches/baselines/icount.json: exit status 1 if
+        one is more than 2% above it (or missing from it), when the run's rustc, CPU, glibc
+        and valgrind are the baseline's; otherwise the comparison is a warning. Always checks
+        the machine-independent rules (compiled <= runtime twin on every path; MINIMAL
+        strictly less; compiled runs never read HAKMEM_MODE; BALANCED and FAST 2 MiB pair
+        <= 100 Ir/op; the pool's: FAST 32 B pair <= 60 Ir/op and <= jemalloc's, BALANCED's
+        <= mimalloc's, in the same run) and prints each with its figures. Writes <target>/icount/
+        {measured.json, report.md, regression-analysis.md}. Needs valgrind.
+            --bless          rewrite the baseline and docs/regression-analysis.md from this
+                             run instead of comparing (the rules are still checked)
+            --baseline FILE  compare with (or bless) FILE instead of the committed baseline
+            --no-run         use the last run's <target>/icount/measured.json
+            --self-test      then prove the check can fail: lower the baseline by 10% in a
+                             temporary copy, run `icount --no-run --baseline COPY`, and
+                             require exit status 1 with every checked figure flagged
 
     large [--check]
         The measured acceptance of the large-block path. Builds benches' `large` probe
@@ -121,9 +135,8 @@ COMMANDS:
 
 ENVIRONMENT:
     CARGO              the cargo to run (default: cargo)
-    CARGO_TARGET_DIR   where the probes are built, overhead/, large/ and bench-matrix/
-                       written
-                       (default: target)
+    CARGO_TARGET_DIR   where the probes are built, tools/, icount/, large/ and
+                       bench-matrix/ written (default: target)
     HAKMEM_MODE        removed from every child's environment unless a step sets it
 ";
 
@@ -134,7 +147,7 @@ enum Cli {
     Test(test::Selection),
     Sanitizers { asan: bool, memcheck: bool },
     Fuzz { secs: u64, extra: Vec<String> },
-    Overhead { check: bool },
+    Icount(icount::Options),
     Large { check: bool },
     BenchMatrix(matrix::Options),
     BenchCompare(std::path::PathBuf, std::path::PathBuf),
@@ -180,7 +193,7 @@ fn parse(args: &[String]) -> Result<Cli, CliError> {
             let mut sel = test::Selection::ALL_CI;
             for option in options {
                 match option.as_str() {
-                    "--no-overhead" => sel.overhead = false,
+                    "--no-icount" => sel.icount = false,
                     "--no-matrix" => sel.matrix = false,
                     "--no-large" => sel.large = false,
                     "--no-sanitizers" => sel.sanitizers = false,
@@ -235,25 +248,24 @@ fn parse(args: &[String]) -> Result<Cli, CliError> {
                 extra: Vec::new(),
             })
         }
-        "overhead" | "large" => {
-            let command = if command == "overhead" {
-                "overhead"
-            } else {
-                "large"
-            };
+        "icount" => match icount::parse(options) {
+            Ok(Some(opts)) => Ok(Cli::Icount(opts)),
+            Ok(None) => Ok(Cli::Help),
+            Err(e) => Err(CliError::Usage(e)),
+        },
+        "overhead" => Err(CliError::Usage(
+            "`cargo xtask overhead` is now part of `cargo xtask icount`".into(),
+        )),
+        "large" => {
             let mut check = false;
             for option in options {
                 match option.as_str() {
                     "--check" => check = true,
                     _ if is_help(option) => return Ok(Cli::Help),
-                    _ => return Err(unknown(command, option)),
+                    _ => return Err(unknown("large", option)),
                 }
             }
-            Ok(if command == "overhead" {
-                Cli::Overhead { check }
-            } else {
-                Cli::Large { check }
-            })
+            Ok(Cli::Large { check })
         }
         "bench-matrix" => match matrix::options::parse(options) {
             Ok(matrix::Parsed::Help) => Ok(Cli::Help),
@@ -332,22 +344,17 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Ok(Cli::Overhead { check }) => {
-            let invoked_as = if check {
-                "cargo xtask overhead --check"
-            } else {
-                "cargo xtask overhead"
-            };
-            match overhead::run(invoked_as) {
+        Ok(Cli::Icount(opts)) => {
+            let invoked_as = format!("cargo xtask {}", args.join(" "));
+            match icount::run(&opts, &invoked_as) {
                 Ok(true) => ExitCode::SUCCESS,
-                Ok(false) if check => {
-                    eprintln!("xtask overhead: a rule failed (--check)");
+                Ok(false) => {
+                    eprintln!("xtask icount: FAILED (see above)");
                     ExitCode::FAILURE
                 }
-                Ok(false) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e}");
-                    ExitCode::FAILURE
+                    ExitCode::from(2)
                 }
             }
         }
@@ -424,16 +431,16 @@ mod tests {
         let all = test::Selection::ALL_CI;
         assert_eq!(parse_strs(&["test"]), Ok(Cli::Test(all)));
         assert_eq!(
-            parse_strs(&["test", "--no-overhead"]),
+            parse_strs(&["test", "--no-icount"]),
             Ok(Cli::Test(test::Selection {
-                overhead: false,
+                icount: false,
                 ..all
             }))
         );
         assert_eq!(
-            parse_strs(&["test", "--no-matrix", "--no-overhead"]),
+            parse_strs(&["test", "--no-matrix", "--no-icount"]),
             Ok(Cli::Test(test::Selection {
-                overhead: false,
+                icount: false,
                 matrix: false,
                 ..all
             }))
@@ -510,13 +517,21 @@ mod tests {
         assert_eq!(parse_strs(&["bench-matrix", "--help"]), Ok(Cli::Help));
         assert_eq!(parse_strs(&["test", "--help"]), Ok(Cli::Help));
         assert_eq!(
-            parse_strs(&["overhead"]),
-            Ok(Cli::Overhead { check: false })
+            parse_strs(&["icount"]),
+            Ok(Cli::Icount(icount::Options::default()))
         );
         assert_eq!(
-            parse_strs(&["overhead", "--check"]),
-            Ok(Cli::Overhead { check: true })
+            parse_strs(&["icount", "--bless"]),
+            Ok(Cli::Icount(icount::Options {
+                bless: true,
+                ..icount::Options::default()
+            }))
         );
+        assert_eq!(parse_strs(&["icount", "--help"]), Ok(Cli::Help));
+        assert!(
+            USAGE.contains("\n    icount [--bless] [--baseline FILE] [--no-run] [--self-test]\n")
+        );
+        assert!(USAGE.contains("--no-icount") && !USAGE.contains("overhead"));
     }
 
     #[test]
@@ -532,8 +547,10 @@ mod tests {
                 option: "--check".into()
             })
         );
-        let err = parse_strs(&["overhead", "--fast"]).unwrap_err();
-        assert_eq!(err.to_string(), "unknown option `--fast` for `overhead`");
+        let err = parse_strs(&["icount", "--fast"]).unwrap_err();
+        assert_eq!(err.to_string(), "unknown option `--fast` for `icount`");
+        let err = parse_strs(&["overhead", "--check"]).unwrap_err();
+        assert!(err.to_string().contains("now part of `cargo xtask icount`"));
         let err = parse_strs(&["large", "--no-large"]).unwrap_err();
         assert_eq!(err.to_string(), "unknown option `--no-large` for `large`");
         assert_eq!(

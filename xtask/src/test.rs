@@ -5,16 +5,17 @@
 //! `runtime` feature, `cargo test --workspace --all-features`, the hakmem tests under
 //! AddressSanitizer (every mode) and under valgrind memcheck (`cargo xtask sanitizers`), the
 //! benchmark matrix's smoke run (`cargo xtask bench-matrix --smoke`, in this process, so that
-//! the command cannot rot), the callgrind overhead check, the large-block check (`cargo xtask
-//! large --check`) and, only if asked for, a fuzz run (`cargo xtask fuzz`) — then prints a
-//! summary table and, as the very last line, `xtask test: N passed, M failed`.
+//! the command cannot rot), the instruction-count check with its self-test (`cargo xtask icount
+//! --self-test`), the large-block check (`cargo xtask large --check`) and, only if asked for, a
+//! fuzz run (`cargo xtask fuzz`) — then prints a summary table and, as the very last line,
+//! `xtask test: N passed, M failed`.
 
 use std::time::{Duration, Instant};
 
 use crate::cmd;
+use crate::icount;
 use crate::large;
 use crate::matrix;
-use crate::overhead;
 use crate::reliability;
 
 /// The compiled modes, each a cargo feature of `hakmem` and a value of `HAKMEM_MODE`.
@@ -39,8 +40,8 @@ pub enum Action {
     },
     /// `cargo xtask bench-matrix --smoke`, in this process.
     Matrix,
-    /// `cargo xtask overhead --check`, in this process.
-    Overhead,
+    /// `cargo xtask icount --self-test`, in this process.
+    Icount,
     /// `cargo xtask large --check`, in this process.
     Large,
     /// `cargo xtask sanitizers --asan`, in this process.
@@ -54,7 +55,7 @@ pub enum Action {
 /// Which of the optional steps run (the rest always do).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Selection {
-    pub overhead: bool,
+    pub icount: bool,
     pub matrix: bool,
     pub large: bool,
     /// The AddressSanitizer and memcheck runs.
@@ -66,7 +67,7 @@ pub struct Selection {
 impl Selection {
     /// What `cargo xtask test` runs without options, i.e. what CI runs.
     pub const ALL_CI: Selection = Selection {
-        overhead: true,
+        icount: true,
         matrix: true,
         large: true,
         sanitizers: true,
@@ -75,11 +76,11 @@ impl Selection {
 }
 
 /// The steps, in order: after the workspace tests the sanitizer runs (if `sanitizers`), the
-/// matrix smoke run (if `matrix`), the overhead check (if `overhead`), the large-block check (if
-/// `large`), and last the fuzz run (if `fuzz`).
+/// matrix smoke run (if `matrix`), the instruction-count check (if `icount`), the large-block
+/// check (if `large`), and last the fuzz run (if `fuzz`).
 pub fn steps(sel: Selection) -> Vec<Step> {
     let Selection {
-        overhead,
+        icount,
         matrix,
         large,
         sanitizers,
@@ -172,10 +173,10 @@ pub fn steps(sel: Selection) -> Vec<Step> {
             action: Action::Matrix,
         });
     }
-    if overhead {
+    if icount {
         steps.push(Step {
-            title: "overhead check (cargo xtask overhead --check)".into(),
-            action: Action::Overhead,
+            title: ICOUNT_TITLE.into(),
+            action: Action::Icount,
         });
     }
     if large {
@@ -195,6 +196,8 @@ pub fn steps(sel: Selection) -> Vec<Step> {
 
 /// The matrix step's title.
 const MATRIX_TITLE: &str = "matrix smoke run (cargo xtask bench-matrix --smoke)";
+/// The instruction-count step's title.
+const ICOUNT_TITLE: &str = "instruction counts (cargo xtask icount --self-test)";
 
 /// How one step ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -208,7 +211,7 @@ pub enum Outcome {
 /// Runs the steps; `true` if all passed.
 pub fn run(sel: Selection) -> bool {
     let Selection {
-        overhead,
+        icount,
         matrix,
         large,
         sanitizers,
@@ -244,12 +247,16 @@ pub fn run(sel: Selection) -> bool {
                     }
                 }
             }
-            Action::Overhead => {
+            Action::Icount => {
                 let invoked_as =
-                    "cargo xtask test (its overhead step: cargo xtask overhead --check)";
-                match overhead::run(invoked_as) {
+                    "cargo xtask test (its icount step: cargo xtask icount --self-test)";
+                let opts = icount::Options {
+                    self_test: true,
+                    ..icount::Options::default()
+                };
+                match icount::run(&opts, invoked_as) {
                     Ok(true) => Ok(()),
-                    Ok(false) => Err("a zero-overhead rule failed".to_owned()),
+                    Ok(false) => Err("an instruction-count check failed".to_owned()),
                     Err(e) => {
                         eprintln!("error: {e}");
                         Err(e)
@@ -294,11 +301,11 @@ pub fn run(sel: Selection) -> bool {
             Duration::ZERO,
         ));
     }
-    if !overhead {
+    if !icount {
         println!();
-        println!("[--] overhead check skipped (--no-overhead)");
+        println!("[--] instruction counts skipped (--no-icount)");
         results.push((
-            "overhead check".to_owned(),
+            "instruction counts".to_owned(),
             Outcome::Skipped,
             Duration::ZERO,
         ));
@@ -376,9 +383,9 @@ pub fn summary(results: &[(String, Outcome, Duration)]) -> String {
 mod tests {
     use super::*;
 
-    fn sel(overhead: bool, matrix: bool, large: bool) -> Selection {
+    fn sel(icount: bool, matrix: bool, large: bool) -> Selection {
         Selection {
-            overhead,
+            icount,
             matrix,
             large,
             ..Selection::ALL_CI
@@ -386,11 +393,11 @@ mod tests {
     }
 
     #[test]
-    fn fifteen_steps_sanitizers_after_the_tests_then_matrix_overhead_large() {
+    fn fifteen_steps_sanitizers_after_the_tests_then_matrix_icount_large() {
         let all = steps(Selection::ALL_CI);
         assert_eq!(all.len(), 15);
         assert_eq!(all.last().map(|s| &s.action), Some(&Action::Large));
-        assert_eq!(all[13].action, Action::Overhead);
+        assert_eq!(all[13].action, Action::Icount);
         assert_eq!(all[12].action, Action::Matrix);
         assert_eq!(all[11].action, Action::Memcheck);
         assert_eq!(all[10].action, Action::Asan);
@@ -400,7 +407,7 @@ mod tests {
         ));
         let without = steps(sel(false, true, true));
         assert_eq!(without.len(), 14);
-        assert!(without.iter().all(|s| s.action != Action::Overhead));
+        assert!(without.iter().all(|s| s.action != Action::Icount));
         assert_eq!(without.last().map(|s| &s.action), Some(&Action::Large));
         let without = steps(sel(true, false, true));
         assert_eq!(without.len(), 14);
@@ -408,7 +415,7 @@ mod tests {
         let without = steps(sel(true, true, false));
         assert_eq!(without.len(), 14);
         assert!(without.iter().all(|s| s.action != Action::Large));
-        assert_eq!(without.last().map(|s| &s.action), Some(&Action::Overhead));
+        assert_eq!(without.last().map(|s| &s.action), Some(&Action::Icount));
         assert_eq!(steps(sel(false, false, false)).len(), 12);
         let quick = Selection {
             sanitizers: false,
@@ -476,7 +483,7 @@ mod tests {
                 Duration::from_millis(240),
             ),
             (
-                "overhead check".to_owned(),
+                "instruction counts".to_owned(),
                 Outcome::Skipped,
                 Duration::ZERO,
             ),

@@ -1,6 +1,6 @@
 //! `large SUBCOMMAND …`: probes of hakmem's large-block path, for `cargo xtask large`.
 //!
-//! Like `pairs`, every allocation goes through a static `Allocator<P>` (the process's global
+//! Every allocation goes through a static `Allocator<P>` (the process's global
 //! allocator stays glibc's, so the probe's own `Vec`s and `String`s do not disturb what is
 //! measured). Each subcommand prints one line of `key=value` pairs on stdout:
 //!

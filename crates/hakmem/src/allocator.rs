@@ -18,7 +18,8 @@ use crate::bigcache::{self, BigCache, Meta, CLASSES};
 use crate::evolution::Learner;
 use crate::header::{self, Block, Method, HEADER_SIZE};
 use crate::os::{self, Advice};
-use crate::policy::{Config, Evolution, FreePolicy, Policy, Thp};
+use crate::policy::{Config, Evolution, FreePolicy, Policy, StatsLevel, Thp};
+use crate::pool::{self, Pool};
 use crate::reentry::Guard;
 use crate::site::Site;
 use crate::stats::{Counters, Event, Lifecycle, Stats};
@@ -70,7 +71,7 @@ pub struct Allocator<P: Policy> {
     learner: Learner,
     cache: BigCache,
     batch: Batch,
-    pool: crate::pool::Pool,
+    pool: Pool,
     _policy: PhantomData<fn() -> P>,
 }
 
@@ -82,7 +83,7 @@ impl<P: Policy> Allocator<P> {
             learner: Learner::new(),
             cache: BigCache::new(),
             batch: Batch::new(),
-            pool: crate::pool::Pool::new(),
+            pool: Pool::new(),
             _policy: PhantomData,
         }
     }
@@ -90,13 +91,21 @@ impl<P: Policy> Allocator<P> {
     /// A snapshot of this allocator's state and counters. Never allocates.
     pub fn stats(&self) -> Stats {
         let cfg = P::config();
-        self.counters.snapshot(
+        let mut stats = self.counters.snapshot(
             P::NAME,
             cfg.mode,
             cfg.stats,
             self.lifecycle(cfg),
             self.threshold(cfg),
-        )
+        );
+        if cfg.stats >= StatsLevel::Counters {
+            if let Some(usage) = self.pool.usage() {
+                stats.pool_held_bytes = usage.held_bytes;
+                stats.pool_dirty_bytes = usage.dirty_bytes;
+                stats.pool_purged_bytes = usage.purged_bytes;
+            }
+        }
+        stats
     }
 
     /// Allocates like [`GlobalAlloc::alloc`], attributing the block to `site` (BigCache keeps
@@ -159,8 +168,12 @@ impl<P: Policy> Allocator<P> {
             self.learner.on_alloc(layout.size());
         }
         if cfg.pool {
-            if let Some(p) = self.pool.alloc(layout, zeroed) {
+            if let Some(p) = self.pool.alloc(layout, zeroed, self.threshold(cfg)) {
                 self.count(cfg, Event::PoolAlloc, 1);
+                if cfg.poison && !zeroed {
+                    // SAFETY: the block holds `layout.size()` bytes.
+                    unsafe { ptr::write_bytes(p.as_ptr(), POISON_FRESH, layout.size()) };
+                }
                 return p.as_ptr();
             }
         }
@@ -175,7 +188,8 @@ impl<P: Policy> Allocator<P> {
     }
 
     /// `written` bounds the bytes the program may have written (the layout's size, or the
-    /// capacity where no layout is known).
+    /// capacity where no layout is known): never more than the block's capacity, so above the
+    /// pool's largest class it tells that the block is no pool block.
     ///
     /// # Safety
     /// `ptr` is a live block of this allocator; the caller holds the re-entry guard.
@@ -185,11 +199,25 @@ impl<P: Policy> Allocator<P> {
         debug_assert!(!ptr.is_null());
         // SAFETY: blocks are never null (caller).
         let user = unsafe { NonNull::new_unchecked(ptr) };
-        if cfg.pool && self.pool.owns(user) {
-            // SAFETY: the pool owns it.
-            unsafe { self.pool.free(user) };
-            self.count(cfg, Event::PoolFree, 1);
-            return;
+        if cfg.pool {
+            if written > pool::MAX_SIZE {
+                // Larger than any pool block (or plain system block, below the threshold of a
+                // pool mode): a mapping, recognised by the next compare (any other block is
+                // decoded in full there).
+                // SAFETY: forwarded.
+                return unsafe { self.free_other(cfg, user, written) };
+            }
+            // Pool blocks have no header: they are recognised by address, first.
+            if let Some(block) = self.pool.block(user) {
+                if cfg.poison {
+                    // SAFETY: a live pool block of `block.size()` bytes, released now.
+                    unsafe { ptr::write_bytes(ptr, POISON_FREED, block.size()) };
+                }
+                // SAFETY: a live block of our pool (caller).
+                unsafe { self.pool.free(block) };
+                self.count(cfg, Event::PoolFree, 1);
+                return;
+            }
         }
         // SAFETY: a live header block of ours has a readable header.
         match unsafe { header::plain_system(user) } {
@@ -215,12 +243,21 @@ impl<P: Policy> Allocator<P> {
             // SAFETY: realloc of nothing is an allocation.
             return unsafe { self.allocate(new_layout, Site::NONE, false) };
         };
-        if !(cfg.pool && self.pool.owns(user)) {
-            // SAFETY: not a pool block, so a header block of ours (checked: aborts if not).
-            let block = unsafe { header::read(user, "realloc") };
-            // SAFETY: `block` is live and `new_layout` valid.
-            if let Some(p) = unsafe { self.resize_in_place(cfg, &block, new_layout) } {
-                return p.as_ptr();
+        match cfg.pool.then(|| self.pool.block(user)).flatten() {
+            // A pool block stays put while the new size fits and still needs more than half of
+            // it (else it moves to a smaller class, or out of the pool).
+            Some(block) => {
+                if new_size <= block.size() && new_size > block.size() / 2 {
+                    return ptr;
+                }
+            }
+            None => {
+                // SAFETY: not a pool block, so a header block of ours (checked: aborts if not).
+                let block = unsafe { header::read(user, "realloc") };
+                // SAFETY: `block` is live and `new_layout` valid.
+                if let Some(p) = unsafe { self.resize_in_place(cfg, &block, new_layout) } {
+                    return p.as_ptr();
+                }
             }
         }
         // Move: new block, copy what both hold, free the old one.

@@ -61,13 +61,52 @@ pub(crate) fn map(len: usize) -> Option<NonNull<u8>> {
     }
 }
 
+/// Reserves `len` bytes of address space: mapped `PROT_NONE` and `MAP_NORESERVE`, so it costs
+/// neither memory nor commit charge until parts of it are made accessible with [`commit`].
+///
+/// `len` must be a non-zero multiple of the page size. Returns `None` when the kernel refuses
+/// (address space or `RLIMIT_AS`).
+pub(crate) fn reserve(len: usize) -> Option<NonNull<u8>> {
+    debug_assert!(len > 0 && len % page_size() == 0);
+    // SAFETY: an anonymous private mapping at a kernel-chosen address touches no existing
+    // memory; the result is checked against MAP_FAILED before use.
+    let p = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            len,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        None
+    } else {
+        NonNull::new(p.cast())
+    }
+}
+
+/// Makes `[ptr, ptr + len)` of a [`reserve`]d range readable and writable (the kernel charges
+/// it then; its pages are still only backed when touched). Returns whether the kernel agreed;
+/// making an already accessible range accessible again is harmless.
+///
+/// # Safety
+/// The range must be whole pages of a reservation of ours.
+pub(crate) unsafe fn commit(ptr: NonNull<u8>, len: usize) -> bool {
+    debug_assert!(ptr.as_ptr() as usize % page_size() == 0 && len % page_size() == 0);
+    // SAFETY: the caller guarantees the range is ours; raising its protection to read-write
+    // changes no byte of it.
+    unsafe { libc::mprotect(ptr.as_ptr().cast(), len, libc::PROT_READ | libc::PROT_WRITE) == 0 }
+}
+
 /// Unmaps `[ptr, ptr + len)`. Returns whether the kernel did: it refuses a range that is not
 /// whole pages of the address space, which only a corrupted length can produce (and the caller
 /// reports; this must not panic, it runs inside `dealloc`).
 ///
 /// # Safety
-/// The range must be whole pages of a mapping made by [`map`] (or [`remap`]) that nothing
-/// refers to any more.
+/// The range must be whole pages of a mapping made by [`map`], [`remap`] or [`reserve`] that
+/// nothing refers to any more.
 #[must_use]
 pub(crate) unsafe fn unmap(ptr: NonNull<u8>, len: usize) -> bool {
     // SAFETY: the caller guarantees the range is an unused mapping of ours.
@@ -81,19 +120,23 @@ pub(crate) enum Advice {
     HugePage,
     /// `MADV_FREE`: the kernel may reclaim the pages lazily; they read as zero if it did.
     Free,
+    /// `MADV_DONTNEED`: the pages are dropped at once (the resident set shrinks now); they read
+    /// as zero when next touched.
+    DontNeed,
 }
 
 /// Gives the kernel advice about `[ptr, ptr + len)`. Returns whether the kernel accepted it
 /// (THP advice is refused where THP is disabled, which is fine).
 ///
 /// # Safety
-/// The range must be whole pages of a mapping of ours. With `Free` the caller must
+/// The range must be whole pages of a mapping of ours. With `Free` or `DontNeed` the caller must
 /// not need the contents any more.
 pub(crate) unsafe fn advise(ptr: NonNull<u8>, len: usize, advice: Advice) -> bool {
     debug_assert!(ptr.as_ptr() as usize % page_size() == 0);
     let advice = match advice {
         Advice::HugePage => libc::MADV_HUGEPAGE,
         Advice::Free => libc::MADV_FREE,
+        Advice::DontNeed => libc::MADV_DONTNEED,
     };
     // SAFETY: the caller guarantees the range is a mapping of ours whose contents may go.
     unsafe { libc::madvise(ptr.as_ptr().cast(), len, advice) == 0 }

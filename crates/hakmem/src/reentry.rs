@@ -27,6 +27,19 @@ impl Guard {
     }
 }
 
+/// Runs `f` with the guard lowered: for the one place where re-entry is expected and safe (the
+/// pool hooking thread exit, whose `pthread_setspecific` may `calloc`, which is hakmem when hakmem
+/// is `malloc`). The flag is restored afterwards.
+#[inline]
+pub(crate) fn allow<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(debug_assertions)]
+    let was = ACTIVE.with(|active| active.replace(false));
+    let r = f();
+    #[cfg(debug_assertions)]
+    ACTIVE.with(|active| active.set(was));
+    r
+}
+
 impl Drop for Guard {
     #[inline(always)]
     fn drop(&mut self) {

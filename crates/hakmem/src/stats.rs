@@ -67,6 +67,15 @@ pub struct Stats {
     pub pool_frees: u64,
     /// Large blocks mapped fresh with `mmap`.
     pub mmap_allocs: u64,
+    /// Bytes of pool spans held by threads now (in use, kept empty for reuse, or left by
+    /// exited threads with blocks still in use): span lengths, of which only the touched pages
+    /// are resident. A gauge, kept from level `Counters`: the pool updates it only when a span
+    /// changes hands, never per block.
+    pub pool_held_bytes: u64,
+    /// Bytes of empty pool spans kept resident for reuse (bounded per pool; level `Counters`).
+    pub pool_dirty_bytes: u64,
+    /// Bytes of empty pool spans returned to the OS so far (`MADV_DONTNEED`; level `Counters`).
+    pub pool_purged_bytes: u64,
     /// Large blocks freed by the program (whatever then happened to them).
     pub mmap_frees: u64,
     /// Large blocks resized with `mremap` instead of copied.
@@ -93,7 +102,6 @@ pub struct Stats {
 
 /// What the counters count. The discriminant indexes [`Counters`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[allow(dead_code)] // the pool's events come with the pool
 pub(crate) enum Event {
     SystemAlloc,
     SystemFree,
@@ -171,6 +179,9 @@ impl Counters {
             system_frees: c(Event::SystemFree),
             pool_allocs: c(Event::PoolAlloc),
             pool_frees: c(Event::PoolFree),
+            pool_held_bytes: 0,
+            pool_dirty_bytes: 0,
+            pool_purged_bytes: 0,
             mmap_allocs: c(Event::MmapAlloc),
             mmap_frees: c(Event::MmapFree),
             mremaps: c(Event::Mremap),
@@ -210,6 +221,11 @@ impl fmt::Display for Stats {
             f,
             "  pool    allocs {:>12}  frees {:>12}",
             self.pool_allocs, self.pool_frees
+        )?;
+        writeln!(
+            f,
+            "  pool    held   {:>12}  dirty {:>12}  purged {}",
+            self.pool_held_bytes, self.pool_dirty_bytes, self.pool_purged_bytes
         )?;
         writeln!(
             f,

@@ -8,6 +8,10 @@
 //! the system and the mmap path (and their crossings in realloc) are exercised; alignments run
 //! from 1 B to 64 KiB.
 //!
+//! The pool's own model (`shadow_model_pool_*`: FAST, BALANCED and the runtime twin, which uses the
+//! pool when `HAKMEM_MODE` is fast or balanced) draws sizes class by class across all 56 of the
+//! pool's classes and out of it, with more blocks live at once.
+//!
 //! `QUICKCHECK_TESTS` sets the number of sequences per policy (default 1000).
 
 use std::alloc::{GlobalAlloc, Layout};
@@ -55,8 +59,42 @@ fn align(g: &mut Gen) -> usize {
     1 << bits
 }
 
-impl Arbitrary for Op {
-    fn arbitrary(g: &mut Gen) -> Op {
+/// The block size of the pool's class `c` (16 B … 512 KiB; docs/pool.md).
+fn class_size(c: usize) -> usize {
+    if c < 8 {
+        (c + 1) * 16
+    } else {
+        let b = 7 + (c - 8) / 4;
+        (1 << b) + ((c - 8) % 4 + 1) * (1 << (b - 2))
+    }
+}
+
+/// Sizes for the pool: every one of its 56 classes equally likely (anywhere in the class, or
+/// exactly on its edges), and one in six out of the pool (512 KiB – 4 MiB), so that realloc
+/// crosses classes and leaves and re-enters the pool.
+fn pool_size(g: &mut Gen) -> usize {
+    let c = usize::arbitrary(g) % 56;
+    let (low, high) = (if c == 0 { 0 } else { class_size(c - 1) }, class_size(c));
+    match u8::arbitrary(g) % 6 {
+        0 => (512 << 10) + usize::arbitrary(g) % (7 << 19),
+        1 => high,
+        2 => low + 1,
+        _ => low + 1 + usize::arbitrary(g) % (high - low),
+    }
+}
+
+/// Alignments for the pool: mostly ordinary, sometimes up to 4 KiB (the pool serves them from
+/// classes whose size is a multiple of the alignment).
+fn pool_align(g: &mut Gen) -> usize {
+    if u8::arbitrary(g) % 4 == 0 {
+        1 << (5 + u32::arbitrary(g) % 8)
+    } else {
+        1 << (u32::arbitrary(g) % 5)
+    }
+}
+
+impl Op {
+    fn generate(g: &mut Gen, size: fn(&mut Gen) -> usize, align: fn(&mut Gen) -> usize) -> Op {
         match u8::arbitrary(g) % 8 {
             0..=3 => Op::Alloc {
                 size: size(g),
@@ -72,6 +110,12 @@ impl Arbitrary for Op {
                 slot: usize::arbitrary(g),
             },
         }
+    }
+}
+
+impl Arbitrary for Op {
+    fn arbitrary(g: &mut Gen) -> Op {
+        Op::generate(g, size, align)
     }
 
     fn shrink(&self) -> Box<dyn Iterator<Item = Op>> {
@@ -94,6 +138,25 @@ impl Arbitrary for Op {
             ),
             Op::Free { .. } => quickcheck::empty_shrinker(),
         }
+    }
+}
+
+/// A sequence with the pool's size distribution ([`pool_size`], [`pool_align`]).
+#[derive(Clone, Debug)]
+struct PoolOps(Vec<Op>);
+
+impl Arbitrary for PoolOps {
+    fn arbitrary(g: &mut Gen) -> PoolOps {
+        let len = usize::arbitrary(g) % (2 * g.size());
+        PoolOps(
+            (0..len)
+                .map(|_| Op::generate(g, pool_size, pool_align))
+                .collect(),
+        )
+    }
+
+    fn shrink(&self) -> Box<dyn Iterator<Item = PoolOps>> {
+        Box::new(self.0.shrink().map(PoolOps))
     }
 }
 
@@ -146,11 +209,16 @@ unsafe fn is_zero(ptr: *const u8, size: usize) -> bool {
 
 /// Runs `ops` against `a`, checking the model after each. Frees everything at the end.
 fn run<P: Policy>(a: &Allocator<P>, ops: &[Op]) -> Result<(), String> {
+    run_with(a, ops, MAX_LIVE)
+}
+
+/// [`run`] with at most `max_live` blocks live at once.
+fn run_with<P: Policy>(a: &Allocator<P>, ops: &[Op], max_live: usize) -> Result<(), String> {
     let mut live: Vec<Live> = Vec::new();
     let mut result = Ok(());
     for (step, op) in ops.iter().enumerate() {
-        result =
-            apply(a, &mut live, op, step as u8).map_err(|e| format!("step {step} ({op:?}): {e}"));
+        result = apply(a, &mut live, op, step as u8, max_live)
+            .map_err(|e| format!("step {step} ({op:?}): {e}"));
         if result.is_err() {
             break;
         }
@@ -171,6 +239,7 @@ fn apply<P: Policy>(
     live: &mut Vec<Live>,
     op: &Op,
     step: u8,
+    max_live: usize,
 ) -> Result<(), String> {
     match *op {
         Op::Alloc {
@@ -179,7 +248,7 @@ fn apply<P: Policy>(
             zeroed,
             at_site,
         } => {
-            if live.len() >= MAX_LIVE {
+            if live.len() >= max_live {
                 return Ok(());
             }
             let layout = Layout::from_size_align(size, align).unwrap();
@@ -328,6 +397,40 @@ shadow_model!(shadow_model_balanced, Balanced);
 shadow_model!(shadow_model_learning, Learning);
 shadow_model!(shadow_model_research, Research);
 shadow_model!(shadow_model_runtime, Runtime);
+
+/// The pool's shadow model: sizes across every class and out of the pool, alignments up to
+/// 4 KiB, up to 64 live blocks (so that spans fill, empty and are reused), realloc across
+/// classes and in and out of the pool, alloc_zeroed of recycled blocks.
+///
+/// They run in the test runs of the pool's modes (features `fast`, `balanced`, `runtime`, and
+/// the default): the other modes' runs would repeat them unchanged.
+macro_rules! shadow_model_pool {
+    ($name:ident, $policy:ty) => {
+        #[test]
+        #[cfg_attr(
+            not(any(feature = "fast", feature = "balanced", feature = "runtime")),
+            ignore = "run by the test runs of the pool's modes"
+        )]
+        fn $name() {
+            static A: Allocator<$policy> = Allocator::new();
+            fn prop(ops: PoolOps) -> TestResult {
+                match run_with(&A, &ops.0, 64) {
+                    Ok(()) => TestResult::passed(),
+                    Err(e) => TestResult::error(e),
+                }
+            }
+            // Half as many sequences as the other models: each is longer, with more live blocks.
+            QuickCheck::new()
+                .tests(tests() / 2)
+                .max_tests(tests())
+                .quickcheck(prop as fn(PoolOps) -> TestResult);
+        }
+    };
+}
+
+shadow_model_pool!(shadow_model_pool_fast, Fast);
+shadow_model_pool!(shadow_model_pool_balanced, Balanced);
+shadow_model_pool!(shadow_model_pool_runtime, Runtime);
 
 /// All six policies in one process, their blocks interleaved: allocations of one never disturb
 /// another, and each frees only its own.

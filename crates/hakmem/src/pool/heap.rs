@@ -1,0 +1,303 @@
+//! A heap: one thread's spans in one pool. Only its thread touches it (an exited thread's spans
+//! go to the region's abandoned stack, and the slot to the region's free heaps).
+//!
+//! Per class, the heap has a *current* span, which the fast path pops from (the region's dummy
+//! span, always empty, when there is none), and a list of its other spans of that class, partly
+//! or fully used. When the current span runs dry the heap refills, cheapest first:
+//!
+//! 1. blocks other threads freed into the current span (its remote stack);
+//! 2. fresh blocks carved from the current span's untouched tail;
+//! 3. up to [`ROTATE`] spans from the front of the class's list (each sent to the back if it has
+//!    nothing to give), collecting their remote frees;
+//! 4. up to [`ADOPT`] spans abandoned by exited threads (of any class: each joins this heap);
+//! 5. an empty span: the heap's cached one of that kind, else one from the region.
+//!
+//! A span that is not current and empties out on a local free is checked (its free list must
+//! hold exactly its carved blocks: a double free shows as a mismatch) and retired: kept as the
+//! heap's cached span of its kind if that slot is free, else given back to the region.
+
+use core::cell::Cell;
+use core::ptr;
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use super::class::{self, CLASSES, KINDS};
+use super::region::Region;
+use super::span::{Block, Span, OWNED};
+
+/// Spans of the class's list examined per refill.
+const ROTATE: usize = 4;
+/// Abandoned spans adopted per refill at most.
+const ADOPT: usize = 4;
+
+/// One thread's spans in one region.
+#[repr(C)]
+pub(crate) struct Heap {
+    /// The current span of each class (the region's dummy span when none).
+    direct: [Cell<*mut Span>; CLASSES],
+    /// Front of each class's list of other spans.
+    head: [Cell<*mut Span>; CLASSES],
+    /// Back of each class's list.
+    tail: [Cell<*mut Span>; CLASSES],
+    /// An empty span kept per kind.
+    cache: [Cell<*mut Span>; KINDS],
+    /// Link of the region's stack of free heap slots.
+    link: AtomicU32,
+}
+
+impl Heap {
+    /// The link of the region's stack of free heap slots.
+    pub(crate) fn link(&self) -> &AtomicU32 {
+        &self.link
+    }
+
+    /// Sets up a freshly claimed heap slot: no spans.
+    ///
+    /// # Safety
+    /// `heap` was just claimed from `region`: nobody else refers to it.
+    pub(crate) unsafe fn init(heap: *mut Heap, region: Region) {
+        // SAFETY: the slot is ours (caller); every field is plain data.
+        let h = unsafe { &*heap };
+        for c in 0..CLASSES {
+            h.direct[c].set(region.dummy());
+            h.head[c].set(ptr::null_mut());
+            h.tail[c].set(ptr::null_mut());
+        }
+        for k in 0..KINDS {
+            h.cache[k].set(ptr::null_mut());
+        }
+    }
+
+    /// The fast path: a block of `class` from the current span, or null.
+    ///
+    /// # Safety
+    /// `heap` is the calling thread's heap.
+    #[inline(always)]
+    pub(crate) unsafe fn pop(heap: *mut Heap, class: usize) -> *mut Block {
+        debug_assert!(class < CLASSES);
+        // SAFETY: the caller's own heap; `class` is in bounds; the current span is owned by this
+        // heap or is the dummy, whose free list is always empty.
+        unsafe {
+            let span = (*heap).direct.get_unchecked(class).get();
+            (*span).pop()
+        }
+    }
+
+    /// The slow path of [`Heap::pop`]: refills the class's current span (see the module docs)
+    /// and pops. Null when the region is out of spans.
+    ///
+    /// # Safety
+    /// `self` is the calling thread's heap in `region`.
+    #[inline(never)]
+    pub(crate) unsafe fn refill(&self, region: Region, class: usize) -> *mut Block {
+        let me = self as *const Heap as *mut Heap;
+        let cur = self.direct[class].get();
+        // SAFETY: all spans reached here are owned by this heap (the current one and those in
+        // its lists), or taken from the region's stacks, which hands them to us alone.
+        unsafe {
+            if cur != region.dummy() {
+                let s = &*cur;
+                // (Called after a miss on the fast slot, the list may have blocks.)
+                if !s.free.get().is_null() || s.collect() || s.carve(region.start(s)) {
+                    return s.pop();
+                }
+            }
+            for _ in 0..ROTATE {
+                let Some(s) = self.pop_front(class) else {
+                    break;
+                };
+                let s = &*s;
+                s.collect();
+                if s.has_room() {
+                    self.install(region, class, s);
+                    return take(region, s);
+                }
+                self.push_back(class, s);
+            }
+            for _ in 0..ADOPT {
+                let Some(s) = region.adopt() else {
+                    break;
+                };
+                let s = &*s;
+                s.heap.store(me, Ordering::Relaxed);
+                s.state.store(OWNED, Ordering::Relaxed);
+                s.collect();
+                if s.used.get() == 0 {
+                    s.check_empty();
+                    self.retire(region, s);
+                    continue;
+                }
+                let c = s.class.load(Ordering::Relaxed) as usize;
+                if c == class && s.has_room() {
+                    self.install(region, class, s);
+                    return take(region, s);
+                }
+                self.push_back(c, s);
+            }
+            let kind = class::kind(class);
+            let s = match self.cache[kind].replace(ptr::null_mut()) {
+                s if !s.is_null() => s,
+                _ => match region.acquire(kind) {
+                    Some(s) => s,
+                    None => return ptr::null_mut(),
+                },
+            };
+            let s = &*s;
+            s.init(class, me);
+            self.install(region, class, s);
+            take(region, s)
+        }
+    }
+
+    /// Makes `s` (owned, in no list) the current span of `class`; the previous one goes to the
+    /// back of the list, or is retired if it is empty.
+    unsafe fn install(&self, region: Region, class: usize, s: &Span) {
+        s.used.set(s.used.get() + 1);
+        let old = self.direct[class].replace(s as *const Span as *mut Span);
+        if old != region.dummy() {
+            // SAFETY: the previous current span is owned by this heap.
+            unsafe {
+                let old = &*old;
+                old.used.set(old.used.get() - 1);
+                if old.used.get() == 0 {
+                    old.check_empty();
+                    self.retire(region, old);
+                } else {
+                    self.push_back(class, old);
+                }
+            }
+        }
+    }
+
+    /// A span that is not current emptied out on a local free: check it, take it out of its
+    /// list, retire it.
+    ///
+    /// # Safety
+    /// `self` is the calling thread's heap in `region`; `s` is one of its spans, not current,
+    /// with `used == 0`.
+    #[cold]
+    #[inline(never)]
+    pub(crate) unsafe fn emptied(&self, region: Region, s: &Span) {
+        let class = s.class.load(Ordering::Relaxed) as usize;
+        // SAFETY: forwarded: an empty span of ours.
+        unsafe {
+            s.check_empty();
+            if core::ptr::eq(self.direct[class].get(), s) {
+                // The current span's extra count went too: more frees than blocks handed out.
+                let first = s.free.get();
+                super::report::double_free("free", first.cast());
+            }
+            self.unlink(class, s);
+            self.retire(region, s);
+        }
+    }
+
+    /// An empty span leaves use: cached if the kind's slot is free, else back to the region.
+    unsafe fn retire(&self, region: Region, s: &Span) {
+        let kind = s.kind.get() as usize;
+        if self.cache[kind].get().is_null() {
+            region.cache(s);
+            self.cache[kind].set(s as *const Span as *mut Span);
+        } else {
+            // SAFETY: ours, empty, in no list.
+            unsafe { region.release(s as *const Span as *mut Span) };
+        }
+    }
+
+    /// The thread exits: every span goes back to the region, empty ones as free spans, the
+    /// others abandoned for another heap to adopt; then the heap slot itself.
+    ///
+    /// # Safety
+    /// `heap` is the exiting thread's heap in `region`; nothing uses it afterwards.
+    pub(crate) unsafe fn flush(heap: *mut Heap, region: Region) {
+        // SAFETY: the exiting thread's own heap and spans.
+        unsafe {
+            let h = &*heap;
+            let give_up = |s: *mut Span| {
+                let span = &*s;
+                span.collect();
+                if span.used.get() == 0 {
+                    span.check_empty();
+                    region.release(s);
+                } else {
+                    region.abandon(s);
+                }
+            };
+            for c in 0..CLASSES {
+                let cur = h.direct[c].replace(region.dummy());
+                if cur != region.dummy() {
+                    (*cur).used.set((*cur).used.get() - 1);
+                    give_up(cur);
+                }
+                while let Some(s) = h.pop_front(c) {
+                    give_up(s);
+                }
+            }
+            for k in 0..KINDS {
+                let s = h.cache[k].replace(ptr::null_mut());
+                if !s.is_null() {
+                    region.release(s);
+                }
+            }
+            region.release_heap(heap);
+        }
+    }
+
+    fn pop_front(&self, class: usize) -> Option<*mut Span> {
+        let s = self.head[class].get();
+        if s.is_null() {
+            return None;
+        }
+        // SAFETY: a span in our list.
+        unsafe { self.unlink(class, &*s) };
+        Some(s)
+    }
+
+    fn push_back(&self, class: usize, s: &Span) {
+        let tail = self.tail[class].get();
+        s.prev.set(tail);
+        s.next.set(ptr::null_mut());
+        let p = s as *const Span as *mut Span;
+        if tail.is_null() {
+            self.head[class].set(p);
+        } else {
+            // SAFETY: the tail is a span in our list.
+            unsafe { (*tail).next.set(p) };
+        }
+        self.tail[class].set(p);
+    }
+
+    /// # Safety
+    /// `s` is in the list of `class`.
+    unsafe fn unlink(&self, class: usize, s: &Span) {
+        let (prev, next) = (s.prev.get(), s.next.get());
+        // SAFETY: neighbours in our list are our spans.
+        unsafe {
+            if prev.is_null() {
+                self.head[class].set(next);
+            } else {
+                (*prev).next.set(next);
+            }
+            if next.is_null() {
+                self.tail[class].set(prev);
+            } else {
+                (*next).prev.set(prev);
+            }
+        }
+        s.prev.set(ptr::null_mut());
+        s.next.set(ptr::null_mut());
+    }
+}
+
+/// Pops from the span just installed, carving first if its free list is empty.
+///
+/// # Safety
+/// The caller owns `s`, which has room.
+unsafe fn take(region: Region, s: &Span) -> *mut Block {
+    // SAFETY: forwarded.
+    unsafe {
+        if s.free.get().is_null() {
+            s.carve(region.start(s));
+        }
+        s.pop()
+    }
+}

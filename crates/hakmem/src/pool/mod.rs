@@ -1,0 +1,352 @@
+//! The pool: hakmem's own thread-local small-object allocator (FAST and BALANCED; any policy with
+//! `Config::pool`). docs/pool.md has the design and the figures.
+//!
+//! - **Classes** ([`class`]): 56 size classes, 16 B to 512 KiB, no header: a block is found by
+//!   its address alone.
+//! - **Region** ([`region`]): each pool reserves one 16 GiB range of address space on first use;
+//!   a pointer is a pool block iff `(ptr - base) >> 34 == 0`, and its span's descriptor is one
+//!   table load away. All of the pool's shared state lives in the region, so pools never mix.
+//! - **Spans** ([`span`]): a span serves one class; its free list is intrusive (the link lives
+//!   in the free block), fresh blocks are carved from its untouched tail, frees from other
+//!   threads go to its lock-free remote stack, collected by the owner.
+//! - **Heaps** ([`heap`]): one per thread per pool, holding the thread's spans; exited threads'
+//!   spans are abandoned and adopted by others, empty spans go back to the region (and past a
+//!   few MiB back to the OS).
+//! - **Threads** ([`thread`]): a const `thread_local!` without destructor holds the heap of the
+//!   pool used last (the fast slot) and up to 8 per-pool entries; thread exit is a pthread key.
+//!
+//! The fast paths (inlined into the allocator):
+//!
+//! - alloc: size and alignment checks, the class (a table load up to 1 KiB), the fast slot's
+//!   region compared with this pool's, the class's current span, pop its free list, count.
+//! - free: the region check, the table load, the span's owner compared with the fast slot's
+//!   heap, a double-free check against the list head, push, count, and a branch taken only when
+//!   a span that is not current empties.
+//!
+//! Nothing takes a lock: `fork` in any state leaves a usable pool in the child.
+
+mod class;
+mod heap;
+mod region;
+mod span;
+mod thread;
+
+use core::alloc::Layout;
+use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+pub(crate) use region::Usage;
+
+use heap::Heap;
+use region::Region;
+use span::{Span, ABANDONED, CACHED, FREE, OWNED};
+
+/// The largest request the pool serves.
+pub(crate) const MAX_SIZE: usize = class::MAX_SIZE;
+
+/// [`Pool::base`] before the region is reserved. Like [`DISABLED`], it is never within 16 GiB
+/// below a user-space address, so the region check fails on it for every pointer.
+const NOT_MAPPED: usize = 1 << 63;
+/// [`Pool::base`] when the region could not be reserved: the pool serves nothing.
+const DISABLED: usize = (1 << 63) | (1 << 62);
+
+/// The per-instance pool: the base address of its region, reserved on first use.
+pub(crate) struct Pool {
+    base: AtomicUsize,
+}
+
+/// A pool block, found by its address. (Two words, so that it travels in registers.)
+#[derive(Clone, Copy)]
+pub(crate) struct PoolBlock {
+    ptr: NonNull<u8>,
+    span: *const Span,
+}
+
+impl PoolBlock {
+    /// The block's usable size: its class's size (0 for an address that is no block, which the
+    /// free path then reports).
+    #[inline(always)]
+    pub(crate) fn size(&self) -> usize {
+        // SAFETY: descriptors are always readable (committed metadata, never unmapped).
+        unsafe { (*self.span).block_size.load(Ordering::Relaxed) as usize }
+    }
+}
+
+impl Pool {
+    pub(crate) const fn new() -> Self {
+        Pool {
+            base: AtomicUsize::new(NOT_MAPPED),
+        }
+    }
+
+    /// A pool block for `layout`, or `None` when the pool does not serve it: `size >= limit` (the
+    /// policy's mmap threshold) or above [`MAX_SIZE`], an alignment above 4 KiB, or no memory.
+    #[inline(always)]
+    pub(crate) fn alloc(&self, layout: Layout, zeroed: bool, limit: usize) -> Option<NonNull<u8>> {
+        let size = layout.size();
+        if size >= limit.min(MAX_SIZE + 1) {
+            return None;
+        }
+        let block = if layout.align() <= class::MIN_ALIGN {
+            self.alloc_class(class::of(size))?
+        } else {
+            self.alloc_aligned(layout)?
+        };
+        if zeroed {
+            // SAFETY: the block holds at least `size` bytes.
+            unsafe { ptr::write_bytes(block.as_ptr(), 0, size) };
+        }
+        Some(block)
+    }
+
+    /// A block of `class`: from this thread's heap's current span when this pool is the fast
+    /// slot's and the span has a free block, else the slow path.
+    #[inline(always)]
+    fn alloc_class(&self, class: usize) -> Option<NonNull<u8>> {
+        let base = self.base.load(Ordering::Relaxed);
+        let block = thread::CACHE.with(|t| {
+            if t.base.get() == base {
+                // SAFETY: the fast slot holds this thread's heap in the region at `base`.
+                unsafe { Heap::pop(t.heap.get(), class) }
+            } else {
+                ptr::null_mut()
+            }
+        });
+        match NonNull::new(block) {
+            Some(b) => Some(b.cast()),
+            None => self.alloc_slow(class),
+        }
+    }
+
+    /// An over-aligned request (16 < align ≤ 4 KiB): a class whose size is a multiple of the
+    /// alignment.
+    #[cold]
+    #[inline(never)]
+    fn alloc_aligned(&self, layout: Layout) -> Option<NonNull<u8>> {
+        self.alloc_class(class::of_aligned(layout.size(), layout.align())?)
+    }
+
+    /// Reserves the region or makes the thread's heap if need be, then refills.
+    #[cold]
+    #[inline(never)]
+    fn alloc_slow(&self, class: usize) -> Option<NonNull<u8>> {
+        let region = self.region()?;
+        let heap = thread::heap_in(region)?;
+        // SAFETY: this thread's heap in `region`.
+        NonNull::new(unsafe { (*heap).refill(region, class) }).map(NonNull::cast)
+    }
+
+    /// The region, reserved now if it is not yet.
+    fn region(&self) -> Option<Region> {
+        match self.base.load(Ordering::Acquire) {
+            DISABLED => None,
+            NOT_MAPPED => self.reserve(),
+            // SAFETY: any other value was published by `reserve`.
+            base => Some(unsafe { Region::at(base) }),
+        }
+    }
+
+    /// First use: reserves a region and publishes it. Racing threads each reserve one; the loser
+    /// unmaps its own, so nobody waits (and a `fork` cannot leave a half-made region).
+    #[cold]
+    fn reserve(&self) -> Option<Region> {
+        let new = Region::reserve();
+        let want = new.map_or(DISABLED, Region::base);
+        match self
+            .base
+            .compare_exchange(NOT_MAPPED, want, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => new,
+            Err(now) => {
+                if let Some(r) = new {
+                    // SAFETY: never published: nothing refers to it.
+                    unsafe { r.unreserve() };
+                }
+                // SAFETY: published by the winner.
+                (now != DISABLED).then(|| unsafe { Region::at(now) })
+            }
+        }
+    }
+
+    /// The pool block at `ptr`, if `ptr` lies in this pool's region. One subtraction, one
+    /// shift, one table load.
+    #[inline(always)]
+    pub(crate) fn block(&self, ptr: NonNull<u8>) -> Option<PoolBlock> {
+        let base = self.base.load(Ordering::Relaxed);
+        let page = (ptr.as_ptr() as usize).wrapping_sub(base) >> region::PAGE_SHIFT;
+        if page >= region::PAGES {
+            return None;
+        }
+        // SAFETY: `page` is inside the region, so `base` is a region's.
+        let region = unsafe { Region::at(base) };
+        Some(PoolBlock {
+            ptr,
+            span: region.span_of_page(page),
+        })
+    }
+
+    /// The region of a pool that has handed out blocks.
+    ///
+    /// # Safety
+    /// The pool's region is reserved.
+    #[inline(always)]
+    unsafe fn region_unchecked(&self) -> Region {
+        // SAFETY: forwarded.
+        unsafe { Region::at(self.base.load(Ordering::Relaxed)) }
+    }
+
+    /// Returns a pool block: onto its span's free list if this thread owns the span (the fast
+    /// path), else onto the span's remote stack.
+    ///
+    /// # Safety
+    /// `b` is a live block of this pool (misuse is reported where it shows; docs/pool.md).
+    #[inline(always)]
+    pub(crate) unsafe fn free(&self, b: PoolBlock) {
+        // SAFETY: descriptors are always readable.
+        let span = unsafe { &*b.span };
+        let mine = thread::CACHE.with(|t| t.heap.get());
+        if span.heap.load(Ordering::Relaxed) == mine {
+            // SAFETY: this thread's heap owns the span; the block is one of its blocks, handed
+            // out (caller).
+            unsafe {
+                if span.push_local(b.ptr.as_ptr().cast()) == 0 {
+                    (*mine).emptied(self.region_unchecked(), span);
+                }
+            }
+        } else {
+            // SAFETY: forwarded.
+            unsafe { self.free_slow(b) }
+        }
+    }
+
+    /// The usable size of the pool block at `ptr`, for callers without a `Layout` (C's
+    /// `malloc_usable_size`, `free`): `None` if `ptr` is not in this pool's region; an address in
+    /// the region that is not a live block ends the process with a message.
+    #[allow(dead_code)] // the layout-less API of the preload library routes through it
+    pub(crate) fn usable_size(&self, ptr: NonNull<u8>) -> Option<usize> {
+        let b = self.block(ptr)?;
+        // SAFETY: a block address in the region: it is reserved.
+        check_live(unsafe { self.region_unchecked() }, b, "malloc_usable_size");
+        Some(b.size())
+    }
+
+    /// The region's memory figures, if it is reserved.
+    pub(crate) fn usage(&self) -> Option<Usage> {
+        match self.base.load(Ordering::Acquire) {
+            NOT_MAPPED | DISABLED => None,
+            // SAFETY: published by `reserve`.
+            base => Some(unsafe { Region::at(base) }.usage()),
+        }
+    }
+}
+
+impl Pool {
+    /// Frees a block whose span this thread's fast slot does not own: checks it, then frees it
+    /// locally if this thread's heap in the pool owns the span after all, else remotely.
+    ///
+    /// # Safety
+    /// As [`Pool::free`].
+    #[cold]
+    #[inline(never)]
+    unsafe fn free_slow(&self, b: PoolBlock) {
+        // SAFETY: `b` is in the region (found by `block`).
+        let region = unsafe { self.region_unchecked() };
+        check_live(region, b, "free");
+        // SAFETY: checked live: an owned or abandoned span of the region.
+        let span = unsafe { &*b.span };
+        let block = b.ptr.as_ptr().cast();
+        if let Some(mine) = thread::heap_of(region) {
+            if span.heap.load(Ordering::Relaxed) == mine {
+                // SAFETY: as in `Pool::free`.
+                unsafe {
+                    if span.push_local(block) == 0 {
+                        (*mine).emptied(region, span);
+                    }
+                }
+                return;
+            }
+        }
+        // SAFETY: a handed-out block of an owned or abandoned span (caller, checked).
+        unsafe { span.push_remote(block) }
+    }
+}
+
+/// Reports (and ends the process) unless `b` is a block boundary in a span in use.
+fn check_live(region: Region, b: PoolBlock, op: &str) {
+    // SAFETY: descriptors are always readable.
+    let span = unsafe { &*b.span };
+    match span.state.load(Ordering::Acquire) {
+        OWNED | ABANDONED => {}
+        FREE | CACHED => report::double_free(op, b.ptr.as_ptr()),
+        _ => report::invalid(op, b.ptr.as_ptr()),
+    }
+    let off = (b.ptr.as_ptr() as usize).wrapping_sub(region.start(span));
+    if class::block_index(span.class.load(Ordering::Relaxed) as usize, off).is_none() {
+        report::invalid(op, b.ptr.as_ptr());
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        let base = *self.base.get_mut();
+        if base != NOT_MAPPED && base != DISABLED {
+            // SAFETY: a published region; the allocator is gone, so are its blocks (dropping an
+            // allocator with live blocks leaves them dangling, as for any allocator).
+            unsafe { Region::at(base).kill() };
+        }
+    }
+}
+
+/// Misuse reports: one line, then abort (as the header checks do).
+mod report {
+    use crate::diag;
+
+    /// A block freed twice.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn double_free(op: &str, ptr: *mut u8) -> ! {
+        diag::fatal(format_args!(
+            "{op}({ptr:p}): double free detected (pool block)"
+        ))
+    }
+
+    /// An address in the pool's region that is not a block in use.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn invalid(op: &str, ptr: *mut u8) -> ! {
+        diag::fatal(format_args!(
+            "{op}({ptr:p}): invalid pointer (inside hakmem's pool but not a block it handed out)"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usable_size_from_the_address_alone() {
+        let a = Pool::new();
+        let b = Pool::new();
+        let l = |size| Layout::from_size_align(size, 8).unwrap();
+        let p = a.alloc(l(100), false, usize::MAX).unwrap();
+        assert_eq!(a.usable_size(p), Some(112));
+        assert_eq!(b.usable_size(p), None, "not b's block");
+        let big = a.alloc(l(300_000), true, usize::MAX).unwrap();
+        assert_eq!(a.usable_size(big), Some(327_680));
+        assert!(a.alloc(l(MAX_SIZE + 1), false, usize::MAX).is_none());
+        assert!(
+            a.alloc(l(1000), false, 1000).is_none(),
+            "at the limit: not the pool's"
+        );
+        let mut local = 0u64;
+        assert_eq!(a.usable_size(NonNull::from(&mut local).cast()), None);
+        // SAFETY: blocks of `a`, freed once.
+        unsafe {
+            a.free(a.block(p).unwrap());
+            a.free(a.block(big).unwrap());
+        }
+        let held = a.usage().unwrap().held_bytes;
+        assert!(held > 0 && b.usage().is_none());
+    }
+}

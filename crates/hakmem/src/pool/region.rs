@@ -1,0 +1,444 @@
+//! A pool's region: one reservation of [`REGION`] bytes of address space holding everything the
+//! pool owns, so that "is this a pool block?" is one subtraction and one shift.
+//!
+//! ```text
+//!  base
+//!  | dummy span | header | heaps ………… | span table ………… | descriptors ………… | spans ……………………… |
+//!  0            64       4 KiB         2 MiB              4 MiB              20 MiB            16 GiB
+//! ```
+//!
+//! - The **span table** has one 8-byte entry per 64 KiB page of the region: the offset from
+//!   `base` of the descriptor of the span covering that page. Zero (never written) points at the
+//!   dummy span at offset 0, which is never owned, has an empty free list and reads as
+//!   [`INVALID`]: a wild pointer into the region is caught, not followed.
+//! - **Descriptors** ([`Span`]) are indexed by the span's first page.
+//! - **Heaps** ([`Heap`]), one per thread using the pool, are claimed from a lock-free stack.
+//! - **Spans** are carved from the data area by a bump offset, and kept in lock-free stacks per
+//!   kind once empty: *dirty* (pages still resident, reused first) up to [`DIRTY_MAX`] bytes,
+//!   then *clean* (returned to the OS with `MADV_DONTNEED`).
+//!
+//! The reservation is `PROT_NONE`; the metadata is made accessible at once and the data area in
+//! [`COMMIT_CHUNK`] steps as the bump offset grows, so the kernel charges only what was used.
+//! Nothing here takes a lock: every shared field is an atomic, every stack a tagged Treiber
+//! stack, so `fork` can happen at any instruction.
+
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+use super::class::{self, KINDS};
+use super::heap::Heap;
+use super::span::{Span, ABANDONED, CACHED, FREE, INVALID};
+use crate::os::{self, Advice};
+
+/// log2 of [`REGION`].
+const REGION_SHIFT: u32 = 34;
+/// The size of a region: the most memory one pool can hand out.
+pub(crate) const REGION: usize = 1 << REGION_SHIFT;
+/// log2 of the span table's granule (a region page).
+pub(crate) const PAGE_SHIFT: u32 = 16;
+/// Region pages, table entries.
+pub(crate) const PAGES: usize = REGION >> PAGE_SHIFT;
+
+const HEADER_OFF: usize = 64;
+const HEAPS_OFF: usize = 4096;
+const TABLE_OFF: usize = 2 << 20;
+const DESCS_OFF: usize = TABLE_OFF + PAGES * 8;
+/// Where the spans begin.
+const DATA_OFF: usize = DESCS_OFF + PAGES * core::mem::size_of::<Span>();
+/// How many heaps (threads using the pool at once) a region holds.
+pub(crate) const MAX_HEAPS: usize = (TABLE_OFF - HEAPS_OFF) / core::mem::size_of::<Heap>();
+
+/// The data area is made accessible in steps of this many bytes.
+const COMMIT_CHUNK: usize = 4 << 20;
+/// Empty spans kept resident (dirty) per region; beyond, released spans are purged.
+pub(crate) const DIRTY_MAX: usize = 8 << 20;
+
+static_assertions::const_assert!(core::mem::size_of::<Header>() <= HEAPS_OFF - HEADER_OFF);
+static_assertions::const_assert!(DESCS_OFF + PAGES * 64 == DATA_OFF);
+static_assertions::const_assert!(DATA_OFF % (1 << PAGE_SHIFT) == 0 && DATA_OFF % 4096 == 0);
+static_assertions::const_assert!(MAX_HEAPS >= 256);
+
+/// A lock-free stack of indices (span pages or heap slots) linked through an `AtomicU32` of each
+/// element. The head packs a 32-bit tag, bumped by every change, against ABA.
+#[repr(transparent)]
+struct Stack(AtomicU64);
+
+impl Stack {
+    fn push(&self, index: u32, link: &AtomicU32) {
+        let mut head = self.0.load(Ordering::Relaxed);
+        loop {
+            link.store(head as u32, Ordering::Relaxed);
+            let new = (((head >> 32) + 1) << 32) | u64::from(index + 1);
+            match self
+                .0
+                .compare_exchange_weak(head, new, Ordering::Release, Ordering::Relaxed)
+            {
+                Ok(_) => return,
+                Err(now) => head = now,
+            }
+        }
+    }
+
+    /// Pops an index; `link(i)` is element `i`'s link (always readable: elements are never
+    /// unmapped, so a stale read only makes the exchange fail).
+    fn pop<'a>(&self, link: impl Fn(u32) -> &'a AtomicU32) -> Option<u32> {
+        let mut head = self.0.load(Ordering::Acquire);
+        loop {
+            let top = head as u32;
+            if top == 0 {
+                return None;
+            }
+            let next = link(top - 1).load(Ordering::Relaxed);
+            let new = (((head >> 32) + 1) << 32) | u64::from(next);
+            match self
+                .0
+                .compare_exchange_weak(head, new, Ordering::Acquire, Ordering::Acquire)
+            {
+                Ok(_) => return Some(top - 1),
+                Err(now) => head = now,
+            }
+        }
+    }
+}
+
+/// The region's shared state, at offset [`HEADER_OFF`].
+#[repr(C)]
+struct Header {
+    /// Empty spans with resident pages, per kind.
+    dirty: [Stack; KINDS],
+    /// Empty spans returned to the OS, per kind.
+    clean: [Stack; KINDS],
+    /// Spans of exited threads with blocks still in use.
+    abandoned: Stack,
+    /// Heap slots given back by exited threads.
+    heaps: Stack,
+    /// Heap slots handed out fresh so far.
+    heap_count: AtomicU32,
+    /// Offset of the first never-carved byte of the data area.
+    bump: AtomicUsize,
+    /// Offset up to which the region is read-write.
+    committed: AtomicUsize,
+    /// Bytes of spans in the dirty stacks.
+    dirty_bytes: AtomicUsize,
+    /// Bytes of spans out of the free stacks: held by heaps (in use or cached) or abandoned.
+    held_bytes: AtomicUsize,
+    /// Bytes returned to the OS so far.
+    purged_bytes: AtomicU64,
+    /// The allocator is gone (see `Pool`'s drop).
+    dead: AtomicBool,
+}
+
+/// A handle on a region: its base address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Region {
+    base: usize,
+}
+
+/// Figures for [`crate::Stats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Usage {
+    pub held_bytes: u64,
+    pub dirty_bytes: u64,
+    pub purged_bytes: u64,
+}
+
+impl Region {
+    /// The region at `base`.
+    ///
+    /// # Safety
+    /// `base` came from [`Region::reserve`] (regions are never unmapped).
+    #[inline(always)]
+    pub(crate) const unsafe fn at(base: usize) -> Region {
+        Region { base }
+    }
+
+    #[inline(always)]
+    pub(crate) fn base(self) -> usize {
+        self.base
+    }
+
+    /// Reserves and sets up a new region; `None` if the kernel refuses.
+    pub(crate) fn reserve() -> Option<Region> {
+        let base = os::reserve(REGION)?;
+        // SAFETY: the metadata is whole pages at the start of our fresh reservation.
+        if !unsafe { os::commit(base, DATA_OFF) } {
+            // SAFETY: our reservation, never handed out. (Whole pages of it: the kernel does
+            // not refuse them.)
+            let _ = unsafe { os::unmap(base, REGION) };
+            return None;
+        }
+        let region = Region {
+            base: base.as_ptr() as usize,
+        };
+        // Everything else starts as zero: empty stacks, the dummy span INVALID and unowned.
+        let h = region.header();
+        h.bump.store(DATA_OFF, Ordering::Relaxed);
+        h.committed.store(DATA_OFF, Ordering::Relaxed);
+        Some(region)
+    }
+
+    /// Unmaps a region nothing has used (lost a race to be the pool's region).
+    ///
+    /// # Safety
+    /// Nothing refers to the region.
+    pub(crate) unsafe fn unreserve(self) {
+        // SAFETY: forwarded: the whole reservation, unused. (Whole pages of it: the kernel does
+        // not refuse them.)
+        let _ = unsafe { os::unmap(NonNull::new_unchecked(self.base as *mut u8), REGION) };
+    }
+
+    #[inline(always)]
+    fn header(self) -> &'static Header {
+        // SAFETY: the header lies in the committed metadata of a live region (never unmapped),
+        // and is only accessed through atomics.
+        unsafe { &*((self.base + HEADER_OFF) as *const Header) }
+    }
+
+    /// The dummy span: never owned, its free list always empty.
+    #[inline(always)]
+    pub(crate) fn dummy(self) -> *mut Span {
+        self.base as *mut Span
+    }
+
+    /// The descriptor of the span covering region page `page` (`< PAGES`), or the dummy span.
+    #[inline(always)]
+    pub(crate) fn span_of_page(self, page: usize) -> *const Span {
+        debug_assert!(page < PAGES);
+        let entry = (self.base + TABLE_OFF + page * 8) as *const AtomicU64;
+        // SAFETY: the table lies in the committed metadata and holds one entry per page of the
+        // region; entries are written before any block of their span is handed out.
+        let desc = unsafe { (*entry).load(Ordering::Relaxed) } as usize;
+        (self.base + desc) as *const Span
+    }
+
+    /// The first byte of `span`'s memory.
+    #[inline]
+    pub(crate) fn start(self, span: *const Span) -> usize {
+        self.base + ((self.index(span) as usize) << PAGE_SHIFT)
+    }
+
+    /// `span`'s first page (its index in the stacks).
+    #[inline]
+    fn index(self, span: *const Span) -> u32 {
+        ((span as usize - self.base - DESCS_OFF) >> 6) as u32
+    }
+
+    #[inline]
+    fn span(self, index: u32) -> &'static Span {
+        // SAFETY: descriptors lie in the committed metadata, one per page, zero-initialised
+        // (a valid `Span`), shared through atomics and the ownership protocol of `span`.
+        unsafe { &*((self.base + DESCS_OFF + (index as usize) * 64) as *const Span) }
+    }
+
+    fn heap_at(self, index: u32) -> *mut Heap {
+        (self.base + HEAPS_OFF + index as usize * core::mem::size_of::<Heap>()) as *mut Heap
+    }
+
+    /// A heap slot for a new thread, or `None` if [`MAX_HEAPS`] are in use.
+    pub(crate) fn claim_heap(self) -> Option<*mut Heap> {
+        let h = self.header();
+        let link = |i| {
+            // SAFETY: heap slots lie in the committed metadata, each with its link.
+            unsafe { (*self.heap_at(i)).link() }
+        };
+        if let Some(i) = h.heaps.pop(link) {
+            return Some(self.heap_at(i));
+        }
+        let mut n = h.heap_count.load(Ordering::Relaxed);
+        loop {
+            if n as usize >= MAX_HEAPS {
+                return None;
+            }
+            match h
+                .heap_count
+                .compare_exchange_weak(n, n + 1, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return Some(self.heap_at(n)),
+                Err(now) => n = now,
+            }
+        }
+    }
+
+    /// Gives a heap slot back (its thread exited).
+    ///
+    /// # Safety
+    /// `heap` came from [`Region::claim_heap`] and nothing uses it any more.
+    pub(crate) unsafe fn release_heap(self, heap: *mut Heap) {
+        let index = (heap as usize - self.base - HEAPS_OFF) / core::mem::size_of::<Heap>();
+        // SAFETY: a heap slot of this region.
+        let link = unsafe { (*heap).link() };
+        self.header().heaps.push(index as u32, link);
+    }
+
+    /// An empty span of `kind`, not yet set up for a class: a dirty one, a clean one, or a fresh
+    /// one carved from the data area. `None` when the region is full (or the kernel refuses to
+    /// commit more).
+    pub(crate) fn acquire(self, kind: usize) -> Option<*mut Span> {
+        let h = self.header();
+        let len = class::span_len(kind);
+        let link = |i| &self.span(i).link;
+        let span = if let Some(i) = h.dirty[kind].pop(link) {
+            h.dirty_bytes.fetch_sub(len, Ordering::Relaxed);
+            self.span(i)
+        } else if let Some(i) = h.clean[kind].pop(link) {
+            self.span(i)
+        } else {
+            self.carve(kind)?
+        };
+        debug_assert_eq!(span.state.load(Ordering::Relaxed), FREE);
+        debug_assert_eq!(span.kind.get() as usize, kind);
+        h.held_bytes.fetch_add(len, Ordering::Relaxed);
+        Some(span as *const Span as *mut Span)
+    }
+
+    /// Carves a fresh span of `kind` from the data area.
+    fn carve(self, kind: usize) -> Option<&'static Span> {
+        let h = self.header();
+        let len = class::span_len(kind);
+        let mut off = h.bump.load(Ordering::Relaxed);
+        loop {
+            let end = off.checked_add(len).filter(|&end| end <= REGION)?;
+            self.commit_to(end)?;
+            match h
+                .bump
+                .compare_exchange_weak(off, end, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => break,
+                Err(now) => off = now,
+            }
+        }
+        let first = off >> PAGE_SHIFT;
+        let desc = DESCS_OFF + first * 64;
+        for page in first..(off + len) >> PAGE_SHIFT {
+            let entry = (self.base + TABLE_OFF + page * 8) as *const AtomicU64;
+            // SAFETY: a table entry of this region; this span's pages are ours alone.
+            unsafe { (*entry).store(desc as u64, Ordering::Relaxed) };
+        }
+        let span = self.span(first as u32);
+        debug_assert_eq!(span.state.load(Ordering::Relaxed), INVALID);
+        span.kind.set(kind as u8);
+        span.state.store(FREE, Ordering::Relaxed);
+        Some(span)
+    }
+
+    /// Makes the region read-write up to offset `end`.
+    fn commit_to(self, end: usize) -> Option<()> {
+        let h = self.header();
+        let done = h.committed.load(Ordering::Acquire);
+        if end <= done {
+            return Some(());
+        }
+        let target = end.next_multiple_of(COMMIT_CHUNK).min(REGION);
+        // SAFETY: `[done, target)` is whole pages of our reservation; racing committers make
+        // overlapping ranges accessible, which is idempotent.
+        let ok = unsafe {
+            os::commit(
+                NonNull::new_unchecked((self.base + done) as *mut u8),
+                target - done,
+            )
+        };
+        if !ok {
+            return None;
+        }
+        h.committed.fetch_max(target, Ordering::Release);
+        Some(())
+    }
+
+    /// Takes back an empty span: dirty while the dirty stacks hold less than [`DIRTY_MAX`]
+    /// bytes, else returned to the OS.
+    ///
+    /// # Safety
+    /// The caller owned `span`, which is empty, and gives it up.
+    pub(crate) unsafe fn release(self, span: *mut Span) {
+        // SAFETY: the caller owns it until the push below.
+        let span = unsafe { &*span };
+        let h = self.header();
+        let kind = span.kind.get() as usize;
+        let len = class::span_len(kind);
+        span.heap.store(core::ptr::null_mut(), Ordering::Relaxed);
+        span.free.set(core::ptr::null_mut());
+        span.carved.set(0);
+        span.state.store(FREE, Ordering::Relaxed);
+        h.held_bytes.fetch_sub(len, Ordering::Relaxed);
+        let index = self.index(span);
+        if h.dirty_bytes.fetch_add(len, Ordering::Relaxed) + len <= DIRTY_MAX {
+            h.dirty[kind].push(index, &span.link);
+            return;
+        }
+        h.dirty_bytes.fetch_sub(len, Ordering::Relaxed);
+        // SAFETY: the span's memory is whole pages of our committed data area, empty.
+        unsafe {
+            let start = NonNull::new_unchecked(self.start(span) as *mut u8);
+            os::advise(start, len, Advice::DontNeed);
+        }
+        h.purged_bytes.fetch_add(len as u64, Ordering::Relaxed);
+        h.clean[kind].push(index, &span.link);
+    }
+
+    /// Marks an empty span kept by a heap (for its next span of the same kind).
+    pub(crate) fn cache(self, span: &Span) {
+        span.heap.store(core::ptr::null_mut(), Ordering::Relaxed);
+        span.free.set(core::ptr::null_mut());
+        span.carved.set(0);
+        span.state.store(CACHED, Ordering::Relaxed);
+    }
+
+    /// Hands a span with live blocks to whichever heap adopts it.
+    ///
+    /// # Safety
+    /// The caller owned `span` and gives it up.
+    pub(crate) unsafe fn abandon(self, span: *mut Span) {
+        // SAFETY: the caller owns it until the push below.
+        let span = unsafe { &*span };
+        span.heap.store(core::ptr::null_mut(), Ordering::Relaxed);
+        span.state.store(ABANDONED, Ordering::Relaxed);
+        self.header().abandoned.push(self.index(span), &span.link);
+    }
+
+    /// An abandoned span, now the caller's to adopt.
+    pub(crate) fn adopt(self) -> Option<*mut Span> {
+        let i = self.header().abandoned.pop(|i| &self.span(i).link)?;
+        let span = self.span(i);
+        debug_assert_eq!(span.state.load(Ordering::Relaxed), ABANDONED);
+        Some(span as *const Span as *mut Span)
+    }
+
+    /// Whether the allocator owning this region is gone.
+    #[inline]
+    pub(crate) fn is_dead(self) -> bool {
+        self.header().dead.load(Ordering::Acquire)
+    }
+
+    /// Called when the allocator is dropped: marks the region dead and returns all its span
+    /// memory to the OS. The reservation itself stays (other threads may still hold this region's
+    /// heaps in their caches, and must find them dead rather than unmapped).
+    ///
+    /// # Safety
+    /// No block of the region is in use any more.
+    pub(crate) unsafe fn kill(self) {
+        let h = self.header();
+        h.dead.store(true, Ordering::Release);
+        let end = h.bump.load(Ordering::Relaxed);
+        if end > DATA_OFF {
+            // SAFETY: the data area up to the bump offset is committed and, the allocator gone,
+            // unused.
+            unsafe {
+                os::advise(
+                    NonNull::new_unchecked((self.base + DATA_OFF) as *mut u8),
+                    end - DATA_OFF,
+                    Advice::DontNeed,
+                );
+            }
+        }
+    }
+
+    /// The figures for [`crate::Stats`].
+    pub(crate) fn usage(self) -> Usage {
+        let h = self.header();
+        Usage {
+            held_bytes: h.held_bytes.load(Ordering::Relaxed) as u64,
+            dirty_bytes: h.dirty_bytes.load(Ordering::Relaxed) as u64,
+            purged_bytes: h.purged_bytes.load(Ordering::Relaxed),
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! The thread-local side of the pool: which heap this thread uses in which pool, and what
+//! happens when the thread exits.
+//!
+//! [`CACHE`] is a const-initialised `thread_local!` without a destructor: native TLS, one
+//! `fs:`-relative access, never allocating, never "destroyed". It holds a *fast slot* (the
+//! region base and heap of the pool this thread used last: the fast paths compare against it)
+//! and [`ENTRIES`] (base, heap) pairs, one per pool this thread has a heap in. A pool met while
+//! all entries are taken (by live pools) gets no heap in this thread: its small requests go to
+//! the system allocator and its frees of pool blocks take the remote path, which is always
+//! correct.
+//!
+//! Thread exit is hooked with a pthread key created once per process, with a destructor, and set
+//! to a non-null value by each thread when it makes its first heap. `pthread_setspecific` may
+//! `calloc` (glibc, for keys past the first 32): when hakmem *is* `malloc` (the preload library)
+//! that re-enters the allocator. So the thread's state says "hooked" *before* the call, the heap
+//! is already in place (the re-entrant allocation is served from it, and does not try to hook
+//! again), and the debug re-entry guard is lowered around the call. glibc runs key destructors
+//! after the thread's `thread_local!` destructors, so blocks those free are taken back before
+//! the heap is flushed; anything freed or allocated after it goes the remote and system ways.
+
+use core::cell::Cell;
+use core::ffi::c_void;
+use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use super::heap::Heap;
+use super::region::Region;
+use crate::reentry;
+
+/// Pools one thread can have a heap in.
+pub(crate) const ENTRIES: usize = 8;
+
+/// The fast slot's heap when there is none: never a real heap and never a span's owner (spans
+/// of no heap say null), so the free path's owner check fails on it.
+pub(crate) const NO_HEAP: *mut Heap = NonNull::<Heap>::dangling().as_ptr();
+
+/// The thread has not hooked its exit yet.
+const FRESH: u8 = 0;
+/// The exit hook is set (or being set, or could not be).
+const HOOKED: u8 = 1;
+/// The thread is exiting and its heaps are flushed: no new heap.
+const EXITED: u8 = 2;
+
+/// One thread's pool state.
+pub(crate) struct ThreadCache {
+    /// The fast slot: region base of the pool used last (0: none) …
+    pub(crate) base: Cell<usize>,
+    /// … and this thread's heap in it ([`NO_HEAP`]: none).
+    pub(crate) heap: Cell<*mut Heap>,
+    /// (region base, heap) for every pool this thread has a heap in; base 0 is a free entry.
+    entries: [Cell<(usize, *mut Heap)>; ENTRIES],
+    /// A region this thread is known to have no heap in (0: none): a thread that only frees
+    /// into a pool (a consumer) finds out once, not on every free.
+    none: Cell<usize>,
+    /// [`FRESH`], [`HOOKED`] or [`EXITED`].
+    state: Cell<u8>,
+}
+
+impl ThreadCache {
+    const fn new() -> Self {
+        ThreadCache {
+            base: Cell::new(0),
+            heap: Cell::new(NO_HEAP),
+            entries: [const { Cell::new((0, ptr::null_mut())) }; ENTRIES],
+            none: Cell::new(0),
+            state: Cell::new(FRESH),
+        }
+    }
+}
+
+std::thread_local! {
+    /// This thread's pool state.
+    pub(crate) static CACHE: ThreadCache = const { ThreadCache::new() };
+}
+
+/// This thread's heap in `region`, if it has one (for a free). The pool found becomes the fast
+/// slot; a pool without a heap is remembered as such.
+pub(crate) fn heap_of(region: Region) -> Option<*mut Heap> {
+    CACHE.with(|t| {
+        let base = region.base();
+        if t.base.get() == base {
+            return Some(t.heap.get());
+        }
+        if t.none.get() == base {
+            return None;
+        }
+        match t.entries.iter().map(Cell::get).find(|&(b, _)| b == base) {
+            Some((_, heap)) => {
+                t.base.set(base);
+                t.heap.set(heap);
+                Some(heap)
+            }
+            None => {
+                t.none.set(base);
+                None
+            }
+        }
+    })
+}
+
+/// This thread's heap in `region`, made if it has none (which may fail: the thread is exiting,
+/// all entries are taken by live pools, or the region has no heap slot left). The pool found
+/// becomes the fast slot.
+pub(crate) fn heap_in(region: Region) -> Option<*mut Heap> {
+    CACHE.with(|t| {
+        let base = region.base();
+        if t.base.get() == base {
+            return Some(t.heap.get());
+        }
+        let mut free = None;
+        for (i, e) in t.entries.iter().enumerate() {
+            let (b, heap) = e.get();
+            if b == base {
+                t.base.set(base);
+                t.heap.set(heap);
+                return Some(heap);
+            }
+            if free.is_none() {
+                // SAFETY: bases in the entries are regions (never unmapped).
+                if b == 0 || unsafe { Region::at(b) }.is_dead() {
+                    free = Some(i);
+                }
+            }
+        }
+        if t.state.get() == EXITED {
+            return None;
+        }
+        let i = free?;
+        let heap = region.claim_heap()?;
+        // SAFETY: just claimed: ours alone.
+        unsafe { Heap::init(heap, region) };
+        // A dead pool's heap is dropped with its entry (its region is never used again).
+        t.entries[i].set((base, heap));
+        t.base.set(base);
+        t.heap.set(heap);
+        if t.none.get() == base {
+            t.none.set(0);
+        }
+        if t.state.get() == FRESH {
+            hook_exit(t);
+        }
+        Some(heap)
+    })
+}
+
+/// `pthread_key_t` + 1 of the exit hook; 0 before it is made, `u32::MAX` if it could not be.
+static KEY: AtomicU32 = AtomicU32::new(0);
+
+/// Arranges for [`on_exit`] to run when this thread exits.
+fn hook_exit(t: &ThreadCache) {
+    t.state.set(HOOKED);
+    let Some(key) = exit_key() else {
+        return;
+    };
+    let value = t as *const ThreadCache as *const c_void;
+    // The call may allocate (see the module docs): re-entry is expected here and served.
+    // SAFETY: a key of ours; the value is only compared against null by glibc.
+    reentry::allow(|| unsafe { libc::pthread_setspecific(key, value) });
+}
+
+/// The process-wide key whose destructor is [`on_exit`].
+fn exit_key() -> Option<libc::pthread_key_t> {
+    match KEY.load(Ordering::Acquire) {
+        0 => {}
+        u32::MAX => return None,
+        k => return Some(k - 1),
+    }
+    let mut key: libc::pthread_key_t = 0;
+    // SAFETY: `key` is a valid out-pointer; the destructor has the C signature.
+    if unsafe { libc::pthread_key_create(&mut key, Some(on_exit)) } != 0 {
+        let _ = KEY.compare_exchange(0, u32::MAX, Ordering::AcqRel, Ordering::Acquire);
+        return exit_key_after_race();
+    }
+    match KEY.compare_exchange(0, key + 1, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => Some(key),
+        Err(_) => {
+            // Another thread made one first: use it, drop ours (never set by anyone).
+            // SAFETY: our key, unused.
+            unsafe { libc::pthread_key_delete(key) };
+            exit_key_after_race()
+        }
+    }
+}
+
+fn exit_key_after_race() -> Option<libc::pthread_key_t> {
+    match KEY.load(Ordering::Acquire) {
+        0 | u32::MAX => None,
+        k => Some(k - 1),
+    }
+}
+
+/// The exit hook: flushes every heap of this thread into its region.
+unsafe extern "C" fn on_exit(_: *mut c_void) {
+    let _guard = reentry::Guard::enter();
+    CACHE.with(|t| {
+        t.state.set(EXITED);
+        t.base.set(0);
+        t.heap.set(NO_HEAP);
+        t.none.set(0);
+        for e in &t.entries {
+            let (base, heap) = e.replace((0, ptr::null_mut()));
+            if base == 0 {
+                continue;
+            }
+            // SAFETY: entries hold regions (never unmapped) and this thread's heaps in them.
+            unsafe {
+                let region = Region::at(base);
+                if !region.is_dead() {
+                    Heap::flush(heap, region);
+                }
+            }
+        }
+    });
+}

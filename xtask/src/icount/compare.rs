@@ -1,0 +1,376 @@
+//! The regression check: every count of a run against the baseline's, failing when one is more
+//! than [`TOLERANCE_PCT`]% above it.
+//!
+//! Enforced only when the run's environment (rustc, CPU, glibc, valgrind) is the baseline's: a
+//! count measured with another compiler or another glibc is not a regression of the code, so
+//! then the comparison is shown as a warning and the machine-independent rules alone decide.
+//! The reference rows (glibc, mimalloc, jemalloc) are shown and never fail: they measure other
+//! allocators, and one of them moving says the environment moved.
+
+use std::collections::BTreeSet;
+
+use super::figures::{split_id, Figures};
+use super::show_per_op;
+use crate::matrix::report::md_table;
+use crate::test::MODES;
+
+/// How far above the baseline a count may be, in percent.
+pub const TOLERANCE_PCT: u64 = 2;
+
+/// The reference contenders: informational rows, never checked.
+pub const PEERS: [&str; 3] = ["glibc", "mimalloc", "jemalloc"];
+
+/// The verdict on one benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// At most [`TOLERANCE_PCT`]% above the baseline (or below it).
+    Within,
+    /// More than [`TOLERANCE_PCT`]% above the baseline.
+    Regressed,
+    /// Measured, but not in the baseline.
+    New,
+    /// In the baseline, but not measured.
+    Gone,
+}
+
+/// One benchmark: its count now and in the baseline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line {
+    /// `path/contender`.
+    pub id: String,
+    pub current: Option<u64>,
+    pub baseline: Option<u64>,
+}
+
+impl Line {
+    pub fn status(&self) -> Status {
+        match (self.current, self.baseline) {
+            (Some(c), Some(b)) if exceeds(c, b) => Status::Regressed,
+            (Some(_), Some(_)) => Status::Within,
+            (Some(_), None) => Status::New,
+            (None, _) => Status::Gone,
+        }
+    }
+
+    /// `(current − baseline) / baseline` in percent.
+    pub fn change_pct(&self) -> Option<f64> {
+        match (self.current, self.baseline) {
+            (Some(c), Some(b)) if b > 0 => Some((c as f64 - b as f64) / b as f64 * 100.0),
+            _ => None,
+        }
+    }
+
+    /// Whether this is a reference row (a peer allocator), never checked.
+    pub fn is_reference(&self) -> bool {
+        split_id(&self.id).is_some_and(|(_, who)| PEERS.contains(&who))
+    }
+}
+
+/// Whether `current` is more than [`TOLERANCE_PCT`]% above `baseline` (exact integer test).
+pub fn exceeds(current: u64, baseline: u64) -> bool {
+    u128::from(current) * 100 > u128::from(baseline) * u128::from(100 + TOLERANCE_PCT)
+}
+
+/// The order of contenders in the tables: the modes, their twins, the peers, anything else.
+pub fn contender_rank(contender: &str) -> (usize, String) {
+    let twins = MODES.map(|m| format!("runtime_{m}"));
+    let rank = MODES
+        .iter()
+        .position(|m| *m == contender)
+        .or_else(|| twins.iter().position(|t| t == contender).map(|i| i + 5))
+        .or_else(|| PEERS.iter().position(|p| *p == contender).map(|i| i + 10))
+        .unwrap_or(usize::MAX);
+    (rank, contender.to_owned())
+}
+
+/// The ids of both figure sets, path by path in the run's order (then the baseline's), each path's
+/// contenders in [`contender_rank`] order.
+pub fn ordered_ids(current: &Figures, baseline: &Figures) -> Vec<String> {
+    let mut paths: Vec<&String> = current.paths.iter().collect();
+    for p in &baseline.paths {
+        if !paths.contains(&p) {
+            paths.push(p);
+        }
+    }
+    let ids: BTreeSet<&String> = current.ir.keys().chain(baseline.ir.keys()).collect();
+    let mut out = Vec::new();
+    for path in paths {
+        let mut of_path: Vec<(&str, &String)> = ids
+            .iter()
+            .filter_map(|id| match split_id(id) {
+                Some((p, who)) if p == path => Some((who, *id)),
+                _ => None,
+            })
+            .collect();
+        of_path.sort_by_key(|(who, _)| contender_rank(who));
+        out.extend(of_path.into_iter().map(|(_, id)| id.clone()));
+    }
+    out
+}
+
+/// A run against a baseline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Comparison {
+    pub lines: Vec<Line>,
+    /// `(what, in this run, in the baseline)` for every environment field that differs.
+    pub env_differences: Vec<(&'static str, String, String)>,
+}
+
+impl Comparison {
+    pub fn new(current: &Figures, baseline: &Figures) -> Comparison {
+        let lines = ordered_ids(current, baseline)
+            .into_iter()
+            .map(|id| Line {
+                current: current.ir.get(&id).copied(),
+                baseline: baseline.ir.get(&id).copied(),
+                id,
+            })
+            .collect();
+        Comparison {
+            lines,
+            env_differences: current.env.differences(&baseline.env),
+        }
+    }
+
+    /// Whether the check decides the verdict: the environments are the same.
+    pub fn enforced(&self) -> bool {
+        self.env_differences.is_empty()
+    }
+
+    /// The checked lines that are not within the tolerance (regressed, new or gone).
+    pub fn failures(&self) -> Vec<&Line> {
+        self.lines
+            .iter()
+            .filter(|l| !l.is_reference() && l.status() != Status::Within)
+            .collect()
+    }
+
+    /// Whether the check passes: nothing failed, or it is not enforced.
+    pub fn ok(&self) -> bool {
+        !self.enforced() || self.failures().is_empty()
+    }
+
+    /// The markdown table: benchmark, Ir/op now and in the baseline, change, verdict.
+    pub fn table(&self) -> String {
+        let header = ["benchmark", "Ir/op", "baseline Ir/op", "change", "check"]
+            .map(str::to_owned)
+            .to_vec();
+        let right = [false, true, true, true, false];
+        let show = |n: Option<u64>| n.map_or("-".to_owned(), show_per_op);
+        let rows: Vec<Vec<String>> = self
+            .lines
+            .iter()
+            .map(|l| {
+                let check = match (l.status(), l.is_reference()) {
+                    (Status::Within, false) => "ok".to_owned(),
+                    (Status::Regressed, false) => {
+                        format!("REGRESSED (> +{TOLERANCE_PCT}%)")
+                    }
+                    (Status::New, _) => "NEW: not in the baseline".to_owned(),
+                    (Status::Gone, _) => "GONE: not measured".to_owned(),
+                    (_, true) => "reference (not checked)".to_owned(),
+                };
+                vec![
+                    l.id.clone(),
+                    show(l.current),
+                    show(l.baseline),
+                    l.change_pct()
+                        .map_or("-".to_owned(), |p| format!("{p:+.2}%")),
+                    check,
+                ]
+            })
+            .collect();
+        md_table(&header, &right, &rows)
+    }
+
+    /// One line: how many checked figures failed, and whether that decides anything.
+    pub fn summary(&self) -> String {
+        let checked = self.lines.iter().filter(|l| !l.is_reference()).count();
+        let count = |s: Status| self.failures().iter().filter(|l| l.status() == s).count();
+        let mut text = format!(
+            "{} of {checked} figures more than {TOLERANCE_PCT}% above the baseline",
+            count(Status::Regressed)
+        );
+        for (status, what) in [
+            (Status::New, "not in the baseline"),
+            (Status::Gone, "in the baseline but not measured"),
+        ] {
+            let n = count(status);
+            if n > 0 {
+                text += &format!(", {n} {what}");
+            }
+        }
+        let reference = self.lines.len() - checked;
+        if reference > 0 {
+            text += &format!(" ({reference} reference rows not checked)");
+        }
+        if !self.enforced() {
+            text += "; NOT ENFORCED: the environment differs from the baseline's";
+        }
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::super::figures::Environment;
+    use super::super::OPS;
+    use super::*;
+
+    fn env() -> Environment {
+        Environment {
+            rustc: "rustc 1.95.0".into(),
+            cpu: "AMD EPYC".into(),
+            glibc: "glibc 2.36".into(),
+            valgrind: "valgrind-3.19.0".into(),
+        }
+    }
+
+    fn figures(entries: &[(&str, u64)]) -> Figures {
+        let ir: BTreeMap<String, u64> = entries
+            .iter()
+            .map(|(id, per_op)| (id.to_string(), per_op * OPS))
+            .collect();
+        let mut paths: Vec<String> = Vec::new();
+        for (id, _) in entries {
+            let path = id.split('/').next().unwrap().to_owned();
+            if !paths.contains(&path) {
+                paths.push(path);
+            }
+        }
+        Figures {
+            env: env(),
+            paths,
+            ir,
+            config: BTreeMap::new(),
+        }
+    }
+
+    /// Lines more than the tolerance above the baseline, reference rows included.
+    fn regressed(c: &Comparison) -> usize {
+        c.lines
+            .iter()
+            .filter(|l| l.status() == Status::Regressed)
+            .count()
+    }
+
+    const BASE: [(&str, u64); 4] = [
+        ("tiny_pair/minimal", 148),
+        ("tiny_pair/runtime_minimal", 176),
+        ("tiny_pair/mimalloc", 74),
+        ("vm_pair/fast", 82),
+    ];
+
+    #[test]
+    fn two_percent_is_the_limit_exactly() {
+        assert!(!exceeds(102, 100));
+        assert!(exceeds(103, 100));
+        assert!(!exceeds(10_200, 10_000));
+        assert!(exceeds(10_201, 10_000));
+        assert!(!exceeds(90, 100));
+        assert!(!exceeds(0, 0));
+        assert!(exceeds(1, 0));
+    }
+
+    #[test]
+    fn the_same_figures_pass() {
+        let c = Comparison::new(&figures(&BASE), &figures(&BASE));
+        assert!(c.ok() && c.enforced() && c.failures().is_empty());
+        assert_eq!(
+            c.summary(),
+            "0 of 3 figures more than 2% above the baseline (1 reference rows not checked)"
+        );
+    }
+
+    #[test]
+    fn a_baseline_lowered_by_ten_percent_fails_every_checked_figure() {
+        let base = figures(&BASE);
+        let c = Comparison::new(&base, &base.scaled(90));
+        assert!(!c.ok());
+        assert_eq!(c.failures().len(), 3);
+        assert_eq!(regressed(&c), 4, "the reference row too, unchecked");
+        assert!(c.summary().starts_with("3 of 3 figures more than 2% above"));
+        let table = c.table();
+        assert!(table.contains("| tiny_pair/minimal "), "{table}");
+        assert!(table.contains("+11.11% | REGRESSED (> +2%)"), "{table}");
+        assert!(table.contains("reference (not checked)"), "{table}");
+    }
+
+    #[test]
+    fn new_and_gone_benchmarks_fail_until_blessed() {
+        let mut now = BASE.to_vec();
+        now.retain(|(id, _)| *id != "vm_pair/fast");
+        now.push(("tiny_pair/fast", 149));
+        let c = Comparison::new(&figures(&now), &figures(&BASE));
+        let failed: Vec<(&str, Status)> = c
+            .failures()
+            .iter()
+            .map(|l| (l.id.as_str(), l.status()))
+            .collect();
+        assert_eq!(
+            failed,
+            [
+                ("tiny_pair/fast", Status::New),
+                ("vm_pair/fast", Status::Gone)
+            ]
+        );
+        assert!(!c.ok());
+        assert!(c
+            .summary()
+            .contains(", 1 not in the baseline, 1 in the baseline but not measured"));
+    }
+
+    #[test]
+    fn another_environment_warns_instead_of_failing() {
+        let base = figures(&BASE);
+        let mut other = base.scaled(50);
+        other.env.cpu = "Intel Xeon".into();
+        let c = Comparison::new(&base, &other);
+        assert!(!c.enforced());
+        assert_eq!(c.failures().len(), 3);
+        assert!(c.ok());
+        assert!(c
+            .summary()
+            .ends_with("NOT ENFORCED: the environment differs from the baseline's"));
+        assert_eq!(
+            c.env_differences,
+            [("CPU", "AMD EPYC".to_owned(), "Intel Xeon".to_owned())]
+        );
+    }
+
+    #[test]
+    fn reference_rows_never_fail() {
+        let mut worse = BASE.to_vec();
+        worse[2].1 = 200;
+        let c = Comparison::new(&figures(&worse), &figures(&BASE));
+        assert!(c.ok());
+        assert_eq!(regressed(&c), 1);
+    }
+
+    #[test]
+    fn rows_follow_the_paths_then_modes_twins_and_peers() {
+        let ids = [
+            ("tiny_pair/jemalloc", 1),
+            ("tiny_pair/runtime_fast", 1),
+            ("tiny_pair/fast", 1),
+            ("tiny_pair/minimal", 1),
+            ("tiny_pair/runtime_minimal", 1),
+            ("small_pair/minimal", 1),
+        ];
+        let f = figures(&ids);
+        assert_eq!(
+            ordered_ids(&f, &figures(&[("pool/minimal", 1)])),
+            [
+                "tiny_pair/minimal",
+                "tiny_pair/fast",
+                "tiny_pair/runtime_minimal",
+                "tiny_pair/runtime_fast",
+                "tiny_pair/jemalloc",
+                "small_pair/minimal",
+                "pool/minimal"
+            ]
+        );
+    }
+}

@@ -1,0 +1,317 @@
+//! A set of instruction counts — a run's, or the committed baseline's — with the environment it
+//! was measured in, and its JSON file format.
+//!
+//! The format is meant to be diffed and merged by people: one `"path/contender": Ir` entry per
+//! line, sorted by key, and the environment as plain strings at the top.
+//!
+//! ```json
+//! {
+//!   "about": "…",
+//!   "ops": 1024,
+//!   "rustc": "rustc 1.95.0 (59807616e 2026-04-14)",
+//!   "cpu": "AMD EPYC",
+//!   "glibc": "ldd (Debian GLIBC 2.36-9+deb12u14) 2.36",
+//!   "valgrind": "valgrind-3.19.0",
+//!   "paths": ["tiny_pair", "small_pair"],
+//!   "ir": {
+//!     "small_pair/balanced": 338944,
+//!     "tiny_pair/balanced": 152576
+//!   }
+//! }
+//! ```
+//!
+//! A run's file (`target/icount/measured.json`) also has `"config"`: per benchmark, what its
+//! teardown found (`untouched` or `read:MODE`).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::process::Command;
+
+use serde_json::Value;
+
+use super::OPS;
+use crate::cmd;
+use crate::matrix::report::json_str;
+
+/// What the figures depend on besides the code: a different value of any of these can move a
+/// count without the code having changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Environment {
+    /// `rustc -V`: the code generator.
+    pub rustc: String,
+    /// The CPU model: glibc picks its `memcpy`/`memset` variants by CPU features.
+    pub cpu: String,
+    /// `ldd --version`'s first line: glibc's `malloc`, `free` and `realloc` are measured too.
+    pub glibc: String,
+    /// `valgrind --version`.
+    pub valgrind: String,
+}
+
+impl Environment {
+    /// This machine's.
+    pub fn detect() -> Environment {
+        let unknown = || "unknown".to_owned();
+        Environment {
+            rustc: cmd::first_line(&mut cmd::command("rustc", &["-V"], None))
+                .unwrap_or_else(unknown),
+            cpu: std::fs::read_to_string("/proc/cpuinfo")
+                .ok()
+                .and_then(|s| crate::matrix::build::cpu_model(&s))
+                .unwrap_or_else(unknown),
+            glibc: cmd::first_line(Command::new("ldd").arg("--version")).unwrap_or_else(unknown),
+            valgrind: cmd::first_line(Command::new("valgrind").arg("--version"))
+                .unwrap_or_else(unknown),
+        }
+    }
+
+    /// `(name, self's value, other's value)` for every field that differs.
+    pub fn differences(&self, other: &Environment) -> Vec<(&'static str, String, String)> {
+        [
+            ("rustc", &self.rustc, &other.rustc),
+            ("CPU", &self.cpu, &other.cpu),
+            ("glibc", &self.glibc, &other.glibc),
+            ("valgrind", &self.valgrind, &other.valgrind),
+        ]
+        .into_iter()
+        .filter(|(_, a, b)| a != b)
+        .map(|(name, a, b)| (name, a.clone(), b.clone()))
+        .collect()
+    }
+}
+
+/// Instruction counts by benchmark id (`path/contender`), each the `Ir` of [`OPS`] operations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Figures {
+    pub env: Environment,
+    /// The paths in the benchmarks' order (for tables; the counts are keyed by id).
+    pub paths: Vec<String>,
+    pub ir: BTreeMap<String, u64>,
+    /// What each benchmark's teardown found: `untouched` or `read:MODE` (empty in a baseline).
+    pub config: BTreeMap<String, String>,
+}
+
+/// The `about` line of a baseline file.
+const ABOUT: &str = "callgrind Ir of `ops` operations per benchmark of benches/benches/icount.rs; \
+                     checked by cargo xtask icount, rewritten by cargo xtask icount --bless \
+                     (docs/regression-analysis.md)";
+
+/// `path/contender` → `(path, contender)`.
+pub fn split_id(id: &str) -> Option<(&str, &str)> {
+    id.split_once('/')
+}
+
+impl Figures {
+    /// The count of `path/contender`.
+    pub fn get(&self, path: &str, contender: &str) -> Option<u64> {
+        self.ir.get(&format!("{path}/{contender}")).copied()
+    }
+
+    /// The JSON file: sorted, one entry per line; `config` only if there is one.
+    pub fn to_json(&self) -> String {
+        let mut out = String::from("{\n");
+        let _ = writeln!(out, "  \"about\": {},", json_str(ABOUT));
+        let _ = writeln!(out, "  \"ops\": {OPS},");
+        for (key, value) in [
+            ("rustc", &self.env.rustc),
+            ("cpu", &self.env.cpu),
+            ("glibc", &self.env.glibc),
+            ("valgrind", &self.env.valgrind),
+        ] {
+            let _ = writeln!(out, "  \"{key}\": {},", json_str(value));
+        }
+        let paths: Vec<String> = self.paths.iter().map(|p| json_str(p)).collect();
+        let _ = writeln!(out, "  \"paths\": [{}],", paths.join(", "));
+        let map = |out: &mut String, name: &str, entries: Vec<(String, String)>, last: bool| {
+            let _ = writeln!(out, "  \"{name}\": {{");
+            let n = entries.len();
+            for (i, (k, v)) in entries.into_iter().enumerate() {
+                let comma = if i + 1 < n { "," } else { "" };
+                let _ = writeln!(out, "    {}: {v}{comma}", json_str(&k));
+            }
+            let _ = writeln!(out, "  }}{}", if last { "" } else { "," });
+        };
+        let ir = self
+            .ir
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_string()))
+            .collect();
+        map(&mut out, "ir", ir, self.config.is_empty());
+        if !self.config.is_empty() {
+            let config = self
+                .config
+                .iter()
+                .map(|(k, v)| (k.clone(), json_str(v)))
+                .collect();
+            map(&mut out, "config", config, true);
+        }
+        out + "}\n"
+    }
+
+    /// Reads a file written by [`Figures::to_json`] (`config` optional).
+    pub fn from_json(text: &str) -> Result<Figures, String> {
+        let v: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+        let ops = v.get("ops").and_then(Value::as_u64);
+        if ops != Some(OPS) {
+            return Err(format!(
+                "`ops` is {ops:?}, the benchmarks run {OPS} operations: the file is from another \
+                 version of the benchmarks (bless it again)"
+            ));
+        }
+        let string = |key: &str| -> Result<String, String> {
+            v.get(key)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .ok_or_else(|| format!("no string `{key}`"))
+        };
+        let env = Environment {
+            rustc: string("rustc")?,
+            cpu: string("cpu")?,
+            glibc: string("glibc")?,
+            valgrind: string("valgrind")?,
+        };
+        let mut ir = BTreeMap::new();
+        for (id, n) in v
+            .get("ir")
+            .and_then(Value::as_object)
+            .ok_or("no object `ir`")?
+        {
+            if split_id(id).is_none() {
+                return Err(format!("`ir`: `{id}` is not `path/contender`"));
+            }
+            let n = n
+                .as_u64()
+                .ok_or_else(|| format!("`ir`: `{id}` is not a count"))?;
+            ir.insert(id.clone(), n);
+        }
+        let mut config = BTreeMap::new();
+        if let Some(map) = v.get("config").and_then(Value::as_object) {
+            for (id, seen) in map {
+                let seen = seen
+                    .as_str()
+                    .ok_or_else(|| format!("`config`: `{id}` is not a string"))?;
+                config.insert(id.clone(), seen.to_owned());
+            }
+        }
+        let mut paths: Vec<String> = match v.get("paths").and_then(Value::as_array) {
+            Some(list) => list
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect(),
+            None => Vec::new(),
+        };
+        for id in ir.keys() {
+            let (path, _) = split_id(id).expect("checked above");
+            if !paths.iter().any(|p| p == path) {
+                paths.push(path.to_owned());
+            }
+        }
+        Ok(Figures {
+            env,
+            paths,
+            ir,
+            config,
+        })
+    }
+
+    /// A copy with every count multiplied by `percent` / 100, rounded down (the self-test lowers
+    /// a baseline by 10% with `percent` = 90).
+    pub fn scaled(&self, percent: u64) -> Figures {
+        let mut copy = self.clone();
+        for n in copy.ir.values_mut() {
+            *n = (u128::from(*n) * u128::from(percent) / 100) as u64;
+        }
+        copy
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub fn env() -> Environment {
+        Environment {
+            rustc: "rustc 1.95.0 (59807616e 2026-04-14)".into(),
+            cpu: "AMD EPYC".into(),
+            glibc: "ldd (Debian GLIBC 2.36-9+deb12u14) 2.36".into(),
+            valgrind: "valgrind-3.19.0".into(),
+        }
+    }
+
+    fn figures() -> Figures {
+        let mut ir = BTreeMap::new();
+        ir.insert("tiny_pair/minimal".to_owned(), 151_580);
+        ir.insert("tiny_pair/runtime_minimal".to_owned(), 180_224);
+        ir.insert("vm_pair/fast".to_owned(), 83_968);
+        Figures {
+            env: env(),
+            paths: vec!["tiny_pair".into(), "vm_pair".into()],
+            ir,
+            config: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn round_trips_one_entry_per_line_sorted() {
+        let f = figures();
+        let text = f.to_json();
+        assert_eq!(Figures::from_json(&text), Ok(f.clone()));
+        let lines: Vec<&str> = text.lines().collect();
+        let at = lines.iter().position(|l| l.contains("\"ir\"")).unwrap();
+        assert_eq!(lines[at + 1], "    \"tiny_pair/minimal\": 151580,");
+        assert_eq!(lines[at + 2], "    \"tiny_pair/runtime_minimal\": 180224,");
+        assert_eq!(lines[at + 3], "    \"vm_pair/fast\": 83968");
+        assert_eq!(lines[at + 4], "  }");
+        assert!(!text.contains("\"config\""));
+        assert!(text.contains("\"ops\": 1024,"));
+
+        let mut with_config = f;
+        with_config
+            .config
+            .insert("tiny_pair/minimal".into(), "untouched".into());
+        let text = with_config.to_json();
+        assert!(text
+            .contains("  },\n  \"config\": {\n    \"tiny_pair/minimal\": \"untouched\"\n  }\n}\n"));
+        assert_eq!(Figures::from_json(&text), Ok(with_config));
+    }
+
+    #[test]
+    fn rejects_files_of_other_benchmarks_or_shapes() {
+        let text = figures().to_json();
+        let err = Figures::from_json(&text.replace("\"ops\": 1024", "\"ops\": 1000")).unwrap_err();
+        assert!(err.contains("another version"), "{err}");
+        let err = Figures::from_json(&text.replace("tiny_pair/minimal", "tiny")).unwrap_err();
+        assert!(err.contains("not `path/contender`"), "{err}");
+        assert!(Figures::from_json("{").is_err());
+        let err = Figures::from_json(&text.replace("\"cpu\"", "\"gpu\"")).unwrap_err();
+        assert_eq!(err, "no string `cpu`");
+    }
+
+    #[test]
+    fn paths_default_to_those_of_the_counts() {
+        let text = figures()
+            .to_json()
+            .replace("  \"paths\": [\"tiny_pair\", \"vm_pair\"],\n", "");
+        let f = Figures::from_json(&text).unwrap();
+        assert_eq!(f.paths, ["tiny_pair", "vm_pair"]);
+    }
+
+    #[test]
+    fn scaling_lowers_every_count() {
+        let lowered = figures().scaled(90);
+        assert_eq!(lowered.get("tiny_pair", "minimal"), Some(136_422));
+        assert_eq!(lowered.get("vm_pair", "fast"), Some(75_571));
+        assert_eq!(lowered.env, env());
+    }
+
+    #[test]
+    fn names_the_differences() {
+        let mut other = env();
+        assert!(env().differences(&other).is_empty());
+        other.cpu = "Intel Xeon".into();
+        assert_eq!(
+            env().differences(&other),
+            [("CPU", "AMD EPYC".to_owned(), "Intel Xeon".to_owned())]
+        );
+    }
+}

@@ -1,0 +1,634 @@
+//! `cargo xtask icount`: the instruction-count regression check (CI runs it through
+//! `cargo xtask test`).
+//!
+//! 1. Installs the `iai-callgrind-runner` matching the `iai-callgrind` library (exactly
+//!    [`RUNNER_VERSION`]) into `<target>/tools` if it is not there (`cargo install`, ~95 s once).
+//! 2. Runs the iai-callgrind benchmarks `benches/benches/icount.rs` (`cargo bench -p
+//!    hakmem-benches --bench icount -- --output-format=json`) and reads the `Ir` count of each
+//!    from iai-callgrind's JSON summary lines, and what each benchmark's teardown recorded about
+//!    the runtime configuration. The run goes to `<target>/icount/measured.json`.
+//! 3. Compares every count with the committed baseline `benches/baselines/icount.json`
+//!    ([`compare`]: fails above +2%, enforced when the environment is the baseline's), and checks
+//!    the machine-independent [`rules`] (always enforced).
+//! 4. Prints the tables and the rules, and writes `<target>/icount/report.md` and
+//!    `<target>/icount/regression-analysis.md` ([`report`]).
+//!
+//! `--bless` rewrites the baseline (and docs/regression-analysis.md) from the run instead of
+//! comparing; `--self-test` then proves the check can fail: it lowers the baseline by 10% in a
+//! temporary copy and runs `cargo xtask icount --no-run --baseline COPY`, which must exit with
+//! status 1 and flag every checked figure.
+
+pub mod compare;
+pub mod figures;
+pub mod report;
+pub mod rules;
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use serde_json::Value;
+
+use crate::cmd;
+use compare::Comparison;
+use figures::{Environment, Figures};
+
+/// Operations per benchmark (`OPS` of benches/benches/icount.rs).
+pub const OPS: u64 = 1024;
+
+/// The `iai-callgrind` version of benches/Cargo.toml; its runner must be exactly this version.
+pub const RUNNER_VERSION: &str = "0.16.1";
+
+/// The benchmark target.
+const BENCH: &str = "icount";
+
+/// Where a benchmark's teardown records what it saw of the runtime configuration.
+const CONFIG_DIR_VAR: &str = "HAKMEM_ICOUNT_CONFIG_DIR";
+
+/// How much the self-test lowers the baseline: to this percentage.
+const SELF_TEST_PERCENT: u64 = 90;
+
+/// Instructions per operation of a benchmark's count.
+pub fn per_op(ir: u64) -> f64 {
+    ir as f64 / OPS as f64
+}
+
+/// A count as Ir/op for tables: one decimal, or digits grouped by thousands from 10,000 up.
+pub fn show_per_op(ir: u64) -> String {
+    let x = per_op(ir);
+    if x >= 9_999.95 {
+        crate::matrix::report::group_thousands(x.round() as u64)
+    } else {
+        format!("{x:.1}")
+    }
+}
+
+/// The committed baseline, relative to the workspace root.
+pub const BASELINE: &str = "benches/baselines/icount.json";
+/// The committed copy of the generated regression analysis.
+pub const DOC: &str = "docs/regression-analysis.md";
+
+/// The options of `cargo xtask icount`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Rewrite the baseline (and docs/regression-analysis.md) instead of comparing.
+    pub bless: bool,
+    /// Compare with (or bless) this file instead of [`BASELINE`].
+    pub baseline: Option<PathBuf>,
+    /// Do not run the benchmarks: use the last run's `<target>/icount/measured.json`.
+    pub no_run: bool,
+    /// After the check, prove it can fail against a baseline lowered by 10%.
+    pub self_test: bool,
+}
+
+/// Parses the options after `icount`; `Ok(None)` for `--help`.
+pub fn parse(options: &[String]) -> Result<Option<Options>, String> {
+    let mut opts = Options::default();
+    let mut it = options.iter();
+    while let Some(option) = it.next() {
+        match option.as_str() {
+            "--bless" => opts.bless = true,
+            "--no-run" => opts.no_run = true,
+            "--self-test" => opts.self_test = true,
+            "--baseline" => match it.next() {
+                Some(file) if !file.starts_with('-') => opts.baseline = Some(file.into()),
+                _ => return Err("--baseline needs a file".into()),
+            },
+            "-h" | "--help" => return Ok(None),
+            other => return Err(format!("unknown option `{other}` for `icount`")),
+        }
+    }
+    if opts.bless && opts.self_test {
+        return Err("--bless and --self-test do not go together".into());
+    }
+    Ok(Some(opts))
+}
+
+/// `<target>/icount`.
+fn out_dir() -> PathBuf {
+    cmd::target_dir().join("icount")
+}
+
+/// The run's figures as written by the last run.
+fn measured_path() -> PathBuf {
+    out_dir().join("measured.json")
+}
+
+/// Reads a figures file, with its path in any error.
+pub fn read_figures(path: &Path) -> Result<Figures, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Figures::from_json(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn write(path: &Path, text: &str) -> Result<(), String> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// Whether `.crates.toml` (cargo install's record) lists the runner at [`RUNNER_VERSION`].
+pub fn records_runner(crates_toml: &str) -> bool {
+    crates_toml.contains(&format!("\"iai-callgrind-runner {RUNNER_VERSION} ("))
+}
+
+/// The runner in `<target>/tools/bin`, installed first if it is missing or of another version.
+pub fn ensure_runner() -> Result<PathBuf, String> {
+    let root = cmd::target_dir().join("tools");
+    let bin = root.join("bin").join(format!(
+        "iai-callgrind-runner{}",
+        std::env::consts::EXE_SUFFIX
+    ));
+    let installed = || {
+        bin.is_file()
+            && std::fs::read_to_string(root.join(".crates.toml")).is_ok_and(|t| records_runner(&t))
+    };
+    if installed() {
+        return Ok(bin);
+    }
+    let root_arg = root.to_string_lossy().into_owned();
+    let args = [
+        "install",
+        "--locked",
+        "--force",
+        "--root",
+        &root_arg,
+        "--version",
+        RUNNER_VERSION,
+        "iai-callgrind-runner",
+    ];
+    println!(
+        "icount: iai-callgrind-runner {RUNNER_VERSION} is not in {}: installing it (it takes \
+         ~95 s on 2 cores, once per target directory):\nicount: $ {}",
+        root.display(),
+        cmd::show_cargo(&args, None)
+    );
+    let start = Instant::now();
+    let mut install = cmd::cargo(&args, None);
+    // Build in cargo's own temporary directory, not in the workspace's target.
+    install.env_remove("CARGO_TARGET_DIR");
+    cmd::run_inherited(&mut install, "cargo install iai-callgrind-runner")?;
+    println!(
+        "icount: installed iai-callgrind-runner in {} s",
+        cmd::seconds(start.elapsed())
+    );
+    if installed() {
+        Ok(bin)
+    } else {
+        Err(format!(
+            "cargo install succeeded but {} (version {RUNNER_VERSION}) is not there",
+            bin.display()
+        ))
+    }
+}
+
+/// The `Ir` count and the `path/contender` id of one JSON summary line of iai-callgrind.
+pub fn parse_summary(line: &str) -> Result<(String, u64), String> {
+    let v: Value = serde_json::from_str(line).map_err(|e| format!("not JSON ({e})"))?;
+    let path = v
+        .get("function_name")
+        .and_then(Value::as_str)
+        .ok_or("no `function_name`")?;
+    let id = v.get("id").and_then(Value::as_str).ok_or("no `id`")?;
+    let ir = v
+        .get("profiles")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .find_map(|profile| {
+            profile
+                .pointer("/summaries/total/summary/Callgrind/Ir/metrics")
+                .and_then(new_metric)
+        })
+        .ok_or_else(|| format!("{path}/{id}: no callgrind `Ir` figure of this run"))?;
+    Ok((format!("{path}/{id}"), ir))
+}
+
+/// The new value of an iai-callgrind metric: `{"Left": new}` or `{"Both": [new, old]}` (a
+/// `{"Right": old}` has no new value).
+fn new_metric(metrics: &Value) -> Option<u64> {
+    let int = |v: &Value| v.get("Int").and_then(Value::as_u64);
+    if let Some(new) = metrics.get("Left") {
+        return int(new);
+    }
+    metrics.get("Both")?.get(0).and_then(int)
+}
+
+/// Runs the benchmarks; the figures of this run.
+fn measure(runner: &Path, env: Environment) -> Result<Figures, String> {
+    let config_dir = out_dir().join("config");
+    let _ = std::fs::remove_dir_all(&config_dir);
+    std::fs::create_dir_all(&config_dir)
+        .map_err(|e| format!("cannot create {}: {e}", config_dir.display()))?;
+    let args = [
+        "bench",
+        "-p",
+        "hakmem-benches",
+        "--bench",
+        BENCH,
+        "--",
+        "--output-format=json",
+    ];
+    println!(
+        "icount: $ IAI_CALLGRIND_RUNNER={} {}",
+        runner.display(),
+        cmd::show_cargo(&args, None)
+    );
+    let mut bench = cmd::cargo(&args, None);
+    // The caller's iai-callgrind settings (baselines, output format …) must not change the run.
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("IAI_CALLGRIND_") {
+            bench.env_remove(key);
+        }
+    }
+    bench
+        .env("IAI_CALLGRIND_RUNNER", runner)
+        .env(CONFIG_DIR_VAR, &config_dir)
+        .stdout(Stdio::piped());
+    let mut child = bench
+        .spawn()
+        .map_err(|e| format!("cargo bench could not start: {e}"))?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut paths: Vec<String> = Vec::new();
+    let mut ir = BTreeMap::new();
+    let mut problems = Vec::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.map_err(|e| format!("reading cargo bench's output: {e}"))?;
+        if !line.trim_start().starts_with('{') {
+            println!("{line}");
+            continue;
+        }
+        match parse_summary(&line) {
+            Ok((id, count)) => {
+                println!("icount: {id:<28} {:>10.1} Ir/op", per_op(count));
+                let (path, _) = figures::split_id(&id).expect("built as path/id");
+                if !paths.iter().any(|p| p == path) {
+                    paths.push(path.to_owned());
+                }
+                ir.insert(id, count);
+            }
+            Err(e) => problems.push(e),
+        }
+    }
+    let status = child
+        .wait()
+        .map_err(|e| format!("waiting for cargo bench: {e}"))?;
+    if !status.success() {
+        return Err(format!("cargo bench failed ({status})"));
+    }
+    if let Some(first) = problems.first() {
+        return Err(format!(
+            "{} summary lines could not be read; the first: {first}",
+            problems.len()
+        ));
+    }
+    if ir.is_empty() {
+        return Err("cargo bench reported no benchmark".into());
+    }
+    let mut config = BTreeMap::new();
+    for id in ir.keys() {
+        let file = config_dir.join(id.replacen('/', ".", 1));
+        if let Ok(seen) = std::fs::read_to_string(&file) {
+            config.insert(id.clone(), seen.trim().to_owned());
+        }
+    }
+    Ok(Figures {
+        env,
+        paths,
+        ir,
+        config,
+    })
+}
+
+/// Runs `cargo xtask icount` with `opts`: `Ok(true)` if every check passed (and, with
+/// `--self-test`, the tampered check failed as it must); `Err` if something could not be done.
+/// `invoked_as` is the command recorded in the reports.
+pub fn run(opts: &Options, invoked_as: &str) -> Result<bool, String> {
+    let start = Instant::now();
+    let root = cmd::workspace_root();
+    let figures = if opts.no_run {
+        let path = measured_path();
+        println!(
+            "icount: --no-run: the figures of the last run, {}",
+            path.display()
+        );
+        read_figures(&path)?
+    } else {
+        if !cmd::is_installed("valgrind") {
+            return Err(crate::large::VALGRIND_MISSING.to_owned());
+        }
+        let runner = ensure_runner()?;
+        let figures = measure(&runner, Environment::detect())?;
+        write(&measured_path(), &figures.to_json())?;
+        figures
+    };
+    println!(
+        "icount: {} benchmarks measured with {}",
+        figures.ir.len(),
+        report::environment_line(&figures.env)
+    );
+
+    let (rows, missing) = rules::rows(&figures);
+    let mut rules = rules::rules(&rows, &missing);
+    rules.push(rules::pool_rule(&figures));
+    let rules_ok = rules.iter().all(|r| r.ok);
+    let baseline_path = opts.baseline.clone().unwrap_or_else(|| root.join(BASELINE));
+    let date = cmd::first_line(Command::new("date").args(["-u", "+%F"]))
+        .unwrap_or_else(|| "(unknown date)".into());
+    let analysis = report::regression_analysis(&figures, &rows, &rules, &date, invoked_as);
+
+    let mut md = format!(
+        "# cargo xtask icount\n\n`{invoked_as}`, {date}, {}.\n\n",
+        report::environment_line(&figures.env)
+    );
+    let compared = if opts.bless {
+        let mut blessed = figures.clone();
+        blessed.config.clear();
+        write(&baseline_path, &blessed.to_json())?;
+        println!(
+            "icount: --bless: wrote {} ({} figures)",
+            baseline_path.display(),
+            blessed.ir.len()
+        );
+        if opts.baseline.is_none() {
+            write(&root.join(DOC), &analysis)?;
+            println!("icount: --bless: wrote {DOC}");
+        }
+        md += &format!("Blessed: wrote {}.\n\n", baseline_path.display());
+        true
+    } else {
+        let baseline = read_figures(&baseline_path).map_err(|e| {
+            format!("{e}\n(to create or refresh the baseline: cargo xtask icount --bless)")
+        })?;
+        let comparison = Comparison::new(&figures, &baseline);
+        println!();
+        println!("icount: against the baseline {}", baseline_path.display());
+        if !comparison.enforced() {
+            println!("icount: WARNING: this run's environment differs from the baseline's:");
+            for (what, here, there) in &comparison.env_differences {
+                println!("icount:     {what}: {here:?} here, {there:?} in the baseline");
+            }
+            println!(
+                "icount: WARNING: the {}% comparison is shown, not enforced (a count from another \
+                 toolchain, CPU or glibc is not a regression of the code); the machine-independent \
+                 rules still are. `cargo xtask icount --bless` on this machine makes it the \
+                 reference.",
+                compare::TOLERANCE_PCT
+            );
+        }
+        println!();
+        let table = comparison.table();
+        print!("{table}");
+        println!();
+        println!("icount: {}", comparison.summary());
+        if comparison.enforced() && !comparison.failures().is_empty() {
+            println!(
+                "icount: a figure above the baseline is a regression to fix; a new, gone or \
+                 intended change of figures is accepted with `cargo xtask icount --bless` \
+                 (commit the baseline with the change that explains it)"
+            );
+        }
+        md += &format!(
+            "## Against the baseline ({})\n\n{table}\n{}\n\n",
+            baseline_path.display(),
+            comparison.summary()
+        );
+        comparison.ok()
+    };
+
+    let regression = report::regression_table(&rows);
+    println!();
+    println!("icount: each compiled mode against its runtime twin (Ir/op):");
+    println!();
+    print!("{regression}");
+    let reference = report::reference_table(&figures);
+    if !reference.is_empty() {
+        println!();
+        println!(
+            "icount: reference allocators (never compared with the baseline; rule vi reads them):"
+        );
+        println!();
+        print!("{reference}");
+    }
+    println!();
+    for rule in &rules {
+        println!("{rule}");
+    }
+    md += &format!("## Compiled modes against their runtime twins\n\n{regression}\n");
+    if !reference.is_empty() {
+        md += &format!("## Reference allocators\n\n{reference}\n");
+    }
+    md += "## Rules\n\n";
+    for rule in &rules {
+        md += &format!("- {rule}\n");
+    }
+
+    let mut ok = rules_ok && compared;
+    if !rules_ok {
+        println!("icount: a machine-independent rule FAILED (listed above)");
+    }
+    if !compared {
+        println!(
+            "icount: FAILED: a figure is more than {}% above the baseline",
+            compare::TOLERANCE_PCT
+        );
+    }
+    if opts.self_test {
+        // Before the reports are written: the tampered run writes its own.
+        let proved = self_test(&figures, &baseline_path)?;
+        ok &= proved;
+    }
+
+    let out = out_dir();
+    write(&out.join("report.md"), &md)?;
+    write(&out.join("regression-analysis.md"), &analysis)?;
+    println!(
+        "icount: wrote {} and {} ({} s)",
+        out.join("report.md").display(),
+        out.join("regression-analysis.md").display(),
+        cmd::seconds(start.elapsed())
+    );
+    Ok(ok)
+}
+
+/// Proves the check can fail: lowers the baseline by 10% in a temporary copy and runs
+/// `cargo xtask icount --no-run --baseline COPY` (this very program), which must exit with
+/// status 1 having flagged every checked figure. `Ok(true)` if it did.
+fn self_test(figures: &Figures, baseline_path: &Path) -> Result<bool, String> {
+    println!();
+    let baseline = read_figures(baseline_path)?;
+    let (source, what) = if baseline.env == figures.env {
+        (
+            &baseline,
+            format!("the baseline {}", baseline_path.display()),
+        )
+    } else {
+        (
+            figures,
+            "this run's own figures (the baseline is from another environment, where the \
+             comparison is not enforced)"
+                .to_owned(),
+        )
+    };
+    let tampered = source.scaled(SELF_TEST_PERCENT);
+    let expected = Comparison::new(figures, &tampered);
+    let checked = expected.failures().len();
+    let dir = std::env::temp_dir().join(format!("hakmem-icount-self-test-{}", std::process::id()));
+    let copy = dir.join("icount.json");
+    write(&copy, &tampered.to_json())?;
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+    let args: Vec<OsString> = vec![
+        "icount".into(),
+        "--no-run".into(),
+        "--baseline".into(),
+        copy.clone().into(),
+    ];
+    println!(
+        "icount: --self-test: {what} lowered by {}% into {}; running `cargo xtask icount \
+         --no-run --baseline {}`, which must fail:",
+        100 - SELF_TEST_PERCENT,
+        copy.display(),
+        copy.display()
+    );
+    let out = cmd::command(&exe, &args, None)
+        .output()
+        .map_err(|e| format!("{} could not start: {e}", exe.display()))?;
+    let _ = std::fs::remove_dir_all(&dir);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for line in stdout
+        .lines()
+        .filter(|l| l.starts_with("icount: ") && (l.contains("baseline") || l.contains("FAILED")))
+    {
+        println!("icount: --self-test:   | {line}");
+    }
+    let flagged = format!(
+        "icount: {checked} of {checked} figures more than {}% above the baseline",
+        compare::TOLERANCE_PCT
+    );
+    let proved = out.status.code() == Some(1) && checked > 0 && stdout.contains(&flagged);
+    if proved {
+        println!(
+            "icount: --self-test: ok: it exited with status 1 and flagged all {checked} checked \
+             figures"
+        );
+    } else {
+        println!(
+            "icount: --self-test: FAILED: expected exit status 1 and `{flagged}`; got {} \
+             (output follows)\n{stdout}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(proved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strs(args: &[&str]) -> Vec<String> {
+        args.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn options() {
+        assert_eq!(parse(&[]), Ok(Some(Options::default())));
+        assert_eq!(
+            parse(&strs(&["--bless", "--no-run"])),
+            Ok(Some(Options {
+                bless: true,
+                no_run: true,
+                ..Options::default()
+            }))
+        );
+        assert_eq!(
+            parse(&strs(&["--self-test", "--baseline", "/tmp/b.json"])),
+            Ok(Some(Options {
+                self_test: true,
+                baseline: Some("/tmp/b.json".into()),
+                ..Options::default()
+            }))
+        );
+        assert_eq!(parse(&strs(&["--help"])), Ok(None));
+        assert!(parse(&strs(&["--baseline"])).is_err());
+        assert!(parse(&strs(&["--baseline", "--bless"])).is_err());
+        assert!(parse(&strs(&["--bless", "--self-test"])).is_err());
+        assert_eq!(
+            parse(&strs(&["--check"])),
+            Err("unknown option `--check` for `icount`".into())
+        );
+    }
+
+    #[test]
+    fn reads_iai_callgrinds_json_summary() {
+        // Abridged from a real line of `cargo bench --bench icount -- --output-format=json`.
+        let first_run = r#"{"function_name":"tiny_pair","id":"minimal","module_path":"icount::tiny_pair::tiny_pair","profiles":[{"summaries":{"total":{"regressions":[],"summary":{"Callgrind":{"Dr":{"diffs":null,"metrics":{"Left":{"Int":40971}}},"Ir":{"diffs":null,"metrics":{"Left":{"Int":151580}}}}}}}}]}"#;
+        assert_eq!(
+            parse_summary(first_run),
+            Ok(("tiny_pair/minimal".to_owned(), 151_580))
+        );
+        let again = first_run.replace(
+            r#"{"Left":{"Int":151580}}"#,
+            r#"{"Both":[{"Int":151581},{"Int":151580}]}"#,
+        );
+        assert_eq!(
+            parse_summary(&again),
+            Ok(("tiny_pair/minimal".to_owned(), 151_581))
+        );
+        let old_only = first_run.replace(r#""Left":{"Int":151580}"#, r#""Right":{"Int":151580}"#);
+        assert!(parse_summary(&old_only)
+            .unwrap_err()
+            .contains("no callgrind `Ir`"));
+        assert!(parse_summary("{}").unwrap_err().contains("function_name"));
+        assert!(parse_summary("nope").is_err());
+    }
+
+    #[test]
+    fn per_op_figures_for_people() {
+        assert_eq!(show_per_op(148 * OPS), "148.0");
+        assert_eq!(show_per_op(835 * OPS + 102), "835.1");
+        assert_eq!(show_per_op(131_467 * OPS), "131,467");
+        assert_eq!(show_per_op(9_999 * OPS), "9999.0");
+    }
+
+    #[test]
+    fn recognises_the_installed_runner() {
+        let toml = "[v1]\n\"iai-callgrind-runner 0.16.1 (registry+https://github.com/rust-lang/crates.io-index)\" = [\"iai-callgrind-runner\"]\n";
+        assert!(records_runner(toml));
+        assert!(!records_runner(&toml.replace("0.16.1", "0.16.0")));
+        assert!(!records_runner(&toml.replace("0.16.1", "0.16.10")));
+        assert!(!records_runner(""));
+    }
+
+    #[test]
+    fn ops_and_version_match_the_benches() {
+        let root = cmd::workspace_root();
+        let bench = std::fs::read_to_string(root.join("benches/benches/icount.rs")).unwrap();
+        assert!(
+            bench.contains(&format!("pub const OPS: usize = {OPS};")),
+            "benches/benches/icount.rs must run OPS = {OPS} operations"
+        );
+        assert!(bench.contains(&format!("\"{CONFIG_DIR_VAR}\"")));
+        let manifest = std::fs::read_to_string(root.join("benches/Cargo.toml")).unwrap();
+        assert!(
+            manifest.contains(&format!("iai-callgrind = \"={RUNNER_VERSION}\"")),
+            "the runner must be the library's exact version"
+        );
+    }
+
+    #[test]
+    fn the_committed_baseline_is_readable_and_complete() {
+        let baseline = read_figures(&cmd::workspace_root().join(BASELINE)).unwrap();
+        let (rows, missing) = rules::rows(&baseline);
+        assert!(missing.is_empty(), "{missing:?}");
+        assert!(rows.len() >= 30, "every mode of at least six paths");
+        // Its text is exactly what --bless writes: sorted, one entry per line.
+        let text = std::fs::read_to_string(cmd::workspace_root().join(BASELINE)).unwrap();
+        assert_eq!(text, baseline.to_json());
+    }
+}

@@ -1,0 +1,599 @@
+//! The machine-independent rules: what must hold whatever the toolchain, CPU or glibc, because
+//! it compares figures of one run with each other (or with a budget far from any noise):
+//!
+//! - (i) on every path, each compiled mode costs no more than its runtime twin;
+//! - (ii) MINIMAL costs strictly less (the twin's flag checks are visible);
+//! - (iii) no compiled benchmark ever read the runtime configuration (`HAKMEM_MODE`);
+//! - (iv) every runtime benchmark read it and got its mode;
+//! - (v) BALANCED and FAST spend at most [`BUDGET_IR`] instructions on a 2 MiB pair (a BigCache
+//!   hit on each side; `mmap` + `munmap` cost more);
+//! - (vi) the small-object pool's acceptance (issue 9, [`pool_rule`]): on the 32-byte pair FAST
+//!   spends at most [`POOL_BUDGET_IR`] instructions and no more than jemalloc, BALANCED no more
+//!   than mimalloc — against the reference rows measured in the same run.
+//!
+//! Comparisons are exact, on the counts of [`OPS`](super::OPS) operations.
+
+use std::fmt;
+
+use super::figures::Figures;
+use super::{per_op, OPS};
+use crate::test::MODES;
+
+/// Rule (v): the most instructions a 2 MiB alloc+free pair may cost per operation.
+pub const BUDGET_IR: u64 = 100;
+/// The path rule (v) is about.
+pub const BUDGET_PATH: &str = "vm_pair";
+/// The compiled modes rule (v) binds.
+pub const BUDGET_MODES: [&str; 2] = ["balanced", "fast"];
+
+/// Rule (vi): the path it is about (`alloc` + `dealloc` of 32 B).
+pub const POOL_PATH: &str = "tiny_pair";
+/// Rule (vi): the most instructions FAST's 32-byte pair may cost per operation (issue 9).
+pub const POOL_BUDGET_IR: u64 = 60;
+/// Rule (vi): each pool mode and the reference allocator it may cost no more than.
+pub const POOL_PEERS: [(&str, &str); 2] = [("fast", "jemalloc"), ("balanced", "mimalloc")];
+
+/// What a benchmark's teardown records when `Runtime::peek()` found nothing read.
+pub const UNTOUCHED: &str = "untouched";
+
+/// The bench id of `mode`'s runtime twin.
+pub fn twin(mode: &str) -> String {
+    format!("runtime_{mode}")
+}
+
+/// One benchmark's count and what its teardown recorded (empty: nothing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    pub ir: u64,
+    pub config: String,
+}
+
+/// One path and mode: the compiled policy and its runtime twin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    pub path: String,
+    pub mode: &'static str,
+    pub compiled: Probe,
+    pub runtime: Probe,
+}
+
+/// The rows of `figures`, path by path, mode by mode, and the ids that should be there but are
+/// not (a path measured without all ten policies).
+pub fn rows(figures: &Figures) -> (Vec<Row>, Vec<String>) {
+    let mut rows = Vec::new();
+    let mut missing = Vec::new();
+    for path in &figures.paths {
+        for mode in MODES {
+            let mut probe = |id: &str| {
+                let key = format!("{path}/{id}");
+                match figures.ir.get(&key) {
+                    Some(&ir) => Some(Probe {
+                        ir,
+                        config: figures.config.get(&key).cloned().unwrap_or_default(),
+                    }),
+                    None => {
+                        missing.push(key);
+                        None
+                    }
+                }
+            };
+            let compiled = probe(mode);
+            let runtime = probe(&twin(mode));
+            if let (Some(compiled), Some(runtime)) = (compiled, runtime) {
+                rows.push(Row {
+                    path: path.clone(),
+                    mode,
+                    compiled,
+                    runtime,
+                });
+            }
+        }
+    }
+    (rows, missing)
+}
+
+/// A rule's verdict with its figures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    /// What the rule says, then the figures.
+    pub text: String,
+    pub ok: bool,
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let verdict = if self.ok { "ok" } else { "FAILED" };
+        write!(f, "rule: {} — {verdict}", self.text)
+    }
+}
+
+/// The five rules over `rows`; `missing` (ids not measured) fails rule (i).
+pub fn rules(rows: &[Row], missing: &[String]) -> Vec<Rule> {
+    let nothing = if rows.is_empty() {
+        "; nothing was measured"
+    } else {
+        ""
+    };
+    let both = |r: &Row| (per_op(r.compiled.ir), per_op(r.runtime.ir));
+
+    // (i)
+    let bad: Vec<String> = rows
+        .iter()
+        .filter(|r| r.compiled.ir > r.runtime.ir)
+        .map(|r| {
+            let (c, rt) = both(r);
+            format!("{} {}: {c:.1} > {rt:.1}", r.path, r.mode)
+        })
+        .collect();
+    let mut figures = if bad.is_empty() {
+        match rows
+            .iter()
+            .min_by_key(|r| i128::from(r.runtime.ir) - i128::from(r.compiled.ir))
+        {
+            Some(r) => {
+                let (c, rt) = both(r);
+                format!(", tightest {} {} {c:.1} ≤ {rt:.1}", r.path, r.mode)
+            }
+            None => String::new(),
+        }
+    } else {
+        format!("; violated by {}", bad.join(", "))
+    };
+    if !missing.is_empty() {
+        figures += &format!("; not measured: {}", missing.join(", "));
+    }
+    let first = Rule {
+        text: format!(
+            "(i) compiled Ir/op ≤ runtime Ir/op for every path and mode: {}/{} hold{figures}{nothing}",
+            rows.len() - bad.len(),
+            rows.len()
+        ),
+        ok: bad.is_empty() && missing.is_empty() && !rows.is_empty(),
+    };
+
+    // (ii)
+    let minimal: Vec<&Row> = rows.iter().filter(|r| r.mode == "minimal").collect();
+    let figures: Vec<String> = minimal
+        .iter()
+        .map(|r| {
+            let (c, rt) = both(r);
+            let op = if r.compiled.ir < r.runtime.ir {
+                "<"
+            } else {
+                "≮"
+            };
+            format!("{} {c:.1} {op} {rt:.1}", r.path)
+        })
+        .collect();
+    let second = Rule {
+        text: format!(
+            "(ii) minimal: compiled Ir/op < runtime Ir/op on every path: {}",
+            if figures.is_empty() {
+                "no minimal rows measured".to_owned()
+            } else {
+                figures.join(", ")
+            }
+        ),
+        ok: !minimal.is_empty() && minimal.iter().all(|r| r.compiled.ir < r.runtime.ir),
+    };
+
+    // (iii) and (iv)
+    let records = |expect: &dyn Fn(&Row) -> String,
+                   probe: fn(&Row) -> &Probe,
+                   id: &dyn Fn(&Row) -> String| {
+        rows.iter()
+            .filter(|r| probe(r).config != expect(r))
+            .map(|r| {
+                let seen = match probe(r).config.as_str() {
+                    "" => "no record".to_owned(),
+                    s => format!("`{s}`"),
+                };
+                format!("{}/{} {seen}", r.path, id(r))
+            })
+            .collect::<Vec<_>>()
+    };
+    let bad = records(&|_| UNTOUCHED.to_owned(), |r| &r.compiled, &|r| {
+        r.mode.to_owned()
+    });
+    let third = Rule {
+        text: verdict_text(
+            "(iii) every compiled benchmark left the runtime configuration untouched",
+            rows.len(),
+            &bad,
+            nothing,
+        ),
+        ok: bad.is_empty() && !rows.is_empty(),
+    };
+    let bad = records(&|r| format!("read:{}", r.mode), |r| &r.runtime, &|r| {
+        twin(r.mode)
+    });
+    let fourth = Rule {
+        text: verdict_text(
+            "(iv) every runtime benchmark read HAKMEM_MODE and got its mode",
+            rows.len(),
+            &bad,
+            nothing,
+        ),
+        ok: bad.is_empty() && !rows.is_empty(),
+    };
+
+    // (v)
+    let budget = u128::from(BUDGET_IR) * u128::from(OPS);
+    let mut figures = Vec::new();
+    let mut fifth_ok = true;
+    for mode in BUDGET_MODES {
+        match rows
+            .iter()
+            .find(|r| r.path == BUDGET_PATH && r.mode == mode)
+        {
+            Some(r) => {
+                let within = u128::from(r.compiled.ir) <= budget;
+                fifth_ok &= within;
+                let op = if within { "≤" } else { ">" };
+                figures.push(format!(
+                    "{mode} {:.1} {op} {BUDGET_IR}",
+                    per_op(r.compiled.ir)
+                ));
+            }
+            None => {
+                fifth_ok = false;
+                figures.push(format!("{mode} not measured"));
+            }
+        }
+    }
+    let fifth = Rule {
+        text: format!(
+            "(v) BALANCED and FAST {BUDGET_PATH} (2 MiB) ≤ {BUDGET_IR} Ir/op (compiled): {}",
+            figures.join(", ")
+        ),
+        ok: fifth_ok,
+    };
+
+    vec![first, second, third, fourth, fifth]
+}
+
+/// Rule (vi), the pool's acceptance (issue 9): on [`POOL_PATH`], compiled FAST costs at most
+/// [`POOL_BUDGET_IR`] Ir/op and no more than jemalloc, compiled BALANCED no more than mimalloc
+/// ([`POOL_PEERS`]). The peers' counts are the reference rows of the same run (`figures`); a
+/// missing figure fails the rule.
+pub fn pool_rule(figures: &Figures) -> Rule {
+    let get = |who: &str| figures.get(POOL_PATH, who);
+    let mut parts = Vec::new();
+    let mut ok = true;
+    // `bound`: the limit and how to show it, or the name of the peer that was not measured.
+    let mut check = |mode: &str, bound: Result<(u64, String), &str>| {
+        let Some(ours) = get(mode) else {
+            ok = false;
+            parts.push(format!("{mode} not measured"));
+            return;
+        };
+        match bound {
+            Ok((limit, shown)) => {
+                let within = ours <= limit;
+                ok &= within;
+                let op = if within { "≤" } else { ">" };
+                parts.push(format!("{mode} {:.1} {op} {shown}", per_op(ours)));
+            }
+            Err(peer) => {
+                ok = false;
+                parts.push(format!("{peer} not measured"));
+            }
+        }
+    };
+    check(
+        "fast",
+        Ok((POOL_BUDGET_IR * OPS, POOL_BUDGET_IR.to_string())),
+    );
+    for (mode, peer) in POOL_PEERS {
+        let bound = get(peer)
+            .map(|p| (p, format!("{peer} {:.1}", per_op(p))))
+            .ok_or(peer);
+        check(mode, bound);
+    }
+    Rule {
+        text: format!(
+            "(vi) the pool: {POOL_PATH} (32 B) FAST ≤ {POOL_BUDGET_IR} Ir/op and ≤ jemalloc, \
+             BALANCED ≤ mimalloc (compiled, same run): {}",
+            parts.join(", ")
+        ),
+        ok,
+    }
+}
+
+/// `what: k/n benchmarks[; not: …]`.
+fn verdict_text(what: &str, n: usize, bad: &[String], nothing: &str) -> String {
+    let mut text = format!("{what}: {}/{n} benchmarks", n - bad.len());
+    if !bad.is_empty() {
+        text += &format!("; not: {}", bad.join(", "));
+    }
+    text + nothing
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A probe costing `per_op` per operation that recorded `config`.
+    fn probe(per_op: u64, config: &str) -> Probe {
+        Probe {
+            ir: per_op * OPS,
+            config: config.to_owned(),
+        }
+    }
+
+    fn row(path: &str, mode: &'static str, compiled: u64, runtime: u64) -> Row {
+        Row {
+            path: path.to_owned(),
+            mode,
+            compiled: probe(compiled, UNTOUCHED),
+            runtime: probe(runtime, &format!("read:{mode}")),
+        }
+    }
+
+    fn good_rows() -> Vec<Row> {
+        vec![
+            row("tiny_pair", "minimal", 148, 176),
+            row("tiny_pair", "research", 181, 206),
+            row("vm_pair", "minimal", 87, 241),
+            row("vm_pair", "fast", 94, 94),
+            row("vm_pair", "balanced", 100, 136),
+        ]
+    }
+
+    fn verdicts(rows: &[Row]) -> Vec<bool> {
+        rules(rows, &[]).iter().map(|r| r.ok).collect()
+    }
+
+    #[test]
+    fn all_rules_hold_on_good_figures() {
+        let rules = rules(&good_rows(), &[]);
+        assert!(rules.iter().all(|r| r.ok), "{rules:#?}");
+        assert_eq!(
+            rules[0].to_string(),
+            "rule: (i) compiled Ir/op ≤ runtime Ir/op for every path and mode: 5/5 hold, \
+             tightest vm_pair fast 94.0 ≤ 94.0 — ok"
+        );
+        assert_eq!(
+            rules[1].to_string(),
+            "rule: (ii) minimal: compiled Ir/op < runtime Ir/op on every path: \
+             tiny_pair 148.0 < 176.0, vm_pair 87.0 < 241.0 — ok"
+        );
+        assert!(rules[2]
+            .to_string()
+            .ends_with("untouched: 5/5 benchmarks — ok"));
+        assert!(rules[3]
+            .to_string()
+            .ends_with("its mode: 5/5 benchmarks — ok"));
+        assert_eq!(
+            rules[4].to_string(),
+            "rule: (v) BALANCED and FAST vm_pair (2 MiB) ≤ 100 Ir/op (compiled): \
+             balanced 100.0 ≤ 100, fast 94.0 ≤ 100 — ok"
+        );
+    }
+
+    #[test]
+    fn caching_modes_must_keep_the_2_mib_pair_within_budget() {
+        // Before BigCache: every 2 MiB pair is mmap + munmap.
+        let mut rows = good_rows();
+        rows[4] = row("vm_pair", "balanced", 143, 173);
+        assert_eq!(verdicts(&rows), [true, true, true, true, false]);
+        assert!(rules(&rows, &[])[4]
+            .to_string()
+            .ends_with("balanced 143.0 > 100, fast 94.0 ≤ 100 — FAILED"));
+        // One instruction over in 1024 operations is enough: the comparison is exact.
+        let mut rows = good_rows();
+        rows[4].compiled.ir = BUDGET_IR * OPS + 1;
+        rows[4].runtime.ir = rows[4].compiled.ir + 1;
+        assert_eq!(verdicts(&rows), [true, true, true, true, false]);
+        // Only the vm_pair rows count; a missing one fails.
+        let mut rows = good_rows();
+        rows.push(row("tiny_pair", "fast", 148, 178));
+        rows.remove(3);
+        assert_eq!(verdicts(&rows), [true, true, true, true, false]);
+        assert!(rules(&rows, &[])[4].text.ends_with("fast not measured"));
+        // MINIMAL and the runtime twins are not bound by it.
+        let mut rows = good_rows();
+        rows[2] = row("vm_pair", "minimal", 300, 500);
+        rows[3].runtime = probe(500, "read:fast");
+        assert!(rules(&rows, &[])[4].ok);
+    }
+
+    #[test]
+    fn a_compiled_mode_dearer_than_its_twin_fails_rule_one() {
+        let mut rows = good_rows();
+        rows[1] = row("tiny_pair", "research", 207, 206);
+        assert_eq!(verdicts(&rows), [false, true, true, true, true]);
+        let text = rules(&rows, &[])[0].to_string();
+        assert!(
+            text.contains("4/5 hold; violated by tiny_pair research: 207.0 > 206.0 — FAILED"),
+            "{text}"
+        );
+        // One instruction in 1024 operations is enough: comparisons are exact.
+        rows[1].compiled.ir = rows[1].runtime.ir + 1;
+        assert_eq!(verdicts(&rows), [false, true, true, true, true]);
+    }
+
+    #[test]
+    fn a_path_without_all_policies_fails_rule_one() {
+        let missing = ["json_pair/runtime_fast".to_owned()];
+        let rules = rules(&good_rows(), &missing);
+        assert!(!rules[0].ok);
+        assert!(rules[0]
+            .text
+            .ends_with("; not measured: json_pair/runtime_fast"));
+        assert!(rules[1..].iter().all(|r| r.ok));
+    }
+
+    #[test]
+    fn minimal_must_be_strictly_cheaper() {
+        let mut rows = good_rows();
+        rows[2] = row("vm_pair", "minimal", 241, 241);
+        assert_eq!(verdicts(&rows), [true, false, true, true, true]);
+        assert!(rules(&rows, &[])[1].text.contains("vm_pair 241.0 ≮ 241.0"));
+        let no_minimal: Vec<Row> = good_rows()
+            .into_iter()
+            .filter(|r| r.mode != "minimal")
+            .collect();
+        assert_eq!(verdicts(&no_minimal), [true, false, true, true, true]);
+    }
+
+    #[test]
+    fn config_records_are_checked_on_every_benchmark() {
+        let mut rows = good_rows();
+        rows[0].compiled.config = "read:balanced".into();
+        assert_eq!(verdicts(&rows), [true, true, false, true, true]);
+        assert!(rules(&rows, &[])[2]
+            .text
+            .ends_with("4/5 benchmarks; not: tiny_pair/minimal `read:balanced`"));
+
+        let mut rows = good_rows();
+        rows[1].runtime.config = "read:balanced".into();
+        assert_eq!(verdicts(&rows), [true, true, true, false, true]);
+        let mut rows = good_rows();
+        rows[3].runtime.config = UNTOUCHED.into();
+        assert_eq!(verdicts(&rows), [true, true, true, false, true]);
+        let mut rows = good_rows();
+        rows[3].runtime.config = String::new();
+        assert!(rules(&rows, &[])[3]
+            .text
+            .ends_with("not: vm_pair/runtime_fast no record"));
+    }
+
+    #[test]
+    fn nothing_measured_fails_every_rule() {
+        assert_eq!(verdicts(&[]), [false; 5]);
+    }
+
+    /// Figures with the tiny pair of FAST, BALANCED and the two peers rule (vi) reads.
+    fn pool_figures(fast: u64, balanced: u64, jemalloc: u64, mimalloc: u64) -> Figures {
+        use super::super::figures::Environment;
+        let mut ir = std::collections::BTreeMap::new();
+        for (who, per_op) in [
+            ("fast", fast),
+            ("balanced", balanced),
+            ("jemalloc", jemalloc),
+            ("mimalloc", mimalloc),
+            ("glibc", 140),
+        ] {
+            ir.insert(format!("{POOL_PATH}/{who}"), per_op * OPS);
+        }
+        Figures {
+            env: Environment {
+                rustc: String::new(),
+                cpu: String::new(),
+                glibc: String::new(),
+                valgrind: String::new(),
+            },
+            paths: vec![POOL_PATH.into()],
+            ir,
+            config: Default::default(),
+        }
+    }
+
+    #[test]
+    fn the_pool_rule_holds_on_good_figures() {
+        let rule = pool_rule(&pool_figures(45, 46, 68, 75));
+        assert!(rule.ok, "{rule}");
+        assert_eq!(
+            rule.to_string(),
+            "rule: (vi) the pool: tiny_pair (32 B) FAST ≤ 60 Ir/op and ≤ jemalloc, BALANCED ≤ \
+             mimalloc (compiled, same run): fast 45.0 ≤ 60, fast 45.0 ≤ jemalloc 68.0, \
+             balanced 46.0 ≤ mimalloc 75.0 — ok"
+        );
+        // The bounds are inclusive.
+        assert!(pool_rule(&pool_figures(60, 75, 60, 75)).ok);
+    }
+
+    #[test]
+    fn the_pool_rule_fails_over_budget_over_a_peer_or_unmeasured() {
+        // Over the budget, though under jemalloc.
+        let rule = pool_rule(&pool_figures(61, 46, 68, 75));
+        assert!(!rule.ok);
+        assert!(
+            rule.text
+                .contains("fast 61.0 > 60, fast 61.0 ≤ jemalloc 68.0"),
+            "{rule}"
+        );
+        // Within the budget, over jemalloc.
+        let rule = pool_rule(&pool_figures(55, 46, 54, 75));
+        assert!(!rule.ok);
+        assert!(
+            rule.text
+                .contains("fast 55.0 ≤ 60, fast 55.0 > jemalloc 54.0"),
+            "{rule}"
+        );
+        // BALANCED over mimalloc: the system path's 148 (before the pool).
+        let rule = pool_rule(&pool_figures(45, 148, 68, 75));
+        assert!(!rule.ok);
+        assert!(
+            rule.text.ends_with("balanced 148.0 > mimalloc 75.0"),
+            "{rule}"
+        );
+        // One instruction over in 1024 operations is enough: the comparison is exact.
+        let mut f = pool_figures(45, 46, 68, 75);
+        f.ir.insert(format!("{POOL_PATH}/balanced"), 75 * OPS + 1);
+        assert!(!pool_rule(&f).ok);
+        // A missing mode or peer fails.
+        let mut f = pool_figures(45, 46, 68, 75);
+        f.ir.remove(&format!("{POOL_PATH}/jemalloc"));
+        let rule = pool_rule(&f);
+        assert!(
+            !rule.ok && rule.text.contains("jemalloc not measured"),
+            "{rule}"
+        );
+        let mut f = pool_figures(45, 46, 68, 75);
+        f.ir.remove(&format!("{POOL_PATH}/fast"));
+        let rule = pool_rule(&f);
+        assert!(
+            !rule.ok && rule.text.contains("fast not measured"),
+            "{rule}"
+        );
+        // Figures of another path do not count.
+        let mut f = pool_figures(45, 46, 68, 75);
+        f.ir =
+            f.ir.into_iter()
+                .map(|(k, v)| (k.replace(POOL_PATH, "small_pair"), v))
+                .collect();
+        assert!(!pool_rule(&f).ok);
+    }
+
+    #[test]
+    fn rows_pair_each_mode_with_its_twin() {
+        use super::super::figures::Environment;
+        let mut figures = Figures {
+            env: Environment {
+                rustc: String::new(),
+                cpu: String::new(),
+                glibc: String::new(),
+                valgrind: String::new(),
+            },
+            paths: vec!["tiny_pair".into()],
+            ir: Default::default(),
+            config: Default::default(),
+        };
+        for (i, mode) in MODES.iter().enumerate() {
+            figures
+                .ir
+                .insert(format!("tiny_pair/{mode}"), 100 + i as u64);
+            figures
+                .ir
+                .insert(format!("tiny_pair/runtime_{mode}"), 200 + i as u64);
+            figures
+                .config
+                .insert(format!("tiny_pair/{mode}"), UNTOUCHED.into());
+        }
+        figures.ir.insert("tiny_pair/glibc".into(), 50);
+        let (rows, missing) = rows(&figures);
+        assert!(missing.is_empty());
+        assert_eq!(rows.len(), 5);
+        assert_eq!(rows[2].mode, "balanced");
+        assert_eq!((rows[2].compiled.ir, rows[2].runtime.ir), (102, 202));
+        assert_eq!(rows[2].compiled.config, UNTOUCHED);
+        assert_eq!(rows[2].runtime.config, "");
+
+        figures.ir.remove("tiny_pair/runtime_fast");
+        let (rows, missing) = super::rows(&figures);
+        assert_eq!(rows.len(), 4);
+        assert_eq!(missing, ["tiny_pair/runtime_fast"]);
+    }
+}
