@@ -3,16 +3,18 @@
 //!
 //! Three threads churn blocks of every path (small, mid-sized, large and cached) while a fourth
 //! forks 100 times. A fork may catch another thread anywhere inside the allocator, holding
-//! whatever it holds; the child has only the forking thread. Every child allocates, checks and
-//! frees blocks of every path, spawns a thread that does the same (a fresh thread cache), and
-//! exits 0 — within a timeout, so a lock left held across `fork` shows as a hung child, not a
-//! hung test.
+//! whatever it holds; the child has only the forking thread. Every child first checks and frees
+//! blocks the churners allocated before the fork and handed to the forking thread (in the pool,
+//! frees into spans whose owners do not exist in the child), then allocates, checks and frees
+//! blocks of every path, spawns a thread that does the same (a fresh thread cache), and exits 0
+//! — within a timeout, so a lock left held across `fork` shows as a hung child, not a hung
+//! test.
 
 mod common;
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -89,9 +91,27 @@ fn exercise(seed: u64, grow: bool) -> Result<(), String> {
     Ok(())
 }
 
-/// What a forked child runs; its return value is the exit status.
-fn child(seed: u64) -> i32 {
+/// A block a churner handed to the forking thread: address, layout, pattern id.
+type Handed = (usize, Layout, u64);
+
+/// Checks and frees blocks another thread allocated.
+fn free_handed(blocks: &[Handed]) -> Result<(), String> {
+    for &(p, layout, id) in blocks {
+        // SAFETY: a live block of GLOBAL with this layout (in this process's copy of memory),
+        // freed once here.
+        unsafe {
+            pattern::check(p as *const u8, layout.size(), id, layout.size())?;
+            GLOBAL.dealloc(p as *mut u8, layout);
+        }
+    }
+    Ok(())
+}
+
+/// What a forked child runs, given the blocks the churners handed over before the fork; its
+/// return value is the exit status.
+fn child(seed: u64, handed: &[Handed]) -> i32 {
     let outcome = std::panic::catch_unwind(|| {
+        free_handed(handed)?;
         exercise(seed, true)?;
         // A new thread in the child: its first allocation sets up a thread cache (where the
         // mode has one) after the fork.
@@ -179,10 +199,14 @@ fn fork_while_other_threads_allocate() {
     let stop = Arc::new(AtomicBool::new(false));
     let pause = Arc::new(AtomicBool::new(false));
     let churned = Arc::new(AtomicU64::new(0));
+    // Blocks the churners hand to the forking thread (never touched in a child: a churner may
+    // hold the lock when the fork happens).
+    let handoff: Arc<Mutex<Vec<Handed>>> = Arc::default();
     let churners: Vec<_> = (0..CHURNERS)
         .map(|t| {
             let (stop, pause) = (Arc::clone(&stop), Arc::clone(&pause));
             let churned = Arc::clone(&churned);
+            let handoff = Arc::clone(&handoff);
             thread::spawn(move || {
                 let mut rng = Rng::new(t as u64);
                 let mut live: Vec<(*mut u8, Layout, u64)> = Vec::new();
@@ -203,6 +227,14 @@ fn fork_while_other_threads_allocate() {
                         // SAFETY: `p` holds `size` bytes.
                         unsafe { pattern::fill(p, size, id) };
                         live.push((p, layout, id));
+                    } else if !live.is_empty() && rng.below(8) == 0 {
+                        let (p, layout, id) = live.swap_remove(rng.below(live.len()));
+                        let mut handed = handoff.lock().unwrap();
+                        if handed.len() < 16 {
+                            handed.push((p as usize, layout, id));
+                        } else {
+                            live.push((p, layout, id));
+                        }
                     } else if !live.is_empty() {
                         let (p, layout, id) = live.swap_remove(rng.below(live.len()));
                         // SAFETY: a live block of GLOBAL with this layout, freed once.
@@ -225,6 +257,7 @@ fn fork_while_other_threads_allocate() {
         .collect();
     let forks = scaled(FORKS);
     let mut failures = Vec::new();
+    let mut handed_total = 0;
     for i in 0..forks {
         // Let the churners run (they are inside the allocator most of the time), then fork.
         pause.store(false, Ordering::Relaxed);
@@ -232,11 +265,13 @@ fn fork_while_other_threads_allocate() {
         while churned.load(Ordering::Relaxed) < before + 50 {
             thread::yield_now();
         }
+        let handed = std::mem::take(&mut *handoff.lock().unwrap());
+        handed_total += handed.len();
         // SAFETY: the child only runs `child` (which allocates through hakmem and may spawn a
         // thread) and leaves with `_exit`, never returning into the test harness.
         let pid = unsafe { libc::fork() };
         if pid == 0 {
-            let code = child(i * 3);
+            let code = child(i * 3, &handed);
             // SAFETY: ends the child without running the parent's exit handlers.
             unsafe { libc::_exit(code) };
         }
@@ -248,14 +283,19 @@ fn fork_while_other_threads_allocate() {
             Ok(code) => failures.push(format!("child {i} exited with {code}")),
             Err(e) => failures.push(format!("child {i}: {e}")),
         }
+        // The parent's copies are still live: freed here, by a thread that did not allocate
+        // them either.
+        free_handed(&handed).unwrap();
     }
     stop.store(true, Ordering::Relaxed);
     for t in churners {
         t.join().expect("churner");
     }
+    free_handed(&std::mem::take(&mut *handoff.lock().unwrap())).unwrap();
     assert!(failures.is_empty(), "{failures:#?}");
     println!(
-        "fork ({}): {forks} children, {} operations in the parent meanwhile",
+        "fork ({}): {forks} children, {} operations in the parent meanwhile, {handed_total} \
+         blocks of other threads freed in the children",
         GLOBAL.stats().policy,
         churned.load(Ordering::Relaxed)
     );
