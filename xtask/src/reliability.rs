@@ -6,9 +6,10 @@
 //!   changes: address-space limits, RSS, and misuse, which it reports itself), run once per mode
 //!   with `HAKMEM_MODE` set to it: every mode, one build.
 //! - memcheck: the hakmem tests of the BALANCED build (the one `cargo xtask test` has already
-//!   built), each test binary under `valgrind --tool=memcheck`; any invalid read or write, any
-//!   use of uninitialised memory, any definite or possible leak not in `xtask/valgrind.supp`
-//!   fails it. Child processes (death tests, the exhaustion cases) run without valgrind.
+//!   built), each test binary under `valgrind --tool=memcheck` (the pool tests one test per
+//!   process: [`ONE_TEST_PER_PROCESS`]); any invalid read or write, any use of uninitialised
+//!   memory, any definite or possible leak not in `xtask/valgrind.supp` fails it. Child
+//!   processes (death tests, the exhaustion cases) run without valgrind.
 //! - fuzz: `cargo fuzz run ops` (fuzz/), installing cargo-fuzz into `<target>/tools` first if it
 //!   is missing.
 //!
@@ -156,6 +157,27 @@ fn test_binaries(args: &[&str]) -> Result<Vec<(String, PathBuf)>, String> {
     Ok(bins)
 }
 
+/// The tests of a test binary (`--list --format terse`: `name: test` lines), ignored ones
+/// included (they report themselves ignored).
+fn list_tests(binary: &Path) -> Result<Vec<String>, String> {
+    let out = Command::new(binary)
+        .args(["--list", "--format", "terse"])
+        .output()
+        .map_err(|e| format!("{}: {e}", binary.display()))?;
+    if !out.status.success() {
+        return Err(format!("{} --list: {}", binary.display(), out.status));
+    }
+    Ok(parse_test_list(&String::from_utf8_lossy(&out.stdout)))
+}
+
+/// The test names in `--list --format terse` output.
+fn parse_test_list(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.strip_suffix(": test"))
+        .map(str::to_owned)
+        .collect()
+}
+
 /// The string value of `"key":"…"` in one line of cargo's JSON (paths without escapes).
 fn json_string<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     let tag = format!("\"{key}\":\"");
@@ -173,11 +195,18 @@ fn binary_name(path: &Path) -> String {
     }
 }
 
-/// The valgrind arguments for one test binary. The fork test's children end with `_exit`
-/// holding what the parent's other threads had allocated; in a child that is all unreachable,
-/// so its leak check is off (its reads and writes are still checked).
-pub fn memcheck_args(binary: &str, suppressions: &Path) -> Vec<String> {
-    let leak_check = if binary == "fork" { "no" } else { "full" };
+/// The test binaries memcheck runs one test per process: every pool reserves 16 GiB of address
+/// space for good (regions are never unmapped), valgrind's address space holds six such
+/// regions, and the pool tests make more than thirty pools in all.
+pub const ONE_TEST_PER_PROCESS: [&str; 1] = ["pool"];
+
+/// The valgrind arguments for one test binary, or one test of it. The fork tests' children end
+/// with `_exit` holding what the parent's other threads had allocated; in a child that is all
+/// unreachable, so their leak check is off (their reads and writes are still checked): the
+/// `fork` binary's, and a test whose name starts with `fork`.
+pub fn memcheck_args(binary: &str, test: Option<&str>, suppressions: &Path) -> Vec<String> {
+    let forks = binary == "fork" || test.is_some_and(|t| t.starts_with("fork"));
+    let leak_check = if forks { "no" } else { "full" };
     vec![
         "--tool=memcheck".into(),
         "--quiet".into(),
@@ -209,28 +238,47 @@ pub fn memcheck() -> Result<bool, String> {
     let mut failed = Vec::new();
     let total = Instant::now();
     for (name, path) in &bins {
-        let vg = memcheck_args(name, &suppressions);
-        println!(
-            "memcheck: QUICKCHECK_TESTS={MEMCHECK_QUICKCHECK_TESTS} \
-             HAKMEM_TEST_SCALE={MEMCHECK_SCALE} HAKMEM_TEST_UNDER_VALGRIND=1 valgrind {} {} -q",
-            vg.join(" "),
-            path.display()
-        );
-        let start = Instant::now();
-        let mut run = cmd::command("valgrind", &vg, None);
-        run.arg(path)
-            .arg("-q")
-            .env("QUICKCHECK_TESTS", MEMCHECK_QUICKCHECK_TESTS)
-            .env("HAKMEM_TEST_SCALE", MEMCHECK_SCALE)
-            .env("HAKMEM_TEST_UNDER_VALGRIND", "1");
-        let result = cmd::run_inherited(&mut run, "valgrind");
-        println!(
-            "memcheck: {name}: {} ({} s)",
-            if result.is_ok() { "ok" } else { "FAILED" },
-            cmd::seconds(start.elapsed())
-        );
-        if result.is_err() {
-            failed.push(name.as_str());
+        let tests = if ONE_TEST_PER_PROCESS.contains(&name.as_str()) {
+            list_tests(path)?.into_iter().map(Some).collect()
+        } else {
+            vec![None]
+        };
+        for test in tests {
+            let what = match &test {
+                Some(t) => format!("{name} {t}"),
+                None => name.clone(),
+            };
+            let vg = memcheck_args(name, test.as_deref(), &suppressions);
+            let exact = match &test {
+                Some(t) => format!(" --exact {t}"),
+                None => String::new(),
+            };
+            println!(
+                "memcheck: QUICKCHECK_TESTS={MEMCHECK_QUICKCHECK_TESTS} \
+                 HAKMEM_TEST_SCALE={MEMCHECK_SCALE} HAKMEM_TEST_UNDER_VALGRIND=1 valgrind {} \
+                 {}{exact} -q",
+                vg.join(" "),
+                path.display()
+            );
+            let start = Instant::now();
+            let mut run = cmd::command("valgrind", &vg, None);
+            run.arg(path);
+            if let Some(t) = &test {
+                run.args(["--exact", t]);
+            }
+            run.arg("-q")
+                .env("QUICKCHECK_TESTS", MEMCHECK_QUICKCHECK_TESTS)
+                .env("HAKMEM_TEST_SCALE", MEMCHECK_SCALE)
+                .env("HAKMEM_TEST_UNDER_VALGRIND", "1");
+            let result = cmd::run_inherited(&mut run, "valgrind");
+            println!(
+                "memcheck: {what}: {} ({} s)",
+                if result.is_ok() { "ok" } else { "FAILED" },
+                cmd::seconds(start.elapsed())
+            );
+            if result.is_err() {
+                failed.push(what);
+            }
         }
     }
     println!(
@@ -329,13 +377,25 @@ mod tests {
     }
 
     #[test]
-    fn only_the_fork_binary_skips_the_leak_check() {
+    fn only_the_fork_tests_skip_the_leak_check() {
         let supp = Path::new("/s");
-        assert!(memcheck_args("fork", supp).contains(&"--leak-check=no".to_owned()));
-        let args = memcheck_args("stress", supp);
+        let no = "--leak-check=no".to_owned();
+        assert!(memcheck_args("fork", None, supp).contains(&no));
+        assert!(
+            memcheck_args("pool", Some("fork_while_other_threads_allocate"), supp).contains(&no)
+        );
+        assert!(!memcheck_args("pool", Some("aligned_requests"), supp).contains(&no));
+        let args = memcheck_args("stress", None, supp);
         assert!(args.contains(&"--leak-check=full".to_owned()));
         assert!(args.contains(&"--error-exitcode=99".to_owned()));
         assert!(args.contains(&"--suppressions=/s".to_owned()));
+    }
+
+    #[test]
+    fn test_lists_and_the_pool_binary_one_test_per_process() {
+        let listed = "a_ninth_pool: test\nchild_churn: test\nbench_x: bench\n\n";
+        assert_eq!(parse_test_list(listed), ["a_ninth_pool", "child_churn"]);
+        assert_eq!(ONE_TEST_PER_PROCESS, ["pool"]);
     }
 
     #[test]
