@@ -8,7 +8,7 @@
 //! - `alloc_zeroed` gives zeros;
 //! - every live block keeps the pattern written into it (realloc: up to the smaller size).
 //!
-//! FAST, BALANCED and `Runtime` serve every request below 512 KiB aligned to at most 4 KiB from
+//! FAST, BALANCED and `Runtime` serve every request below 512 KiB aligned to at most 64 KiB from
 //! the pool (docs/pool.md). Two operations are there for it: a *remote free* hands a block to
 //! another thread, which checks and frees it at the next flush (a push on its span's remote
 //! stack, collected later by the owner), and a *burst* allocates up to 256 blocks of one size at
