@@ -51,10 +51,10 @@ COMMANDS:
     sanitizers [--asan] [--memcheck]
         The hakmem tests under AddressSanitizer (one nightly build with -Zsanitizer=address
         and the runtime feature, run once per mode with HAKMEM_MODE set to it) and under
-        valgrind memcheck (the BALANCED build's test binaries; invalid reads or writes,
-        uninitialised values and leaks not in xtask/valgrind.supp fail). Long tests run
-        shrunk (QUICKCHECK_TESTS, HAKMEM_TEST_SCALE). Without options, both. Needs the
-        nightly toolchain and valgrind.
+        valgrind memcheck (the BALANCED build's test binaries, the pool tests one test per
+        process; invalid reads or writes, uninitialised values and leaks not in
+        xtask/valgrind.supp fail). Long tests run shrunk (QUICKCHECK_TESTS,
+        HAKMEM_TEST_SCALE). Without options, both. Needs the nightly toolchain and valgrind.
             --asan          only the AddressSanitizer run
             --memcheck      only the memcheck run
 
