@@ -426,3 +426,132 @@ mod tests {
         assert!((0..100).all(|_| a.next_u64() == b.next_u64()));
     }
 }
+
+/// The workloads of hakmem's learning tests and trace (issue 4; docs/learning.md): each is a
+/// *round* of allocations, repeated by the caller until the learner has decided.
+pub mod learning {
+    use std::alloc::GlobalAlloc;
+    use std::hint::black_box;
+
+    use super::{alloc, free, touch};
+
+    /// Allocations in one round of [`steady_round`].
+    pub const STEADY_ROUND: u64 = 256;
+    /// The contested sizes [`steady_round`] cycles through (one per round).
+    pub const STEADY_SIZES: [usize; 4] = [640 << 10, 1536 << 10, 3 << 20, 5 << 20];
+
+    /// A steady workload: 255 small blocks (16 B – 4 KiB, allocated and freed in turn) and one
+    /// large block (640 KiB, 1.5, 3 or 5 MiB by turns, every page touched, freed at once).
+    /// Returns the allocations made: [`STEADY_ROUND`].
+    pub fn steady_round<A: GlobalAlloc>(a: &A, round: u64) -> u64 {
+        let mut x = round.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        for _ in 0..STEADY_ROUND - 1 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let size = 16 + (x % 4081) as usize;
+            let p = alloc(a, size);
+            // SAFETY: `p` holds `size` bytes; freed once.
+            unsafe {
+                p.write_volatile(x as u8);
+                free(a, black_box(p), size);
+            }
+        }
+        let size = STEADY_SIZES[(round % STEADY_SIZES.len() as u64) as usize];
+        let p = alloc(a, size);
+        // SAFETY: as above.
+        unsafe {
+            touch(p, 0, size);
+            free(a, black_box(p), size);
+        }
+        STEADY_ROUND
+    }
+
+    /// Allocations in one round of [`cheapest_round`].
+    pub const CHEAPEST_ROUND: u64 = 16;
+    /// The two contested sizes of [`cheapest_round`].
+    pub const CHEAPEST_SIZES: [usize; 2] = [520 << 10, 1 << 20];
+    /// The `M_MMAP_THRESHOLD` glibc must be pinned at (`mallopt`, or the environment variable
+    /// `MALLOC_MMAP_THRESHOLD_`) for [`cheapest_round`]: between its two sizes.
+    pub const CHEAPEST_GLIBC_MMAP_THRESHOLD: usize = 768 << 10;
+    /// The `M_TRIM_THRESHOLD` for [`cheapest_round`]: high, so that glibc keeps its heap.
+    pub const CHEAPEST_GLIBC_TRIM_THRESHOLD: usize = 64 << 20;
+
+    /// A workload with one clearly cheapest threshold, 748 KiB: blocks of 520 KiB and 1 MiB by
+    /// turns, every page touched, freed at once, with 7 small blocks after each. With glibc's
+    /// mmap threshold pinned at 768 KiB (and its trimming off), glibc keeps a freed 520 KiB block
+    /// in its heap but maps and unmaps every 1 MiB block (256 page faults each time), while
+    /// BigCache hands a 1 MiB block back without a fault but holds 520 KiB in a 1 MiB class
+    /// block. So 1 MiB belongs to the large path (fewer faults) and 520 KiB to the system (fewer
+    /// bytes): the threshold between them, 748 KiB, is the one candidate that does both. Returns
+    /// the allocations made: [`CHEAPEST_ROUND`].
+    pub fn cheapest_round<A: GlobalAlloc>(a: &A, round: u64) -> u64 {
+        for size in CHEAPEST_SIZES {
+            let p = alloc(a, size);
+            // SAFETY: `p` holds `size` bytes; freed once.
+            unsafe {
+                touch(p, 0, size);
+                free(a, black_box(p), size);
+            }
+            for i in 0..CHEAPEST_ROUND / 2 - 1 {
+                let small = 16 + ((round + i) % 64) as usize * 16;
+                let q = alloc(a, small);
+                // SAFETY: as above.
+                unsafe {
+                    q.write_volatile(1);
+                    free(a, black_box(q), small);
+                }
+            }
+        }
+        CHEAPEST_ROUND
+    }
+
+    /// The size of [`shifted_round`].
+    pub const SHIFTED_SIZE: usize = 600 << 10;
+    /// The `M_MMAP_THRESHOLD` glibc is pinned at for [`shifted_round`]: below its size.
+    pub const SHIFTED_GLIBC_MMAP_THRESHOLD: usize = 512 << 10;
+    /// The `M_TRIM_THRESHOLD` for [`shifted_round`]: glibc's default, so that its heap does not
+    /// keep a free chunk big enough for the block.
+    pub const SHIFTED_GLIBC_TRIM_THRESHOLD: usize = 128 << 10;
+
+    /// The workload [`cheapest_round`] shifts to: 600 KiB blocks only (every page touched,
+    /// freed at once, 7 small blocks after each), with glibc's mmap threshold pinned at 512 KiB
+    /// and its heap trimmed, so that glibc maps and unmaps every one of them (150 faults) while
+    /// BigCache hands them back: now only the smallest candidate, 512 KiB, sends them to the
+    /// large path. Returns the allocations made: [`CHEAPEST_ROUND`].
+    pub fn shifted_round<A: GlobalAlloc>(a: &A, round: u64) -> u64 {
+        for half in 0..2 {
+            let p = alloc(a, SHIFTED_SIZE);
+            // SAFETY: `p` holds `SHIFTED_SIZE` bytes; freed once.
+            unsafe {
+                touch(p, 0, SHIFTED_SIZE);
+                free(a, black_box(p), SHIFTED_SIZE);
+            }
+            for i in 0..CHEAPEST_ROUND / 2 - 1 {
+                let small = 16 + ((round + i + half) % 64) as usize * 16;
+                let q = alloc(a, small);
+                // SAFETY: as above.
+                unsafe {
+                    q.write_volatile(1);
+                    free(a, black_box(q), small);
+                }
+            }
+        }
+        CHEAPEST_ROUND
+    }
+
+    /// Allocations in one round of [`vm_pairs_round`].
+    pub const VM_PAIRS_ROUND: u64 = 16;
+
+    /// 2 MiB allocated and freed at once, untouched, [`VM_PAIRS_ROUND`] times: the `vm_pair`
+    /// path of the instruction-count benches as a workload (all of it contested, nothing to tell
+    /// the candidates apart but CPU time and a page of bytes). Returns the allocations made.
+    pub fn vm_pairs_round<A: GlobalAlloc>(a: &A, _round: u64) -> u64 {
+        for _ in 0..VM_PAIRS_ROUND {
+            let p = alloc(a, 2 << 20);
+            // SAFETY: freed once, right away.
+            unsafe { free(a, black_box(p), 2 << 20) };
+        }
+        VM_PAIRS_ROUND
+    }
+}

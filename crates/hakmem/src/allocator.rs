@@ -15,13 +15,15 @@ use core::ptr::{self, NonNull};
 
 use crate::batch::Batch;
 use crate::bigcache::{self, BigCache, Meta, CLASSES};
-use crate::evolution::Learner;
+use crate::elo::CONTESTED;
 use crate::header::{self, Block, Method, HEADER_SIZE};
+use crate::learner::Learner;
 use crate::os::{self, Advice};
-use crate::policy::{Config, Evolution, FreePolicy, Policy, StatsLevel, Thp};
+use crate::policy::{Config, Evolution, FreePolicy, LogLevel, Policy, StatsLevel, Thp};
 use crate::pool::{self, Pool};
 use crate::reentry::Guard;
-use crate::site::Site;
+use crate::report;
+use crate::site::{Path, Profile, Site, SiteStat};
 use crate::stats::{Counters, Event, Lifecycle, Stats};
 use crate::system;
 
@@ -38,6 +40,10 @@ const THP_AUTO_MIN: usize = 2 << 20;
 /// Byte written over freed and fresh small blocks when the policy poisons.
 const POISON_FREED: u8 = 0xDF;
 const POISON_FRESH: u8 = 0xA5;
+/// Poisoning covers system blocks below this size: the small objects. Larger ones — which a
+/// learning mode's strategy may send to the system allocator — are left alone, so that what the
+/// learner measures is the strategy's cost, not the debugging's.
+const POISON_BELOW: usize = CONTESTED;
 
 /// A memory allocator whose behaviour is the policy `P`.
 ///
@@ -69,6 +75,7 @@ const POISON_FRESH: u8 = 0xA5;
 pub struct Allocator<P: Policy> {
     counters: Counters,
     learner: Learner,
+    sites: Profile,
     cache: BigCache,
     batch: Batch,
     pool: Pool,
@@ -81,6 +88,7 @@ impl<P: Policy> Allocator<P> {
         Allocator {
             counters: Counters::new(),
             learner: Learner::new(),
+            sites: Profile::new(),
             cache: BigCache::new(),
             batch: Batch::new(),
             pool: Pool::new(),
@@ -105,7 +113,25 @@ impl<P: Policy> Allocator<P> {
                 stats.pool_purged_bytes = usage.purged_bytes;
             }
         }
+        if cfg.evolution.learns() {
+            let l = self.learner.snapshot();
+            stats.candidates = l.candidates;
+            stats.transitions = l.transitions;
+            stats.lifecycle_transitions = l.transitions.total();
+            stats.matches = l.matches;
+            stats.samples = l.samples;
+            stats.explored = l.explored;
+        }
         stats
+    }
+
+    /// RESEARCH's per-site profile (statistics level `PerSite`): one row per call site that
+    /// allocated (hashed into [`SITE_SLOTS`](crate::SITE_SLOTS) rows), and for `GlobalAlloc`,
+    /// which has no caller, one per power-of-two size range. Empty at other levels. Never
+    /// allocates.
+    pub fn sites(&self) -> impl Iterator<Item = SiteStat> + '_ {
+        let on = P::config().stats >= StatsLevel::PerSite;
+        self.sites.rows().filter(move |_| on)
     }
 
     /// Allocates like [`GlobalAlloc::alloc`], attributing the block to `site` (BigCache keeps
@@ -134,10 +160,31 @@ impl<P: Policy> Allocator<P> {
         }
     }
 
-    /// Whether `layout` takes the small-object path (else it is a large, mmap-backed block).
+    /// Whether `layout` takes the small-object path (else it is a large, mmap-backed block) by
+    /// the threshold in effect.
     #[inline(always)]
     fn is_small(&self, cfg: &Config, layout: Layout) -> bool {
         layout.size() < self.threshold(cfg) && layout.align() <= MAX_SYSTEM_ALIGN
+    }
+
+    /// Counts an allocation in RESEARCH's per-site profile.
+    #[inline(always)]
+    fn profile(&self, cfg: &Config, site: u32, size: usize, path: Path) {
+        if cfg.stats >= StatsLevel::PerSite {
+            self.sites.record(site, size, path);
+        }
+    }
+
+    /// Counts an allocation `event` (a `Full`-level one) and, in the per-site profile, its site
+    /// and path: the profile's test nested in the counter's, so that a runtime twin whose level
+    /// counts neither pays one test.
+    #[inline(always)]
+    fn count_alloc(&self, cfg: &Config, event: Event, site: Site, size: usize, path: Path) {
+        debug_assert_eq!(event.level(), StatsLevel::Full);
+        if cfg.stats >= StatsLevel::Full {
+            self.counters.add(event, 1);
+            self.profile(cfg, site.id32(), size, path);
+        }
     }
 
     fn lifecycle(&self, cfg: &Config) -> Lifecycle {
@@ -164,12 +211,9 @@ impl<P: Policy> Allocator<P> {
     #[inline(always)]
     unsafe fn allocate(&self, layout: Layout, site: Site, zeroed: bool) -> *mut u8 {
         let cfg = P::config();
-        if cfg.evolution.learns() {
-            self.learner.on_alloc(layout.size());
-        }
         if cfg.pool {
             if let Some(p) = self.pool.alloc(layout, zeroed, self.threshold(cfg)) {
-                self.count(cfg, Event::PoolAlloc, 1);
+                self.count_alloc(cfg, Event::PoolAlloc, site, layout.size(), Path::Pool);
                 if cfg.poison && !zeroed {
                     // SAFETY: the block holds `layout.size()` bytes.
                     unsafe { ptr::write_bytes(p.as_ptr(), POISON_FRESH, layout.size()) };
@@ -177,13 +221,69 @@ impl<P: Policy> Allocator<P> {
                 return p.as_ptr();
             }
         }
-        if self.is_small(cfg, layout) {
-            // SAFETY: forwarded; the alignment is within what the system path serves.
-            unsafe { self.alloc_system(cfg, layout, site, zeroed) }
-        } else {
+        if cfg.evolution.learns() {
+            // A learning mode: count the allocation (a tick every 1,024 of this thread's).
+            // Below the smallest candidate threshold every strategy agrees: small. The rest is
+            // contested: the learner routes it.
+            if self.learner.tick(cfg) {
+                self.learning_started(cfg);
+            }
+            if layout.size() >= CONTESTED || layout.align() > MAX_SYSTEM_ALIGN {
+                // SAFETY: forwarded.
+                return unsafe { self.alloc_contested(cfg, layout, site, zeroed) };
+            }
+        } else if !self.is_small(cfg, layout) {
             // SAFETY: forwarded.
             // (The site's slot and id are computed here, where `Site::NONE` is a constant.)
-            unsafe { self.alloc_large(cfg, layout, site.slot(), site.id32(), zeroed) }
+            return unsafe { self.alloc_large(cfg, layout, site.slot(), site.id32(), zeroed) };
+        }
+        // SAFETY: forwarded; the alignment is within what the system path serves.
+        unsafe { self.alloc_system(cfg, layout, site, zeroed) }
+    }
+
+    /// A request of a learning mode that is not small straight away: contested (at least 512
+    /// KiB) ones are routed by the learner (which measures them); smaller ones with an alignment
+    /// above a page are large blocks whatever the threshold.
+    ///
+    /// # Safety
+    /// As [`Self::allocate`].
+    #[inline(never)]
+    unsafe fn alloc_contested(
+        &self,
+        cfg: &Config,
+        layout: Layout,
+        site: Site,
+        zeroed: bool,
+    ) -> *mut u8 {
+        let align_ok = layout.align() <= MAX_SYSTEM_ALIGN;
+        if layout.size() >= CONTESTED && self.learner.route(cfg, layout.size(), align_ok) {
+            // SAFETY: forwarded; `route` chose the system path only for an alignment it serves.
+            return unsafe { self.alloc_system(cfg, layout, site, zeroed) };
+        }
+        // SAFETY: forwarded.
+        let user = unsafe { self.alloc_large(cfg, layout, site.slot(), site.id32(), zeroed) };
+        if cfg.stats >= StatsLevel::PerSite {
+            if let Some(user) = NonNull::new(user) {
+                // SAFETY: a block just allocated: its header is ours and valid.
+                let method = unsafe { header::read(user, "alloc") }.method;
+                let path = if method == Method::Cached {
+                    Path::Cached
+                } else {
+                    Path::Mmap
+                };
+                self.profile(cfg, site.id32(), layout.size(), path);
+            }
+        }
+        user
+    }
+
+    /// The learner's first tick: a RESEARCH allocator offers itself for the report at exit
+    /// (`HAKMEM_REPORT=1`).
+    #[cold]
+    #[inline(never)]
+    fn learning_started(&self, cfg: &Config) {
+        if cfg.log >= LogLevel::Verbose {
+            report::offer(self);
         }
     }
 
@@ -301,7 +401,7 @@ impl<P: Policy> Allocator<P> {
                 None => return ptr::null_mut(),
             },
         };
-        self.count(cfg, Event::SystemAlloc, 1);
+        self.count_alloc(cfg, Event::SystemAlloc, site, layout.size(), Path::System);
         // SAFETY: `base` holds `len = size + offset` bytes and is aligned to `offset` (malloc
         // gives 16, posix_memalign gives `offset`), so `base + offset` is 16-aligned.
         let user = unsafe { header::write(base, len, offset, Method::System, site.id32()) };
@@ -313,7 +413,7 @@ impl<P: Policy> Allocator<P> {
         };
         if let Some(byte) = fill {
             // SAFETY: `user` holds `layout.size()` writable bytes.
-            unsafe { ptr::write_bytes(user.as_ptr(), byte, layout.size()) };
+            unsafe { poison(user, byte, layout.size()) };
         }
         user.as_ptr()
     }
@@ -341,7 +441,7 @@ impl<P: Policy> Allocator<P> {
                 if capacity < written || capacity > usable.saturating_sub(offset) {
                     header::bad_length(user, "free", capacity.wrapping_add(offset));
                 }
-                ptr::write_bytes(user.as_ptr(), POISON_FREED, capacity);
+                poison(user, POISON_FREED, capacity);
             }
             header::mark_freed(user, offset);
             system::free(base.as_ptr());
@@ -817,6 +917,20 @@ fn cacheable(block: &Block) -> Option<usize> {
     }
     // SAFETY: a one-page offset mapping has its metadata word in its header page.
     unsafe { Meta::read(block.user) }.class()
+}
+
+/// Writes `byte` over the `len` bytes at `user`: zeros always, the poison pattern only below
+/// [`POISON_BELOW`]. Out of line, so that the size test stays inside the policy's `poison`
+/// branch.
+///
+/// # Safety
+/// `user` holds `len` writable bytes.
+#[inline(never)]
+unsafe fn poison(user: NonNull<u8>, byte: u8, len: usize) {
+    if byte == 0 || len < POISON_BELOW {
+        // SAFETY: forwarded from the caller.
+        unsafe { ptr::write_bytes(user.as_ptr(), byte, len) };
+    }
 }
 
 /// `n` rounded up to a multiple of the power of two `to`, or `None` on overflow.

@@ -53,6 +53,38 @@ fn emit(kind: &str, args: fmt::Arguments<'_>) {
     os::write_stderr(line.as_bytes());
 }
 
+/// Prints an informational line (the learning modes' log); the program goes on.
+pub(crate) fn note(args: fmt::Arguments<'_>) {
+    emit("", args);
+}
+
+/// Writes a multi-line text of at most `N` bytes to stderr as one write, without allocating.
+pub(crate) fn write_block<const N: usize>(body: impl FnOnce(&mut StackBuf<N>) -> fmt::Result) {
+    let mut buf = StackBuf::<N>::new();
+    // Writing into a `StackBuf` cannot fail; a body that fails leaves what it wrote.
+    let _ = body(&mut buf);
+    os::write_stderr(buf.as_bytes());
+}
+
+/// A size in bytes shown in the unit that reads best: `32 MiB`, `748 KiB`, `100 B`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Bytes(pub usize);
+
+impl fmt::Display for Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const KIB: usize = 1 << 10;
+        const MIB: usize = 1 << 20;
+        let n = self.0;
+        if n >= MIB && n % MIB == 0 {
+            write!(f, "{} MiB", n / MIB)
+        } else if n >= KIB && n % KIB == 0 {
+            write!(f, "{} KiB", n / KIB)
+        } else {
+            write!(f, "{n} B")
+        }
+    }
+}
+
 /// Prints a warning line; the program goes on.
 pub(crate) fn warn(args: fmt::Arguments<'_>) {
     emit("warning: ", args);
@@ -95,6 +127,21 @@ mod tests {
         let mut b = StackBuf::<8>::new();
         write!(b, "{}-{}", 12345, 67890).unwrap();
         assert_eq!(b.as_bytes(), b"12345-67");
+    }
+
+    #[test]
+    fn bytes_in_their_unit() {
+        let mut b = StackBuf::<64>::new();
+        write!(
+            b,
+            "{} {} {} {}",
+            Bytes(32 << 20),
+            Bytes(748 << 10),
+            Bytes(100),
+            Bytes(0)
+        )
+        .unwrap();
+        assert_eq!(b.as_bytes(), b"32 MiB 748 KiB 100 B 0 B");
     }
 
     #[test]

@@ -57,12 +57,16 @@ mod allocator;
 mod batch;
 mod bigcache;
 mod diag;
+mod elo;
 mod evolution;
 mod header;
+mod learner;
 mod os;
+mod p2;
 mod policy;
 mod pool;
 mod reentry;
+mod report;
 mod runtime;
 mod site;
 mod stats;
@@ -73,8 +77,8 @@ pub use policy::{
     mode, Config, Evolution, FreePolicy, LogLevel, Mode, Policy, StatsLevel, Thp,
     FROZEN_BEST_THRESHOLD,
 };
-pub use site::{Site, SITE_SLOTS};
-pub use stats::{Lifecycle, Stats};
+pub use site::{Site, SiteKey, SiteStat, SITE_SLOTS};
+pub use stats::{Candidate, Lifecycle, Stats, Transitions};
 
 cfg_if::cfg_if! {
     if #[cfg(feature = "runtime")] {

@@ -163,6 +163,35 @@ pub(crate) unsafe fn remap(
     }
 }
 
+/// This thread's CPU time so far (user + system, in µs) and its page faults (minor + major):
+/// one `getrusage(RUSAGE_THREAD)`. Zeros if the kernel refuses (it does not on Linux).
+pub(crate) fn thread_usage() -> (u64, u64) {
+    let mut usage = core::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes the struct it is given; all-zero is a valid `rusage`.
+    let usage = unsafe {
+        if libc::getrusage(libc::RUSAGE_THREAD, usage.as_mut_ptr()) != 0 {
+            return (0, 0);
+        }
+        usage.assume_init()
+    };
+    let micros = |t: libc::timeval| (t.tv_sec as u64) * 1_000_000 + t.tv_usec as u64;
+    (
+        micros(usage.ru_utime) + micros(usage.ru_stime),
+        (usage.ru_minflt + usage.ru_majflt) as u64,
+    )
+}
+
+/// Nanoseconds on the monotonic clock (`clock_gettime`, served by the vDSO: no system call).
+pub(crate) fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 /// The value of an environment variable, read without allocating (`getenv`).
 ///
 /// The bytes are borrowed from the process environment, which hakmem never modifies; a program

@@ -20,8 +20,8 @@ pub struct Config {
     /// The mode this configuration belongs to (for reports; it decides nothing by itself).
     pub mode: Mode,
     /// Requests of at least this many bytes are served by `mmap`, smaller ones by the
-    /// small-object path. Fixed unless [`Config::evolution`] learns, in which case it is where
-    /// learning starts until the learner has chosen.
+    /// small-object path. Fixed unless [`Config::evolution`] learns, in which case learning
+    /// starts from the largest candidate threshold not above it (docs/learning.md).
     pub threshold: usize,
     /// Whether and how the threshold is learned (the evolution lifecycle).
     pub evolution: Evolution,
@@ -42,8 +42,9 @@ pub struct Config {
     pub stats: StatsLevel,
     /// What is written to stderr while running.
     pub log: LogLevel,
-    /// Fill freed and fresh (non-zeroed) small blocks with a pattern, to make use-after-free and
-    /// uninitialised reads visible. Header checks themselves are always on.
+    /// Fill freed and fresh (non-zeroed) small blocks — system blocks below 512 KiB — with a
+    /// pattern, to make use-after-free and uninitialised reads visible. Header checks themselves
+    /// are always on.
     pub poison: bool,
 }
 
@@ -114,8 +115,10 @@ impl Config {
 }
 
 /// The threshold FAST and BALANCED freeze on: the smallest BigCache size class, so that every
-/// block the cache can hold is mmap-backed. Provisional until the learning work measures the
-/// best frozen value (docs/modes.md).
+/// block the cache can hold is mmap-backed, cached under its byte cap. The learner finds no single
+/// better value — it froze on 748 KiB and on 22 MiB on the two workloads of docs/learning.md —
+/// and what it prefers glibc for, glibc's retained heap, is memory it does not charge
+/// (docs/design.md, "Decisions").
 pub const FROZEN_BEST_THRESHOLD: usize = 512 << 10;
 
 /// One of the five modes of SPEC §3.

@@ -2,15 +2,19 @@
 //!
 //! Which events are counted is the policy's [`StatsLevel`]: `Counters` counts the large-block
 //! path only (rare, expensive events), `Full` every allocation and free. A level that does not
-//! count an event compiles its counter update away.
+//! count an event compiles its counter update away. The learning modes add what their learner
+//! knows: the lifecycle, the ratings, the transitions (see `learner`).
 
 use core::fmt;
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use crate::diag::Bytes;
+use crate::elo::CANDIDATES;
 use crate::policy::{Mode, StatsLevel};
 
 /// Where the evolution lifecycle stands (SPEC §4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
 pub enum Lifecycle {
     /// The mode does not learn: the threshold is fixed.
     Off,
@@ -31,6 +35,60 @@ impl Lifecycle {
             Lifecycle::Canary => "CANARY",
             Lifecycle::Frozen => "FROZEN",
         }
+    }
+}
+
+/// A candidate mmap threshold of the learning modes and its Elo rating.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Candidate {
+    /// The threshold, in bytes (0 in a mode that does not learn).
+    pub threshold: usize,
+    /// Its Elo rating (starts at 1500).
+    pub rating: i32,
+    /// Matches it has played in the current learning period.
+    pub matches: u32,
+    /// Whether it survived the pruning (every candidate does until the field is pruned).
+    pub alive: bool,
+}
+
+/// Lifecycle transitions by kind, since the allocator started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Transitions {
+    /// LEARN concluded because the leader's p99 cost was stable.
+    pub converged: u32,
+    /// LEARN concluded because nothing contested was allocated (nothing to learn).
+    pub idle: u32,
+    /// LEARN concluded because its time (180 s) was up.
+    pub timed_out: u32,
+    /// Canary trials begun (LEARN → CANARY).
+    pub canaries: u32,
+    /// Canary trials that ended with the candidate adopted.
+    pub adopted: u32,
+    /// Canary trials that ended with the incumbent restored.
+    pub rolled_back: u32,
+    /// FROZEN → LEARN because the p99 cost degraded.
+    pub degraded: u32,
+    /// FROZEN → LEARN because the distribution of request sizes shifted.
+    pub shifted: u32,
+}
+
+impl Transitions {
+    /// All transitions: each conclusion of LEARN, each end of a canary, each return to LEARN.
+    pub fn total(&self) -> u64 {
+        [
+            self.converged,
+            self.idle,
+            self.timed_out,
+            self.adopted,
+            self.rolled_back,
+            self.degraded,
+            self.shifted,
+        ]
+        .iter()
+        .map(|&n| u64::from(n))
+        .sum()
     }
 }
 
@@ -96,8 +154,45 @@ pub struct Stats {
     pub munmap_bytes: u64,
     /// Blocks advised `MADV_HUGEPAGE`.
     pub thp_advised: u64,
-    /// Lifecycle transitions so far.
+    /// Lifecycle transitions so far (the sum of [`Stats::transitions`]).
     pub lifecycle_transitions: u64,
+    /// Lifecycle transitions by kind (learning modes).
+    pub transitions: Transitions,
+    /// The candidate thresholds and their ratings (learning modes; all default otherwise).
+    /// Those with `alive` survive; [`Stats::leaders`] orders them.
+    pub candidates: [Candidate; CANDIDATES],
+    /// Elo matches played (learning modes).
+    pub matches: u64,
+    /// Cost samples taken (learning modes).
+    pub samples: u64,
+    /// Samples served by a randomly chosen strategy (ε-greedy exploration).
+    pub explored: u64,
+}
+
+impl Stats {
+    /// The surviving candidates, best rated first (none in a mode that does not learn), and
+    /// how many there are.
+    pub fn leaders(&self) -> ([Candidate; CANDIDATES], usize) {
+        let mut out = [Candidate::default(); CANDIDATES];
+        let mut n = 0;
+        for c in self
+            .candidates
+            .iter()
+            .filter(|c| c.alive && c.threshold != 0)
+        {
+            out[n] = *c;
+            n += 1;
+        }
+        // Insertion sort, stable: rating descending.
+        for i in 1..n {
+            let mut j = i;
+            while j > 0 && out[j].rating > out[j - 1].rating {
+                out.swap(j, j - 1);
+                j -= 1;
+            }
+        }
+        (out, n)
+    }
 }
 
 /// What the counters count. The discriminant indexes [`Counters`].
@@ -118,10 +213,9 @@ pub(crate) enum Event {
     MunmapCall,
     MunmapBytes,
     ThpAdvised,
-    Transition,
 }
 
-const EVENTS: usize = Event::Transition as usize + 1;
+const EVENTS: usize = Event::ThpAdvised as usize + 1;
 
 impl Event {
     /// The least [`StatsLevel`] that counts this event.
@@ -193,7 +287,12 @@ impl Counters {
             munmap_calls: c(Event::MunmapCall),
             munmap_bytes: c(Event::MunmapBytes),
             thp_advised: c(Event::ThpAdvised),
-            lifecycle_transitions: c(Event::Transition),
+            lifecycle_transitions: 0,
+            transitions: Transitions::default(),
+            candidates: [Candidate::default(); CANDIDATES],
+            matches: 0,
+            samples: 0,
+            explored: 0,
         }
     }
 }
@@ -207,11 +306,38 @@ impl fmt::Display for Stats {
         )?;
         writeln!(
             f,
-            "  lifecycle {}  threshold {} KiB  transitions {}",
+            "  lifecycle {}  threshold {}  transitions {}",
             self.lifecycle.name(),
-            self.threshold >> 10,
+            Bytes(self.threshold),
             self.lifecycle_transitions
         )?;
+        let (leaders, n) = self.leaders();
+        if n > 0 {
+            let t = &self.transitions;
+            writeln!(
+                f,
+                "  learning matches {}  samples {}  explored {}  survivors {n}/{CANDIDATES}",
+                self.matches, self.samples, self.explored
+            )?;
+            writeln!(
+                f,
+                "  transitions converged {}  idle {}  timed out {}  canaries {} (adopted {}, \
+                 rolled back {})  degraded {}  shifted {}",
+                t.converged,
+                t.idle,
+                t.timed_out,
+                t.canaries,
+                t.adopted,
+                t.rolled_back,
+                t.degraded,
+                t.shifted
+            )?;
+            f.write_str("  ratings")?;
+            for c in &leaders[..n] {
+                write!(f, "  {} {}", Bytes(c.threshold), c.rating)?;
+            }
+            writeln!(f)?;
+        }
         writeln!(
             f,
             "  system  allocs {:>12}  frees {:>12}",

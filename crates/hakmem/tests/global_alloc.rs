@@ -43,12 +43,14 @@ fn hakmem_alias_follows_the_features() {
             assert_eq!(Some(stats.mode), hakmem::mode::Runtime::peek());
         }
     }
-    let lifecycle = match stats.mode {
-        Mode::Minimal => Lifecycle::Off,
-        Mode::Fast | Mode::Balanced => Lifecycle::Frozen,
-        Mode::Learning | Mode::Research => Lifecycle::Learn,
+    let lifecycles: &[Lifecycle] = match stats.mode {
+        Mode::Minimal => &[Lifecycle::Off],
+        Mode::Fast | Mode::Balanced => &[Lifecycle::Frozen],
+        // LEARNING may have concluded already (the whole test binary allocates through it).
+        Mode::Learning => &[Lifecycle::Learn, Lifecycle::Canary, Lifecycle::Frozen],
+        Mode::Research => &[Lifecycle::Learn],
     };
-    assert_eq!(stats.lifecycle, lifecycle);
+    assert!(lifecycles.contains(&stats.lifecycle), "{stats}");
 }
 
 fn checksum(bytes: &[u8]) -> u64 {

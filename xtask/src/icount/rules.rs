@@ -9,9 +9,15 @@
 //!   hit on each side; `mmap` + `munmap` cost more);
 //! - (vi) the small-object pool's acceptance (issue 9, [`pool_rule`]): on the 32-byte pair FAST
 //!   spends at most [`POOL_BUDGET_IR`] instructions and no more than jemalloc, BALANCED no more
-//!   than mimalloc — against the reference rows measured in the same run.
+//!   than mimalloc — against the reference rows measured in the same run;
+//! - (vii) learning's acceptance (issue 4, [`learning_rule`]): on the 32-byte pair learning adds
+//!   at most [`LEARNING_BUDGET_IR`] instructions to LEARNING, against [`LEARNING_TWIN`] (LEARNING
+//!   with learning off) in the same run.
 //!
-//! Comparisons are exact, on the counts of [`OPS`](super::OPS) operations.
+//! Comparisons are exact, on the counts of [`OPS`](super::OPS) operations — except rule (i) for
+//! a learning mode on a path its learner routes ([`CONTESTED_PATHS`]): which strategies serve
+//! there depends on the costs the learner measured, times included, so the count moves a little
+//! between runs, and the compiled mode may exceed its twin by [`CONTESTED_TOLERANCE_PCT`]%.
 
 use std::fmt;
 
@@ -32,6 +38,27 @@ pub const POOL_PATH: &str = "tiny_pair";
 pub const POOL_BUDGET_IR: u64 = 60;
 /// Rule (vi): each pool mode and the reference allocator it may cost no more than.
 pub const POOL_PEERS: [(&str, &str); 2] = [("fast", "jemalloc"), ("balanced", "mimalloc")];
+
+/// Rule (vii): the contender that is LEARNING with learning off.
+pub const LEARNING_TWIN: &str = "learning_off";
+/// Rule (vii): the path it is about.
+pub const LEARNING_PATH: &str = "tiny_pair";
+/// Rule (vii): the most instructions learning may add to LEARNING's 32-byte pair (issue 4).
+pub const LEARNING_BUDGET_IR: u64 = 15;
+/// The modes that learn the threshold.
+pub const LEARNING_MODES: [&str; 2] = ["learning", "research"];
+/// The paths whose requests a learning mode's learner routes (512 KiB and more).
+pub const CONTESTED_PATHS: [&str; 1] = ["vm_pair"];
+/// Rule (i)'s allowance, in percent, for a learning mode on a contested path.
+pub const CONTESTED_TOLERANCE_PCT: u64 = 5;
+
+/// Whether `contender`'s count on `path` depends on what a learner measured.
+pub fn contested(path: &str, contender: &str) -> bool {
+    CONTESTED_PATHS.contains(&path)
+        && LEARNING_MODES
+            .iter()
+            .any(|m| contender == *m || contender == twin(m))
+}
 
 /// What a benchmark's teardown records when `Runtime::peek()` found nothing read.
 pub const UNTOUCHED: &str = "untouched";
@@ -117,9 +144,17 @@ pub fn rules(rows: &[Row], missing: &[String]) -> Vec<Rule> {
     let both = |r: &Row| (per_op(r.compiled.ir), per_op(r.runtime.ir));
 
     // (i)
+    let exceeds = |r: &Row| {
+        if contested(&r.path, r.mode) {
+            u128::from(r.compiled.ir) * 100
+                > u128::from(r.runtime.ir) * u128::from(100 + CONTESTED_TOLERANCE_PCT)
+        } else {
+            r.compiled.ir > r.runtime.ir
+        }
+    };
     let bad: Vec<String> = rows
         .iter()
-        .filter(|r| r.compiled.ir > r.runtime.ir)
+        .filter(|r| exceeds(r))
         .map(|r| {
             let (c, rt) = both(r);
             format!("{} {}: {c:.1} > {rt:.1}", r.path, r.mode)
@@ -144,7 +179,8 @@ pub fn rules(rows: &[Row], missing: &[String]) -> Vec<Rule> {
     }
     let first = Rule {
         text: format!(
-            "(i) compiled Ir/op ≤ runtime Ir/op for every path and mode: {}/{} hold{figures}{nothing}",
+            "(i) compiled Ir/op ≤ runtime Ir/op for every path and mode (learning and research on \
+             vm_pair: within {CONTESTED_TOLERANCE_PCT}%): {}/{} hold{figures}{nothing}",
             rows.len() - bad.len(),
             rows.len()
         ),
@@ -300,6 +336,42 @@ pub fn pool_rule(figures: &Figures) -> Rule {
     }
 }
 
+/// Rule (vii), learning's acceptance (issue 4): on [`LEARNING_PATH`], compiled LEARNING costs
+/// at most [`LEARNING_BUDGET_IR`] Ir/op more than [`LEARNING_TWIN`] — the same policy with
+/// learning off — in the same run; BALANCED's count is shown beside it. A missing figure fails.
+pub fn learning_rule(figures: &Figures) -> Rule {
+    let get = |who: &str| figures.get(LEARNING_PATH, who);
+    let what = format!(
+        "(vii) learning adds ≤ {LEARNING_BUDGET_IR} Ir/op to LEARNING's {LEARNING_PATH} (32 B; \
+         compiled, against {LEARNING_TWIN} in the same run)"
+    );
+    let (Some(learning), Some(off)) = (get("learning"), get(LEARNING_TWIN)) else {
+        let absent: Vec<&str> = ["learning", LEARNING_TWIN]
+            .into_iter()
+            .filter(|who| get(who).is_none())
+            .collect();
+        return Rule {
+            text: format!("{what}: {} not measured", absent.join(" and ")),
+            ok: false,
+        };
+    };
+    let ok = u128::from(learning) <= u128::from(off) + u128::from(LEARNING_BUDGET_IR * OPS);
+    let added = per_op(learning) - per_op(off);
+    let balanced = get("balanced")
+        .map(|b| format!("; balanced {:.1}", per_op(b)))
+        .unwrap_or_default();
+    Rule {
+        text: format!(
+            "{what}: learning {:.1} − {LEARNING_TWIN} {:.1} = {added:+.1} {} \
+             {LEARNING_BUDGET_IR}{balanced}",
+            per_op(learning),
+            per_op(off),
+            if ok { "≤" } else { ">" },
+        ),
+        ok,
+    }
+}
+
 /// `what: k/n benchmarks[; not: …]`.
 fn verdict_text(what: &str, n: usize, bad: &[String], nothing: &str) -> String {
     let mut text = format!("{what}: {}/{n} benchmarks", n - bad.len());
@@ -350,8 +422,8 @@ mod tests {
         assert!(rules.iter().all(|r| r.ok), "{rules:#?}");
         assert_eq!(
             rules[0].to_string(),
-            "rule: (i) compiled Ir/op ≤ runtime Ir/op for every path and mode: 5/5 hold, \
-             tightest vm_pair fast 94.0 ≤ 94.0 — ok"
+            "rule: (i) compiled Ir/op ≤ runtime Ir/op for every path and mode (learning and \
+             research on vm_pair: within 5%): 5/5 hold, tightest vm_pair fast 94.0 ≤ 94.0 — ok"
         );
         assert_eq!(
             rules[1].to_string(),
@@ -457,6 +529,57 @@ mod tests {
         assert!(rules(&rows, &[])[3]
             .text
             .ends_with("not: vm_pair/runtime_fast no record"));
+    }
+
+    #[test]
+    fn learning_modes_on_a_contested_path_have_an_allowance() {
+        let mut rows = good_rows();
+        // 4% over the twin on vm_pair: allowed; 6%: not; a path the learner does not route,
+        // and a mode that does not learn, stay exact.
+        rows.push(row("vm_pair", "learning", 728, 700));
+        assert!(verdicts(&rows)[0], "{}", rules(&rows, &[])[0]);
+        rows.push(row("vm_pair", "research", 742, 700));
+        assert!(!verdicts(&rows)[0]);
+        assert!(rules(&rows, &[])[0]
+            .text
+            .contains("violated by vm_pair research: 742.0 > 700.0"));
+        let mut rows = good_rows();
+        rows.push(row("tiny_pair", "learning", 156, 155));
+        assert!(!verdicts(&rows)[0]);
+        let mut rows = good_rows();
+        rows.push(row("vm_pair", "balanced", 101, 100));
+        assert!(!verdicts(&rows)[0]);
+        assert!(contested("vm_pair", "runtime_research") && !contested("vm_pair", "fast"));
+        assert!(!contested("tiny_pair", "learning"));
+    }
+
+    /// Figures with the tiny pair of LEARNING, its twin with learning off, and BALANCED.
+    fn learning_figures(learning: u64, off: u64) -> Figures {
+        let mut f = pool_figures(45, 46, 68, 75);
+        f.ir.insert(format!("{LEARNING_PATH}/learning"), learning);
+        f.ir.insert(format!("{LEARNING_PATH}/{LEARNING_TWIN}"), off);
+        f
+    }
+
+    #[test]
+    fn the_learning_rule_allows_fifteen_instructions() {
+        let rule = learning_rule(&learning_figures(160 * OPS, 145 * OPS));
+        assert!(rule.ok, "{rule}");
+        assert_eq!(
+            rule.to_string(),
+            "rule: (vii) learning adds ≤ 15 Ir/op to LEARNING's tiny_pair (32 B; compiled, \
+             against learning_off in the same run): learning 160.0 − learning_off 145.0 = +15.0 \
+             ≤ 15; balanced 46.0 — ok"
+        );
+        // One instruction more in 1,024 operations fails: the comparison is exact.
+        assert!(!learning_rule(&learning_figures(160 * OPS + 1, 145 * OPS)).ok);
+        let mut f = learning_figures(150 * OPS, 145 * OPS);
+        f.ir.remove(&format!("{LEARNING_PATH}/{LEARNING_TWIN}"));
+        let rule = learning_rule(&f);
+        assert!(
+            !rule.ok && rule.text.ends_with("learning_off not measured"),
+            "{rule}"
+        );
     }
 
     #[test]
