@@ -1,13 +1,16 @@
 //! `cargo xtask`: project automation for hakmem, std only.
 //!
-//! - `cargo xtask test [--no-icount] [--no-matrix] [--no-large] [--no-preload]`: the project's
-//!   one test command (CI runs it via `.ci/run`).
+//! - `cargo xtask test [--no-icount] [--no-matrix] [--no-large] [--no-preload]
+//!   [--no-sanitizers] [--fuzz[=SECS]]`: the project's one test command (CI runs it via `.ci/run`).
+//! - `cargo xtask sanitizers [--asan] [--memcheck]`: the hakmem tests under AddressSanitizer
+//!   and valgrind memcheck ([`reliability`]).
+//! - `cargo xtask fuzz [--time SECS] [-- LIBFUZZER_ARGS]`: the cargo-fuzz target.
+//! - `cargo xtask preload [--mode M] [--check]`: the preload library, one `.so` per mode, and its
+//!   check under `LD_PRELOAD` ([`preload`]).
 //! - `cargo xtask icount [--bless] [--baseline FILE] [--no-run] [--self-test]`: the
 //!   instruction-count regression check of every mode's hot paths ([`icount`]).
 //! - `cargo xtask large [--check]`: the measured acceptance of the large-block path (faults,
 //!   system calls, RSS, THP, realloc without copying; [`large`]).
-//! - `cargo xtask preload [--mode M] [--check]`: the preload library, one `.so` per mode, and its
-//!   check under `LD_PRELOAD` ([`preload`]).
 //! - `cargo xtask bench-compare A B`: whether two matrix runs agree within their spreads.
 //! - `cargo xtask bench-matrix [OPTIONS]`: the wall-clock matrix of every mode, runtime twin and
 //!   peer allocator over the scenarios ([`matrix`]).
@@ -20,6 +23,7 @@ mod icount;
 mod large;
 mod matrix;
 mod preload;
+mod reliability;
 mod test;
 
 use std::process::ExitCode;
@@ -31,19 +35,41 @@ USAGE:
     cargo xtask <COMMAND> [OPTIONS]
 
 COMMANDS:
-    test [--no-icount] [--no-matrix] [--no-large] [--no-preload]
+    test [--no-icount] [--no-matrix] [--no-large] [--no-preload] [--no-sanitizers]
+         [--fuzz[=SECS]]
         The project's one test command (CI runs it through .ci/run). Every step runs even if
         an earlier one failed: cargo fmt --check; clippy -D warnings (workspace, all features;
         hakmem, default features); cargo test -p hakmem for each compiled mode (minimal, fast,
         balanced, learning, research) with HAKMEM_MODE set to it; for the runtime feature;
-        cargo test --workspace --all-features; the matrix smoke run (bench-matrix --smoke);
-        the instruction-count check (icount --self-test); the large-block check
-        (large --check); and the preload check (preload --check). Ends with a summary and the
-        line `xtask test: N passed, M failed`; exit status 0 only if all passed.
-            --no-icount     skip the instruction-count check (it needs valgrind)
-            --no-matrix     skip the matrix smoke run (it builds nine release binaries)
-            --no-large      skip the large-block check (it needs strace and valgrind)
-            --no-preload    skip the preload check (it needs cc, python3 and git)
+        cargo test --workspace --all-features; the hakmem tests under AddressSanitizer and
+        under valgrind memcheck (sanitizers); the matrix smoke run (bench-matrix --smoke);
+        the instruction-count check (icount --self-test); the large-block check (large
+        --check); the preload check (preload --check); and, only with --fuzz, a fuzz run. Ends
+        with a summary and the line `xtask test: N passed, M failed`; exit status 0 only if
+        all passed.
+            --no-icount      skip the instruction-count check (it needs valgrind)
+            --no-matrix      skip the matrix smoke run (it builds nine release binaries)
+            --no-large       skip the large-block check (it needs strace and valgrind)
+            --no-preload     skip the preload check (it needs cc, python3 and git)
+            --no-sanitizers  skip the AddressSanitizer and memcheck runs (nightly, valgrind)
+            --fuzz[=SECS]    add a fuzz run of SECS seconds (default 60) at the end
+
+    sanitizers [--asan] [--memcheck]
+        The hakmem tests under AddressSanitizer (one nightly build with -Zsanitizer=address
+        and the runtime feature, run once per mode with HAKMEM_MODE set to it) and under
+        valgrind memcheck (the BALANCED build's test binaries, the pool tests one test per
+        process; invalid reads or writes, uninitialised values and leaks not in
+        xtask/valgrind.supp fail). Long tests run shrunk (QUICKCHECK_TESTS,
+        HAKMEM_TEST_SCALE). Without options, both. Needs the nightly toolchain and valgrind.
+            --asan          only the AddressSanitizer run
+            --memcheck      only the memcheck run
+
+    fuzz [--time SECS] [-- LIBFUZZER_ARGS...]
+        Runs the cargo-fuzz target `ops` (fuzz/: operation sequences against every mode,
+        checked against a shadow model) for SECS seconds (default 60) on one core, with the
+        nightly toolchain; installs cargo-fuzz into <target>/tools first if it is missing.
+        The corpus grows in fuzz/corpus/ops; a failing input lands in fuzz/artifacts/ops.
+        Arguments after `--` go to libFuzzer (e.g. -jobs=1, -rss_limit_mb=4096).
 
     icount [--bless] [--baseline FILE] [--no-run] [--self-test]
         The instruction-count regression check. Installs iai-callgrind-runner 0.16.1 into
@@ -155,11 +181,14 @@ ENVIRONMENT:
 #[derive(Debug, Clone, PartialEq)]
 enum Cli {
     Help,
-    Test {
-        icount: bool,
-        matrix: bool,
-        large: bool,
-        preload: bool,
+    Test(test::Selection),
+    Sanitizers {
+        asan: bool,
+        memcheck: bool,
+    },
+    Fuzz {
+        secs: u64,
+        extra: Vec<String>,
     },
     Icount(icount::Options),
     Large {
@@ -210,22 +239,63 @@ fn parse(args: &[String]) -> Result<Cli, CliError> {
     match command.as_str() {
         "help" | "-h" | "--help" => Ok(Cli::Help),
         "test" => {
-            let (mut icount, mut matrix, mut large, mut preload) = (true, true, true, true);
+            let mut sel = test::Selection::ALL_CI;
             for option in options {
                 match option.as_str() {
-                    "--no-icount" => icount = false,
-                    "--no-matrix" => matrix = false,
-                    "--no-large" => large = false,
-                    "--no-preload" => preload = false,
+                    "--no-icount" => sel.icount = false,
+                    "--no-matrix" => sel.matrix = false,
+                    "--no-large" => sel.large = false,
+                    "--no-preload" => sel.preload = false,
+                    "--no-sanitizers" => sel.sanitizers = false,
+                    "--fuzz" => sel.fuzz = Some(reliability::FUZZ_DEFAULT_SECS),
+                    _ if option.starts_with("--fuzz=") => {
+                        sel.fuzz = Some(seconds(&option["--fuzz=".len()..])?)
+                    }
                     _ if is_help(option) => return Ok(Cli::Help),
                     _ => return Err(unknown("test", option)),
                 }
             }
-            Ok(Cli::Test {
-                icount,
-                matrix,
-                large,
-                preload,
+            Ok(Cli::Test(sel))
+        }
+        "sanitizers" => {
+            let (mut asan, mut memcheck) = (false, false);
+            for option in options {
+                match option.as_str() {
+                    "--asan" => asan = true,
+                    "--memcheck" => memcheck = true,
+                    _ if is_help(option) => return Ok(Cli::Help),
+                    _ => return Err(unknown("sanitizers", option)),
+                }
+            }
+            if !asan && !memcheck {
+                (asan, memcheck) = (true, true);
+            }
+            Ok(Cli::Sanitizers { asan, memcheck })
+        }
+        "fuzz" => {
+            let mut secs = reliability::FUZZ_DEFAULT_SECS;
+            let mut rest = options.iter();
+            while let Some(option) = rest.next() {
+                match option.as_str() {
+                    "--time" => {
+                        let value = rest.next().ok_or_else(|| {
+                            CliError::Usage("--time takes a number of seconds".into())
+                        })?;
+                        secs = seconds(value)?;
+                    }
+                    "--" => {
+                        return Ok(Cli::Fuzz {
+                            secs,
+                            extra: rest.cloned().collect(),
+                        })
+                    }
+                    _ if is_help(option) => return Ok(Cli::Help),
+                    _ => return Err(unknown("fuzz", option)),
+                }
+            }
+            Ok(Cli::Fuzz {
+                secs,
+                extra: Vec::new(),
             })
         }
         "preload" => parse_preload(options),
@@ -302,6 +372,16 @@ fn parse_preload(options: &[String]) -> Result<Cli, CliError> {
     Ok(Cli::Preload { modes, check })
 }
 
+/// A positive number of seconds.
+fn seconds(text: &str) -> Result<u64, CliError> {
+    match text.parse::<u64>() {
+        Ok(secs) if secs > 0 => Ok(secs),
+        _ => Err(CliError::Usage(format!(
+            "`{text}` is not a positive number of seconds"
+        ))),
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match parse(&args) {
@@ -309,18 +389,59 @@ fn main() -> ExitCode {
             print!("{USAGE}");
             ExitCode::SUCCESS
         }
-        Ok(Cli::Test {
-            icount,
-            matrix,
-            large,
-            preload,
-        }) => {
-            if test::run(icount, matrix, large, preload) {
+        Ok(Cli::Test(sel)) => {
+            if test::run(sel) {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
             }
         }
+        Ok(Cli::Sanitizers { asan, memcheck }) => {
+            let mut ok = true;
+            for (on, name, run) in [
+                (asan, "AddressSanitizer", reliability::asan as fn() -> _),
+                (memcheck, "memcheck", reliability::memcheck),
+            ] {
+                if !on {
+                    continue;
+                }
+                match run() {
+                    Ok(true) => println!("xtask sanitizers: {name}: ok"),
+                    Ok(false) => {
+                        println!("xtask sanitizers: {name}: FAILED");
+                        ok = false;
+                    }
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        ok = false;
+                    }
+                }
+            }
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Ok(Cli::Fuzz { secs, extra }) => match reliability::fuzz(secs, &extra) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Ok(Cli::Preload { modes, check }) => match preload::run(&modes, check) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => {
+                eprintln!("xtask preload: a check failed (listed above)");
+                ExitCode::FAILURE
+            }
+            Err(e) => {
+                eprintln!("xtask preload: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Ok(Cli::Icount(opts)) => {
             let invoked_as = format!("cargo xtask {}", args.join(" "));
             match icount::run(&opts, &invoked_as) {
@@ -354,17 +475,6 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Ok(Cli::Preload { modes, check }) => match preload::run(&modes, check) {
-            Ok(true) => ExitCode::SUCCESS,
-            Ok(false) => {
-                eprintln!("xtask preload: a check failed (listed above)");
-                ExitCode::FAILURE
-            }
-            Err(e) => {
-                eprintln!("xtask preload: {e}");
-                ExitCode::FAILURE
-            }
-        },
         Ok(Cli::BenchMatrix(opts)) => {
             let line = matrix::options::command_line(&args[1..]);
             match matrix::run(&opts, &line) {
@@ -411,92 +521,6 @@ mod tests {
     }
 
     #[test]
-    fn commands_and_options() {
-        assert_eq!(parse_strs(&[]), Ok(Cli::Help));
-        assert_eq!(parse_strs(&["help"]), Ok(Cli::Help));
-        assert_eq!(parse_strs(&["--help"]), Ok(Cli::Help));
-        assert_eq!(parse_strs(&["-h"]), Ok(Cli::Help));
-        assert_eq!(
-            parse_strs(&["test"]),
-            Ok(Cli::Test {
-                icount: true,
-                matrix: true,
-                large: true,
-                preload: true
-            })
-        );
-        assert_eq!(
-            parse_strs(&["test", "--no-icount"]),
-            Ok(Cli::Test {
-                icount: false,
-                matrix: true,
-                large: true,
-                preload: true
-            })
-        );
-        assert_eq!(
-            parse_strs(&["test", "--no-matrix", "--no-icount"]),
-            Ok(Cli::Test {
-                icount: false,
-                matrix: false,
-                large: true,
-                preload: true
-            })
-        );
-        assert_eq!(
-            parse_strs(&["test", "--no-large"]),
-            Ok(Cli::Test {
-                icount: true,
-                matrix: true,
-                large: false,
-                preload: true
-            })
-        );
-        assert_eq!(parse_strs(&["large"]), Ok(Cli::Large { check: false }));
-        assert_eq!(
-            parse_strs(&["large", "--check"]),
-            Ok(Cli::Large { check: true })
-        );
-        assert_eq!(parse_strs(&["large", "--help"]), Ok(Cli::Help));
-        assert!(USAGE.contains("\n    large [--check]\n") && USAGE.contains("--no-large"));
-        assert_eq!(
-            parse_strs(&["test", "--no-preload"]),
-            Ok(Cli::Test {
-                icount: true,
-                matrix: true,
-                large: true,
-                preload: false
-            })
-        );
-        assert_eq!(
-            parse_strs(&["bench-matrix"]),
-            Ok(Cli::BenchMatrix(matrix::Options::default()))
-        );
-        assert_eq!(
-            parse_strs(&["bench-matrix", "--smoke"]),
-            Ok(Cli::BenchMatrix(matrix::Options::smoke()))
-        );
-        assert_eq!(parse_strs(&["bench-matrix", "--help"]), Ok(Cli::Help));
-        assert_eq!(parse_strs(&["test", "--help"]), Ok(Cli::Help));
-        assert_eq!(
-            parse_strs(&["icount"]),
-            Ok(Cli::Icount(icount::Options::default()))
-        );
-        assert_eq!(
-            parse_strs(&["icount", "--bless"]),
-            Ok(Cli::Icount(icount::Options {
-                bless: true,
-                ..icount::Options::default()
-            }))
-        );
-        assert_eq!(parse_strs(&["icount", "--help"]), Ok(Cli::Help));
-        assert!(
-            USAGE.contains("\n    icount [--bless] [--baseline FILE] [--no-run] [--self-test]\n")
-        );
-        assert!(USAGE.contains("--no-icount") && !USAGE.contains("overhead"));
-    }
-
-    #[test]
     fn preload_modes_and_check() {
         assert_eq!(
             parse_strs(&["preload"]),
@@ -534,6 +558,118 @@ mod tests {
             USAGE.contains("\n    preload [--mode M] [--check]\n")
                 && USAGE.contains("--no-preload")
         );
+    }
+
+    #[test]
+    fn commands_and_options() {
+        assert_eq!(parse_strs(&[]), Ok(Cli::Help));
+        assert_eq!(parse_strs(&["help"]), Ok(Cli::Help));
+        assert_eq!(parse_strs(&["--help"]), Ok(Cli::Help));
+        assert_eq!(parse_strs(&["-h"]), Ok(Cli::Help));
+        let all = test::Selection::ALL_CI;
+        assert_eq!(parse_strs(&["test"]), Ok(Cli::Test(all)));
+        assert_eq!(
+            parse_strs(&["test", "--no-icount"]),
+            Ok(Cli::Test(test::Selection {
+                icount: false,
+                ..all
+            }))
+        );
+        assert_eq!(
+            parse_strs(&["test", "--no-matrix", "--no-icount"]),
+            Ok(Cli::Test(test::Selection {
+                icount: false,
+                matrix: false,
+                ..all
+            }))
+        );
+        assert_eq!(
+            parse_strs(&["test", "--no-large"]),
+            Ok(Cli::Test(test::Selection {
+                large: false,
+                ..all
+            }))
+        );
+        assert_eq!(
+            parse_strs(&["test", "--no-sanitizers", "--fuzz"]),
+            Ok(Cli::Test(test::Selection {
+                sanitizers: false,
+                fuzz: Some(60),
+                ..all
+            }))
+        );
+        assert_eq!(
+            parse_strs(&["test", "--fuzz=600"]),
+            Ok(Cli::Test(test::Selection {
+                fuzz: Some(600),
+                ..all
+            }))
+        );
+        assert!(parse_strs(&["test", "--fuzz=0"]).is_err());
+        assert_eq!(
+            parse_strs(&["sanitizers"]),
+            Ok(Cli::Sanitizers {
+                asan: true,
+                memcheck: true
+            })
+        );
+        assert_eq!(
+            parse_strs(&["sanitizers", "--memcheck"]),
+            Ok(Cli::Sanitizers {
+                asan: false,
+                memcheck: true
+            })
+        );
+        assert_eq!(
+            parse_strs(&["fuzz"]),
+            Ok(Cli::Fuzz {
+                secs: 60,
+                extra: vec![]
+            })
+        );
+        assert_eq!(
+            parse_strs(&["fuzz", "--time", "600", "--", "-jobs=1"]),
+            Ok(Cli::Fuzz {
+                secs: 600,
+                extra: vec!["-jobs=1".into()]
+            })
+        );
+        assert!(parse_strs(&["fuzz", "--time"]).is_err());
+        assert!(USAGE.contains("\n    sanitizers [--asan] [--memcheck]\n"));
+        assert!(USAGE.contains("\n    fuzz [--time SECS]"));
+        assert_eq!(parse_strs(&["large"]), Ok(Cli::Large { check: false }));
+        assert_eq!(
+            parse_strs(&["large", "--check"]),
+            Ok(Cli::Large { check: true })
+        );
+        assert_eq!(parse_strs(&["large", "--help"]), Ok(Cli::Help));
+        assert!(USAGE.contains("\n    large [--check]\n") && USAGE.contains("--no-large"));
+        assert_eq!(
+            parse_strs(&["bench-matrix"]),
+            Ok(Cli::BenchMatrix(matrix::Options::default()))
+        );
+        assert_eq!(
+            parse_strs(&["bench-matrix", "--smoke"]),
+            Ok(Cli::BenchMatrix(matrix::Options::smoke()))
+        );
+        assert_eq!(parse_strs(&["bench-matrix", "--help"]), Ok(Cli::Help));
+        assert_eq!(parse_strs(&["test", "--help"]), Ok(Cli::Help));
+        assert_eq!(
+            parse_strs(&["icount"]),
+            Ok(Cli::Icount(icount::Options::default()))
+        );
+        assert_eq!(
+            parse_strs(&["icount", "--bless"]),
+            Ok(Cli::Icount(icount::Options {
+                bless: true,
+                ..icount::Options::default()
+            }))
+        );
+        assert_eq!(parse_strs(&["icount", "--help"]), Ok(Cli::Help));
+        assert!(
+            USAGE.contains("\n    icount [--bless] [--baseline FILE] [--no-run] [--self-test]\n")
+        );
+        assert!(USAGE.contains("--no-icount") && !USAGE.contains("overhead"));
     }
 
     #[test]

@@ -2,11 +2,13 @@
 //!
 //! Runs every step even after one fails — rustfmt, clippy (all features; default features),
 //! `cargo test -p hakmem` once per compiled mode with `HAKMEM_MODE` naming it, once for the
-//! `runtime` feature, `cargo test --workspace --all-features`, the benchmark matrix's smoke run
-//! (`cargo xtask bench-matrix --smoke`, in this process, so that the command cannot rot), the
-//! instruction-count check with its self-test (`cargo xtask icount --self-test`), the large-block
-//! check (`cargo xtask large --check`) and last the preload check (`cargo xtask preload --check`)
-//! — then prints a summary table and, as the very last line, `xtask test: N passed, M failed`.
+//! `runtime` feature, `cargo test --workspace --all-features`, the hakmem tests under
+//! AddressSanitizer (every mode) and under valgrind memcheck (`cargo xtask sanitizers`), the
+//! benchmark matrix's smoke run (`cargo xtask bench-matrix --smoke`, in this process, so that
+//! the command cannot rot), the instruction-count check with its self-test (`cargo xtask icount
+//! --self-test`), the large-block check (`cargo xtask large --check`), the preload check (`cargo
+//! xtask preload --check`) and, only if asked for, a fuzz run (`cargo xtask fuzz`) — then prints a summary table and, as the very last line,
+//! `xtask test: N passed, M failed`.
 
 use std::time::{Duration, Instant};
 
@@ -15,6 +17,7 @@ use crate::icount;
 use crate::large;
 use crate::matrix;
 use crate::preload;
+use crate::reliability;
 
 /// The compiled modes, each a cargo feature of `hakmem` and a value of `HAKMEM_MODE`.
 pub const MODES: [&str; 5] = ["minimal", "fast", "balanced", "learning", "research"];
@@ -44,12 +47,52 @@ pub enum Action {
     Large,
     /// `cargo xtask preload --check`, in this process.
     Preload,
+    /// `cargo xtask sanitizers --asan`, in this process.
+    Asan,
+    /// `cargo xtask sanitizers --memcheck`, in this process.
+    Memcheck,
+    /// `cargo xtask fuzz --time SECS`, in this process.
+    Fuzz(u64),
 }
 
-/// The steps, in order: the matrix smoke run after the workspace tests (if `matrix`), then the
-/// instruction-count check (if `icount`), the large-block check (if `large`), the preload check
-/// last (if `preload`).
-pub fn steps(icount: bool, matrix: bool, large: bool, preload: bool) -> Vec<Step> {
+/// Which of the optional steps run (the rest always do).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Selection {
+    pub icount: bool,
+    pub matrix: bool,
+    pub large: bool,
+    /// The preload library's check (C test, python3, git under every mode).
+    pub preload: bool,
+    /// The AddressSanitizer and memcheck runs.
+    pub sanitizers: bool,
+    /// A fuzz run of this many seconds (off unless asked for: not in CI, docs/reliability.md).
+    pub fuzz: Option<u64>,
+}
+
+impl Selection {
+    /// What `cargo xtask test` runs without options, i.e. what CI runs.
+    pub const ALL_CI: Selection = Selection {
+        icount: true,
+        matrix: true,
+        large: true,
+        preload: true,
+        sanitizers: true,
+        fuzz: None,
+    };
+}
+
+/// The steps, in order: after the workspace tests the sanitizer runs (if `sanitizers`), the
+/// matrix smoke run (if `matrix`), the instruction-count check (if `icount`), the large-block
+/// check (if `large`), the preload check (if `preload`), and last the fuzz run (if `fuzz`).
+pub fn steps(sel: Selection) -> Vec<Step> {
+    let Selection {
+        icount,
+        matrix,
+        large,
+        preload,
+        sanitizers,
+        fuzz,
+    } = sel;
     let cargo = |title: String, args: &[&'static str], mode: Option<&'static str>| Step {
         title,
         action: Action::Cargo {
@@ -121,6 +164,16 @@ pub fn steps(icount: bool, matrix: bool, large: bool, preload: bool) -> Vec<Step
         &["test", "--workspace", "--all-features"],
         None,
     ));
+    if sanitizers {
+        steps.push(Step {
+            title: "AddressSanitizer, every mode (cargo xtask sanitizers --asan)".into(),
+            action: Action::Asan,
+        });
+        steps.push(Step {
+            title: "valgrind memcheck, BALANCED (cargo xtask sanitizers --memcheck)".into(),
+            action: Action::Memcheck,
+        });
+    }
     if matrix {
         steps.push(Step {
             title: MATRIX_TITLE.into(),
@@ -145,16 +198,21 @@ pub fn steps(icount: bool, matrix: bool, large: bool, preload: bool) -> Vec<Step
             action: Action::Preload,
         });
     }
+    if let Some(secs) = fuzz {
+        steps.push(Step {
+            title: format!("fuzz run, {secs} s (cargo xtask fuzz --time {secs})"),
+            action: Action::Fuzz(secs),
+        });
+    }
     steps
 }
-
-/// The preload step's title.
-const PRELOAD_TITLE: &str = "preload check (cargo xtask preload --check)";
 
 /// The matrix step's title.
 const MATRIX_TITLE: &str = "matrix smoke run (cargo xtask bench-matrix --smoke)";
 /// The instruction-count step's title.
 const ICOUNT_TITLE: &str = "instruction counts (cargo xtask icount --self-test)";
+/// The preload step's title.
+const PRELOAD_TITLE: &str = "preload check (cargo xtask preload --check)";
 
 /// How one step ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,8 +224,16 @@ pub enum Outcome {
 }
 
 /// Runs the steps; `true` if all passed.
-pub fn run(icount: bool, matrix: bool, large: bool, preload: bool) -> bool {
-    let steps = steps(icount, matrix, large, preload);
+pub fn run(sel: Selection) -> bool {
+    let Selection {
+        icount,
+        matrix,
+        large,
+        preload,
+        sanitizers,
+        ..
+    } = sel;
+    let steps = steps(sel);
     let total = steps.len();
     let mut results: Vec<(String, Outcome, Duration)> = Vec::new();
     for (i, step) in steps.iter().enumerate() {
@@ -225,14 +291,10 @@ pub fn run(icount: bool, matrix: bool, large: bool, preload: bool) -> bool {
                     }
                 }
             }
-            Action::Preload => match preload::run(&preload::MODES, true) {
-                Ok(true) => Ok(()),
-                Ok(false) => Err("a preload run failed".to_owned()),
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    Err(e)
-                }
-            },
+            Action::Preload => verdict(preload::run(&preload::MODES, true), "a preload run failed"),
+            Action::Asan => verdict(reliability::asan(), "a mode failed under AddressSanitizer"),
+            Action::Memcheck => verdict(reliability::memcheck(), "a test failed under memcheck"),
+            Action::Fuzz(secs) => verdict(reliability::fuzz(*secs, &[]), "the fuzzer failed"),
         };
         let took = start.elapsed();
         let outcome = match result {
@@ -279,11 +341,32 @@ pub fn run(icount: bool, matrix: bool, large: bool, preload: bool) -> bool {
         println!("[--] preload check skipped (--no-preload)");
         results.push((PRELOAD_TITLE.to_owned(), Outcome::Skipped, Duration::ZERO));
     }
+    if !sanitizers {
+        println!();
+        println!("[--] AddressSanitizer and memcheck runs skipped (--no-sanitizers)");
+        results.push((
+            "AddressSanitizer and memcheck runs".to_owned(),
+            Outcome::Skipped,
+            Duration::ZERO,
+        ));
+    }
     println!();
     print!("{}", summary(&results));
     let (passed, failed) = counts(&results);
     println!("xtask test: {passed} passed, {failed} failed");
     failed == 0
+}
+
+/// A step's result from a check's `Ok(passed)` / `Err(why)`.
+fn verdict(result: Result<bool, String>, failed: &str) -> Result<(), String> {
+    match result {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(failed.to_owned()),
+        Err(e) => {
+            eprintln!("error: {e}");
+            Err(e)
+        }
+    }
 }
 
 /// How many steps passed and how many failed (skipped ones count as neither).
@@ -322,45 +405,69 @@ pub fn summary(results: &[(String, Outcome, Duration)]) -> String {
 mod tests {
     use super::*;
 
+    fn sel(icount: bool, matrix: bool, large: bool) -> Selection {
+        Selection {
+            icount,
+            matrix,
+            large,
+            ..Selection::ALL_CI
+        }
+    }
+
     #[test]
-    fn thirteen_steps_with_the_matrix_after_the_tests_then_icount_then_large() {
-        let all = steps(true, true, true, false);
-        assert_eq!(all.len(), 13);
-        assert_eq!(all.last().map(|s| &s.action), Some(&Action::Large));
-        assert_eq!(all[11].action, Action::Icount);
-        assert_eq!(all[10].action, Action::Matrix);
+    fn sixteen_steps_sanitizers_after_the_tests_then_matrix_icount_large_preload() {
+        let all = steps(Selection::ALL_CI);
+        assert_eq!(all.len(), 16);
+        assert_eq!(all.last().map(|s| &s.action), Some(&Action::Preload));
+        assert_eq!(all[14].action, Action::Large);
+        assert_eq!(all[13].action, Action::Icount);
+        assert_eq!(all[12].action, Action::Matrix);
+        assert_eq!(all[11].action, Action::Memcheck);
+        assert_eq!(all[10].action, Action::Asan);
         assert!(matches!(
             &all[9].action,
             Action::Cargo { args, .. } if args[..2] == ["test", "--workspace"]
         ));
-        let without = steps(false, true, true, false);
-        assert_eq!(without.len(), 12);
+        let without = steps(sel(false, true, true));
+        assert_eq!(without.len(), 15);
         assert!(without.iter().all(|s| s.action != Action::Icount));
-        assert_eq!(without.last().map(|s| &s.action), Some(&Action::Large));
-        let without = steps(true, false, true, false);
-        assert_eq!(without.len(), 12);
+        let without = steps(sel(true, false, true));
+        assert_eq!(without.len(), 15);
         assert!(without.iter().all(|s| s.action != Action::Matrix));
-        let without = steps(true, true, false, false);
-        assert_eq!(without.len(), 12);
+        let without = steps(sel(true, true, false));
+        assert_eq!(without.len(), 15);
         assert!(without.iter().all(|s| s.action != Action::Large));
-        assert_eq!(without.last().map(|s| &s.action), Some(&Action::Icount));
-        assert_eq!(steps(false, false, false, false).len(), 10);
+        let without = steps(Selection {
+            preload: false,
+            ..Selection::ALL_CI
+        });
+        assert_eq!(without.len(), 15);
+        assert_eq!(without.last().map(|s| &s.action), Some(&Action::Large));
+        assert_eq!(steps(sel(false, false, false)).len(), 13);
+        let quick = Selection {
+            sanitizers: false,
+            preload: false,
+            ..sel(false, false, false)
+        };
+        assert_eq!(steps(quick).len(), 10);
     }
 
     #[test]
-    fn the_preload_check_comes_last() {
-        let all = steps(true, true, true, true);
-        assert_eq!(all.len(), 14);
-        assert_eq!(all.last().map(|s| &s.action), Some(&Action::Preload));
-        assert_eq!(all[12].action, Action::Large);
-        assert_eq!(all[11].action, Action::Icount);
-        assert_eq!(steps(false, false, false, true).len(), 11);
+    fn fuzzing_only_when_asked_for_and_last() {
+        assert!(steps(Selection::ALL_CI)
+            .iter()
+            .all(|s| !matches!(s.action, Action::Fuzz(_))));
+        let with = steps(Selection {
+            fuzz: Some(30),
+            ..Selection::ALL_CI
+        });
+        assert_eq!(with.last().map(|s| &s.action), Some(&Action::Fuzz(30)));
     }
 
     #[test]
     fn only_the_per_mode_tests_set_the_mode() {
         let mut with_mode = Vec::new();
-        for step in steps(true, true, true, true) {
+        for step in steps(Selection::ALL_CI) {
             if let Action::Cargo {
                 args,
                 mode: Some(mode),
@@ -385,7 +492,7 @@ mod tests {
 
     #[test]
     fn clippy_denies_warnings() {
-        for step in steps(true, true, true, true) {
+        for step in steps(Selection::ALL_CI) {
             if let Action::Cargo { args, .. } = step.action {
                 if args[0] == "clippy" {
                     assert!(args.ends_with(&["--", "-D", "warnings"]), "{args:?}");

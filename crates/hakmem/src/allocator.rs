@@ -452,7 +452,7 @@ impl<P: Policy> Allocator<P> {
             // The commonest block, recognised with one compare.
             // SAFETY: the header says: a plain system block based at `base`.
             Some((base, capacity)) => unsafe {
-                self.free_system(cfg, user, base, capacity, HEADER_SIZE)
+                self.free_system(cfg, user, base, capacity, HEADER_SIZE, written)
             },
             // SAFETY: forwarded.
             None => unsafe { self.free_other(cfg, user, written) },
@@ -535,16 +535,15 @@ impl<P: Policy> Allocator<P> {
             Some(len) if len <= isize::MAX as usize => len,
             _ => return ptr::null_mut(),
         };
-        // SAFETY: plain C allocation; the alignment is a power of two ≥ 16 when used.
-        let base = unsafe {
-            if offset == HEADER_SIZE {
-                system::alloc(len, zeroed)
-            } else {
-                system::alloc_aligned(offset, len)
-            }
-        };
-        let Some(base) = NonNull::new(base) else {
-            return ptr::null_mut();
+        // SAFETY: forwarded; the alignment is a power of two ≥ 16 when used.
+        let base = match NonNull::new(unsafe { system_alloc(offset, len, zeroed) }) {
+            Some(base) => base,
+            // Out of memory: what the caches hold may be what the system allocator lacks.
+            // SAFETY: as above.
+            None => match unsafe { self.system_after_reclaim(cfg, offset, len, zeroed) } {
+                Some(base) => base,
+                None => return ptr::null_mut(),
+            },
         };
         self.count_alloc(cfg, Event::SystemAlloc, site, layout.size(), Path::System);
         // SAFETY: `base` holds `len = size + offset` bytes and is aligned to `offset` (malloc
@@ -563,8 +562,10 @@ impl<P: Policy> Allocator<P> {
         user.as_ptr()
     }
 
+    /// `capacity` comes from the header; `written` bounds what the program may have written.
+    ///
     /// # Safety
-    /// `user` is a live system block with this base, capacity and offset, released now.
+    /// `user` is a live system block with this base and offset, released now.
     #[inline(always)]
     unsafe fn free_system(
         &self,
@@ -573,10 +574,17 @@ impl<P: Policy> Allocator<P> {
         base: NonNull<u8>,
         capacity: usize,
         offset: usize,
+        written: usize,
     ) {
-        // SAFETY: the block is live until `free`; poisoning covers its usable bytes only.
+        // SAFETY: the block is live until `free`; poisoning covers its usable bytes only, once
+        // the header's length is known to fit the malloc block (it is the one field nothing
+        // else checks, and poisoning is the one use of it here).
         unsafe {
             if cfg.poison {
+                let usable = system::usable_size(base.as_ptr());
+                if capacity < written || capacity > usable.saturating_sub(offset) {
+                    header::bad_length(user, "free", capacity.wrapping_add(offset));
+                }
                 poison(user, POISON_FREED, capacity);
             }
             header::mark_freed(user, offset);
@@ -616,7 +624,14 @@ impl<P: Policy> Allocator<P> {
         match block.method {
             // SAFETY: the header says the system allocator owns it.
             Method::System => unsafe {
-                self.free_system(cfg, user, block.base, block.capacity(), block.offset)
+                self.free_system(
+                    cfg,
+                    user,
+                    block.base,
+                    block.capacity(),
+                    block.offset,
+                    written,
+                )
             },
             // SAFETY: the header says it is a mapping of ours.
             Method::Mmap | Method::Cached => unsafe {
@@ -686,7 +701,14 @@ impl<P: Policy> Allocator<P> {
         } else {
             (layout.align(), header::offset_for(layout.align(), page))
         };
-        let Some((base, len)) = map_block(size, align, offset, page) else {
+        let Some((base, len)) = (match map_block(size, align, offset, page) {
+            Some(mapping) => Some(mapping),
+            // Out of memory: release what the caches hold and try once more.
+            None if self.may_reclaim(cfg) && self.reclaim(cfg) => {
+                map_block(size, align, offset, page)
+            }
+            None => None,
+        }) else {
             return ptr::null_mut();
         };
         self.count(cfg, Event::MmapAlloc, 1);
@@ -733,12 +755,15 @@ impl<P: Policy> Allocator<P> {
         // cache or the OS owns it. A class block has its dirty word in its header page.
         unsafe {
             header::mark_freed(user, offset);
-            if cfg.bigcache && offset == os::page_size() {
+            if offset == os::page_size() {
                 // A class block (one header page, then exactly a class's bytes) says so in its
-                // metadata word.
+                // metadata word; one compare checks both the class and the header's length
+                // (written together: a stray write that changed either must not reach the
+                // cache or `munmap`).
                 let meta = Meta::read(user);
-                if let Some(class) = meta.class() {
-                    debug_assert_eq!(len, offset + CLASSES[class]);
+                let consistent = offset + meta.class_bytes() == len;
+                if cfg.bigcache && consistent {
+                    let class = meta.class_unchecked();
                     if cfg.free_policy == FreePolicy::Adaptive && !self.cache.is_hot(class) {
                         return self.cache_warm(cfg, class, user, len, site);
                     }
@@ -746,9 +771,14 @@ impl<P: Policy> Allocator<P> {
                     if self.cache_put(cfg, class, user, len, site) {
                         return;
                     }
+                } else if !consistent
+                    && (meta.class().is_some() || !header::is_mapping(user, offset, len))
+                {
+                    // (`page_mapping` recognised it by its tag alone.)
+                    header::bad_length(user, "free", len);
                 }
             }
-            self.release_mapping(cfg, user.sub(offset), len)
+            self.release_mapping(cfg, user, offset, len)
         }
     }
 
@@ -779,7 +809,7 @@ impl<P: Policy> Allocator<P> {
             if self.cache_put(cfg, class, user, len, site) {
                 return;
             }
-            self.release_mapping(cfg, user.sub(os::page_size()), len)
+            self.release_mapping(cfg, user, os::page_size(), len)
         }
     }
 
@@ -806,14 +836,74 @@ impl<P: Policy> Allocator<P> {
         false
     }
 
-    /// Returns a mapping to the OS: batched where the mode batches, else at once.
+    /// The system allocator failed: retries once after [`Self::reclaim`], where the mode has
+    /// caches to release. Out of line, so that the hot path only carries the call.
     ///
     /// # Safety
-    /// `[base, base + len)` is a whole mapping of ours that nothing refers to any more.
+    /// As [`system_alloc`].
+    #[cold]
     #[inline(never)]
-    unsafe fn release_mapping(&self, cfg: &Config, base: NonNull<u8>, len: usize) {
+    unsafe fn system_after_reclaim(
+        &self,
+        cfg: &Config,
+        offset: usize,
+        len: usize,
+        zeroed: bool,
+    ) -> Option<NonNull<u8>> {
+        if !(self.may_reclaim(cfg) && self.reclaim(cfg)) {
+            return None;
+        }
+        // SAFETY: forwarded from the caller.
+        NonNull::new(unsafe { system_alloc(offset, len, zeroed) })
+    }
+
+    /// Whether the mode keeps anything [`Self::reclaim`] could release (a constant for a
+    /// compiled mode, so MINIMAL's failure paths carry no call).
+    #[inline(always)]
+    fn may_reclaim(&self, cfg: &Config) -> bool {
+        cfg.bigcache || cfg.batch_madvise
+    }
+
+    /// Memory has run out: returns every block BigCache holds and every pending release to the
+    /// OS, so that the failed request can be tried again. Returns whether anything was
+    /// released. Off the hot path: only a failed `mmap` or `malloc` calls it.
+    #[cold]
+    #[inline(never)]
+    fn reclaim(&self, cfg: &Config) -> bool {
+        let mut released = 0u64;
+        if cfg.bigcache {
+            let page = os::page_size();
+            self.cache.drain(page, |user, len| {
+                // SAFETY: a drained block is a whole mapping of ours (one header page before
+                // `user`) that only the cache referred to, and the cache no longer does.
+                let unmapped = unsafe { os::unmap(user.sub(page), len) };
+                debug_assert!(unmapped, "a cached block's length is its class's");
+                self.count(cfg, Event::CacheEvict, 1);
+                self.count(cfg, Event::MunmapCall, 1);
+                self.count(cfg, Event::MunmapBytes, len as u64);
+                released += 1;
+            });
+        }
+        if cfg.batch_madvise {
+            let done = self.batch.flush_now();
+            self.count(cfg, Event::MunmapCall, done.calls);
+            self.count(cfg, Event::MunmapBytes, done.bytes);
+            released += done.calls;
+        }
+        released > 0
+    }
+
+    /// Returns the mapping of the block at `user` (`offset` bytes in, `len` long) to the OS:
+    /// batched where the mode batches, else at once. If the kernel refuses to unmap it at once,
+    /// the length cannot have been the mapping's: reported as a corrupted header.
+    ///
+    /// # Safety
+    /// The mapping is a whole mapping of ours that nothing refers to any more.
+    #[inline(never)]
+    unsafe fn release_mapping(&self, cfg: &Config, user: NonNull<u8>, offset: usize, len: usize) {
         // SAFETY: forwarded from the caller.
         unsafe {
+            let base = user.sub(offset);
             match cfg.free_policy {
                 FreePolicy::Adaptive if cfg.batch_madvise => {
                     let done = self.batch.release(base, len);
@@ -821,7 +911,9 @@ impl<P: Policy> Allocator<P> {
                     self.count(cfg, Event::MunmapBytes, done.bytes);
                 }
                 FreePolicy::Immediate | FreePolicy::Adaptive => {
-                    os::unmap(base, len);
+                    if !os::unmap(base, len) {
+                        header::bad_length(user, "free", len);
+                    }
                     self.count(cfg, Event::MunmapCall, 1);
                     self.count(cfg, Event::MunmapBytes, len as u64);
                 }
@@ -906,6 +998,23 @@ impl<P: Policy> Allocator<P> {
     }
 }
 
+/// `malloc(len)` (`calloc` if `zeroed`) for the plain 16-byte offset, else
+/// `posix_memalign(offset, len)`. Null on failure.
+///
+/// # Safety
+/// `offset` is [`HEADER_SIZE`] or a power of two ≥ 16 (a valid `posix_memalign` alignment).
+#[inline(always)]
+unsafe fn system_alloc(offset: usize, len: usize, zeroed: bool) -> *mut u8 {
+    // SAFETY: plain C allocation; the alignment is valid (caller).
+    unsafe {
+        if offset == HEADER_SIZE {
+            system::alloc(len, zeroed)
+        } else {
+            system::alloc_aligned(offset, len)
+        }
+    }
+}
+
 /// Maps a block for `size` bytes after an `offset`-byte lead-in such that `base + offset` is
 /// aligned to `align`. Returns the base and the mapping length, or `None` if the size overflows
 /// or the kernel refuses.
@@ -934,11 +1043,12 @@ fn map_block(
     // (all addresses involved are page multiples) outside the kept `[base, base + len)`.
     unsafe {
         let base = raw.add(head);
+        // (Whole pages inside our fresh mapping: the kernel does not refuse them.)
         if head > 0 {
-            os::unmap(raw, head);
+            let _ = os::unmap(raw, head);
         }
         if tail > 0 {
-            os::unmap(base.add(len), tail);
+            let _ = os::unmap(base.add(len), tail);
         }
         Some((base, len))
     }
@@ -1041,7 +1151,7 @@ mod tests {
             assert_eq!((base.as_ptr() as usize + page) % align, 0);
             assert_eq!(len, 2 * page);
             // SAFETY: the mapping just made.
-            unsafe { os::unmap(base, len) };
+            assert!(unsafe { os::unmap(base, len) });
         }
     }
 }

@@ -66,7 +66,9 @@ impl Batch {
     pub(crate) unsafe fn release(&self, base: NonNull<u8>, len: usize) -> Released {
         if len < MIN_BLOCK || self.busy.swap(true, Ordering::Acquire) {
             // SAFETY: forwarded from the caller.
-            unsafe { os::unmap(base, len) };
+            // A refused range (only a corrupted length makes one) is left mapped: releasing
+            // must not panic, and the block is lost either way.
+            let _ = unsafe { os::unmap(base, len) };
             return Released {
                 calls: 1,
                 bytes: len as u64,
@@ -92,7 +94,28 @@ impl Batch {
             self.busy.store(false, Ordering::Release);
             return Released::default();
         }
-        // Take the list, let others in, and flush outside the lock.
+        // SAFETY: we hold `busy`.
+        unsafe { self.take_and_flush() }
+    }
+
+    /// Releases every pending block now (when memory has run out). A batch that another thread
+    /// holds at this moment is left alone: that thread flushes or adds to it.
+    #[cold]
+    pub(crate) fn flush_now(&self) -> Released {
+        if self.busy.swap(true, Ordering::Acquire) {
+            return Released::default();
+        }
+        // SAFETY: we hold `busy`.
+        unsafe { self.take_and_flush() }
+    }
+
+    /// Takes the pending list, lets others in, and flushes it outside the lock.
+    ///
+    /// # Safety
+    /// The caller holds `busy`; this releases it.
+    unsafe fn take_and_flush(&self) -> Released {
+        // SAFETY: we hold `busy` (caller), so `pending` is ours alone.
+        let pending = unsafe { &mut *self.pending.get() };
         let mut ranges = [(0usize, 0usize); MAX_BLOCKS];
         let count = pending.count.min(MAX_BLOCKS);
         ranges[..count].copy_from_slice(&pending.ranges[..count]);
@@ -121,7 +144,8 @@ unsafe fn flush(ranges: &mut [(usize, usize)]) -> Released {
         }
         debug_assert!(start != 0);
         // SAFETY: a run of adjacent unused mappings of ours is unmapped as one range.
-        unsafe { os::unmap(NonNull::new_unchecked(start as *mut u8), end - start) };
+        // (A refused range is left mapped, as in `Batch::release`.)
+        let _ = unsafe { os::unmap(NonNull::new_unchecked(start as *mut u8), end - start) };
         done.calls += 1;
         done.bytes += (end - start) as u64;
     }
@@ -233,6 +257,18 @@ mod tests {
             ids.sort_unstable();
             assert!(ids.iter().copied().eq(0..n), "a permutation");
         }
+    }
+
+    #[test]
+    fn flush_now_releases_what_is_pending() {
+        let batch = Batch::new();
+        let block = os::map(MIN_BLOCK).unwrap();
+        // SAFETY: an unused mapping of ours.
+        let now = unsafe { batch.release(block, MIN_BLOCK) };
+        assert_eq!(now, Released::default(), "pending");
+        let done = batch.flush_now();
+        assert_eq!((done.calls, done.bytes), (1, MIN_BLOCK as u64));
+        assert_eq!(batch.flush_now(), Released::default(), "nothing left");
     }
 
     #[test]

@@ -175,6 +175,29 @@ impl BigCache {
     }
 }
 
+impl BigCache {
+    /// Takes every cached block out of the cache and hands each to `release` (user address,
+    /// mapping length): for when memory has run out and the cache must give back what it
+    /// holds. Lock-free like `take`: blocks put meanwhile may stay.
+    #[cold]
+    pub(crate) fn drain(&self, page: usize, mut release: impl FnMut(NonNull<u8>, usize)) {
+        for site in &self.slots {
+            for (class, bucket) in site.iter().enumerate() {
+                let len = page + CLASSES[class];
+                for slot in bucket {
+                    if slot.load(Ordering::Relaxed) == 0 {
+                        continue;
+                    }
+                    if let Some(user) = NonNull::new(slot.swap(0, Ordering::Acquire) as *mut u8) {
+                        self.held.fetch_sub(len, Ordering::Relaxed);
+                        release(user, len);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// A class block's metadata word, in its header page just below the header: its class (so the
 /// free path need not derive it) and how many bytes from the user pointer may have been
 /// written since the block was last known to be zero (so `alloc_zeroed` clears only those).
@@ -183,6 +206,23 @@ impl BigCache {
 pub(crate) struct Meta(usize);
 
 const CLASS_SHIFT: u32 = usize::BITS - 8;
+
+/// What [`Meta::class_bytes`] says for a word that names no class: a length no block has, so
+/// that `offset + class_bytes == len` holds for class blocks only (a zero-sized block's mapping
+/// is exactly its offset long).
+const NOT_A_CLASS: usize = 1 << 62;
+
+/// `CLASSES[code - 1]` for the class codes 1 ..= 8 of a metadata word, [`NOT_A_CLASS`] for
+/// every other value its top byte can take.
+static CLASS_BYTES_BY_CODE: [usize; 256] = {
+    let mut table = [NOT_A_CLASS; 256];
+    let mut class = 0;
+    while class < CLASSES.len() {
+        table[class + 1] = CLASSES[class];
+        class += 1;
+    }
+    table
+};
 
 impl Meta {
     /// The metadata of a block of `class` (or of no class) with `dirty` bytes.
@@ -196,6 +236,20 @@ impl Meta {
     #[inline(always)]
     pub(crate) fn class(self) -> Option<usize> {
         (self.0 >> CLASS_SHIFT).checked_sub(1)
+    }
+
+    /// The bytes of the block's class, or [`NOT_A_CLASS`] if it is no class block (or the word
+    /// is not one this module wrote): one table load, no branch.
+    #[inline(always)]
+    pub(crate) fn class_bytes(self) -> usize {
+        CLASS_BYTES_BY_CODE[self.0 >> CLASS_SHIFT]
+    }
+
+    /// The block's class, for a word whose [`Meta::class_bytes`] is a class's.
+    #[inline(always)]
+    pub(crate) fn class_unchecked(self) -> usize {
+        debug_assert!(self.class_bytes() != NOT_A_CLASS, "meta {:#x}", self.0);
+        ((self.0 >> CLASS_SHIFT) - 1) & (CLASSES.len() - 1)
     }
 
     /// The same block's metadata with `dirty` bytes.
@@ -297,6 +351,27 @@ mod tests {
     }
 
     #[test]
+    fn drain_empties_every_slot() {
+        let cache = Box::new(BigCache::new());
+        let user = |n: usize| NonNull::new((n << 12) as *mut u8).unwrap();
+        let (a, b) = (Site::from_raw(1).slot(), Site::from_raw(2).slot());
+        // SAFETY: never dereferenced.
+        unsafe {
+            assert!(cache.put(0, a, user(1), 4096 + CLASSES[0], usize::MAX));
+            assert!(cache.put(7, b, user(2), 4096 + CLASSES[7], usize::MAX));
+        }
+        let mut released = std::vec::Vec::new();
+        cache.drain(4096, |u, len| released.push((u, len)));
+        released.sort();
+        assert_eq!(
+            released,
+            [(user(1), 4096 + CLASSES[0]), (user(2), 4096 + CLASSES[7])]
+        );
+        assert_eq!(cache.held.load(Ordering::Relaxed), 0);
+        assert_eq!(cache.take(0, a, 1), None);
+    }
+
+    #[test]
     fn meta_round_trip() {
         for class in [None, Some(0), Some(7)] {
             for dirty in [0, 1, 16 << 20] {
@@ -307,6 +382,16 @@ mod tests {
             }
         }
         assert_eq!(Meta(0).class(), None, "a fresh mapping is no class block");
+        assert_eq!(Meta(0).class_bytes(), NOT_A_CLASS);
+        for (class, &bytes) in CLASSES.iter().enumerate() {
+            let m = Meta::new(Some(class), 123);
+            assert_eq!((m.class_bytes(), m.class_unchecked()), (bytes, class));
+        }
+        assert_eq!(
+            Meta(200 << CLASS_SHIFT).class_bytes(),
+            NOT_A_CLASS,
+            "not a word we write"
+        );
     }
 
     #[test]

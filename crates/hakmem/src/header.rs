@@ -110,7 +110,8 @@ static_assertions::const_assert_eq!(tag(Method::Mmap as u8, 4096) | 1 << 8, PAGE
 
 /// If `user` is a live mapping (fresh or from BigCache) with a one-page (4 KiB) offset, as
 /// BigCache's class blocks are, returns its length and site. One compare; any other pointer
-/// gives `None`.
+/// gives `None`. The length is not checked here: the free path checks it against the block's
+/// class, or as a mapping's (whole pages, past the offset).
 ///
 /// # Safety
 /// As [`decode`], and `user` is 16-aligned.
@@ -119,7 +120,7 @@ pub(crate) unsafe fn page_mapping(user: NonNull<u8>) -> Option<(usize, u32)> {
     debug_assert_eq!(user.as_ptr() as usize % HEADER_SIZE, 0);
     // SAFETY: aligned, and readable by the caller's guarantee.
     let header = unsafe { &*user.cast::<Header>().sub(1).as_ptr() };
-    if header.tag | 1 << 8 == PAGE_MAPPING && header.len > 4096 {
+    if header.tag | 1 << 8 == PAGE_MAPPING {
         Some((header.len, header.site))
     } else {
         None
@@ -183,7 +184,10 @@ pub(crate) unsafe fn write(
 pub(crate) enum Fault {
     DoubleFree,
     InvalidPointer,
+    /// A valid magic, but a method or offset that cannot be (the tag).
     Corrupted(u32),
+    /// A valid tag, but a length the block cannot have (the length).
+    BadLength(usize),
 }
 
 /// Decodes the header of `user` without acting on a fault.
@@ -209,8 +213,15 @@ pub(crate) unsafe fn decode(user: NonNull<u8>) -> Result<Block, Fault> {
         None => return Err(Fault::Corrupted(h.tag)),
     };
     let offset = 1usize << (shift & 63);
-    if !(4..=30).contains(&shift) || h.len < offset || (user.as_ptr() as usize) < offset {
+    if !(4..=30).contains(&shift) || (user.as_ptr() as usize) < offset {
         return Err(Fault::Corrupted(h.tag));
+    }
+    let fits = match method {
+        Method::System => h.len >= offset,
+        Method::Mmap | Method::Cached => is_mapping(user, offset, h.len),
+    };
+    if !fits {
+        return Err(Fault::BadLength(h.len));
     }
     Ok(Block {
         user,
@@ -222,6 +233,22 @@ pub(crate) unsafe fn decode(user: NonNull<u8>) -> Result<Block, Fault> {
         offset,
         site: h.site,
     })
+}
+
+/// Whether a mapping `len` bytes long whose user pointer lies `offset` bytes in can be one of
+/// ours: whole pages from a page boundary, the header inside them. (A zero-sized over-aligned
+/// block is a mapping of exactly its header page.)
+#[inline(always)]
+pub(crate) fn is_mapping(user: NonNull<u8>, offset: usize, len: usize) -> bool {
+    let base = (user.as_ptr() as usize).wrapping_sub(offset);
+    len >= offset && (base | len) & (crate::os::page_size() - 1) == 0
+}
+
+/// Ends the process: the header of `user` has a length its block cannot have.
+#[cold]
+#[inline(never)]
+pub(crate) fn bad_length(user: NonNull<u8>, op: &str, len: usize) -> ! {
+    report(user, op, Fault::BadLength(len))
 }
 
 /// Decodes the header of `user`, ending the process with a clear message if it is not a live
@@ -249,6 +276,9 @@ fn report(user: NonNull<u8>, op: &str, fault: Fault) -> ! {
         )),
         Fault::Corrupted(tag) => diag::fatal(format_args!(
             "{op}({user:p}): corrupted header (tag {tag:#010x})"
+        )),
+        Fault::BadLength(len) => diag::fatal(format_args!(
+            "{op}({user:p}): corrupted header (length {len:#x} does not fit the block)"
         )),
     }
 }
@@ -312,9 +342,15 @@ mod tests {
         page.0[60..64].copy_from_slice(&((MAGIC << 16) | (9 << 8) | 4).to_ne_bytes());
         assert!(matches!(decode(user), Err(Fault::Corrupted(_))));
         // So is an offset that does not fit the block.
-        page.0[60..64].copy_from_slice(&tag(Method::System as u8, 4096).to_ne_bytes());
-        page.0[48..56].copy_from_slice(&100usize.to_ne_bytes());
-        assert!(matches!(decode(user), Err(Fault::Corrupted(_))));
+        page.0[60..64].copy_from_slice(&tag(Method::System as u8, 64).to_ne_bytes());
+        page.0[48..56].copy_from_slice(&32usize.to_ne_bytes());
+        assert_eq!(decode(user).unwrap_err(), Fault::BadLength(32));
+        // A mapping is whole pages from a page boundary.
+        page.0[60..64].copy_from_slice(&tag(Method::Mmap as u8, 64).to_ne_bytes());
+        page.0[48..56].copy_from_slice(&8192usize.to_ne_bytes());
+        assert_eq!(decode(user).unwrap().len, 8192, "base is the page's start");
+        page.0[48..56].copy_from_slice(&8200usize.to_ne_bytes());
+        assert_eq!(decode(user).unwrap_err(), Fault::BadLength(8200));
     }
 
     #[test]

@@ -100,16 +100,17 @@ pub(crate) unsafe fn commit(ptr: NonNull<u8>, len: usize) -> bool {
     unsafe { libc::mprotect(ptr.as_ptr().cast(), len, libc::PROT_READ | libc::PROT_WRITE) == 0 }
 }
 
-/// Unmaps `[ptr, ptr + len)`.
+/// Unmaps `[ptr, ptr + len)`. Returns whether the kernel did: it refuses a range that is not
+/// whole pages of the address space, which only a corrupted length can produce (and the caller
+/// reports; this must not panic, it runs inside `dealloc`).
 ///
 /// # Safety
-/// The range must be whole pages of a mapping made by [`map`] (or [`remap`]) that nothing
-/// refers to any more.
-pub(crate) unsafe fn unmap(ptr: NonNull<u8>, len: usize) {
-    debug_assert!(ptr.as_ptr() as usize % page_size() == 0 && len % page_size() == 0);
+/// The range must be whole pages of a mapping made by [`map`], [`remap`] or [`reserve`] that
+/// nothing refers to any more.
+#[must_use]
+pub(crate) unsafe fn unmap(ptr: NonNull<u8>, len: usize) -> bool {
     // SAFETY: the caller guarantees the range is an unused mapping of ours.
-    let rc = unsafe { libc::munmap(ptr.as_ptr().cast(), len) };
-    debug_assert_eq!(rc, 0, "munmap({ptr:p}, {len}) failed");
+    unsafe { libc::munmap(ptr.as_ptr().cast(), len) == 0 }
 }
 
 /// Advice for [`advise`].

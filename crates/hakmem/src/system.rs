@@ -138,6 +138,16 @@ pub(crate) unsafe fn realloc(ptr: *mut u8, size: usize) -> *mut u8 {
     unsafe { entry::realloc(ptr.cast(), size).cast() }
 }
 
+/// `malloc_usable_size(ptr)`: the bytes the block really holds (at least what was asked).
+///
+/// # Safety
+/// `ptr` must come from this module's allocation functions and not be freed.
+#[inline]
+pub(crate) unsafe fn usable_size(ptr: *mut u8) -> usize {
+    // SAFETY: the caller guarantees `ptr` is a live malloc block.
+    unsafe { libc::malloc_usable_size(ptr.cast()) }
+}
+
 /// `free(ptr)`.
 ///
 /// # Safety

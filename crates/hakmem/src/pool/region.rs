@@ -48,6 +48,13 @@ const DATA_OFF: usize = DESCS_OFF + PAGES * core::mem::size_of::<Span>();
 /// How many heaps (threads using the pool at once) a region holds.
 pub(crate) const MAX_HEAPS: usize = (TABLE_OFF - HEAPS_OFF) / core::mem::size_of::<Heap>();
 
+/// The alignment of a region's base. Spans start at multiples of 64 KiB from the base, and the
+/// pool serves alignments up to 64 KiB on that promise (`class::of_aligned`), so the base must be
+/// at least 64 KiB-aligned; 2 MiB (the x86-64 huge-page size, which the kernel itself picks for
+/// large anonymous mappings on recent kernels) also lets the 4 MiB spans be backed by huge pages.
+/// `mmap` promises only page alignment (valgrind, and kernels before 6.7, give exactly that).
+pub(crate) const REGION_ALIGN: usize = 2 << 20;
+
 /// The data area is made accessible in steps of this many bytes.
 const COMMIT_CHUNK: usize = 4 << 20;
 /// Empty spans kept resident (dirty) per region; beyond, released spans are purged.
@@ -57,6 +64,7 @@ static_assertions::const_assert!(core::mem::size_of::<Header>() <= HEAPS_OFF - H
 static_assertions::const_assert!(DESCS_OFF + PAGES * 64 == DATA_OFF);
 static_assertions::const_assert!(DATA_OFF % (1 << PAGE_SHIFT) == 0 && DATA_OFF % 4096 == 0);
 static_assertions::const_assert!(MAX_HEAPS >= 256);
+static_assertions::const_assert!(REGION_ALIGN % (1 << PAGE_SHIFT) == 0);
 
 /// A lock-free stack of indices (span pages or heap slots) linked through an `AtomicU32` of each
 /// element. The head packs a 32-bit tag, bumped by every change, against ABA.
@@ -142,6 +150,35 @@ pub(crate) struct Usage {
     pub purged_bytes: u64,
 }
 
+/// Reserves [`REGION`] bytes at a [`REGION_ALIGN`] boundary: reserves that much more, then gives
+/// back the pages before the boundary and after the region.
+fn reserve_aligned() -> Option<NonNull<u8>> {
+    let page = os::page_size();
+    let extra = REGION_ALIGN.saturating_sub(page);
+    let raw = os::reserve(REGION + extra)?;
+    let head = align_gap(raw.as_ptr() as usize, REGION_ALIGN);
+    debug_assert!(head <= extra && head % page == 0);
+    // SAFETY: `[raw, raw + REGION + extra)` is our fresh reservation; the head and the tail are
+    // whole pages of it outside the kept `[raw + head, raw + head + REGION)`.
+    unsafe {
+        let base = raw.add(head);
+        // (Whole pages inside our fresh reservation: the kernel does not refuse them.)
+        if head > 0 {
+            let _ = os::unmap(raw, head);
+        }
+        if extra > head {
+            let _ = os::unmap(base.add(REGION), extra - head);
+        }
+        Some(base)
+    }
+}
+
+/// How far `addr` is below the next multiple of the power of two `align` (0 if it is one).
+fn align_gap(addr: usize, align: usize) -> usize {
+    debug_assert!(align.is_power_of_two());
+    addr.wrapping_neg() & (align - 1)
+}
+
 impl Region {
     /// The region at `base`.
     ///
@@ -159,11 +196,12 @@ impl Region {
 
     /// Reserves and sets up a new region; `None` if the kernel refuses.
     pub(crate) fn reserve() -> Option<Region> {
-        let base = os::reserve(REGION)?;
+        let base = reserve_aligned()?;
         // SAFETY: the metadata is whole pages at the start of our fresh reservation.
         if !unsafe { os::commit(base, DATA_OFF) } {
-            // SAFETY: our reservation, never handed out.
-            unsafe { os::unmap(base, REGION) };
+            // SAFETY: our reservation, never handed out. (Whole pages of it: the kernel does
+            // not refuse them.)
+            let _ = unsafe { os::unmap(base, REGION) };
             return None;
         }
         let region = Region {
@@ -181,8 +219,9 @@ impl Region {
     /// # Safety
     /// Nothing refers to the region.
     pub(crate) unsafe fn unreserve(self) {
-        // SAFETY: forwarded: the whole reservation, unused.
-        unsafe { os::unmap(NonNull::new_unchecked(self.base as *mut u8), REGION) }
+        // SAFETY: forwarded: the whole reservation, unused. (Whole pages of it: the kernel does
+        // not refuse them.)
+        let _ = unsafe { os::unmap(NonNull::new_unchecked(self.base as *mut u8), REGION) };
     }
 
     #[inline(always)]
@@ -438,6 +477,32 @@ impl Region {
             held_bytes: h.held_bytes.load(Ordering::Relaxed) as u64,
             dirty_bytes: h.dirty_bytes.load(Ordering::Relaxed) as u64,
             purged_bytes: h.purged_bytes.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn align_gap_reaches_the_next_boundary() {
+        let a = REGION_ALIGN;
+        assert_eq!(align_gap(0x7f00_0000_0000, a), 0);
+        assert_eq!(align_gap(0x5b08_b000, a), 0x17_5000);
+        assert_eq!(align_gap(0x1005_f37000, 1 << 16), 0x9000);
+        assert_eq!(align_gap(a + 4096, a), a - 4096);
+    }
+
+    /// Valgrind places a 16 GiB reservation at page alignment only (`0x59c8b000` here): the
+    /// pool's aligned requests relied on the kernel's huge-page alignment of large mappings.
+    #[test]
+    fn regions_are_aligned_for_every_class_alignment() {
+        let regions: [Region; 3] = core::array::from_fn(|_| Region::reserve().unwrap());
+        for r in regions {
+            assert_eq!(r.base() % REGION_ALIGN, 0, "{:#x}", r.base());
+            // SAFETY: never published, nothing refers to it.
+            unsafe { r.unreserve() };
         }
     }
 }

@@ -1,0 +1,405 @@
+//! `cargo xtask sanitizers` and `cargo xtask fuzz`: the hakmem test suite under
+//! AddressSanitizer and under valgrind memcheck, and the cargo-fuzz target (docs/reliability.md).
+//!
+//! - AddressSanitizer: one nightly build of the hakmem tests with `-Zsanitizer=address` and the
+//!   `runtime` feature (`--cfg hakmem_sanitizer` turns off the tests whose subject the sanitizer
+//!   changes: address-space limits, RSS, and misuse, which it reports itself), run once per mode
+//!   with `HAKMEM_MODE` set to it: every mode, one build.
+//! - memcheck: the hakmem tests of the BALANCED build (the one `cargo xtask test` has already
+//!   built), each test binary under `valgrind --tool=memcheck` (the pool tests one test per
+//!   process: [`ONE_TEST_PER_PROCESS`]); any invalid read or write, any use of uninitialised
+//!   memory, any definite or possible leak not in `xtask/valgrind.supp` fails it. Child
+//!   processes (death tests, the exhaustion cases) run without valgrind.
+//! - fuzz: `cargo fuzz run ops` (fuzz/), installing cargo-fuzz into `<target>/tools` first if it
+//!   is missing.
+//!
+//! Both sanitizer runs shrink the long tests with `QUICKCHECK_TESTS` and `HAKMEM_TEST_SCALE`:
+//! the figures the tests promise are checked at full size by the ordinary per-mode runs.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use crate::cmd;
+use crate::test::MODES;
+
+/// Shadow-model sequences per policy in the AddressSanitizer run.
+pub const ASAN_QUICKCHECK_TESTS: &str = "100";
+/// `HAKMEM_TEST_SCALE` of the AddressSanitizer run.
+pub const ASAN_SCALE: &str = "0.25";
+/// Shadow-model sequences per policy under memcheck.
+pub const MEMCHECK_QUICKCHECK_TESTS: &str = "20";
+/// `HAKMEM_TEST_SCALE` under memcheck (about 50 times slower than native).
+pub const MEMCHECK_SCALE: &str = "0.05";
+/// The valgrind suppressions, relative to the workspace root.
+pub const SUPPRESSIONS: &str = "xtask/valgrind.supp";
+/// The default length of a fuzz run, in seconds.
+pub const FUZZ_DEFAULT_SECS: u64 = 60;
+
+const NIGHTLY_MISSING: &str = "the AddressSanitizer and fuzz runs need the nightly toolchain: \
+                               rustup toolchain install nightly (.ci/run installs it)";
+const VALGRIND_MISSING: &str =
+    "valgrind is required for the memcheck run: apt-get install valgrind (.ci/run installs it)";
+
+/// `rustup run nightly cargo args…` from the workspace root, `HAKMEM_MODE` removed.
+fn nightly_cargo(args: &[&str]) -> Command {
+    let mut all = vec!["run", "nightly", "cargo"];
+    all.extend_from_slice(args);
+    cmd::command("rustup", &all, None)
+}
+
+fn nightly_available() -> bool {
+    nightly_cargo(&["--version"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// The host's target triple (`rustc -vV`), so that `-Zsanitizer` instruments the tests and not
+/// the build scripts and proc macros.
+fn host_triple() -> Result<String, String> {
+    let out = Command::new("rustc")
+        .arg("-vV")
+        .output()
+        .map_err(|e| format!("rustc -vV: {e}"))?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_owned))
+        .ok_or_else(|| "rustc -vV printed no host".to_owned())
+}
+
+/// The AddressSanitizer run: one nightly build, the tests once per mode. `Ok(false)` if a mode
+/// failed.
+pub fn asan() -> Result<bool, String> {
+    if !nightly_available() {
+        return Err(NIGHTLY_MISSING.to_owned());
+    }
+    let host = host_triple()?;
+    let target_dir = cmd::target_dir().join("asan");
+    let target_dir = target_dir.to_string_lossy().into_owned();
+    let args = [
+        "test",
+        "-p",
+        "hakmem",
+        "--no-default-features",
+        "--features",
+        "runtime",
+        "--tests",
+        "--target",
+        host.as_str(),
+        "--target-dir",
+        target_dir.as_str(),
+    ];
+    let rustflags = "-Zsanitizer=address --cfg hakmem_sanitizer";
+    let shown = format!(
+        "RUSTFLAGS=\"{rustflags}\" cargo +nightly {}",
+        args.join(" ")
+    );
+    println!("asan: building: {shown} --no-run");
+    let start = Instant::now();
+    let mut build = nightly_cargo(&args);
+    build.arg("--no-run").env("RUSTFLAGS", rustflags);
+    cmd::run_inherited(&mut build, "the AddressSanitizer build")?;
+    println!("asan: built in {} s", cmd::seconds(start.elapsed()));
+    let mut failed = Vec::new();
+    for mode in MODES {
+        println!(
+            "asan: HAKMEM_MODE={mode} QUICKCHECK_TESTS={ASAN_QUICKCHECK_TESTS} \
+             HAKMEM_TEST_SCALE={ASAN_SCALE} {shown}"
+        );
+        let start = Instant::now();
+        let mut run = nightly_cargo(&args);
+        run.env("RUSTFLAGS", rustflags)
+            .env(cmd::MODE_VAR, mode)
+            .env("QUICKCHECK_TESTS", ASAN_QUICKCHECK_TESTS)
+            .env("HAKMEM_TEST_SCALE", ASAN_SCALE)
+            .env("ASAN_OPTIONS", "detect_leaks=1");
+        let result = cmd::run_inherited(&mut run, "cargo test under AddressSanitizer");
+        println!(
+            "asan: {mode}: {} ({} s)",
+            if result.is_ok() { "ok" } else { "FAILED" },
+            cmd::seconds(start.elapsed())
+        );
+        if result.is_err() {
+            failed.push(mode);
+        }
+    }
+    if !failed.is_empty() {
+        println!("asan: failed in {}", failed.join(", "));
+    }
+    Ok(failed.is_empty())
+}
+
+/// The test binaries of `cargo test args…` (built if needed): (name, path).
+fn test_binaries(args: &[&str]) -> Result<Vec<(String, PathBuf)>, String> {
+    let mut all = args.to_vec();
+    all.extend(["--no-run", "--message-format=json"]);
+    let out = cmd::cargo(&all, None)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cargo: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("cargo {}: {}", all.join(" "), out.status));
+    }
+    let mut bins = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if !line.contains(r#""reason":"compiler-artifact""#) || !line.contains(r#""test":true"#) {
+            continue;
+        }
+        let Some(exe) = json_string(line, "executable") else {
+            continue;
+        };
+        let path = PathBuf::from(exe);
+        let name = binary_name(&path);
+        bins.push((name, path));
+    }
+    bins.sort();
+    Ok(bins)
+}
+
+/// The tests of a test binary (`--list --format terse`: `name: test` lines), ignored ones
+/// included (they report themselves ignored).
+fn list_tests(binary: &Path) -> Result<Vec<String>, String> {
+    let out = Command::new(binary)
+        .args(["--list", "--format", "terse"])
+        .output()
+        .map_err(|e| format!("{}: {e}", binary.display()))?;
+    if !out.status.success() {
+        return Err(format!("{} --list: {}", binary.display(), out.status));
+    }
+    Ok(parse_test_list(&String::from_utf8_lossy(&out.stdout)))
+}
+
+/// The test names in `--list --format terse` output.
+fn parse_test_list(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.strip_suffix(": test"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The string value of `"key":"…"` in one line of cargo's JSON (paths without escapes).
+fn json_string<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let tag = format!("\"{key}\":\"");
+    let start = line.find(&tag)? + tag.len();
+    let len = line[start..].find('"')?;
+    Some(&line[start..start + len])
+}
+
+/// `fork` for `…/deps/fork-0123abcd`.
+fn binary_name(path: &Path) -> String {
+    let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+    match stem.rsplit_once('-') {
+        Some((name, _hash)) => name.to_owned(),
+        None => stem.into_owned(),
+    }
+}
+
+/// The test binaries memcheck runs one test per process: every pool reserves 16 GiB of address
+/// space for good (regions are never unmapped), valgrind's address space holds six such
+/// regions, and the pool tests make more than thirty pools in all.
+pub const ONE_TEST_PER_PROCESS: [&str; 1] = ["pool"];
+
+/// The valgrind arguments for one test binary, or one test of it. The fork tests' children end
+/// with `_exit` holding what the parent's other threads had allocated; in a child that is all
+/// unreachable, so their leak check is off (their reads and writes are still checked): the
+/// `fork` binary's, and a test whose name starts with `fork`.
+pub fn memcheck_args(binary: &str, test: Option<&str>, suppressions: &Path) -> Vec<String> {
+    let forks = binary == "fork" || test.is_some_and(|t| t.starts_with("fork"));
+    let leak_check = if forks { "no" } else { "full" };
+    vec![
+        "--tool=memcheck".into(),
+        "--quiet".into(),
+        "--error-exitcode=99".into(),
+        format!("--leak-check={leak_check}"),
+        "--show-leak-kinds=definite,possible".into(),
+        "--errors-for-leak-kinds=definite,possible".into(),
+        format!("--suppressions={}", suppressions.display()),
+    ]
+}
+
+/// The memcheck run over the BALANCED build's test binaries. `Ok(false)` if one failed.
+pub fn memcheck() -> Result<bool, String> {
+    if !cmd::is_installed("valgrind") {
+        return Err(VALGRIND_MISSING.to_owned());
+    }
+    let args = [
+        "test",
+        "-p",
+        "hakmem",
+        "--no-default-features",
+        "--features",
+        "balanced",
+        "--tests",
+    ];
+    println!("memcheck: building: {}", cmd::show_cargo(&args, None));
+    let bins = test_binaries(&args)?;
+    let suppressions = cmd::workspace_root().join(SUPPRESSIONS);
+    let mut failed = Vec::new();
+    let total = Instant::now();
+    for (name, path) in &bins {
+        let tests = if ONE_TEST_PER_PROCESS.contains(&name.as_str()) {
+            list_tests(path)?.into_iter().map(Some).collect()
+        } else {
+            vec![None]
+        };
+        for test in tests {
+            let what = match &test {
+                Some(t) => format!("{name} {t}"),
+                None => name.clone(),
+            };
+            let vg = memcheck_args(name, test.as_deref(), &suppressions);
+            let exact = match &test {
+                Some(t) => format!(" --exact {t}"),
+                None => String::new(),
+            };
+            println!(
+                "memcheck: QUICKCHECK_TESTS={MEMCHECK_QUICKCHECK_TESTS} \
+                 HAKMEM_TEST_SCALE={MEMCHECK_SCALE} HAKMEM_TEST_UNDER_VALGRIND=1 valgrind {} \
+                 {}{exact} -q",
+                vg.join(" "),
+                path.display()
+            );
+            let start = Instant::now();
+            let mut run = cmd::command("valgrind", &vg, None);
+            run.arg(path);
+            if let Some(t) = &test {
+                run.args(["--exact", t]);
+            }
+            run.arg("-q")
+                .env("QUICKCHECK_TESTS", MEMCHECK_QUICKCHECK_TESTS)
+                .env("HAKMEM_TEST_SCALE", MEMCHECK_SCALE)
+                .env("HAKMEM_TEST_UNDER_VALGRIND", "1");
+            let result = cmd::run_inherited(&mut run, "valgrind");
+            println!(
+                "memcheck: {what}: {} ({} s)",
+                if result.is_ok() { "ok" } else { "FAILED" },
+                cmd::seconds(start.elapsed())
+            );
+            if result.is_err() {
+                failed.push(what);
+            }
+        }
+    }
+    println!(
+        "memcheck: {} test binaries in {} s{}",
+        bins.len(),
+        cmd::seconds(total.elapsed()),
+        if failed.is_empty() {
+            String::new()
+        } else {
+            format!("; failed: {}", failed.join(", "))
+        }
+    );
+    Ok(failed.is_empty() && !bins.is_empty())
+}
+
+/// Where `cargo xtask fuzz` installs cargo-fuzz when it is not on `PATH`.
+fn tools_dir() -> PathBuf {
+    cmd::target_dir().join("tools")
+}
+
+/// `PATH` with `<target>/tools/bin` in front.
+fn path_with_tools() -> std::ffi::OsString {
+    let mut dirs = vec![tools_dir().join("bin")];
+    if let Some(path) = std::env::var_os("PATH") {
+        dirs.extend(std::env::split_paths(&path));
+    }
+    std::env::join_paths(dirs).unwrap_or_default()
+}
+
+fn cargo_fuzz_available() -> bool {
+    nightly_cargo(&["fuzz", "--version"])
+        .env("PATH", path_with_tools())
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// Runs the fuzz target `ops` for `secs` seconds (plus `extra` libFuzzer arguments), installing
+/// cargo-fuzz first if it is missing. `Ok(false)` if the fuzzer found a failure.
+pub fn fuzz(secs: u64, extra: &[String]) -> Result<bool, String> {
+    if !nightly_available() {
+        return Err(NIGHTLY_MISSING.to_owned());
+    }
+    if !cargo_fuzz_available() {
+        let root = tools_dir();
+        println!(
+            "fuzz: cargo-fuzz is not installed; installing it into {} \
+             (cargo install cargo-fuzz --locked --root {}; about 2 minutes)",
+            root.display(),
+            root.display()
+        );
+        let root = root.to_string_lossy().into_owned();
+        let args = ["install", "cargo-fuzz", "--locked", "--root", root.as_str()];
+        cmd::run_inherited(&mut cmd::cargo(&args, None), "cargo install cargo-fuzz")?;
+    }
+    let max_time = format!("-max_total_time={secs}");
+    let mut args = vec!["fuzz", "run", "ops", "--", max_time.as_str()];
+    args.extend(extra.iter().map(String::as_str));
+    println!("fuzz: cargo +nightly {}", args.join(" "));
+    let start = Instant::now();
+    let mut run = nightly_cargo(&args);
+    run.env("PATH", path_with_tools());
+    let result = cmd::run_inherited(&mut run, "cargo fuzz run");
+    let corpus = cmd::workspace_root().join("fuzz/corpus/ops");
+    let entries = std::fs::read_dir(&corpus).map(|d| d.count()).unwrap_or(0);
+    println!(
+        "fuzz: {} after {} s; corpus {} ({entries} inputs); crashes, if any, in fuzz/artifacts/ops",
+        if result.is_ok() {
+            "no failure"
+        } else {
+            "FAILED"
+        },
+        cmd::seconds(start.elapsed()),
+        corpus.display()
+    );
+    Ok(result.is_ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_json() {
+        assert_eq!(
+            binary_name(Path::new("/t/debug/deps/fork-0123abcd")),
+            "fork"
+        );
+        assert_eq!(
+            binary_name(Path::new("/t/debug/deps/memory_bound-99")),
+            "memory_bound"
+        );
+        let line = r#"{"reason":"compiler-artifact","profile":{"test":true},"executable":"/t/deps/x-1","fresh":true}"#;
+        assert_eq!(json_string(line, "executable"), Some("/t/deps/x-1"));
+        assert_eq!(json_string(line, "missing"), None);
+    }
+
+    #[test]
+    fn only_the_fork_tests_skip_the_leak_check() {
+        let supp = Path::new("/s");
+        let no = "--leak-check=no".to_owned();
+        assert!(memcheck_args("fork", None, supp).contains(&no));
+        assert!(
+            memcheck_args("pool", Some("fork_while_other_threads_allocate"), supp).contains(&no)
+        );
+        assert!(!memcheck_args("pool", Some("aligned_requests"), supp).contains(&no));
+        let args = memcheck_args("stress", None, supp);
+        assert!(args.contains(&"--leak-check=full".to_owned()));
+        assert!(args.contains(&"--error-exitcode=99".to_owned()));
+        assert!(args.contains(&"--suppressions=/s".to_owned()));
+    }
+
+    #[test]
+    fn test_lists_and_the_pool_binary_one_test_per_process() {
+        let listed = "a_ninth_pool: test\nchild_churn: test\nbench_x: bench\n\n";
+        assert_eq!(parse_test_list(listed), ["a_ninth_pool", "child_churn"]);
+        assert_eq!(ONE_TEST_PER_PROCESS, ["pool"]);
+    }
+
+    #[test]
+    fn the_suppressions_file_exists() {
+        assert!(cmd::workspace_root().join(SUPPRESSIONS).is_file());
+    }
+}
