@@ -215,7 +215,7 @@ impl<P: Policy> Allocator<P> {
         match unsafe { header::plain_system(user) } {
             // SAFETY: the header says: a plain system block based at `base`.
             Some((base, capacity)) => unsafe {
-                self.free_system(cfg, user, base, capacity, HEADER_SIZE)
+                self.free_system(cfg, user, base, capacity, HEADER_SIZE, capacity)
             },
             // SAFETY: forwarded.
             None => unsafe { self.free_unsized(cfg, user) },
@@ -582,7 +582,8 @@ impl<P: Policy> Allocator<P> {
         unsafe {
             if cfg.poison {
                 let usable = system::usable_size(base.as_ptr());
-                if capacity < written || capacity > usable.saturating_sub(offset) {
+                if capacity < written || usable.is_some_and(|u| capacity > u.saturating_sub(offset))
+                {
                     header::bad_length(user, "free", capacity.wrapping_add(offset));
                 }
                 poison(user, POISON_FREED, capacity);

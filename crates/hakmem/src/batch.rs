@@ -81,7 +81,7 @@ impl Batch {
         let Some(entry) = pending.ranges.get_mut(pending.count) else {
             self.busy.store(false, Ordering::Release);
             // SAFETY: forwarded from the caller.
-            unsafe { os::unmap(base, len) };
+            let _ = unsafe { os::unmap(base, len) };
             return Released {
                 calls: 1,
                 bytes: len as u64,

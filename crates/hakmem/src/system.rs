@@ -138,14 +138,22 @@ pub(crate) unsafe fn realloc(ptr: *mut u8, size: usize) -> *mut u8 {
     unsafe { entry::realloc(ptr.cast(), size).cast() }
 }
 
-/// `malloc_usable_size(ptr)`: the bytes the block really holds (at least what was asked).
+/// `malloc_usable_size(ptr)`: the bytes the block really holds (at least what was asked), or
+/// `None` in the preload build, where `malloc_usable_size` is hakmem's own export and glibc has
+/// no `__libc_` twin of it (the corrupted-length check then has no upper bound; docs/preload.md).
 ///
 /// # Safety
 /// `ptr` must come from this module's allocation functions and not be freed.
 #[inline]
-pub(crate) unsafe fn usable_size(ptr: *mut u8) -> usize {
+pub(crate) unsafe fn usable_size(ptr: *mut u8) -> Option<usize> {
+    #[cfg(not(all(feature = "preload", target_os = "linux", target_env = "gnu")))]
     // SAFETY: the caller guarantees `ptr` is a live malloc block.
-    unsafe { libc::malloc_usable_size(ptr.cast()) }
+    return Some(unsafe { libc::malloc_usable_size(ptr.cast()) });
+    #[cfg(all(feature = "preload", target_os = "linux", target_env = "gnu"))]
+    {
+        let _ = ptr;
+        None
+    }
 }
 
 /// `free(ptr)`.
