@@ -77,8 +77,8 @@ pub(crate) const fn start_index(threshold: usize) -> usize {
 /// leader, a side of a match, a thread's strategy, the frozen one) is below [`CANDIDATES`], but
 /// most are read back from state the compiler cannot see through: unchanged then, else clamped
 /// to the last candidate, which lets the compiler drop the bounds check, whose panic path the
-/// allocator must not reach (docs/preload.md). A compare and a conditional move, where the
-/// check was a compare and a branch.
+/// allocator must not reach (docs/preload.md). A move and a conditional move where the check
+/// was a branch.
 #[inline(always)]
 pub(crate) const fn index(s: usize) -> usize {
     debug_assert!(s < CANDIDATES);
