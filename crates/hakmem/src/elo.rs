@@ -73,6 +73,28 @@ pub(crate) const fn start_index(threshold: usize) -> usize {
     i
 }
 
+/// `s` as an index into a per-candidate table. Every strategy the learner passes around (a
+/// leader, a side of a match, a thread's strategy, the frozen one) is below [`CANDIDATES`], but
+/// most are read back from state the compiler cannot see through: unchanged then, else clamped
+/// to the last candidate, which lets the compiler drop the bounds check, whose panic path the
+/// allocator must not reach (docs/preload.md). A move and a conditional move where the check
+/// was a branch.
+#[inline(always)]
+pub(crate) const fn index(s: usize) -> usize {
+    debug_assert!(s < CANDIDATES);
+    if s < CANDIDATES {
+        s
+    } else {
+        CANDIDATES - 1
+    }
+}
+
+/// The threshold of strategy `s` (below [`CANDIDATES`]; see [`index`]).
+#[inline(always)]
+pub(crate) const fn threshold(s: usize) -> usize {
+    THRESHOLDS[index(s)]
+}
+
 /// The bucket of a contested request of `size` bytes: how many candidates beyond the first lie
 /// at or below it (0 ..= 11). Two requests in one bucket are routed alike by every strategy.
 #[inline]
@@ -306,7 +328,7 @@ impl League {
     }
 
     pub(crate) fn leader(&self) -> usize {
-        self.leader
+        index(self.leader)
     }
 
     /// The two sides of the current match.
@@ -316,11 +338,11 @@ impl League {
     }
 
     pub(crate) fn rating(&self, s: usize) -> f64 {
-        self.rating[s]
+        self.rating[index(s)]
     }
 
     pub(crate) fn matches(&self, s: usize) -> u32 {
-        self.matches[s]
+        self.matches[index(s)]
     }
 
     pub(crate) fn alive(&self, s: usize) -> bool {
@@ -386,8 +408,8 @@ impl League {
         if !self.alive(s) {
             return None; // a pruned strategy still serving a thread that has not noticed yet
         }
-        self.pending[s].add(x);
-        let (h, a) = (self.home, self.away);
+        self.pending[index(s)].add(x);
+        let (h, a) = (index(self.home), index(self.away));
         if self.pending[h].n >= MIN_SAMPLES && self.pending[a].n >= MIN_SAMPLES {
             Some(self.play())
         } else {
@@ -396,7 +418,7 @@ impl League {
     }
 
     fn play(&mut self) -> Played {
-        let (h, a) = (self.home, self.away);
+        let (h, a) = (index(self.home), index(self.away));
         let (score, ch, ca) = judge(&self.pending[h], &self.pending[a], &self.scales());
         (self.rating[h], self.rating[a]) = update(self.rating[h], self.rating[a], score);
         self.matches[h] += 1;
@@ -497,10 +519,10 @@ impl League {
             }
         }
         if ties == 0 {
-            return self.home;
+            return index(self.home);
         }
         let k = self.rng.below(ties.count_ones() as usize);
-        nth_set_bit(ties, k)
+        index(nth_set_bit(ties, k))
     }
 }
 

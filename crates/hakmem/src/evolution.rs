@@ -107,6 +107,7 @@ pub(crate) enum Reason {
 
 /// Number of [`Reason`]s.
 pub(crate) const REASONS: usize = 7;
+static_assertions::const_assert_eq!(REASONS, Reason::Shifted as usize + 1);
 
 impl Reason {
     /// Lower-case words for logs.
@@ -231,8 +232,12 @@ impl Machine {
                 if let Some(p99) = w.p99 {
                     match self.baseline {
                         None => {
-                            self.first[self.firsts] = p99;
-                            self.firsts += 1;
+                            // There is room while there is no baseline; `get_mut` only keeps a
+                            // panic path out of the allocator.
+                            if let Some(first) = self.first.get_mut(self.firsts) {
+                                *first = p99;
+                                self.firsts += 1;
+                            }
                             if self.firsts == BASELINE_EVALS {
                                 self.baseline = Some(median(self.first));
                             }

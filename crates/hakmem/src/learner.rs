@@ -109,6 +109,20 @@ impl Thread {
         bytes: 0.0,
         sizes: [0; CANDIDATES],
     };
+
+    // `try_with`, not `get` / `set`: the slot is const-initialised and has no destructor, so it
+    // is always there, but `get` and `set` keep a panic path the allocator must not reach
+    // (docs/preload.md). If it ever were gone, the thread would start afresh each time.
+
+    /// This thread's state.
+    fn load() -> Thread {
+        THREAD.try_with(Cell::get).unwrap_or(Thread::NONE)
+    }
+
+    /// Keeps `self` as this thread's state.
+    fn store(self) {
+        let _ = THREAD.try_with(|slot| slot.set(self));
+    }
 }
 
 /// Everything the learner decides with, behind the try-lock.
@@ -202,7 +216,7 @@ impl Note {
                 t.from.name(),
                 t.to.name(),
                 t.reason.describe(),
-                diag::Bytes(THRESHOLDS[usize::from(t.strategy)]),
+                diag::Bytes(elo::threshold(usize::from(t.strategy))),
                 ns / 1_000_000_000,
                 ns / 1_000_000 % 1000,
             )),
@@ -212,7 +226,7 @@ impl Note {
                 matches,
             } if log >= LogLevel::Verbose => diag::note(format_args!(
                 "learning: new leader {} (rating {rating:.0}) after {matches} matches",
-                diag::Bytes(THRESHOLDS[strategy]),
+                diag::Bytes(elo::threshold(strategy)),
             )),
             Note::Pruned { alive } if log >= LogLevel::Verbose => diag::note(format_args!(
                 "learning: pruned to {SURVIVORS}: {}",
@@ -326,7 +340,7 @@ impl Learner {
     pub(crate) fn threshold(&self, start: usize) -> usize {
         match self.serving.load(Ordering::Relaxed) {
             NOT_STARTED => THRESHOLDS[elo::start_index(start)],
-            s => THRESHOLDS[usize::from(s)],
+            s => elo::threshold(usize::from(s)),
         }
     }
 
@@ -419,10 +433,10 @@ impl Learner {
                 self.start(s, cfg, id, ops, now);
                 started = true;
             }
-            let mut t = THREAD.get();
+            let mut t = Thread::load();
             if t.owner == id && t.epoch == self.epoch.load(Ordering::Relaxed) {
                 s.count_sizes(&mut t.sizes);
-                THREAD.set(t);
+                t.store();
             }
             if evolution::window_due(ops - s.window_ops, now.saturating_sub(s.window_ns)) {
                 self.close_window(s, ops, now)
@@ -463,7 +477,7 @@ impl Learner {
         }
         let id = self.id();
         let epoch = self.epoch.load(Ordering::Acquire);
-        let mut t = THREAD.get();
+        let mut t = Thread::load();
         if t.owner != id || t.epoch != epoch {
             t = Thread {
                 owner: id,
@@ -499,11 +513,11 @@ impl Learner {
         } else {
             t.gap -= 1;
         }
-        let system = align_ok && size < THRESHOLDS[usize::from(t.strategy)];
+        let system = align_ok && size < elo::threshold(usize::from(t.strategy));
         if t.open {
             t.bytes = footprint(cfg, size, system) as f64;
         }
-        THREAD.set(t);
+        t.store();
         if let Some(note) = note {
             note.emit(cfg.log);
         }
@@ -525,7 +539,7 @@ impl Learner {
             Lifecycle::Learn => {
                 let played = s.league.record(strategy, x);
                 if let Some(scales) = s.league.fixed_scales() {
-                    s.p99[strategy].add(elo::cost(x, &scales));
+                    s.p99[elo::index(strategy)].add(elo::cost(x, &scales));
                 }
                 let mut note = None;
                 if let Some(p) = played {
@@ -653,7 +667,11 @@ impl Learner {
         };
         self.serving.store(serving as u8, Ordering::Relaxed);
         self.lifecycle.store(t.to as u8, Ordering::Relaxed);
-        self.mirror.transitions[t.reason as usize].fetch_add(1, Ordering::Relaxed);
+        // (`get`: a reason is below REASONS, but the compiler cannot see it through the
+        // machine's state, and the allocator must not reach a panic path.)
+        if let Some(count) = self.mirror.transitions.get(t.reason as usize) {
+            count.fetch_add(1, Ordering::Relaxed);
+        }
         self.epoch.fetch_add(1, Ordering::Release);
         Note::Transition {
             t,

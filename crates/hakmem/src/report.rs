@@ -9,6 +9,7 @@
 //! `#[global_allocator]` or any other); one on the stack or the heap is not. The report is
 //! formatted into a buffer on the handler's stack and written with one `write(2)`.
 
+use core::cell::UnsafeCell;
 use core::ffi::{c_int, c_void};
 use core::fmt;
 use core::sync::atomic::{AtomicU8, Ordering};
@@ -32,7 +33,62 @@ pub(crate) trait Report: Sync {
 }
 
 /// The allocator reported at exit.
-static TARGET: std::sync::OnceLock<&'static dyn Report> = std::sync::OnceLock::new();
+static TARGET: Target = Target::new();
+
+/// A slot set once: a `OnceLock` without the panic path that `OnceLock::set` keeps (through
+/// `Once`), which [`offer`], run inside the allocator, must not reach (docs/preload.md).
+struct Target {
+    /// [`Target::FREE`]; [`Target::SETTING`] while the one thread that claimed the slot writes
+    /// it; then [`Target::SET`].
+    state: AtomicU8,
+    slot: UnsafeCell<Option<&'static dyn Report>>,
+}
+
+// SAFETY: `slot` is written once, by the one thread that moved `state` from FREE to SETTING,
+// before it stores SET with Release; it is read only after SET is loaded with Acquire.
+unsafe impl Sync for Target {}
+
+impl Target {
+    const FREE: u8 = 0;
+    const SETTING: u8 = 1;
+    const SET: u8 = 2;
+
+    const fn new() -> Target {
+        Target {
+            state: AtomicU8::new(Target::FREE),
+            slot: UnsafeCell::new(None),
+        }
+    }
+
+    /// What was set, once it is.
+    fn get(&self) -> Option<&'static dyn Report> {
+        if self.state.load(Ordering::Acquire) != Target::SET {
+            return None;
+        }
+        // SAFETY: SET was published after the only write (see `Sync` above).
+        unsafe { *self.slot.get() }
+    }
+
+    /// Sets `r` if nothing was set (or is being set) before; whether it did.
+    fn set(&self, r: &'static dyn Report) -> bool {
+        if self
+            .state
+            .compare_exchange(
+                Target::FREE,
+                Target::SETTING,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            )
+            .is_err()
+        {
+            return false;
+        }
+        // SAFETY: we claimed the slot: no other thread writes it, and none reads it before SET.
+        unsafe { *self.slot.get() = Some(r) };
+        self.state.store(Target::SET, Ordering::Release);
+        true
+    }
+}
 
 /// `HAKMEM_REPORT`: 0 not read yet, 1 off, 2 on.
 static WANTED: AtomicU8 = AtomicU8::new(0);
@@ -60,7 +116,7 @@ pub(crate) fn offer<R: Report + 'static>(r: &R) {
     // thread-local's instances live elsewhere): never moved, never dropped while the object is
     // loaded, and the handler registered below belongs to that object too.
     let r: &'static R = unsafe { &*(r as *const R) };
-    if TARGET.set(r).is_ok() {
+    if TARGET.set(r) {
         // SAFETY: registering a plain `extern "C" fn()` with atexit has no preconditions.
         unsafe { libc::atexit(at_exit) };
     }
@@ -168,6 +224,25 @@ mod tests {
     // Interior mutability puts them in writable segments (.data, .bss), like an allocator.
     static IN_DATA: AtomicU64 = AtomicU64::new(7);
     static IN_BSS: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
+
+    #[test]
+    fn the_target_is_set_once() {
+        struct Named(&'static str);
+        impl Report for Named {
+            fn report(&self, out: &mut dyn fmt::Write) -> fmt::Result {
+                out.write_str(self.0)
+            }
+        }
+        static FIRST: Named = Named("first");
+        static SECOND: Named = Named("second");
+        let target = Target::new();
+        assert!(target.get().is_none());
+        assert!(target.set(&FIRST));
+        assert!(!target.set(&SECOND), "set once");
+        let mut out = std::string::String::new();
+        target.get().unwrap().report(&mut out).unwrap();
+        assert_eq!(out, "first");
+    }
 
     #[test]
     fn statics_are_static_the_stack_and_heap_are_not() {
