@@ -438,7 +438,13 @@ impl Learner {
                 s.count_sizes(&mut t.sizes);
                 t.store();
             }
-            if evolution::window_due(ops - s.window_ops, now.saturating_sub(s.window_ns)) {
+            // Ticks count outside the lock: another thread may have opened the window at a
+            // later count than this thread's `ops`, so the difference saturates (found by
+            // memcheck's RESEARCH child in runtime_env: a debug build's overflow panic).
+            if evolution::window_due(
+                ops.saturating_sub(s.window_ops),
+                now.saturating_sub(s.window_ns),
+            ) {
                 self.close_window(s, ops, now)
             } else {
                 None
