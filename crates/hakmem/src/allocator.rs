@@ -1019,13 +1019,17 @@ unsafe fn system_alloc(offset: usize, len: usize, zeroed: bool) -> *mut u8 {
 /// Maps a block for `size` bytes after an `offset`-byte lead-in such that `base + offset` is
 /// aligned to `align`. Returns the base and the mapping length, or `None` if the size overflows
 /// or the kernel refuses.
+///
+/// A zero-byte request maps one byte's worth: with a page-sized `offset`, `base + offset` would
+/// otherwise be the end of the mapping, the address of whatever the kernel maps next (the
+/// pool's region, once: `usable_size` then took the block for a pool block).
 fn map_block(
     size: usize,
     align: usize,
     offset: usize,
     page: usize,
 ) -> Option<(NonNull<u8>, usize)> {
-    let len = round_up(size.checked_add(offset)?, page)?;
+    let len = round_up(size.max(1).checked_add(offset)?, page)?;
     if align <= page {
         return Some((os::map(len)?, len));
     }
@@ -1151,6 +1155,19 @@ mod tests {
             let (base, len) = map_block(100, align, page, page).unwrap();
             assert_eq!((base.as_ptr() as usize + page) % align, 0);
             assert_eq!(len, 2 * page);
+            // SAFETY: the mapping just made.
+            assert!(unsafe { os::unmap(base, len) });
+        }
+    }
+
+    #[test]
+    fn a_zero_byte_block_lies_inside_its_mapping() {
+        let page = os::page_size();
+        for (align, offset) in [(16, HEADER_SIZE), (page, page), (1 << 21, page)] {
+            let (base, len) = map_block(0, align, offset, page).unwrap();
+            let (base_addr, user) = (base.as_ptr() as usize, base.as_ptr() as usize + offset);
+            assert_eq!(user % align, 0);
+            assert!(user < base_addr + len, "align {align}: {len} B mapping");
             // SAFETY: the mapping just made.
             assert!(unsafe { os::unmap(base, len) });
         }

@@ -191,14 +191,20 @@ enum Note {
         matches: u64,
         samples: u64,
     },
-    Leader {
-        strategy: usize,
-        rating: f64,
-        matches: u64,
+    /// A match was played that pruned the league (`pruned`: the survivors), changed its leader
+    /// (`leader`), or both at once.
+    Played {
+        pruned: Option<u16>,
+        leader: Option<Leader>,
     },
-    Pruned {
-        alive: u16,
-    },
+}
+
+/// A new leader, for its log line.
+#[derive(Clone, Copy, Debug)]
+struct Leader {
+    strategy: usize,
+    rating: f64,
+    matches: u64,
 }
 
 impl Note {
@@ -220,18 +226,25 @@ impl Note {
                 ns / 1_000_000_000,
                 ns / 1_000_000 % 1000,
             )),
-            Note::Leader {
-                strategy,
-                rating,
-                matches,
-            } if log >= LogLevel::Verbose => diag::note(format_args!(
-                "learning: new leader {} (rating {rating:.0}) after {matches} matches",
-                diag::Bytes(elo::threshold(strategy)),
-            )),
-            Note::Pruned { alive } if log >= LogLevel::Verbose => diag::note(format_args!(
-                "learning: pruned to {SURVIVORS}: {}",
-                Survivors(alive)
-            )),
+            Note::Played { pruned, leader } if log >= LogLevel::Verbose => {
+                if let Some(alive) = pruned {
+                    diag::note(format_args!(
+                        "learning: pruned to {SURVIVORS}: {}",
+                        Survivors(alive)
+                    ));
+                }
+                if let Some(Leader {
+                    strategy,
+                    rating,
+                    matches,
+                }) = leader
+                {
+                    diag::note(format_args!(
+                        "learning: new leader {} (rating {rating:.0}) after {matches} matches",
+                        diag::Bytes(elo::threshold(strategy)),
+                    ));
+                }
+            }
             _ => {}
         }
     }
@@ -553,17 +566,20 @@ impl Learner {
                     if p.pruned {
                         // Threads serving a pruned strategy start afresh.
                         self.epoch.fetch_add(1, Ordering::Release);
-                        note = Some(Note::Pruned {
-                            alive: s.league.alive_mask(),
-                        });
                     }
                     if let Some(leader) = p.new_leader {
                         self.serving.store(leader as u8, Ordering::Relaxed);
-                        note = note.or(Some(Note::Leader {
-                            strategy: leader,
-                            rating: s.league.rating(leader),
-                            matches: s.league.played,
-                        }));
+                    }
+                    // One note for both: a match that prunes may also change the leader.
+                    if p.pruned || p.new_leader.is_some() {
+                        note = Some(Note::Played {
+                            pruned: p.pruned.then(|| s.league.alive_mask()),
+                            leader: p.new_leader.map(|strategy| Leader {
+                                strategy,
+                                rating: s.league.rating(strategy),
+                                matches: s.league.played,
+                            }),
+                        });
                     }
                 }
                 let next = s.league.choose();
