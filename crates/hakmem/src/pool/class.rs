@@ -55,15 +55,22 @@ pub(crate) static SIZES: [u32; CLASSES] = {
 };
 
 /// Blocks per span of every class.
-pub(crate) static CAPACITY: [u32; CLASSES] = {
-    let mut t = [0u32; CLASSES];
+pub(crate) static CAPACITY: [u16; CLASSES] = {
+    let mut t = [0u16; CLASSES];
     let mut c = 0;
     while c < CLASSES {
-        t[c] = (span_len(kind(c)) / size_of_class(c)) as u32;
+        let n = span_len(kind(c)) / size_of_class(c);
+        // A span's counts are `u16`s: checked at compile time (most: 4,096 blocks of 16 bytes).
+        assert!(n <= MAX_CAPACITY);
+        t[c] = n as u16;
         c += 1;
     }
     t
 };
+
+/// The most blocks a span holds (with one more count for the current span, `Span::used` still
+/// fits a `u16`).
+pub(crate) const MAX_CAPACITY: usize = u16::MAX as usize - 1;
 
 /// `floor(2^48 / size) + 1` for every class: `(off · MAGIC) >> 48` is `off / size` exactly for
 /// every offset in a span (`off < 2^22`): with `MAGIC · size = 2^48 + e`, `0 < e ≤ size ≤ 2^19`,

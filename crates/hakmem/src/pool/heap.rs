@@ -131,7 +131,11 @@ impl Heap {
             if cur != region.dummy() {
                 let s = &*cur;
                 // (Called after a miss on the fast slot, the list may have blocks.)
-                if !s.free.get().is_null() || s.collect() || s.carve(region.start(s)) {
+                if !s.free.get().is_null()
+                    || s.take_local()
+                    || s.collect()
+                    || s.carve(region.start(s))
+                {
                     return s.pop();
                 }
             }
@@ -217,8 +221,8 @@ impl Heap {
             s.check_empty();
             if core::ptr::eq(self.direct(class).get(), s) {
                 // The current span's extra count went too: more frees than blocks handed out.
-                let first = s.free.get();
-                super::report::double_free("free", first.cast());
+                let last = s.local.get();
+                super::report::double_free("free", last.cast());
             }
             self.unlink(class, s);
             self.retire(region, s);
@@ -329,7 +333,7 @@ impl Heap {
 unsafe fn take(region: Region, s: &Span) -> *mut Block {
     // SAFETY: forwarded.
     unsafe {
-        if s.free.get().is_null() {
+        if s.free.get().is_null() && !s.take_local() {
             s.carve(region.start(s));
         }
         s.pop()

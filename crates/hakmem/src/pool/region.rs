@@ -395,6 +395,7 @@ impl Region {
         let len = class::span_len(kind);
         span.heap.store(core::ptr::null_mut(), Ordering::Relaxed);
         span.free.set(core::ptr::null_mut());
+        span.local.set(core::ptr::null_mut());
         span.carved.set(0);
         span.state.store(FREE, Ordering::Relaxed);
         h.held_bytes.fetch_sub(len, Ordering::Relaxed);
@@ -417,6 +418,7 @@ impl Region {
     pub(crate) fn cache(self, span: &Span) {
         span.heap.store(core::ptr::null_mut(), Ordering::Relaxed);
         span.free.set(core::ptr::null_mut());
+        span.local.set(core::ptr::null_mut());
         span.carved.set(0);
         span.state.store(CACHED, Ordering::Relaxed);
     }

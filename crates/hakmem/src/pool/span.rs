@@ -5,11 +5,18 @@
 //!
 //! Ownership: a span in use belongs to one thread's heap (`heap`). Only that thread touches the
 //! `Cell` fields: it allocates from `free` (the next pointer lives in the free block itself),
-//! frees into it, carves fresh blocks from the untouched tail (`carved` of `capacity` so far).
-//! Any other thread frees by pushing the block onto `remote` (a lock-free stack the owner takes
-//! whole). `used` counts the blocks not on `free`: handed out, or freed remotely and not yet
-//! collected; the heap's current span of a class carries one extra count, so that only a span
-//! that is not current can empty out on the free path.
+//! frees onto `local`, and carves fresh blocks from the untouched tail (`carved` of its class's
+//! capacity so far). Any other thread frees by pushing the block onto `remote` (a lock-free
+//! stack the owner takes whole). `used` counts the blocks on neither list: handed out, or freed
+//! remotely and not yet collected; the heap's current span of a class carries one extra count,
+//! so that only a span that is not current can empty out on the free path.
+//!
+//! Two lists, as mimalloc's pages have: the owner's frees go onto `local`, which becomes the free
+//! list only when `free` runs dry. With one list, a free followed by an allocation of the same
+//! class reads back the link it just wrote, through the list head it just wrote: two
+//! store-to-load forwardings in a row on every alloc+free pair, which the `tiny` scenario
+//! measured at 6.4 ns against mimalloc's 4.1 on the same instructions. Allocation now walks
+//! links written long before.
 
 use core::cell::Cell;
 use core::ptr;
@@ -44,22 +51,23 @@ pub(crate) const ABANDONED: u8 = 4;
 pub(crate) struct Span {
     /// Owner only: the free list blocks are allocated from.
     pub(crate) free: Cell<*mut Block>,
+    /// Owner only: the blocks the owner freed since `free` last ran dry.
+    pub(crate) local: Cell<*mut Block>,
     /// The owning heap; null unless [`OWNED`].
     pub(crate) heap: AtomicPtr<Heap>,
-    /// Owner only: blocks not on `free` (plus one while the span is its heap's current span).
-    pub(crate) used: Cell<u32>,
-    /// Owner only: blocks carved so far (from the start of the span).
-    pub(crate) carved: Cell<u32>,
     /// Blocks freed by other threads, waiting for the owner.
     pub(crate) remote: AtomicPtr<Block>,
-    /// The class's block size.
-    pub(crate) block_size: AtomicU32,
-    /// Blocks that fit in the span.
-    pub(crate) capacity: AtomicU32,
     /// Owner only: the heap's list of the class's other spans.
     pub(crate) prev: Cell<*mut Span>,
     /// Owner only: as `prev`.
     pub(crate) next: Cell<*mut Span>,
+    /// Owner only: blocks on neither `free` nor `local` (plus one while the span is its heap's
+    /// current span). A span holds at most [`class::MAX_CAPACITY`] blocks.
+    pub(crate) used: Cell<u16>,
+    /// Owner only: blocks carved so far (from the start of the span).
+    pub(crate) carved: Cell<u16>,
+    /// The class's block size.
+    pub(crate) block_size: AtomicU32,
     /// Link of the region's lock-free stacks (a span index + 1, or 0).
     pub(crate) link: AtomicU32,
     /// The size class (written by the owner; read by any thread checking a free).
@@ -90,20 +98,20 @@ impl Span {
         block
     }
 
-    /// Pushes `block` onto the free list; returns the new `used` count (0: the span emptied).
+    /// Pushes `block` onto the owner's list; returns the new `used` count (0: the span emptied).
     /// A block already at the head of the list is a double free, reported.
     ///
     /// # Safety
     /// The caller owns the span; `block` is a block of it that was handed out.
     #[inline(always)]
-    pub(crate) unsafe fn push_local(&self, block: *mut Block) -> u32 {
-        let head = self.free.get();
+    pub(crate) unsafe fn push_local(&self, block: *mut Block) -> u16 {
+        let head = self.local.get();
         if head == block {
             report::double_free("free", block.cast());
         }
         // SAFETY: the block is ours again; its first word becomes the link.
         unsafe { (*block).next = head };
-        self.free.set(block);
+        self.local.set(block);
         // An owned span with nothing out is retired at once (or is current: one extra count).
         debug_assert!(
             self.used.get() > 0,
@@ -141,6 +149,19 @@ impl Span {
         }
     }
 
+    /// Makes the owner's list the free list, when the free list has run dry. Returns whether
+    /// any block came.
+    ///
+    /// # Safety
+    /// The caller owns the span.
+    #[inline]
+    pub(crate) unsafe fn take_local(&self) -> bool {
+        debug_assert!(self.free.get().is_null());
+        let list = self.local.replace(ptr::null_mut());
+        self.free.set(list);
+        !list.is_null()
+    }
+
     /// Moves the remote stack onto the free list. Returns whether any block came.
     ///
     /// # Safety
@@ -152,7 +173,7 @@ impl Span {
         }
         // Count the blocks and find the tail; more blocks than are out is a double free (and a
         // cycle would be one), so the walk is bounded.
-        let out = self.used.get();
+        let out = u32::from(self.used.get());
         let mut n = 1u32;
         let mut tail = list;
         // SAFETY: every block on the remote stack was pushed with its link written before the
@@ -171,26 +192,37 @@ impl Span {
             report::double_free("free", list.cast());
         }
         self.free.set(list);
-        self.used.set(out - n);
+        // (At most `out`, a `u16`.)
+        self.used.set((out - n) as u16);
         true
     }
 
-    /// Whether the span can hand out a block (free, or not yet carved).
+    /// Whether the span can hand out a block (free, freed by the owner, or not yet carved).
     #[inline]
     pub(crate) fn has_room(&self) -> bool {
-        !self.free.get().is_null() || self.carved.get() < self.capacity.load(Ordering::Relaxed)
+        !self.free.get().is_null()
+            || !self.local.get().is_null()
+            || self.carved.get() < self.capacity()
     }
 
-    /// Carves up to a page's worth (at least 4) of fresh blocks onto the empty free list.
-    /// Returns whether any were left to carve.
+    /// Blocks that fit in the span: its class's capacity.
+    #[inline]
+    fn capacity(&self) -> u16 {
+        let c = class::bounded(self.class.load(Ordering::Relaxed) as usize, class::CLASSES);
+        class::CAPACITY[c]
+    }
+
+    /// Carves up to a page's worth (at least 4) of fresh blocks onto the empty free list (the
+    /// owner's list is empty too: freed blocks are reused first). Returns whether any were left
+    /// to carve.
     ///
     /// # Safety
     /// The caller owns the span; `start` is its first byte and the span is committed.
     pub(crate) unsafe fn carve(&self, start: usize) -> bool {
-        debug_assert!(self.free.get().is_null());
+        debug_assert!(self.free.get().is_null() && self.local.get().is_null());
         let size = self.block_size.load(Ordering::Relaxed) as usize;
         let carved = self.carved.get();
-        let left = self.capacity.load(Ordering::Relaxed) - carved;
+        let left = self.capacity() - carved;
         if left == 0 {
             return false;
         }
@@ -200,7 +232,8 @@ impl Span {
             // by zero (a panic path) at no cost.
             unsafe { core::hint::unreachable_unchecked() }
         }
-        let n = left.min((4096 / size).max(4) as u32);
+        // (At most `left`, a `u16`.)
+        let n = left.min((4096 / size).max(4) as u16);
         let first = start + carved as usize * size;
         // SAFETY: blocks `carved .. carved + n` lie inside the span and nothing uses them; each
         // gets the link to the next, the last a null.
@@ -225,11 +258,10 @@ impl Span {
         debug_assert!(self.remote.load(Ordering::Relaxed).is_null());
         let c = class::bounded(class, class::CLASSES);
         self.free.set(ptr::null_mut());
+        self.local.set(ptr::null_mut());
         self.used.set(0);
         self.carved.set(0);
         self.block_size.store(class::SIZES[c], Ordering::Relaxed);
-        // The span's kind is the class's (asserted above): its length over the block size.
-        self.capacity.store(class::CAPACITY[c], Ordering::Relaxed);
         self.prev.set(ptr::null_mut());
         self.next.set(ptr::null_mut());
         self.class.store(class as u8, Ordering::Relaxed);
@@ -237,26 +269,28 @@ impl Span {
         self.state.store(OWNED, Ordering::Relaxed);
     }
 
-    /// Checks an emptied span (`used == 0`, nothing remote): its free list must hold exactly the
-    /// carved blocks. A longer list (or a cycle) means a block was freed twice; reported.
+    /// Checks an emptied span (`used == 0`, nothing remote): its two lists must hold exactly the
+    /// carved blocks. Longer lists (or a cycle) mean a block was freed twice; reported.
     ///
     /// # Safety
     /// The caller owns the span.
     pub(crate) unsafe fn check_empty(&self) {
         debug_assert_eq!(self.used.get(), 0);
-        let carved = self.carved.get();
+        let carved = u32::from(self.carved.get());
         let mut n = 0u32;
-        let mut b = self.free.get();
-        while !b.is_null() {
-            n += 1;
-            if n > carved {
-                report::double_free("free", b.cast());
+        for head in [self.free.get(), self.local.get()] {
+            let mut b = head;
+            while !b.is_null() {
+                n += 1;
+                if n > carved {
+                    report::double_free("free", b.cast());
+                }
+                // SAFETY: a block on one of the span's lists; its first word is the link.
+                b = unsafe { (*b).next };
             }
-            // SAFETY: a block on the free list; its first word is the link.
-            b = unsafe { (*b).next };
         }
         if n != carved {
-            report::double_free("free", self.free.get().cast());
+            report::double_free("free", self.local.get().cast());
         }
     }
 }

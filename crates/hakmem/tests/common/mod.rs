@@ -58,6 +58,26 @@ pub fn child_value(out: &Output, key: &str) -> Option<String> {
     )
 }
 
+/// The most blocks a pool span holds (4,096 blocks of 16 bytes): a block freed to the pool is
+/// handed out again within this many allocations of its class.
+pub const POOL_SPAN_BLOCKS: usize = 4096;
+
+/// Calls `alloc` until it returns `target` (a pool block just freed: its span hands it out again
+/// once the blocks already on its free list are gone, docs/pool.md) or [`POOL_SPAN_BLOCKS`]
+/// more blocks came. Returns whether `target` came, and the other blocks, for the caller to free.
+pub fn alloc_until(target: *mut u8, mut alloc: impl FnMut() -> *mut u8) -> (bool, Vec<*mut u8>) {
+    let mut others = Vec::new();
+    for _ in 0..=POOL_SPAN_BLOCKS {
+        let p = alloc();
+        assert!(!p.is_null());
+        if p == target {
+            return (true, others);
+        }
+        others.push(p);
+    }
+    (false, others)
+}
+
 /// How much of its full size a long test runs: `HAKMEM_TEST_SCALE` (a factor in `(0, 1]`,
 /// default 1). The sanitizer and valgrind runs (`cargo xtask sanitizers`) lower it; the
 /// figures a test promises (docs/reliability.md) hold at 1.
