@@ -41,7 +41,7 @@ pub(crate) const CLASSES: [usize; 8] = [
 ];
 
 /// Slots per (site, class).
-pub(crate) const WAYS: usize = 8;
+pub(crate) const WAYS: usize = 16;
 
 /// Puts that stay HOT after a hit of their class.
 const SCORE_MAX: u32 = 64;
