@@ -107,22 +107,19 @@ pub fn asan() -> Result<bool, String> {
             "asan: HAKMEM_MODE={mode} QUICKCHECK_TESTS={ASAN_QUICKCHECK_TESTS} \
              HAKMEM_TEST_SCALE={ASAN_SCALE} {shown}"
         );
-        let start = Instant::now();
         let mut run = nightly_cargo(&args);
         run.env("RUSTFLAGS", rustflags)
             .env(cmd::MODE_VAR, mode)
             .env("QUICKCHECK_TESTS", ASAN_QUICKCHECK_TESTS)
             .env("HAKMEM_TEST_SCALE", ASAN_SCALE)
             .env("ASAN_OPTIONS", "detect_leaks=1");
-        let result = cmd::run_inherited(&mut run, "cargo test under AddressSanitizer");
-        println!(
-            "asan: {mode}: {} ({} s)",
-            if result.is_ok() { "ok" } else { "FAILED" },
-            cmd::seconds(start.elapsed())
+        run_one(
+            "asan",
+            mode.to_owned(),
+            &mut run,
+            "cargo test under AddressSanitizer",
+            &mut failed,
         );
-        if result.is_err() {
-            failed.push(mode);
-        }
     }
     if !failed.is_empty() {
         println!("asan: failed in {}", failed.join(", "));
@@ -260,7 +257,6 @@ pub fn memcheck() -> Result<bool, String> {
                 vg.join(" "),
                 path.display()
             );
-            let start = Instant::now();
             let mut run = cmd::command("valgrind", &vg, None);
             run.arg(path);
             if let Some(t) = &test {
@@ -270,15 +266,7 @@ pub fn memcheck() -> Result<bool, String> {
                 .env("QUICKCHECK_TESTS", MEMCHECK_QUICKCHECK_TESTS)
                 .env("HAKMEM_TEST_SCALE", MEMCHECK_SCALE)
                 .env("HAKMEM_TEST_UNDER_VALGRIND", "1");
-            let result = cmd::run_inherited(&mut run, "valgrind");
-            println!(
-                "memcheck: {what}: {} ({} s)",
-                if result.is_ok() { "ok" } else { "FAILED" },
-                cmd::seconds(start.elapsed())
-            );
-            if result.is_err() {
-                failed.push(what);
-            }
+            run_one("memcheck", what, &mut run, "valgrind", &mut failed);
         }
     }
     println!(
@@ -292,6 +280,21 @@ pub fn memcheck() -> Result<bool, String> {
         }
     );
     Ok(failed.is_empty() && !bins.is_empty())
+}
+
+/// Runs one sanitizer run of `what` (a mode, a test binary), its output shown, then prints
+/// `TOOL: WHAT: ok|FAILED (N s)`; a failure is added to `failed`.
+fn run_one(tool: &str, what: String, run: &mut Command, context: &str, failed: &mut Vec<String>) {
+    let start = Instant::now();
+    let result = cmd::run_inherited(run, context);
+    println!(
+        "{tool}: {what}: {} ({} s)",
+        if result.is_ok() { "ok" } else { "FAILED" },
+        cmd::seconds(start.elapsed())
+    );
+    if result.is_err() {
+        failed.push(what);
+    }
 }
 
 /// Where `cargo xtask fuzz` installs cargo-fuzz when it is not on `PATH`.
