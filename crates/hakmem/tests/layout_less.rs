@@ -483,6 +483,12 @@ fn free_reports_misuse() {
             "hakmem: realloc(0x",
         ),
     ] {
+        if cfg!(hakmem_sanitizer) && name == "child_double_free_without_layout" {
+            // A system block: AddressSanitizer reports hakmem's read of the freed block's header
+            // (its own malloc's memory) before hakmem can (misuse.rs is off there for the same
+            // reason). The pool's cases are in hakmem's own region, which ASan does not track.
+            continue;
+        }
         let out = common::run_child(name, &[]);
         assert_eq!(common::signal(&out), Some(6), "{name}: SIGABRT");
         let lines = common::hakmem_lines(&out);
