@@ -131,11 +131,7 @@ impl Heap {
             if cur != region.dummy() {
                 let s = &*cur;
                 // (Called after a miss on the fast slot, the list may have blocks.)
-                if !s.free.get().is_null()
-                    || s.take_local()
-                    || s.collect()
-                    || s.carve(region.start(s))
-                {
+                if s.has_free() || s.collect() || s.carve(region.start(s)) {
                     return s.pop();
                 }
             }
@@ -326,14 +322,14 @@ impl Heap {
     }
 }
 
-/// Pops from the span just installed, carving first if its free list is empty.
+/// Pops from the span just installed, carving first if it has no free block.
 ///
 /// # Safety
 /// The caller owns `s`, which has room.
 unsafe fn take(region: Region, s: &Span) -> *mut Block {
     // SAFETY: forwarded.
     unsafe {
-        if s.free.get().is_null() && !s.take_local() {
+        if !s.has_free() {
             s.carve(region.start(s));
         }
         s.pop()

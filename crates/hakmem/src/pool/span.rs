@@ -156,19 +156,6 @@ impl Span {
         }
     }
 
-    /// Makes the owner's list the free list, when the free list has run dry. Returns whether
-    /// any block came.
-    ///
-    /// # Safety
-    /// The caller owns the span.
-    #[inline]
-    pub(crate) unsafe fn take_local(&self) -> bool {
-        debug_assert!(self.free.get().is_null());
-        let list = self.local.replace(ptr::null_mut());
-        self.free.set(list);
-        !list.is_null()
-    }
-
     /// Moves the remote stack onto the free list. Returns whether any block came.
     ///
     /// # Safety
@@ -204,12 +191,16 @@ impl Span {
         true
     }
 
-    /// Whether the span can hand out a block (free, freed by the owner, or not yet carved).
+    /// Whether [`Span::pop`] has a block without carving (on the free list or the owner's).
+    #[inline]
+    pub(crate) fn has_free(&self) -> bool {
+        !self.free.get().is_null() || !self.local.get().is_null()
+    }
+
+    /// Whether the span can hand out a block (a free one, or one not yet carved).
     #[inline]
     pub(crate) fn has_room(&self) -> bool {
-        !self.free.get().is_null()
-            || !self.local.get().is_null()
-            || self.carved.get() < self.capacity()
+        self.has_free() || self.carved.get() < self.capacity()
     }
 
     /// Blocks that fit in the span: its class's capacity.
