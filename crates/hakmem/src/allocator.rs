@@ -346,7 +346,10 @@ impl<P: Policy> Allocator<P> {
     unsafe fn allocate(&self, layout: Layout, site: Site, zeroed: bool) -> *mut u8 {
         let cfg = P::config();
         if cfg.pool {
-            if let Some(p) = self.pool.alloc(layout, zeroed, self.threshold(cfg)) {
+            if let Some(p) =
+                self.pool
+                    .alloc(layout, zeroed, self.threshold(cfg), cfg.thp != Thp::Off)
+            {
                 self.count_alloc(cfg, Event::PoolAlloc, site, layout.size(), Path::Pool);
                 if cfg.poison && !zeroed {
                     // SAFETY: the block holds `layout.size()` bytes.

@@ -173,8 +173,8 @@ fn many_threads_free_each_others_blocks() {
 }
 
 /// Threads allocate, hand their blocks to the main thread and exit; the main thread frees them
-/// (into spans whose owner is gone). Cycle after cycle, new threads adopt those spans, so the
-/// pool does not grow with the number of cycles.
+/// (into spans whose owner is gone). Cycle after cycle, each new thread inherits the last one's
+/// heap and collects those frees, so the pool does not grow with the number of cycles.
 #[test]
 fn exited_threads_spans_are_adopted() {
     static A: Allocator<Balanced> = Allocator::new();
@@ -196,7 +196,7 @@ fn exited_threads_spans_are_adopted() {
         })
         .join()
         .unwrap();
-        // The thread is gone: its spans hold live blocks, abandoned.
+        // The thread is gone: its heap, holding live blocks, is an orphan.
         for Sent(p, size, seed) in blocks {
             assert!(holds(p as *const u8, size, seed));
             // SAFETY: a live block of A.
@@ -204,7 +204,7 @@ fn exited_threads_spans_are_adopted() {
         }
         held.push(A.stats().pool_held_bytes);
     }
-    // One cycle's blocks: 20 000 × ~88 B ≈ 1.7 MiB. Without adoption the pool would hold about
+    // One cycle's blocks: 20 000 × ~88 B ≈ 1.7 MiB. Without inheritance the pool would hold about
     // 30 times that by the end.
     let last = *held.last().unwrap();
     assert!(
@@ -213,8 +213,122 @@ fn exited_threads_spans_are_adopted() {
     );
 }
 
+/// The block sizes of the classes FAST serves from the pool: every class but the largest
+/// (512 KiB, FAST's mmap threshold), every second entry of [`class_sizes`].
+fn class_block_sizes() -> Vec<usize> {
+    class_sizes()
+        .into_iter()
+        .skip(1)
+        .step_by(2)
+        .take(55)
+        .collect()
+}
+
+/// A thread that exits holding blocks of every pool class leaves its heap whole to the next thread:
+/// that thread's first block of each class is the next block of the span the first thread was
+/// allocating from (docs/pool.md, "Thread exit"). Adopting the exited thread's spans one by one,
+/// a few per refill, gave most classes a fresh span instead.
+#[test]
+fn a_new_thread_inherits_an_exited_threads_spans() {
+    static A: Allocator<Fast> = Allocator::new();
+    let sizes = class_block_sizes();
+    assert_eq!(sizes.len(), 55);
+    let first: Vec<usize> = thread::spawn(|| {
+        class_block_sizes()
+            .into_iter()
+            // SAFETY: non-zero size; kept live (freed at the end).
+            .map(|size| unsafe { A.alloc(layout(size)) } as usize)
+            .collect()
+    })
+    .join()
+    .unwrap();
+    let second: Vec<usize> = thread::spawn(|| {
+        class_block_sizes()
+            .into_iter()
+            // SAFETY: non-zero size; kept live (freed at the end).
+            .map(|size| unsafe { A.alloc(layout(size)) } as usize)
+            .collect()
+    })
+    .join()
+    .unwrap();
+    let mut apart = Vec::new();
+    for ((&size, &a), &b) in sizes.iter().zip(&first).zip(&second) {
+        if b != a + size {
+            apart.push(size);
+        }
+    }
+    assert!(
+        apart.is_empty(),
+        "the second thread's block does not follow the first's in these classes: {apart:?}"
+    );
+    for (i, &size) in sizes.iter().enumerate() {
+        // SAFETY: live blocks of A with this layout, freed once.
+        unsafe {
+            A.dealloc(first[i] as *mut u8, layout(size));
+            A.dealloc(second[i] as *mut u8, layout(size));
+        }
+    }
+}
+
+/// A thread exits holding spans whose blocks another thread then frees; a thread that was
+/// already running, and is out of spans, takes the orphan's spans over rather than growing the
+/// pool: what the pool has carved (held + dirty) does not change.
+#[test]
+fn a_running_thread_takes_over_an_orphan_before_the_pool_grows() {
+    static A: Allocator<Balanced> = Allocator::new();
+    let carved = || {
+        let s = A.stats();
+        (s.pool_held_bytes + s.pool_dirty_bytes, s.pool_purged_bytes)
+    };
+    let (go, wait) = mpsc::channel::<()>();
+    let runner = thread::spawn(move || {
+        // A heap of its own first, with one 32 B block.
+        // SAFETY: non-zero size.
+        let mine = unsafe { A.alloc(layout(32)) };
+        wait.recv().unwrap();
+        // Now 1 KiB blocks, a class this heap has no span of.
+        let before = carved();
+        let blocks: Vec<usize> = (0..32)
+            // SAFETY: non-zero size.
+            .map(|_| unsafe { A.alloc(layout(1024)) } as usize)
+            .collect();
+        let after = carved();
+        for p in blocks {
+            // SAFETY: live blocks of A with this layout.
+            unsafe { A.dealloc(p as *mut u8, layout(1024)) };
+        }
+        // SAFETY: as above.
+        unsafe { A.dealloc(mine, layout(32)) };
+        (before, after)
+    });
+    // An exiting thread leaves 2 MiB of 1 KiB blocks in its spans (an orphan) …
+    let blocks: Vec<usize> = thread::spawn(|| {
+        (0..2048)
+            // SAFETY: non-zero size.
+            .map(|_| unsafe { A.alloc(layout(1024)) } as usize)
+            .collect()
+    })
+    .join()
+    .unwrap();
+    // … which this thread (without a heap in A) frees: remote frees into the orphan's spans.
+    for p in blocks {
+        // SAFETY: live blocks of A with this layout.
+        unsafe { A.dealloc(p as *mut u8, layout(1024)) };
+    }
+    go.send(()).unwrap();
+    let (before, after) = runner.join().unwrap();
+    assert!(
+        before.0 >= 2 << 20,
+        "the orphan's spans are held: {before:?}"
+    );
+    assert_eq!(
+        after, before,
+        "(held + dirty, purged) bytes before and after the running thread's 1 KiB blocks"
+    );
+}
+
 /// A thread exits with live blocks that another thread frees later, while the first thread's
-/// spans are abandoned; the blocks stay intact and frees after the exit are fine.
+/// heap is an orphan (then inherited); the blocks stay intact and frees after the exit are fine.
 #[test]
 fn blocks_outlive_their_thread() {
     static A: Allocator<Fast> = Allocator::new();
@@ -232,7 +346,7 @@ fn blocks_outlive_their_thread() {
     })
     .join()
     .unwrap();
-    // Another thread allocates meanwhile (and may adopt the abandoned spans).
+    // Another thread allocates meanwhile (and inherits the exited thread's heap).
     thread::spawn(|| {
         for &size in &class_sizes() {
             // SAFETY: non-zero size; freed with its layout.

@@ -169,6 +169,16 @@ pub(crate) const fn kind(c: usize) -> usize {
     }
 }
 
+/// The classes whose spans are of `kind`, as a range of class indices.
+#[inline]
+pub(crate) const fn classes_of(kind: usize) -> core::ops::Range<usize> {
+    match kind {
+        0 => 0..KIND_START[0],
+        1 => KIND_START[0]..KIND_START[1],
+        _ => KIND_START[1]..CLASSES,
+    }
+}
+
 /// The length of a span of `kind`.
 #[inline(always)]
 pub(crate) const fn span_len(kind: usize) -> usize {
@@ -198,6 +208,18 @@ mod tests {
             size += if size < 4096 { 1 } else { 61 };
         }
         assert_eq!(of(MAX_SIZE), CLASSES - 1);
+    }
+
+    #[test]
+    fn classes_of_inverts_kind() {
+        for k in 0..KINDS {
+            assert!(!classes_of(k).is_empty());
+            for c in classes_of(k) {
+                assert_eq!(kind(c), k, "class {c}");
+            }
+        }
+        let total: usize = (0..KINDS).map(|k| classes_of(k).len()).sum();
+        assert_eq!(total, CLASSES);
     }
 
     #[test]

@@ -1,5 +1,7 @@
-//! A heap: one thread's spans in one pool. Only its thread touches it (an exited thread's spans
-//! go to the region's abandoned stack, and the slot to the region's free heaps).
+//! A heap: one thread's spans in one pool. Only its thread touches it. When the thread exits,
+//! its empty spans go back to the region and the heap, with the spans that still hold blocks,
+//! becomes an *orphan*: the next thread to need a heap inherits it whole, or a running thread
+//! that is out of spans takes its spans over.
 //!
 //! Per class, the heap has a *current* span, which the fast path pops from (the region's dummy
 //! span, always empty, when there is none), and a list of its other spans of that class, partly
@@ -9,12 +11,20 @@
 //! 2. fresh blocks carved from the current span's untouched tail;
 //! 3. up to [`ROTATE`] spans from the front of the class's list (each sent to the back if it has
 //!    nothing to give), collecting their remote frees;
-//! 4. up to [`ADOPT`] spans abandoned by exited threads (of any class: each joins this heap);
-//! 5. an empty span: the heap's cached one of that kind, else one from the region.
+//! 4. an empty span: the heap's cached one of that kind, else a free one from the region;
+//! 5. before the region grows, the spans of an orphaned heap, all of them, taken over (its slot
+//!    given back), and back to 4 if none of them serves;
+//! 6. a fresh span carved from the region.
 //!
 //! A span that is not current and empties out on a local free is checked (its free list must
 //! hold exactly its carved blocks: a double free shows as a mismatch) and retired: kept as the
 //! heap's cached span of its kind if that slot is free, else given back to the region.
+//!
+//! Why orphans rather than single abandoned spans (docs/pool.md, "Thread exit"): a thread that
+//! replaces one that exited (a pool of workers, a thread per request) inherits spans of the
+//! classes it is about to use, whose pages are resident, and frees of the blocks it is handed
+//! are local; adopting spans one by one, in no order, left it to take fresh spans and touch
+//! fresh pages first.
 
 use core::cell::Cell;
 use core::ptr;
@@ -22,12 +32,10 @@ use core::sync::atomic::{AtomicU32, Ordering};
 
 use super::class::{self, CLASSES, KINDS};
 use super::region::Region;
-use super::span::{Block, Span, OWNED};
+use super::span::{Block, Span};
 
 /// Spans of the class's list examined per refill.
 const ROTATE: usize = 4;
-/// Abandoned spans adopted per refill at most.
-const ADOPT: usize = 4;
 
 /// One thread's spans in one region.
 #[repr(C)]
@@ -147,33 +155,26 @@ impl Heap {
                 }
                 self.push_back(class, s);
             }
-            for _ in 0..ADOPT {
-                let Some(s) = region.adopt() else {
-                    break;
-                };
-                let s = &*s;
-                s.heap.store(me, Ordering::Relaxed);
-                s.state.store(OWNED, Ordering::Relaxed);
-                s.collect();
-                if s.used.get() == 0 {
-                    s.check_empty();
-                    self.retire(region, s);
-                    continue;
+            let kind = class::kind(class);
+            let s = loop {
+                let cached = self.cache(kind).replace(ptr::null_mut());
+                if !cached.is_null() {
+                    break cached;
                 }
-                let c = s.class.load(Ordering::Relaxed) as usize;
-                if c == class && s.has_room() {
+                if let Some(s) = region.reuse(class) {
+                    break s;
+                }
+                // Before the region grows: an orphan's spans (which may bring empty ones too).
+                let Some(orphan) = region.adopt_orphan() else {
+                    match region.fresh(kind) {
+                        Some(s) => break s,
+                        None => return ptr::null_mut(),
+                    }
+                };
+                if let Some(s) = self.take_over(region, orphan, class) {
                     self.install(region, class, s);
                     return take(region, s);
                 }
-                self.push_back(c, s);
-            }
-            let kind = class::kind(class);
-            let s = match self.cache(kind).replace(ptr::null_mut()) {
-                s if !s.is_null() => s,
-                _ => match region.acquire(kind) {
-                    Some(s) => s,
-                    None => return ptr::null_mut(),
-                },
             };
             let s = &*s;
             s.init(class, me);
@@ -237,43 +238,99 @@ impl Heap {
         }
     }
 
-    /// The thread exits: every span goes back to the region, empty ones as free spans, the
-    /// others abandoned for another heap to adopt; then the heap slot itself.
+    /// The thread exits: empty spans go back to the region; the heap, if it still holds spans,
+    /// becomes an orphan (its current spans stay current, its lists and cached spans stay), else
+    /// its slot is given back.
     ///
     /// # Safety
-    /// `heap` is the exiting thread's heap in `region`; nothing uses it afterwards.
-    pub(crate) unsafe fn flush(heap: *mut Heap, region: Region) {
+    /// `heap` is the exiting thread's heap in `region`; the thread uses it no more.
+    pub(crate) unsafe fn leave(heap: *mut Heap, region: Region) {
         // SAFETY: the exiting thread's own heap and spans.
         unsafe {
             let h = &*heap;
-            let give_up = |s: *mut Span| {
-                let span = &*s;
-                span.collect();
-                if span.used.get() == 0 {
-                    span.check_empty();
-                    region.release(s);
-                } else {
-                    region.abandon(s);
-                }
-            };
+            let mut holds = false;
             for c in 0..CLASSES {
-                let cur = h.direct[c].replace(region.dummy());
+                let cur = h.direct[c].get();
                 if cur != region.dummy() {
-                    (*cur).used.set((*cur).used.get() - 1);
-                    give_up(cur);
+                    let s = &*cur;
+                    s.collect();
+                    // (A current span counts one extra use.)
+                    if s.used.get() == 1 {
+                        s.used.set(0);
+                        s.check_empty();
+                        h.direct[c].set(region.dummy());
+                        region.release(cur);
+                    } else {
+                        holds = true;
+                    }
                 }
-                while let Some(s) = h.pop_front(c) {
-                    give_up(s);
+                let mut p = h.head[c].get();
+                while !p.is_null() {
+                    let s = &*p;
+                    p = s.next.get();
+                    s.collect();
+                    if s.used.get() == 0 {
+                        s.check_empty();
+                        h.unlink(c, s);
+                        region.release(s as *const Span as *mut Span);
+                    } else {
+                        holds = true;
+                    }
                 }
             }
             for k in 0..KINDS {
-                let s = h.cache[k].replace(ptr::null_mut());
-                if !s.is_null() {
-                    region.release(s);
+                holds |= !h.cache[k].get().is_null();
+            }
+            if holds {
+                region.orphan_heap(heap);
+            } else {
+                region.release_heap(heap);
+            }
+        }
+    }
+
+    /// Takes over every span of `orphan` (adopted from the region): empty ones are retired, the
+    /// others join this heap's lists, except the first of `class` with room, which is returned
+    /// (owned, in no list) for the caller to install. The orphan's slot is given back.
+    ///
+    /// # Safety
+    /// `self` is the calling thread's heap in `region`; `orphan` was just adopted from it.
+    unsafe fn take_over(&self, region: Region, orphan: *mut Heap, class: usize) -> Option<&Span> {
+        let me = self as *const Heap as *mut Heap;
+        let mut found: Option<&Span> = None;
+        // SAFETY: the orphan and its spans are ours now (adopted); its spans are owned spans.
+        unsafe {
+            let o = &*orphan;
+            for c in 0..CLASSES {
+                let cur = o.direct[c].replace(region.dummy());
+                if cur != region.dummy() {
+                    // Not current any more: drop its extra use, then as any listed span.
+                    (*cur).used.set((*cur).used.get() - 1);
+                    o.push_back(c, &*cur);
+                }
+                while let Some(p) = o.pop_front(c) {
+                    let s = &*p;
+                    s.heap.store(me, Ordering::Relaxed);
+                    s.collect();
+                    if s.used.get() == 0 {
+                        s.check_empty();
+                        self.retire(region, s);
+                    } else if c == class && found.is_none() && s.has_room() {
+                        found = Some(s);
+                    } else {
+                        self.push_back(c, s);
+                    }
                 }
             }
-            region.release_heap(heap);
+            for k in 0..KINDS {
+                let s = o.cache[k].replace(ptr::null_mut());
+                if !s.is_null() {
+                    self.retire(region, &*s);
+                }
+            }
+            region.release_heap(orphan);
         }
+        found
     }
 
     fn pop_front(&self, class: usize) -> Option<*mut Span> {

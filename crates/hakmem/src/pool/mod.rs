@@ -39,7 +39,7 @@ pub(crate) use region::Usage;
 
 use heap::Heap;
 use region::Region;
-use span::{Span, ABANDONED, CACHED, FREE, OWNED};
+use span::{Span, CACHED, FREE, OWNED};
 
 /// The largest request the pool serves.
 pub(crate) const MAX_SIZE: usize = class::MAX_SIZE;
@@ -81,16 +81,24 @@ impl Pool {
 
     /// A pool block for `layout`, or `None` when the pool does not serve it: `size >= limit` (the
     /// policy's mmap threshold) or above [`MAX_SIZE`], an alignment above 64 KiB, or no memory.
+    /// `huge` (the policy advises transparent huge pages) is read once, when the pool reserves its
+    /// region: the region's span memory is then advised `MADV_HUGEPAGE` as it is committed.
     #[inline(always)]
-    pub(crate) fn alloc(&self, layout: Layout, zeroed: bool, limit: usize) -> Option<NonNull<u8>> {
+    pub(crate) fn alloc(
+        &self,
+        layout: Layout,
+        zeroed: bool,
+        limit: usize,
+        huge: bool,
+    ) -> Option<NonNull<u8>> {
         let size = layout.size();
         if size >= limit.min(MAX_SIZE + 1) {
             return None;
         }
         let block = if layout.align() <= class::MIN_ALIGN {
-            self.alloc_class(class::of(size))?
+            self.alloc_class(class::of(size), huge)?
         } else {
-            self.alloc_aligned(layout)?
+            self.alloc_aligned(layout, huge)?
         };
         if zeroed {
             // SAFETY: the block holds at least `size` bytes.
@@ -102,7 +110,7 @@ impl Pool {
     /// A block of `class`: from this thread's heap's current span when this pool is the fast
     /// slot's and the span has a free block, else the slow path.
     #[inline(always)]
-    fn alloc_class(&self, class: usize) -> Option<NonNull<u8>> {
+    fn alloc_class(&self, class: usize, huge: bool) -> Option<NonNull<u8>> {
         let base = self.base.load(Ordering::Relaxed);
         let block = thread::CACHE.with(|t| {
             if t.base.get() == base {
@@ -114,7 +122,7 @@ impl Pool {
         });
         match NonNull::new(block) {
             Some(b) => Some(b.cast()),
-            None => self.alloc_slow(class),
+            None => self.alloc_slow(class, huge),
         }
     }
 
@@ -122,25 +130,25 @@ impl Pool {
     /// alignment.
     #[cold]
     #[inline(never)]
-    fn alloc_aligned(&self, layout: Layout) -> Option<NonNull<u8>> {
-        self.alloc_class(class::of_aligned(layout.size(), layout.align())?)
+    fn alloc_aligned(&self, layout: Layout, huge: bool) -> Option<NonNull<u8>> {
+        self.alloc_class(class::of_aligned(layout.size(), layout.align())?, huge)
     }
 
     /// Reserves the region or makes the thread's heap if need be, then refills.
     #[cold]
     #[inline(never)]
-    fn alloc_slow(&self, class: usize) -> Option<NonNull<u8>> {
-        let region = self.region()?;
+    fn alloc_slow(&self, class: usize, huge: bool) -> Option<NonNull<u8>> {
+        let region = self.region(huge)?;
         let heap = thread::heap_in(region)?;
         // SAFETY: this thread's heap in `region`.
         NonNull::new(unsafe { (*heap).refill(region, class) }).map(NonNull::cast)
     }
 
-    /// The region, reserved now if it is not yet.
-    fn region(&self) -> Option<Region> {
+    /// The region, reserved now (with `huge` as its THP advice) if it is not yet.
+    fn region(&self, huge: bool) -> Option<Region> {
         match self.base.load(Ordering::Acquire) {
             DISABLED => None,
-            NOT_MAPPED => self.reserve(),
+            NOT_MAPPED => self.reserve(huge),
             // SAFETY: any other value was published by `reserve`.
             base => Some(unsafe { Region::at(base) }),
         }
@@ -149,8 +157,8 @@ impl Pool {
     /// First use: reserves a region and publishes it. Racing threads each reserve one; the loser
     /// unmaps its own, so nobody waits (and a `fork` cannot leave a half-made region).
     #[cold]
-    fn reserve(&self) -> Option<Region> {
-        let new = Region::reserve();
+    fn reserve(&self, huge: bool) -> Option<Region> {
+        let new = Region::reserve(huge);
         let want = new.map_or(DISABLED, Region::base);
         match self
             .base
@@ -253,7 +261,7 @@ impl Pool {
         // SAFETY: `b` is in the region (found by `block`).
         let region = unsafe { self.region_unchecked() };
         check_live(region, b, "free");
-        // SAFETY: checked live: an owned or abandoned span of the region.
+        // SAFETY: checked live: an owned span of the region.
         let span = unsafe { &*b.span };
         let block = b.ptr.as_ptr().cast();
         if let Some(mine) = thread::heap_of(region) {
@@ -267,7 +275,7 @@ impl Pool {
                 return;
             }
         }
-        // SAFETY: a handed-out block of an owned or abandoned span (caller, checked).
+        // SAFETY: a handed-out block of an owned span (caller, checked).
         unsafe { span.push_remote(block) }
     }
 }
@@ -277,7 +285,7 @@ fn check_live(region: Region, b: PoolBlock, op: &str) {
     // SAFETY: descriptors are always readable.
     let span = unsafe { &*b.span };
     match span.state.load(Ordering::Acquire) {
-        OWNED | ABANDONED => {}
+        OWNED => {}
         FREE | CACHED => report::double_free(op, b.ptr.as_ptr()),
         _ => report::invalid(op, b.ptr.as_ptr()),
     }
@@ -330,14 +338,14 @@ mod tests {
         let a = Pool::new();
         let b = Pool::new();
         let l = |size| Layout::from_size_align(size, 8).unwrap();
-        let p = a.alloc(l(100), false, usize::MAX).unwrap();
+        let p = a.alloc(l(100), false, usize::MAX, false).unwrap();
         assert_eq!(a.usable_size(p, "usable_size"), Some(112));
         assert_eq!(b.usable_size(p, "usable_size"), None, "not b's block");
-        let big = a.alloc(l(300_000), true, usize::MAX).unwrap();
+        let big = a.alloc(l(300_000), true, usize::MAX, false).unwrap();
         assert_eq!(a.usable_size(big, "usable_size"), Some(327_680));
-        assert!(a.alloc(l(MAX_SIZE + 1), false, usize::MAX).is_none());
+        assert!(a.alloc(l(MAX_SIZE + 1), false, usize::MAX, false).is_none());
         assert!(
-            a.alloc(l(1000), false, 1000).is_none(),
+            a.alloc(l(1000), false, 1000, false).is_none(),
             "at the limit: not the pool's"
         );
         let mut local = 0u64;

@@ -25,9 +25,9 @@
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
-use super::class::{self, KINDS};
+use super::class::{self, CLASSES, KINDS};
 use super::heap::Heap;
-use super::span::{Span, ABANDONED, CACHED, FREE, INVALID};
+use super::span::{Span, CACHED, FREE, INVALID};
 use crate::os::{self, Advice};
 
 /// log2 of [`REGION`].
@@ -64,7 +64,13 @@ static_assertions::const_assert!(core::mem::size_of::<Header>() <= HEAPS_OFF - H
 static_assertions::const_assert!(DESCS_OFF + PAGES * 64 == DATA_OFF);
 static_assertions::const_assert!(DATA_OFF % (1 << PAGE_SHIFT) == 0 && DATA_OFF % 4096 == 0);
 static_assertions::const_assert!(MAX_HEAPS >= 256);
+// `Header::dirty_mask` has a bit per class.
+static_assertions::const_assert!(CLASSES < 64);
 static_assertions::const_assert!(REGION_ALIGN % (1 << PAGE_SHIFT) == 0);
+// Commits cover whole 2 MiB huge pages.
+static_assertions::const_assert!(
+    REGION_ALIGN % (2 << 20) == 0 && DATA_OFF % (2 << 20) == 0 && COMMIT_CHUNK % (2 << 20) == 0
+);
 
 /// A lock-free stack of indices (span pages or heap slots) linked through an `AtomicU32` of each
 /// element. The head packs a 32-bit tag, bumped by every change, against ABA.
@@ -112,13 +118,18 @@ impl Stack {
 /// The region's shared state, at offset [`HEADER_OFF`].
 #[repr(C)]
 struct Header {
-    /// Empty spans with resident pages, per kind.
-    dirty: [Stack; KINDS],
+    /// Empty spans with resident pages, per class they last served.
+    dirty: [Stack; CLASSES],
+    /// Bit `c` set: `dirty[c]` may hold a span (a hint for [`Region::reuse`]'s scan: set after
+    /// every push, cleared by a pop that finds the stack empty, so a race can only leave a span
+    /// to its own class until the next push).
+    dirty_mask: AtomicU64,
     /// Empty spans returned to the OS, per kind.
     clean: [Stack; KINDS],
-    /// Spans of exited threads with blocks still in use.
-    abandoned: Stack,
-    /// Heap slots given back by exited threads.
+    /// Heap slots of exited threads that still hold spans (*orphans*), for the next thread to
+    /// inherit whole.
+    orphans: Stack,
+    /// Empty heap slots given back.
     heaps: Stack,
     /// Heap slots handed out fresh so far.
     heap_count: AtomicU32,
@@ -128,10 +139,12 @@ struct Header {
     committed: AtomicUsize,
     /// Bytes of spans in the dirty stacks.
     dirty_bytes: AtomicUsize,
-    /// Bytes of spans out of the free stacks: held by heaps (in use or cached) or abandoned.
+    /// Bytes of spans out of the free stacks: held by heaps (in use or cached), orphans included.
     held_bytes: AtomicUsize,
     /// Bytes returned to the OS so far.
     purged_bytes: AtomicU64,
+    /// Span memory is advised `MADV_HUGEPAGE` as it is committed (the policy's THP advice).
+    huge: AtomicBool,
     /// The allocator is gone (see `Pool`'s drop).
     dead: AtomicBool,
 }
@@ -194,8 +207,9 @@ impl Region {
         self.base
     }
 
-    /// Reserves and sets up a new region; `None` if the kernel refuses.
-    pub(crate) fn reserve() -> Option<Region> {
+    /// Reserves and sets up a new region; `None` if the kernel refuses. With `huge`, its span
+    /// memory is advised `MADV_HUGEPAGE` as it is committed ([`Region::commit_to`]).
+    pub(crate) fn reserve(huge: bool) -> Option<Region> {
         let base = reserve_aligned()?;
         // SAFETY: the metadata is whole pages at the start of our fresh reservation.
         if !unsafe { os::commit(base, DATA_OFF) } {
@@ -211,6 +225,7 @@ impl Region {
         let h = region.header();
         h.bump.store(DATA_OFF, Ordering::Relaxed);
         h.committed.store(DATA_OFF, Ordering::Relaxed);
+        h.huge.store(huge, Ordering::Relaxed);
         Some(region)
     }
 
@@ -271,15 +286,16 @@ impl Region {
         (self.base + HEAPS_OFF + index as usize * core::mem::size_of::<Heap>()) as *mut Heap
     }
 
-    /// A heap slot for a new thread, or `None` if [`MAX_HEAPS`] are in use.
-    pub(crate) fn claim_heap(self) -> Option<*mut Heap> {
+    /// A heap slot for a new thread, or `None` if [`MAX_HEAPS`] are in use. An orphan, if there
+    /// is one, is inherited whole (the flag says so): its spans become the new thread's. Else an
+    /// empty slot, which the caller sets up ([`Heap::init`]).
+    pub(crate) fn claim_heap(self) -> Option<(*mut Heap, bool)> {
+        if let Some(heap) = self.adopt_orphan() {
+            return Some((heap, true));
+        }
         let h = self.header();
-        let link = |i| {
-            // SAFETY: heap slots lie in the committed metadata, each with its link.
-            unsafe { (*self.heap_at(i)).link() }
-        };
-        if let Some(i) = h.heaps.pop(link) {
-            return Some(self.heap_at(i));
+        if let Some(i) = h.heaps.pop(|i| self.heap_link(i)) {
+            return Some((self.heap_at(i), false));
         }
         let mut n = h.heap_count.load(Ordering::Relaxed);
         loop {
@@ -290,43 +306,109 @@ impl Region {
                 .heap_count
                 .compare_exchange_weak(n, n + 1, Ordering::Relaxed, Ordering::Relaxed)
             {
-                Ok(_) => return Some(self.heap_at(n)),
+                Ok(_) => return Some((self.heap_at(n), false)),
                 Err(now) => n = now,
             }
         }
     }
 
-    /// Gives a heap slot back (its thread exited).
-    ///
-    /// # Safety
-    /// `heap` came from [`Region::claim_heap`] and nothing uses it any more.
-    pub(crate) unsafe fn release_heap(self, heap: *mut Heap) {
-        let index = (heap as usize - self.base - HEAPS_OFF) / core::mem::size_of::<Heap>();
-        // SAFETY: a heap slot of this region.
-        let link = unsafe { (*heap).link() };
-        self.header().heaps.push(index as u32, link);
+    /// The link of heap slot `i`.
+    fn heap_link(self, i: u32) -> &'static AtomicU32 {
+        // SAFETY: heap slots lie in the committed metadata (never unmapped), each with its link.
+        unsafe { (*self.heap_at(i)).link() }
     }
 
-    /// An empty span of `kind`, not yet set up for a class: a dirty one, a clean one, or a fresh
-    /// one carved from the data area. `None` when the region is full (or the kernel refuses to
-    /// commit more).
-    pub(crate) fn acquire(self, kind: usize) -> Option<*mut Span> {
+    /// The index of `heap`, a heap slot of this region.
+    fn heap_index(self, heap: *mut Heap) -> u32 {
+        ((heap as usize - self.base - HEAPS_OFF) / core::mem::size_of::<Heap>()) as u32
+    }
+
+    /// Gives an empty heap slot back (its thread exited holding no span, or its spans went to
+    /// another heap).
+    ///
+    /// # Safety
+    /// `heap` came from [`Region::claim_heap`] or [`Region::adopt_orphan`], holds no span, and
+    /// nothing uses it any more.
+    pub(crate) unsafe fn release_heap(self, heap: *mut Heap) {
+        let i = self.heap_index(heap);
+        self.header().heaps.push(i, self.heap_link(i));
+    }
+
+    /// Leaves a heap that still holds spans to the next thread (its thread exited).
+    ///
+    /// # Safety
+    /// `heap` came from [`Region::claim_heap`] or [`Region::adopt_orphan`] and its thread uses it
+    /// no more.
+    pub(crate) unsafe fn orphan_heap(self, heap: *mut Heap) {
+        let i = self.heap_index(heap);
+        self.header().orphans.push(i, self.heap_link(i));
+    }
+
+    /// An orphaned heap, now the caller's (the stack's release/acquire pair hands over its
+    /// thread-owned fields, and those of its spans).
+    pub(crate) fn adopt_orphan(self) -> Option<*mut Heap> {
+        let i = self.header().orphans.pop(|i| self.heap_link(i))?;
+        Some(self.heap_at(i))
+    }
+
+    /// An empty span for `class` from the free stacks, not yet set up for it: a dirty one that
+    /// last served `class`, a dirty one of another class of the same kind, or a clean one.
+    ///
+    /// Dirty spans are kept per class because a span's resident pages are those its blocks were
+    /// carved from: served to the same class again, it finds the pages a similar demand touched
+    /// before, where another class (or a fresh span) would touch new ones, a page fault each
+    /// (docs/pool.md, "Reuse by class").
+    pub(crate) fn reuse(self, class: usize) -> Option<*mut Span> {
         let h = self.header();
+        let kind = class::kind(class);
         let len = class::span_len(kind);
         let link = |i| &self.span(i).link;
-        let k = class::bounded(kind, KINDS);
-        let span = if let Some(i) = h.dirty[k].pop(link) {
+        let pop = |c: usize| {
+            let got = h.dirty[c].pop(link);
+            if got.is_none() {
+                h.dirty_mask.fetch_and(!(1 << c), Ordering::Relaxed);
+            }
+            got
+        };
+        let class = class::bounded(class, CLASSES);
+        let dirty = pop(class).or_else(|| {
+            // Another class's dirty span of the same kind: the first one the mask shows.
+            let range = class::classes_of(kind);
+            let of_kind = ((1u64 << range.end) - 1) & !((1u64 << range.start) - 1);
+            let mut mask = h.dirty_mask.load(Ordering::Relaxed) & of_kind & !(1 << class);
+            while mask != 0 {
+                let c = mask.trailing_zeros() as usize;
+                if let Some(i) = pop(c) {
+                    return Some(i);
+                }
+                mask &= mask - 1;
+            }
+            None
+        });
+        let span = if let Some(i) = dirty {
             h.dirty_bytes.fetch_sub(len, Ordering::Relaxed);
             self.span(i)
-        } else if let Some(i) = h.clean[k].pop(link) {
-            self.span(i)
         } else {
-            self.carve(kind)?
+            self.span(h.clean[class::bounded(kind, KINDS)].pop(link)?)
         };
+        Some(self.hand_out(span, kind))
+    }
+
+    /// A span of `kind` freshly carved from the data area. `None` when the region is full (or
+    /// the kernel refuses to commit more).
+    pub(crate) fn fresh(self, kind: usize) -> Option<*mut Span> {
+        let span = self.carve(kind)?;
+        Some(self.hand_out(span, kind))
+    }
+
+    /// Counts a free span as held.
+    fn hand_out(self, span: &Span, kind: usize) -> *mut Span {
         debug_assert_eq!(span.state.load(Ordering::Relaxed), FREE);
         debug_assert_eq!(span.kind.get() as usize, kind);
-        h.held_bytes.fetch_add(len, Ordering::Relaxed);
-        Some(span as *const Span as *mut Span)
+        self.header()
+            .held_bytes
+            .fetch_add(class::span_len(kind), Ordering::Relaxed);
+        span as *const Span as *mut Span
     }
 
     /// Carves a fresh span of `kind` from the data area.
@@ -378,6 +460,19 @@ impl Region {
         if !ok {
             return None;
         }
+        if h.huge.load(Ordering::Relaxed) {
+            // The range starts and ends on 2 MiB boundaries (`DATA_OFF` and `COMMIT_CHUNK` are
+            // multiples of it, the base is `REGION_ALIGN`-aligned), so whole huge pages can back
+            // it. Advice only: refused where THP is off, which changes nothing.
+            // SAFETY: whole pages of our reservation, just made accessible.
+            let _ = unsafe {
+                os::advise(
+                    NonNull::new_unchecked((self.base + done) as *mut u8),
+                    target - done,
+                    Advice::HugePage,
+                )
+            };
+        }
         h.committed.fetch_max(target, Ordering::Release);
         Some(())
     }
@@ -401,7 +496,12 @@ impl Region {
         h.held_bytes.fetch_sub(len, Ordering::Relaxed);
         let index = self.index(span);
         if h.dirty_bytes.fetch_add(len, Ordering::Relaxed) + len <= DIRTY_MAX {
-            h.dirty[kind].push(index, &span.link);
+            // (Every span released has served a class: `Heap::refill` sets up each span it
+            // acquires.)
+            let class = class::bounded(span.class.load(Ordering::Relaxed) as usize, CLASSES);
+            debug_assert_eq!(class::kind(class), kind);
+            h.dirty[class].push(index, &span.link);
+            h.dirty_mask.fetch_or(1 << class, Ordering::Relaxed);
             return;
         }
         h.dirty_bytes.fetch_sub(len, Ordering::Relaxed);
@@ -421,26 +521,6 @@ impl Region {
         span.local.set(core::ptr::null_mut());
         span.carved.set(0);
         span.state.store(CACHED, Ordering::Relaxed);
-    }
-
-    /// Hands a span with live blocks to whichever heap adopts it.
-    ///
-    /// # Safety
-    /// The caller owned `span` and gives it up.
-    pub(crate) unsafe fn abandon(self, span: *mut Span) {
-        // SAFETY: the caller owns it until the push below.
-        let span = unsafe { &*span };
-        span.heap.store(core::ptr::null_mut(), Ordering::Relaxed);
-        span.state.store(ABANDONED, Ordering::Relaxed);
-        self.header().abandoned.push(self.index(span), &span.link);
-    }
-
-    /// An abandoned span, now the caller's to adopt.
-    pub(crate) fn adopt(self) -> Option<*mut Span> {
-        let i = self.header().abandoned.pop(|i| &self.span(i).link)?;
-        let span = self.span(i);
-        debug_assert_eq!(span.state.load(Ordering::Relaxed), ABANDONED);
-        Some(span as *const Span as *mut Span)
     }
 
     /// Whether the allocator owning this region is gone.
@@ -500,7 +580,7 @@ mod tests {
     /// pool's aligned requests relied on the kernel's huge-page alignment of large mappings.
     #[test]
     fn regions_are_aligned_for_every_class_alignment() {
-        let regions: [Region; 3] = core::array::from_fn(|_| Region::reserve().unwrap());
+        let regions: [Region; 3] = core::array::from_fn(|_| Region::reserve(false).unwrap());
         for r in regions {
             assert_eq!(r.base() % REGION_ALIGN, 0, "{:#x}", r.base());
             // SAFETY: never published, nothing refers to it.

@@ -40,11 +40,9 @@ pub(crate) const INVALID: u8 = 0;
 pub(crate) const FREE: u8 = 1;
 /// [`Span::state`]: empty, kept by a heap for its next span of the same kind.
 pub(crate) const CACHED: u8 = 2;
-/// [`Span::state`]: in use by the heap in [`Span::heap`].
+/// [`Span::state`]: in use by the heap in [`Span::heap`] (which may be an orphan: its thread
+/// gone, the heap waiting for the next one).
 pub(crate) const OWNED: u8 = 3;
-/// [`Span::state`]: in use, its thread gone; in the region's abandoned stack until a heap adopts
-/// it.
-pub(crate) const ABANDONED: u8 = 4;
 
 /// A span's descriptor.
 #[repr(C, align(64))]
@@ -74,7 +72,7 @@ pub(crate) struct Span {
     pub(crate) class: AtomicU8,
     /// The span kind; fixed when the span is first carved from the region.
     pub(crate) kind: Cell<u8>,
-    /// One of [`INVALID`], [`FREE`], [`CACHED`], [`OWNED`], [`ABANDONED`].
+    /// One of [`INVALID`], [`FREE`], [`CACHED`], [`OWNED`].
     pub(crate) state: AtomicU8,
     _pad: u8,
 }
@@ -133,7 +131,7 @@ impl Span {
     /// is a double free, reported.
     ///
     /// # Safety
-    /// `block` is a handed-out block of this span, which is owned or abandoned.
+    /// `block` is a handed-out block of this span, which is owned.
     #[inline]
     pub(crate) unsafe fn push_remote(&self, block: *mut Block) {
         let mut head = self.remote.load(Ordering::Relaxed);

@@ -126,9 +126,11 @@ pub(crate) fn heap_in(region: Region) -> Option<*mut Heap> {
             return None;
         }
         let i = free?;
-        let heap = region.claim_heap()?;
-        // SAFETY: just claimed: ours alone.
-        unsafe { Heap::init(heap, region) };
+        let (heap, inherited) = region.claim_heap()?;
+        if !inherited {
+            // SAFETY: just claimed: ours alone.
+            unsafe { Heap::init(heap, region) };
+        }
         // A dead pool's heap is dropped with its entry (its region is never used again).
         t.entries[i].set((base, heap));
         t.base.set(base);
@@ -206,7 +208,7 @@ unsafe extern "C" fn on_exit(_: *mut c_void) {
             unsafe {
                 let region = Region::at(base);
                 if !region.is_dead() {
-                    Heap::flush(heap, region);
+                    Heap::leave(heap, region);
                 }
             }
         }
