@@ -293,7 +293,7 @@ fn pool_blocks_cross_threads<P: Policy>(a: &'static Allocator<P>) {
     })
     .join()
     .unwrap();
-    // The owner has exited; its spans are abandoned, the blocks still live.
+    // The owner has exited; its heap is an orphan, the blocks still live.
     for (&size, &p) in sizes.iter().zip(&made) {
         let p = p as *mut u8;
         // SAFETY: live blocks of `a`, each resized or freed once.

@@ -238,9 +238,9 @@ impl Heap {
         }
     }
 
-    /// The thread exits: empty spans go back to the region; the heap, if it still holds spans,
-    /// becomes an orphan (its current spans stay current, its lists and cached spans stay), else
-    /// its slot is given back.
+    /// The thread exits: empty spans (cached ones too) go back to the region; the heap, if it
+    /// still holds spans with blocks in use, becomes an orphan (its current spans stay current,
+    /// its lists stay), else its slot is given back.
     ///
     /// # Safety
     /// `heap` is the exiting thread's heap in `region`; the thread uses it no more.
@@ -278,8 +278,13 @@ impl Heap {
                     }
                 }
             }
+            // The cached empty spans go back too: an orphan holds only spans with blocks in use,
+            // so a program whose threads free what they allocate leaves none.
             for k in 0..KINDS {
-                holds |= !h.cache[k].get().is_null();
+                let s = h.cache[k].replace(ptr::null_mut());
+                if !s.is_null() {
+                    region.release(s);
+                }
             }
             if holds {
                 region.orphan_heap(heap);
@@ -289,9 +294,10 @@ impl Heap {
         }
     }
 
-    /// Takes over every span of `orphan` (adopted from the region): empty ones are retired, the
-    /// others join this heap's lists, except the first of `class` with room, which is returned
-    /// (owned, in no list) for the caller to install. The orphan's slot is given back.
+    /// Takes over every span of `orphan` (adopted from the region): those its blocks' frees have
+    /// emptied are retired, the others join this heap's lists, except the first of `class` with
+    /// room, which is returned (owned, in no list) for the caller to install. The orphan's slot is
+    /// given back.
     ///
     /// # Safety
     /// `self` is the calling thread's heap in `region`; `orphan` was just adopted from it.
@@ -322,12 +328,8 @@ impl Heap {
                     }
                 }
             }
-            for k in 0..KINDS {
-                let s = o.cache[k].replace(ptr::null_mut());
-                if !s.is_null() {
-                    self.retire(region, &*s);
-                }
-            }
+            // (Orphans keep no cached span: `leave` gave those back.)
+            debug_assert!(o.cache.iter().all(|c| c.get().is_null()));
             region.release_heap(orphan);
         }
         found

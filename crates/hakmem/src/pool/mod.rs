@@ -9,9 +9,10 @@
 //! - **Spans** ([`span`]): a span serves one class; its free list is intrusive (the link lives
 //!   in the free block), fresh blocks are carved from its untouched tail, frees from other
 //!   threads go to its lock-free remote stack, collected by the owner.
-//! - **Heaps** ([`heap`]): one per thread per pool, holding the thread's spans; exited threads'
-//!   spans are abandoned and adopted by others, empty spans go back to the region (and past a
-//!   few MiB back to the OS).
+//! - **Heaps** ([`heap`]): one per thread per pool, holding the thread's spans; an exited
+//!   thread's heap, if it still holds spans, is an orphan that the next thread inherits whole
+//!   (or a running thread takes over before the region grows); empty spans go back to the
+//!   region, kept per class they served (and past a few MiB back to the OS).
 //! - **Threads** ([`thread`]): a const `thread_local!` without destructor holds the heap of the
 //!   pool used last (the fast slot) and up to 8 per-pool entries; thread exit is a pthread key.
 //!

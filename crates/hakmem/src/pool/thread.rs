@@ -16,7 +16,8 @@
 //! is already in place (the re-entrant allocation is served from it, and does not try to hook
 //! again), and the debug re-entry guard is lowered around the call. glibc runs key destructors
 //! after the thread's `thread_local!` destructors, so blocks those free are taken back before
-//! the heap is flushed; anything freed or allocated after it goes the remote and system ways.
+//! the heap is left (`Heap::leave`); anything freed or allocated after it goes the remote and
+//! system ways.
 
 use core::cell::Cell;
 use core::ffi::c_void;
@@ -38,7 +39,7 @@ pub(crate) const NO_HEAP: *mut Heap = NonNull::<Heap>::dangling().as_ptr();
 const FRESH: u8 = 0;
 /// The exit hook is set (or being set, or could not be).
 const HOOKED: u8 = 1;
-/// The thread is exiting and its heaps are flushed: no new heap.
+/// The thread is exiting and its heaps are left: no new heap.
 const EXITED: u8 = 2;
 
 /// One thread's pool state.
@@ -191,7 +192,7 @@ fn exit_key_after_race() -> Option<libc::pthread_key_t> {
     }
 }
 
-/// The exit hook: flushes every heap of this thread into its region.
+/// The exit hook: leaves every heap of this thread to its region (`Heap::leave`).
 unsafe extern "C" fn on_exit(_: *mut c_void) {
     let _guard = reentry::Guard::enter();
     CACHE.with(|t| {
