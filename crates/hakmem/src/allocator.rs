@@ -346,9 +346,9 @@ impl<P: Policy> Allocator<P> {
     unsafe fn allocate(&self, layout: Layout, site: Site, zeroed: bool) -> *mut u8 {
         let cfg = P::config();
         if cfg.pool {
-            if let Some(p) =
-                self.pool
-                    .alloc(layout, zeroed, self.threshold(cfg), cfg.thp != Thp::Off)
+            if let Some(p) = self
+                .pool
+                .alloc(layout, zeroed, self.threshold(cfg), || cfg.thp != Thp::Off)
             {
                 self.count_alloc(cfg, Event::PoolAlloc, site, layout.size(), Path::Pool);
                 if cfg.poison && !zeroed {

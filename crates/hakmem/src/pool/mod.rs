@@ -82,15 +82,16 @@ impl Pool {
 
     /// A pool block for `layout`, or `None` when the pool does not serve it: `size >= limit` (the
     /// policy's mmap threshold) or above [`MAX_SIZE`], an alignment above 64 KiB, or no memory.
-    /// `huge` (the policy advises transparent huge pages) is read once, when the pool reserves its
-    /// region: the region's span memory is then advised `MADV_HUGEPAGE` as it is committed.
+    /// `huge` (does the policy advise transparent huge pages?) is asked once, on the slow path
+    /// that reserves the region: the region's span memory is then advised `MADV_HUGEPAGE` as it
+    /// is committed. (A closure, so that a runtime policy's fast path does not read it.)
     #[inline(always)]
     pub(crate) fn alloc(
         &self,
         layout: Layout,
         zeroed: bool,
         limit: usize,
-        huge: bool,
+        huge: impl Fn() -> bool,
     ) -> Option<NonNull<u8>> {
         let size = layout.size();
         if size >= limit.min(MAX_SIZE + 1) {
@@ -111,7 +112,7 @@ impl Pool {
     /// A block of `class`: from this thread's heap's current span when this pool is the fast
     /// slot's and the span has a free block, else the slow path.
     #[inline(always)]
-    fn alloc_class(&self, class: usize, huge: bool) -> Option<NonNull<u8>> {
+    fn alloc_class(&self, class: usize, huge: impl Fn() -> bool) -> Option<NonNull<u8>> {
         let base = self.base.load(Ordering::Relaxed);
         let block = thread::CACHE.with(|t| {
             if t.base.get() == base {
@@ -131,25 +132,25 @@ impl Pool {
     /// alignment.
     #[cold]
     #[inline(never)]
-    fn alloc_aligned(&self, layout: Layout, huge: bool) -> Option<NonNull<u8>> {
+    fn alloc_aligned(&self, layout: Layout, huge: impl Fn() -> bool) -> Option<NonNull<u8>> {
         self.alloc_class(class::of_aligned(layout.size(), layout.align())?, huge)
     }
 
     /// Reserves the region or makes the thread's heap if need be, then refills.
     #[cold]
     #[inline(never)]
-    fn alloc_slow(&self, class: usize, huge: bool) -> Option<NonNull<u8>> {
+    fn alloc_slow(&self, class: usize, huge: impl Fn() -> bool) -> Option<NonNull<u8>> {
         let region = self.region(huge)?;
         let heap = thread::heap_in(region)?;
         // SAFETY: this thread's heap in `region`.
         NonNull::new(unsafe { (*heap).refill(region, class) }).map(NonNull::cast)
     }
 
-    /// The region, reserved now (with `huge` as its THP advice) if it is not yet.
-    fn region(&self, huge: bool) -> Option<Region> {
+    /// The region, reserved now (with `huge()` as its THP advice) if it is not yet.
+    fn region(&self, huge: impl Fn() -> bool) -> Option<Region> {
         match self.base.load(Ordering::Acquire) {
             DISABLED => None,
-            NOT_MAPPED => self.reserve(huge),
+            NOT_MAPPED => self.reserve(huge()),
             // SAFETY: any other value was published by `reserve`.
             base => Some(unsafe { Region::at(base) }),
         }
@@ -339,14 +340,16 @@ mod tests {
         let a = Pool::new();
         let b = Pool::new();
         let l = |size| Layout::from_size_align(size, 8).unwrap();
-        let p = a.alloc(l(100), false, usize::MAX, false).unwrap();
+        let p = a.alloc(l(100), false, usize::MAX, || false).unwrap();
         assert_eq!(a.usable_size(p, "usable_size"), Some(112));
         assert_eq!(b.usable_size(p, "usable_size"), None, "not b's block");
-        let big = a.alloc(l(300_000), true, usize::MAX, false).unwrap();
+        let big = a.alloc(l(300_000), true, usize::MAX, || false).unwrap();
         assert_eq!(a.usable_size(big, "usable_size"), Some(327_680));
-        assert!(a.alloc(l(MAX_SIZE + 1), false, usize::MAX, false).is_none());
+        assert!(a
+            .alloc(l(MAX_SIZE + 1), false, usize::MAX, || false)
+            .is_none());
         assert!(
-            a.alloc(l(1000), false, 1000, false).is_none(),
+            a.alloc(l(1000), false, 1000, || false).is_none(),
             "at the limit: not the pool's"
         );
         let mut local = 0u64;
