@@ -233,24 +233,20 @@ fn a_new_thread_inherits_an_exited_threads_spans() {
     static A: Allocator<Fast> = Allocator::new();
     let sizes = class_block_sizes();
     assert_eq!(sizes.len(), 55);
-    let first: Vec<usize> = thread::spawn(|| {
-        class_block_sizes()
-            .into_iter()
-            // SAFETY: non-zero size; kept live (freed at the end).
-            .map(|size| unsafe { A.alloc(layout(size)) } as usize)
-            .collect()
-    })
-    .join()
-    .unwrap();
-    let second: Vec<usize> = thread::spawn(|| {
-        class_block_sizes()
-            .into_iter()
-            // SAFETY: non-zero size; kept live (freed at the end).
-            .map(|size| unsafe { A.alloc(layout(size)) } as usize)
-            .collect()
-    })
-    .join()
-    .unwrap();
+    // A thread that allocates one block of each class, keeps them and exits.
+    let one_of_each = || -> Vec<usize> {
+        thread::spawn(|| {
+            class_block_sizes()
+                .into_iter()
+                // SAFETY: non-zero size; kept live (freed at the end).
+                .map(|size| unsafe { A.alloc(layout(size)) } as usize)
+                .collect()
+        })
+        .join()
+        .unwrap()
+    };
+    let first = one_of_each();
+    let second = one_of_each();
     let mut apart = Vec::new();
     for ((&size, &a), &b) in sizes.iter().zip(&first).zip(&second) {
         if b != a + size {
