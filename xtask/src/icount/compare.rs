@@ -293,13 +293,17 @@ mod tests {
         assert!(exceeds(1, 0));
     }
 
-    #[test]
-    fn research_on_a_poisoned_path_is_allowed_five_percent() {
-        let line = |id: &str, current| Line {
+    /// A line of `id` measuring `current` against a baseline of 10,000.
+    fn line(id: &str, current: u64) -> Line {
+        Line {
             id: id.to_owned(),
             current: Some(current),
             baseline: Some(10_000),
-        };
+        }
+    }
+
+    #[test]
+    fn research_on_a_poisoned_path_is_allowed_five_percent() {
         assert_eq!(line("small_fill/research", 10_500).status(), Status::Within);
         assert_eq!(
             line("small_pair/runtime_research", 10_500).status(),
@@ -321,11 +325,6 @@ mod tests {
 
     #[test]
     fn a_learning_mode_on_vm_pair_is_allowed_five_percent() {
-        let line = |id: &str, current| Line {
-            id: id.to_owned(),
-            current: Some(current),
-            baseline: Some(10_000),
-        };
         assert_eq!(line("vm_pair/learning", 10_500).status(), Status::Within);
         assert_eq!(
             line("vm_pair/runtime_research", 10_501).status(),
