@@ -700,6 +700,58 @@ fn dropped_instances_do_not_disturb_others() {
     unsafe { KEEP.dealloc(kept, layout(100)) };
 }
 
+/// An allocator dropped while threads that used it exit: their exit hooks walk their heaps'
+/// spans (free lists that live in the span memory) while the drop returns that memory to the
+/// OS. The region's life word (dead flag and count of leaving threads, `Region::kill`) keeps
+/// the purge until the last hook is out; without it a hook could read zeroed lists mid-walk and
+/// report a false double free. A race: this test makes the interleaving likely, not certain
+/// (the argument is in `Region::kill`'s docs).
+#[test]
+fn dropping_an_allocator_while_its_threads_exit() {
+    const THREADS: usize = 4;
+    for round in 0..common::scaled(64).max(2) {
+        let a = Box::into_raw(Box::new(Allocator::<Fast>::new())) as usize;
+        let used = Arc::new(Barrier::new(THREADS + 1));
+        let threads: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let used = Arc::clone(&used);
+                thread::spawn(move || {
+                    // SAFETY: the box lives until every thread has passed the barrier.
+                    let a = unsafe { &*(a as *const Allocator<Fast>) };
+                    // Blocks of several classes, some freed in another order than allocated,
+                    // so that each span has a free list to walk at exit.
+                    let blocks: Vec<_> = (0..2000)
+                        .map(|i| {
+                            let size = 16 + (i * 37 + t * 11 + round as usize) % 2000;
+                            // SAFETY: non-zero size.
+                            (unsafe { a.alloc(layout(size)) }, size)
+                        })
+                        .collect();
+                    for (i, &(p, size)) in blocks.iter().enumerate().rev() {
+                        if i % 3 != 0 {
+                            // SAFETY: allocated above with this layout, freed once.
+                            unsafe { a.dealloc(p, layout(size)) };
+                        }
+                    }
+                    for &(p, size) in blocks.iter().step_by(3) {
+                        // SAFETY: as above (the other third).
+                        unsafe { a.dealloc(p, layout(size)) };
+                    }
+                    used.wait();
+                    // The thread exits now: its exit hook leaves its heap.
+                })
+            })
+            .collect();
+        used.wait();
+        // SAFETY: every block is freed and no thread uses the allocator any more (their exit
+        // hooks reach the region through their own thread-locals, not through it).
+        drop(unsafe { Box::from_raw(a as *mut Allocator<Fast>) });
+        for t in threads {
+            t.join().unwrap();
+        }
+    }
+}
+
 /// realloc within a class stays in place; to another class, or out of the pool (large) and
 /// back, it moves and keeps the contents; alloc_zeroed of a recycled block reads zero.
 #[test]

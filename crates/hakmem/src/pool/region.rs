@@ -145,9 +145,13 @@ struct Header {
     purged_bytes: AtomicU64,
     /// Span memory is advised `MADV_HUGEPAGE` as it is committed (the policy's THP advice).
     huge: AtomicBool,
-    /// The allocator is gone (see `Pool`'s drop).
-    dead: AtomicBool,
+    /// [`DEAD`] once the allocator is gone (see `Pool`'s drop), plus the number of exiting
+    /// threads leaving their heaps here at this moment ([`Region::begin_leave`]).
+    life: AtomicUsize,
 }
+
+/// [`Header::life`]'s flag: the allocator is gone.
+const DEAD: usize = 1 << (usize::BITS - 1);
 
 /// A handle on a region: its base address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -526,22 +530,64 @@ impl Region {
     /// Whether the allocator owning this region is gone.
     #[inline]
     pub(crate) fn is_dead(self) -> bool {
-        self.header().dead.load(Ordering::Acquire)
+        self.header().life.load(Ordering::Acquire) & DEAD != 0
+    }
+
+    /// An exiting thread is about to leave its heap here (walk its spans, push them to the
+    /// region's stacks): `false` if the allocator is gone, and then it must not. Else the
+    /// region's span memory stays as it is until the matching [`Region::end_leave`]: a `kill`
+    /// meanwhile leaves the purge to the last thread out.
+    pub(crate) fn begin_leave(self) -> bool {
+        let h = self.header();
+        if h.life.fetch_add(1, Ordering::Acquire) & DEAD == 0 {
+            return true;
+        }
+        self.end_leave();
+        false
+    }
+
+    /// The thread that called [`Region::begin_leave`] (successfully or not) is done with the
+    /// region; the last one out of a killed region purges it.
+    pub(crate) fn end_leave(self) {
+        if self.header().life.fetch_sub(1, Ordering::AcqRel) == DEAD | 1 {
+            // SAFETY: the region is dead and no thread is inside it any more.
+            unsafe { self.purge() };
+        }
     }
 
     /// Called when the allocator is dropped: marks the region dead and returns all its span
     /// memory to the OS. The reservation itself stays (other threads may still hold this region's
     /// heaps in their caches, and must find them dead rather than unmapped).
     ///
+    /// Threads exiting at the same moment may be walking their heaps' spans (`Heap::leave`),
+    /// whose free lists live in the span memory: purging it under them would turn their lists
+    /// into zeros and their walk into a false "double free" report. So the death and the count
+    /// of leaving threads share one atomic word ([`Header::life`]): a thread enters only while
+    /// the region is alive (`begin_leave`), and the memory is purged by whoever brings the word
+    /// to "dead, nobody inside": this call if nobody is, else the last thread to leave. A thread
+    /// that enters after the death backs out without touching anything, and a second purge
+    /// (such a thread bringing the count back to zero) only advises pages nobody uses.
+    ///
     /// # Safety
     /// No block of the region is in use any more.
     pub(crate) unsafe fn kill(self) {
+        if self.header().life.fetch_or(DEAD, Ordering::AcqRel) == 0 {
+            // SAFETY: dead now, and nobody inside.
+            unsafe { self.purge() };
+        }
+    }
+
+    /// Returns the data area up to the bump offset to the OS.
+    ///
+    /// # Safety
+    /// The region is dead and no thread is leaving a heap in it.
+    unsafe fn purge(self) {
         let h = self.header();
-        h.dead.store(true, Ordering::Release);
+        debug_assert!(h.life.load(Ordering::Relaxed) & DEAD != 0);
         let end = h.bump.load(Ordering::Relaxed);
         if end > DATA_OFF {
-            // SAFETY: the data area up to the bump offset is committed and, the allocator gone,
-            // unused.
+            // SAFETY: the data area up to the bump offset is committed and, the allocator gone
+            // and nobody leaving a heap, unused.
             unsafe {
                 os::advise(
                     NonNull::new_unchecked((self.base + DATA_OFF) as *mut u8),

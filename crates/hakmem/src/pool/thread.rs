@@ -205,11 +205,14 @@ unsafe extern "C" fn on_exit(_: *mut c_void) {
             if base == 0 {
                 continue;
             }
-            // SAFETY: entries hold regions (never unmapped) and this thread's heaps in them.
+            // SAFETY: entries hold regions (never unmapped) and this thread's heaps in them;
+            // between `begin_leave` and `end_leave` the region's span memory is not purged
+            // (`Region::kill`).
             unsafe {
                 let region = Region::at(base);
-                if !region.is_dead() {
+                if region.begin_leave() {
                     Heap::leave(heap, region);
+                    region.end_leave();
                 }
             }
         }
