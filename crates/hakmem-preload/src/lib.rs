@@ -16,9 +16,12 @@
 //!
 //! Rules these functions keep: they never allocate through anything but hakmem (whose system
 //! path calls glibc's `__libc_*` entry points in this build: cargo feature `hakmem/preload`),
-//! never panic (every size computation is checked; nothing is indexed or unwrapped), set
-//! `errno` to `ENOMEM` exactly when an allocation fails, and leave `errno` unchanged in `free`
-//! (POSIX.1-2024) and `posix_memalign`.
+//! never panic (every size computation is checked; nothing is indexed or unwrapped), and keep
+//! glibc's `errno` contract: a failed allocation leaves `ENOMEM` (`EINVAL` for a bad alignment,
+//! except in `posix_memalign`, which returns it), and nothing else changes `errno` — `free`
+//! keeps it (POSIX.1-2024). hakmem itself never changes `errno` except to report a failed
+//! allocation, so no entry point saves or restores it. They write nothing to stderr unless
+//! asked (`HAKMEM_LOG`, `HAKMEM_REPORT=1`; docs/preload.md), misuse aborts aside.
 
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn, missing_docs)]
@@ -49,37 +52,37 @@ extern "C" {
     fn __libc_free(ptr: *mut c_void);
 }
 
-/// Sets up glibc's malloc, which serves hakmem's system path in this library (`__libc_malloc` &
-/// co.), at load time. glibc 2.36 sets itself up lazily, at its first call, for the calling
+/// The library's constructor: sets up glibc's malloc, and registers the report at exit where
+/// `HAKMEM_REPORT=1` asks for it ([`Hakmem::report_at_exit`]).
+///
+/// glibc's malloc serves hakmem's system path in this library (`__libc_malloc` & co.); it is set
+/// up here, at load time. glibc 2.36 sets itself up lazily, at its first call, for the calling
 /// thread, which it takes to be the only one: it makes that thread the main arena's one user.
 /// Here that first call can come late and from two threads at once (with the pool serving every
 /// small request, the first system-path allocations may be two exiting threads' key
 /// destructors'); both then use the main arena as its only user, and the second to exit fails
 /// glibc's `a->attached_threads > 0` assertion (about one run of the C test in 40 did, before
 /// this). A constructor runs before `main`, while the process is single-threaded.
-extern "C" fn init_glibc_malloc() {
+extern "C" fn init() {
     // SAFETY: glibc's own malloc and free, on a block of its own.
     unsafe { __libc_free(__libc_malloc(1)) }
+    HAKMEM.report_at_exit();
 }
 
-/// The library's one constructor ([`init_glibc_malloc`]).
+/// The library's one constructor ([`init`]).
 #[used]
 #[link_section = ".init_array"]
-static INIT_GLIBC_MALLOC: extern "C" fn() = init_glibc_malloc;
+static INIT: extern "C" fn() = init;
 
 // ---- errno -----------------------------------------------------------------------------------
-
-fn errno() -> c_int {
-    // SAFETY: __errno_location returns this thread's errno slot, valid for the thread's life.
-    unsafe { *libc::__errno_location() }
-}
 
 fn set_errno(value: c_int) {
     // SAFETY: as in `errno`.
     unsafe { *libc::__errno_location() = value }
 }
 
-/// Null with `errno = ENOMEM`: a failed allocation.
+/// Null with `errno = ENOMEM`: an allocation refused before it reaches hakmem (a size that
+/// overflows); hakmem sets `ENOMEM` itself when it fails.
 #[cold]
 fn enomem() -> *mut c_void {
     set_errno(libc::ENOMEM);
@@ -96,7 +99,8 @@ fn allocate(size: usize, align: usize, zeroed: bool) -> *mut c_void {
         return enomem(); // the size, rounded up to the alignment, exceeds isize::MAX
     };
     // SAFETY: `layout` is valid; `alloc_at` accepts zero sizes, and `alloc_zeroed` is only
-    // called with a non-zero one (a zero-sized block has nothing to zero).
+    // called with a non-zero one (a zero-sized block has nothing to zero). Null comes with
+    // `errno = ENOMEM` already.
     let p = unsafe {
         if zeroed && size != 0 {
             HAKMEM.alloc_zeroed(layout)
@@ -104,9 +108,6 @@ fn allocate(size: usize, align: usize, zeroed: bool) -> *mut c_void {
             HAKMEM.alloc_at(layout, Site::NONE)
         }
     };
-    if p.is_null() {
-        return enomem();
-    }
     p.cast()
 }
 
@@ -155,13 +156,8 @@ pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
 /// foreign pointer that the block header reveals ends the process with a one-line message.
 #[no_mangle]
 pub unsafe extern "C" fn free(ptr: *mut c_void) {
-    if ptr.is_null() {
-        return;
-    }
-    let saved = errno();
-    // SAFETY: forwarded from the caller.
+    // SAFETY: forwarded from the caller (`free` is a no-op for null and keeps `errno`).
     unsafe { HAKMEM.free(ptr.cast()) };
-    set_errno(saved);
 }
 
 /// `calloc(n, size)`: `n * size` zeroed bytes; null and `ENOMEM` if the product overflows or
@@ -194,12 +190,8 @@ pub unsafe extern "C" fn realloc(ptr: *mut c_void, size: usize) -> *mut c_void {
         unsafe { free(ptr) };
         return ptr::null_mut();
     }
-    // SAFETY: forwarded from the caller.
-    let p = unsafe { HAKMEM.realloc_ptr(ptr.cast(), size) };
-    if p.is_null() {
-        return enomem();
-    }
-    p.cast()
+    // SAFETY: forwarded from the caller. Null comes with `errno = ENOMEM`, `ptr` intact.
+    unsafe { HAKMEM.realloc_ptr(ptr.cast(), size) }.cast()
 }
 
 /// `reallocarray(ptr, n, size)`: `realloc(ptr, n * size)`, except that an overflowing product
@@ -217,8 +209,8 @@ pub unsafe extern "C" fn reallocarray(ptr: *mut c_void, n: usize, size: usize) -
 }
 
 /// `posix_memalign(out, align, size)`: 0 and `*out` set; `EINVAL` if `align` is not a power of
-/// two multiple of `sizeof(void *)`; `ENOMEM` if memory cannot be had. On failure `*out` is not
-/// written. `errno` is left as it was in every case.
+/// two multiple of `sizeof(void *)` (`errno` left as it was); `ENOMEM` if memory cannot be had,
+/// with `errno = ENOMEM` too, as glibc does. On failure `*out` is not written.
 ///
 /// # Safety
 /// `out` is valid for a pointer-sized write.
@@ -227,9 +219,7 @@ pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, siz
     if !align.is_power_of_two() || align % core::mem::size_of::<*mut c_void>() != 0 {
         return libc::EINVAL;
     }
-    let saved = errno();
     let p = allocate(size, align, false);
-    set_errno(saved);
     if p.is_null() {
         return libc::ENOMEM;
     }

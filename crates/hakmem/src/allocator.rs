@@ -18,8 +18,8 @@ use crate::bigcache::{self, BigCache, Meta, CLASSES};
 use crate::elo::CONTESTED;
 use crate::header::{self, Block, Method, HEADER_SIZE};
 use crate::learner::Learner;
-use crate::os::{self, Advice};
-use crate::policy::{Config, Evolution, FreePolicy, LogLevel, Policy, StatsLevel, Thp};
+use crate::os::{self, Advice, Unmapped};
+use crate::policy::{Config, Evolution, FreePolicy, Policy, StatsLevel, Thp};
 use crate::pool::{self, Pool};
 use crate::reentry::Guard;
 use crate::report;
@@ -132,6 +132,28 @@ impl<P: Policy> Allocator<P> {
     pub fn sites(&self) -> impl Iterator<Item = SiteStat> + '_ {
         let on = P::config().stats >= StatsLevel::PerSite;
         self.sites.rows().filter(move |_| on)
+    }
+
+    /// Asks for this allocator's report — its [`stats`](Self::stats) and, with the per-site
+    /// profile (RESEARCH), the heaviest sites — to be written when the process exits, if the
+    /// environment says `HAKMEM_REPORT=1`. It goes to stderr, or to the file `HAKMEM_LOG`
+    /// names. Returns whether it will be: `false` without the variable, or when an allocator
+    /// was registered before (one per process is reported). Never allocates.
+    ///
+    /// `&'static self`: the report reads the allocator after `main` returns, so it must live
+    /// that long — a `static` (the `#[global_allocator]`, typically) or a leaked box.
+    ///
+    /// ```no_run
+    /// #[global_allocator]
+    /// static GLOBAL: hakmem::Hakmem = hakmem::Hakmem::new();
+    ///
+    /// fn main() {
+    ///     GLOBAL.report_at_exit(); // HAKMEM_REPORT=1 ./program: the report at exit
+    ///     // …
+    /// }
+    /// ```
+    pub fn report_at_exit(&'static self) -> bool {
+        report::register(self)
     }
 
     /// Allocates like [`GlobalAlloc::alloc`], attributing the block to `site` (BigCache keeps
@@ -362,9 +384,7 @@ impl<P: Policy> Allocator<P> {
             // A learning mode: count the allocation (a tick every 1,024 of this thread's).
             // Below the smallest candidate threshold every strategy agrees: small. The rest is
             // contested: the learner routes it.
-            if self.learner.tick(cfg) {
-                self.learning_started(cfg);
-            }
+            self.learner.tick(cfg);
             if layout.size() >= CONTESTED || layout.align() > MAX_SYSTEM_ALIGN {
                 // SAFETY: forwarded.
                 return unsafe { self.alloc_contested(cfg, layout, site, zeroed) };
@@ -412,16 +432,6 @@ impl<P: Policy> Allocator<P> {
             }
         }
         user
-    }
-
-    /// The learner's first tick: a RESEARCH allocator offers itself for the report at exit
-    /// (`HAKMEM_REPORT=1`).
-    #[cold]
-    #[inline(never)]
-    fn learning_started(&self, cfg: &Config) {
-        if cfg.log >= LogLevel::Verbose {
-            report::offer(self);
-        }
     }
 
     /// `written` bounds the bytes the program may have written (the layout's size, or the
@@ -484,7 +494,7 @@ impl<P: Policy> Allocator<P> {
     unsafe fn reallocate(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let cfg = P::config();
         let Ok(new_layout) = Layout::from_size_align(new_size, layout.align()) else {
-            return ptr::null_mut();
+            return out_of_memory();
         };
         let Some(user) = NonNull::new(ptr) else {
             // SAFETY: realloc of nothing is an allocation.
@@ -536,7 +546,7 @@ impl<P: Policy> Allocator<P> {
         let offset = header::offset_for(layout.align(), MAX_SYSTEM_ALIGN);
         let len = match layout.size().checked_add(offset) {
             Some(len) if len <= isize::MAX as usize => len,
-            _ => return ptr::null_mut(),
+            _ => return out_of_memory(),
         };
         // SAFETY: forwarded; the alignment is a power of two ≥ 16 when used.
         let base = match NonNull::new(unsafe { system_alloc(offset, len, zeroed) }) {
@@ -545,7 +555,7 @@ impl<P: Policy> Allocator<P> {
             // SAFETY: as above.
             None => match unsafe { self.system_after_reclaim(cfg, offset, len, zeroed) } {
                 Some(base) => base,
-                None => return ptr::null_mut(),
+                None => return out_of_memory(),
             },
         };
         self.count_alloc(cfg, Event::SystemAlloc, site, layout.size(), Path::System);
@@ -713,7 +723,7 @@ impl<P: Policy> Allocator<P> {
             }
             None => None,
         }) else {
-            return ptr::null_mut();
+            return out_of_memory();
         };
         self.count(cfg, Event::MmapAlloc, 1);
         let advise_thp = match cfg.thp {
@@ -881,25 +891,27 @@ impl<P: Policy> Allocator<P> {
                 // SAFETY: a drained block is a whole mapping of ours (one header page before
                 // `user`) that only the cache referred to, and the cache no longer does.
                 let unmapped = unsafe { os::unmap(user.sub(page), len) };
-                debug_assert!(unmapped, "a cached block's length is its class's");
+                debug_assert!(
+                    unmapped != Unmapped::Invalid,
+                    "a cached block's length is its class's"
+                );
                 self.count(cfg, Event::CacheEvict, 1);
-                self.count(cfg, Event::MunmapCall, 1);
-                self.count(cfg, Event::MunmapBytes, len as u64);
+                self.count_unmap(cfg, unmapped, 1, len as u64);
                 released += 1;
             });
         }
         if cfg.batch_madvise {
             let done = self.batch.flush_now();
-            self.count(cfg, Event::MunmapCall, done.calls);
-            self.count(cfg, Event::MunmapBytes, done.bytes);
+            self.count_released(cfg, done);
             released += done.calls;
         }
         released > 0
     }
 
     /// Returns the mapping of the block at `user` (`offset` bytes in, `len` long) to the OS:
-    /// batched where the mode batches, else at once. If the kernel refuses to unmap it at once,
-    /// the length cannot have been the mapping's: reported as a corrupted header.
+    /// batched where the mode batches, else at once. A mapping the kernel cannot split at the
+    /// map-count limit stays mapped with its pages released ([`Unmapped::Kept`]); a range it
+    /// refuses as such cannot have been the mapping's: reported as a corrupted header.
     ///
     /// # Safety
     /// The mapping is a whole mapping of ours that nothing refers to any more.
@@ -911,18 +923,36 @@ impl<P: Policy> Allocator<P> {
             match cfg.free_policy {
                 FreePolicy::Adaptive if cfg.batch_madvise => {
                     let done = self.batch.release(base, len);
-                    self.count(cfg, Event::MunmapCall, done.calls);
-                    self.count(cfg, Event::MunmapBytes, done.bytes);
+                    self.count_released(cfg, done);
                 }
                 FreePolicy::Immediate | FreePolicy::Adaptive => {
-                    if !os::unmap(base, len) {
+                    let unmapped = os::unmap(base, len);
+                    if unmapped == Unmapped::Invalid {
                         header::bad_length(user, "free", len);
                     }
-                    self.count(cfg, Event::MunmapCall, 1);
-                    self.count(cfg, Event::MunmapBytes, len as u64);
+                    self.count_unmap(cfg, unmapped, 1, len as u64);
                 }
             }
         }
+    }
+
+    /// Counts `calls` `munmap` calls over `bytes` that ended as `unmapped` says.
+    #[inline(always)]
+    fn count_unmap(&self, cfg: &Config, unmapped: Unmapped, calls: u64, bytes: u64) {
+        self.count(cfg, Event::MunmapCall, calls);
+        if unmapped == Unmapped::Kept {
+            self.count(cfg, Event::MunmapRefused, calls);
+        } else {
+            self.count(cfg, Event::MunmapBytes, bytes);
+        }
+    }
+
+    /// Counts what a batch release did.
+    #[inline(always)]
+    fn count_released(&self, cfg: &Config, done: crate::batch::Released) {
+        self.count(cfg, Event::MunmapCall, done.calls);
+        self.count(cfg, Event::MunmapBytes, done.bytes);
+        self.count(cfg, Event::MunmapRefused, done.refused);
     }
 
     /// Resizes `block` without moving its contents by hand, if its backend allows: `realloc`
@@ -1000,6 +1030,16 @@ impl<P: Policy> Allocator<P> {
             _ => None,
         }
     }
+}
+
+/// The one way an allocation fails: null, with `errno = ENOMEM` (glibc's contract for every
+/// allocating entry point; the Rust path sets it too, so both behave alike). Nothing else in
+/// hakmem changes `errno` (`os`), so this is the value the caller sees.
+#[cold]
+#[inline(never)]
+fn out_of_memory() -> *mut u8 {
+    os::set_errno(libc::ENOMEM);
+    ptr::null_mut()
 }
 
 /// `malloc(len)` (`calloc` if `zeroed`) for the plain 16-byte offset, else
@@ -1159,7 +1199,7 @@ mod tests {
             assert_eq!((base.as_ptr() as usize + page) % align, 0);
             assert_eq!(len, 2 * page);
             // SAFETY: the mapping just made.
-            assert!(unsafe { os::unmap(base, len) });
+            assert_eq!(unsafe { os::unmap(base, len) }, Unmapped::Done);
         }
     }
 
@@ -1172,7 +1212,7 @@ mod tests {
             assert_eq!(user % align, 0);
             assert!(user < base_addr + len, "align {align}: {len} B mapping");
             // SAFETY: the mapping just made.
-            assert!(unsafe { os::unmap(base, len) });
+            assert_eq!(unsafe { os::unmap(base, len) }, Unmapped::Done);
         }
     }
 }

@@ -43,8 +43,23 @@ unsafe impl Sync for Batch {}
 pub(crate) struct Released {
     /// `munmap` calls made now.
     pub calls: u64,
-    /// Bytes they covered.
+    /// Bytes they released.
     pub bytes: u64,
+    /// Calls the kernel refused at the map-count limit ([`os::Unmapped::Kept`]: pages released,
+    /// range left mapped; not in `bytes`).
+    pub refused: u64,
+}
+
+impl Released {
+    /// One call over `len` bytes that ended as `unmapped` says.
+    fn one(unmapped: os::Unmapped, len: usize) -> Released {
+        let kept = unmapped == os::Unmapped::Kept;
+        Released {
+            calls: 1,
+            bytes: if kept { 0 } else { len as u64 },
+            refused: u64::from(kept),
+        }
+    }
 }
 
 impl Batch {
@@ -66,13 +81,9 @@ impl Batch {
     pub(crate) unsafe fn release(&self, base: NonNull<u8>, len: usize) -> Released {
         if len < MIN_BLOCK || self.busy.swap(true, Ordering::Acquire) {
             // SAFETY: forwarded from the caller.
-            // A refused range (only a corrupted length makes one) is left mapped: releasing
+            // An invalid range (only a corrupted length makes one) is left mapped: releasing
             // must not panic, and the block is lost either way.
-            let _ = unsafe { os::unmap(base, len) };
-            return Released {
-                calls: 1,
-                bytes: len as u64,
-            };
+            return Released::one(unsafe { os::unmap(base, len) }, len);
         }
         // SAFETY: we hold `busy`, so `pending` is ours alone.
         let pending = unsafe { &mut *self.pending.get() };
@@ -81,11 +92,7 @@ impl Batch {
         let Some(entry) = pending.ranges.get_mut(pending.count) else {
             self.busy.store(false, Ordering::Release);
             // SAFETY: forwarded from the caller.
-            let _ = unsafe { os::unmap(base, len) };
-            return Released {
-                calls: 1,
-                bytes: len as u64,
-            };
+            return Released::one(unsafe { os::unmap(base, len) }, len);
         };
         *entry = (base.as_ptr() as usize, len);
         pending.count += 1;
@@ -103,6 +110,11 @@ impl Batch {
     #[cold]
     pub(crate) fn flush_now(&self) -> Released {
         if self.busy.swap(true, Ordering::Acquire) {
+            return Released::default();
+        }
+        // SAFETY: we hold `busy`, so `pending` is ours alone.
+        if unsafe { (*self.pending.get()).count } == 0 {
+            self.busy.store(false, Ordering::Release);
             return Released::default();
         }
         // SAFETY: we hold `busy`.
@@ -144,10 +156,12 @@ unsafe fn flush(ranges: &mut [(usize, usize)]) -> Released {
         }
         debug_assert!(start != 0);
         // SAFETY: a run of adjacent unused mappings of ours is unmapped as one range.
-        // (A refused range is left mapped, as in `Batch::release`.)
-        let _ = unsafe { os::unmap(NonNull::new_unchecked(start as *mut u8), end - start) };
-        done.calls += 1;
-        done.bytes += (end - start) as u64;
+        // (An invalid range is left mapped, as in `Batch::release`.)
+        let unmapped = unsafe { os::unmap(NonNull::new_unchecked(start as *mut u8), end - start) };
+        let one = Released::one(unmapped, end - start);
+        done.calls += one.calls;
+        done.bytes += one.bytes;
+        done.refused += one.refused;
     }
     done
 }
@@ -229,7 +243,8 @@ mod tests {
             total,
             Released {
                 calls: 1,
-                bytes: (n * block) as u64
+                bytes: (n * block) as u64,
+                refused: 0,
             },
             "one flush, one call"
         );

@@ -1,11 +1,15 @@
-//! Diagnostics written to stderr without allocating: warnings, log lines and fatal errors.
+//! Diagnostics written without allocating: fatal errors and warnings (stderr), log lines and the
+//! report (where `HAKMEM_LOG` says; see [`LogOutput`]).
 //!
 //! Messages are formatted with `core::fmt` into a fixed buffer on the stack (formatting itself
 //! never allocates; only `format!` does) and written with one `write(2)`.
 
+use core::ffi::CStr;
 use core::fmt::{self, Write};
+use core::sync::atomic::{AtomicI32, Ordering};
 
 use crate::os;
+use crate::policy::LogOutput;
 
 /// Longest message written; longer ones are truncated.
 const LINE_MAX: usize = 512;
@@ -39,9 +43,8 @@ impl<const N: usize> Write for StackBuf<N> {
     }
 }
 
-/// Writes `hakmem: <kind><message>\n` to stderr as one write.
-fn emit(kind: &str, args: fmt::Arguments<'_>) {
-    let mut line = StackBuf::<LINE_MAX>::new();
+/// `hakmem: <kind><message>\n`, cut to fit.
+fn format_line(line: &mut StackBuf<LINE_MAX>, kind: &str, args: fmt::Arguments<'_>) {
     // Writing into a `StackBuf` cannot fail.
     let _ = line.write_str("hakmem: ");
     let _ = line.write_str(kind);
@@ -50,20 +53,118 @@ fn emit(kind: &str, args: fmt::Arguments<'_>) {
         line.len -= 1;
     }
     let _ = line.write_str("\n");
+}
+
+/// Writes `hakmem: <kind><message>\n` to stderr as one write.
+fn emit(kind: &str, args: fmt::Arguments<'_>) {
+    let mut line = StackBuf::<LINE_MAX>::new();
+    format_line(&mut line, kind, args);
     os::write_stderr(line.as_bytes());
 }
 
-/// Prints an informational line (the learning modes' log); the program goes on.
-pub(crate) fn note(args: fmt::Arguments<'_>) {
-    emit("", args);
+/// Writes a log line (the learning modes' log) where `HAKMEM_LOG`, or else the policy's
+/// `output`, sends it (see [`LogOutput`]); nowhere by default. The program goes on.
+pub(crate) fn log(output: LogOutput, args: fmt::Arguments<'_>) {
+    let fd = match log_sink() {
+        Sink::Policy => match output {
+            LogOutput::WhenAsked => return,
+            LogOutput::Stderr => 2,
+        },
+        Sink::Off => return,
+        Sink::Fd(fd) => fd,
+    };
+    let mut line = StackBuf::<LINE_MAX>::new();
+    format_line(&mut line, "", args);
+    os::write_all(fd, line.as_bytes());
 }
 
-/// Writes a multi-line text of at most `N` bytes to stderr as one write, without allocating.
+/// Writes a multi-line text of at most `N` bytes as one write, without allocating: to the file
+/// `HAKMEM_LOG` names, if it names one, else to stderr (the report at exit, which
+/// `HAKMEM_REPORT=1` asked for).
 pub(crate) fn write_block<const N: usize>(body: impl FnOnce(&mut StackBuf<N>) -> fmt::Result) {
     let mut buf = StackBuf::<N>::new();
     // Writing into a `StackBuf` cannot fail; a body that fails leaves what it wrote.
     let _ = body(&mut buf);
-    os::write_stderr(buf.as_bytes());
+    let fd = match log_sink() {
+        Sink::Fd(fd) => fd,
+        Sink::Policy | Sink::Off => 2,
+    };
+    os::write_all(fd, buf.as_bytes());
+}
+
+/// Where `HAKMEM_LOG` sends log lines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sink {
+    /// Unset or empty: where the policy says.
+    Policy,
+    /// `0`: nowhere.
+    Off,
+    /// `1`/`stderr` (fd 2), or the file it names (opened once, kept open).
+    Fd(i32),
+}
+
+/// The environment variable that turns the log on.
+const ENV_LOG: &CStr = c"HAKMEM_LOG";
+
+/// [`Sink`] encoded: [`UNREAD`] until `HAKMEM_LOG` is read, then [`POLICY`], [`OFF`] or a file
+/// descriptor.
+static SINK: AtomicI32 = AtomicI32::new(UNREAD);
+const UNREAD: i32 = -3;
+const POLICY: i32 = -2;
+const OFF: i32 = -1;
+
+/// `HAKMEM_LOG`, read (and its file opened) at the first call. Two threads logging their first
+/// line at once may both open the file; the one that loses the race closes its descriptor.
+fn log_sink() -> Sink {
+    let code = match SINK.load(Ordering::Acquire) {
+        UNREAD => {
+            let code = match os::getenv(ENV_LOG) {
+                None | Some(b"") => POLICY,
+                Some(b"0") => OFF,
+                Some(b"1" | b"stderr") => 2,
+                Some(_) => open_log_file(),
+            };
+            match SINK.compare_exchange(UNREAD, code, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => code,
+                Err(first) => {
+                    if code > 2 {
+                        // SAFETY: a descriptor we opened and nobody else has seen.
+                        unsafe { libc::close(code) };
+                    }
+                    first
+                }
+            }
+        }
+        code => code,
+    };
+    match code {
+        POLICY => Sink::Policy,
+        OFF | UNREAD => Sink::Off,
+        fd => Sink::Fd(fd),
+    }
+}
+
+/// Opens the file `HAKMEM_LOG` names (the environment's own NUL-terminated bytes); [`OFF`] with
+/// one warning if it cannot.
+#[cold]
+fn open_log_file() -> i32 {
+    // SAFETY: getenv's value is NUL-terminated and lives as long as the environment (os::getenv).
+    let path = unsafe { libc::getenv(ENV_LOG.as_ptr()) };
+    if path.is_null() {
+        return OFF;
+    }
+    // SAFETY: as above.
+    let path = unsafe { CStr::from_ptr(path) };
+    match os::open_append(path) {
+        Some(fd) => fd,
+        None => {
+            warn(format_args!(
+                "HAKMEM_LOG={}: cannot open it for appending; the log stays off",
+                Printable(path.to_bytes())
+            ));
+            OFF
+        }
+    }
 }
 
 /// A size in bytes shown in the unit that reads best: `32 MiB`, `748 KiB`, `100 B`.

@@ -208,7 +208,8 @@ struct Leader {
 }
 
 impl Note {
-    fn emit(&self, log: LogLevel) {
+    fn emit(&self, cfg: &Config) {
+        let (log, output) = (cfg.log, cfg.log_output);
         match *self {
             Note::Transition {
                 t,
@@ -216,22 +217,25 @@ impl Note {
                 ns,
                 matches,
                 samples,
-            } if log >= LogLevel::Lifecycle => diag::note(format_args!(
-                "learning: {} -> {} ({}): threshold {}; {matches} matches, {samples} samples, \
+            } if log >= LogLevel::Lifecycle => diag::log(
+                output,
+                format_args!(
+                    "learning: {} -> {} ({}): threshold {}; {matches} matches, {samples} samples, \
                  ~{ops} allocations, {}.{:03} s",
-                t.from.name(),
-                t.to.name(),
-                t.reason.describe(),
-                diag::Bytes(elo::threshold(usize::from(t.strategy))),
-                ns / 1_000_000_000,
-                ns / 1_000_000 % 1000,
-            )),
+                    t.from.name(),
+                    t.to.name(),
+                    t.reason.describe(),
+                    diag::Bytes(elo::threshold(usize::from(t.strategy))),
+                    ns / 1_000_000_000,
+                    ns / 1_000_000 % 1000,
+                ),
+            ),
             Note::Played { pruned, leader } if log >= LogLevel::Verbose => {
                 if let Some(alive) = pruned {
-                    diag::note(format_args!(
-                        "learning: pruned to {SURVIVORS}: {}",
-                        Survivors(alive)
-                    ));
+                    diag::log(
+                        output,
+                        format_args!("learning: pruned to {SURVIVORS}: {}", Survivors(alive)),
+                    );
                 }
                 if let Some(Leader {
                     strategy,
@@ -239,10 +243,13 @@ impl Note {
                     matches,
                 }) = leader
                 {
-                    diag::note(format_args!(
-                        "learning: new leader {} (rating {rating:.0}) after {matches} matches",
-                        diag::Bytes(elo::threshold(strategy)),
-                    ));
+                    diag::log(
+                        output,
+                        format_args!(
+                            "learning: new leader {} (rating {rating:.0}) after {matches} matches",
+                            diag::Bytes(elo::threshold(strategy)),
+                        ),
+                    );
                 }
             }
             _ => {}
@@ -336,13 +343,12 @@ impl Learner {
     }
 
     /// The hot-path hook: counts one allocation; every [`TICK`] allocations of a thread, a tick.
-    /// Returns `true` when this tick started the learner (once per instance).
     #[inline(always)]
-    pub(crate) fn tick(&self, cfg: &Config) -> bool {
+    pub(crate) fn tick(&self, cfg: &Config) {
         let left = COUNTDOWN.get();
         if left != 0 {
             COUNTDOWN.set(left - 1);
-            return false;
+            return;
         }
         COUNTDOWN.set(TICK - 1);
         self.tick_slow(cfg)
@@ -436,15 +442,13 @@ impl Learner {
     /// size counts and closes the window when it is due.
     #[cold]
     #[inline(never)]
-    fn tick_slow(&self, cfg: &Config) -> bool {
+    fn tick_slow(&self, cfg: &Config) {
         let ops = self.ops.fetch_add(u64::from(TICK), Ordering::Relaxed) + u64::from(TICK);
         let now = os::monotonic_ns();
         let id = self.id();
-        let mut started = false;
         let note = self.try_with(|s| {
             if self.serving.load(Ordering::Relaxed) == NOT_STARTED {
                 self.start(s, cfg, id, ops, now);
-                started = true;
             }
             let mut t = Thread::load();
             if t.owner == id && t.epoch == self.epoch.load(Ordering::Relaxed) {
@@ -464,9 +468,8 @@ impl Learner {
             }
         });
         if let Some(Some(note)) = note {
-            note.emit(cfg.log);
+            note.emit(cfg);
         }
-        started
     }
 
     /// The first tick: LEARN, led by the candidate where the mode's threshold starts.
@@ -538,7 +541,7 @@ impl Learner {
         }
         t.store();
         if let Some(note) = note {
-            note.emit(cfg.log);
+            note.emit(cfg);
         }
         system
     }

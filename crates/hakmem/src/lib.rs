@@ -42,7 +42,11 @@
 //! It never allocates through itself (the crate is `no_std`; `std` is linked for thread-locals
 //! only, and debug builds abort on re-entry), never panics across [`GlobalAlloc`] (failures are
 //! null; misuse detected by a header check ends the process with a one-line message written by
-//! `write(2)`), and keeps its global state in atomics.
+//! `write(2)`), and keeps its global state in atomics. It is silent: nothing reaches stderr
+//! unless asked (`HAKMEM_LOG` or a policy's [`LogOutput`] for the learner's log,
+//! [`Allocator::report_at_exit`] with `HAKMEM_REPORT=1` for the report), misuse aborts aside.
+//! It keeps glibc's `errno` contract: a failed allocation leaves `ENOMEM`, nothing else
+//! changes `errno`.
 //!
 //! [`GlobalAlloc`]: core::alloc::GlobalAlloc
 
@@ -74,7 +78,7 @@ mod system;
 
 pub use allocator::Allocator;
 pub use policy::{
-    mode, Config, Evolution, FreePolicy, LogLevel, Mode, Policy, StatsLevel, Thp,
+    mode, Config, Evolution, FreePolicy, LogLevel, LogOutput, Mode, Policy, StatsLevel, Thp,
     FROZEN_BEST_THRESHOLD,
 };
 pub use site::{Site, SiteKey, SiteStat, SITE_SLOTS};

@@ -1,6 +1,12 @@
 //! Every system call hakmem makes: mappings (`mmap`, `munmap`, `mremap`, `madvise`), the page
 //! size, the environment, stderr and abort. Each wrapper states the invariant it needs; failures
 //! come back as `None`/`false`, never as a panic.
+//!
+//! **errno.** No wrapper here changes `errno`: each one that can fail puts back the value it
+//! found ([`keep_errno`]). A refused `madvise` inside a successful `malloc`, or a refused
+//! `munmap` inside `free`, is hakmem's business, not the program's; glibc's contract is that
+//! `free` keeps `errno` and that a failed allocation leaves `ENOMEM`, which the allocator sets
+//! in one place ([`set_errno`], called by `allocator`'s `out_of_memory`).
 
 use core::ffi::CStr;
 use core::ptr::{self, NonNull};
@@ -44,7 +50,7 @@ pub(crate) fn map(len: usize) -> Option<NonNull<u8>> {
     );
     // SAFETY: an anonymous private mapping at a kernel-chosen address touches no existing
     // memory; the result is checked against MAP_FAILED before use.
-    let p = unsafe {
+    let p = keep_errno(|| unsafe {
         libc::mmap(
             ptr::null_mut(),
             len,
@@ -53,7 +59,7 @@ pub(crate) fn map(len: usize) -> Option<NonNull<u8>> {
             -1,
             0,
         )
-    };
+    });
     if p == libc::MAP_FAILED {
         None
     } else {
@@ -70,7 +76,7 @@ pub(crate) fn reserve(len: usize) -> Option<NonNull<u8>> {
     debug_assert!(len > 0 && len % page_size() == 0);
     // SAFETY: an anonymous private mapping at a kernel-chosen address touches no existing
     // memory; the result is checked against MAP_FAILED before use.
-    let p = unsafe {
+    let p = keep_errno(|| unsafe {
         libc::mmap(
             ptr::null_mut(),
             len,
@@ -79,7 +85,7 @@ pub(crate) fn reserve(len: usize) -> Option<NonNull<u8>> {
             -1,
             0,
         )
-    };
+    });
     if p == libc::MAP_FAILED {
         None
     } else {
@@ -97,20 +103,49 @@ pub(crate) unsafe fn commit(ptr: NonNull<u8>, len: usize) -> bool {
     debug_assert!(ptr.as_ptr() as usize % page_size() == 0 && len % page_size() == 0);
     // SAFETY: the caller guarantees the range is ours; raising its protection to read-write
     // changes no byte of it.
-    unsafe { libc::mprotect(ptr.as_ptr().cast(), len, libc::PROT_READ | libc::PROT_WRITE) == 0 }
+    keep_errno(|| unsafe {
+        libc::mprotect(ptr.as_ptr().cast(), len, libc::PROT_READ | libc::PROT_WRITE) == 0
+    })
 }
 
-/// Unmaps `[ptr, ptr + len)`. Returns whether the kernel did: it refuses a range that is not
-/// whole pages of the address space, which only a corrupted length can produce (and the caller
-/// reports; this must not panic, it runs inside `dealloc`).
+/// What [`unmap`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub(crate) enum Unmapped {
+    /// The range is gone.
+    Done,
+    /// The kernel refused for lack of memory (`ENOMEM`): unmapping the middle of a mapping
+    /// splits it, and at the process's map-count limit (`vm.max_map_count`) it cannot. The range
+    /// stays mapped, its pages released with `MADV_DONTNEED` (which splits nothing): the memory
+    /// goes back to the OS, a little address space stays behind. glibc, mimalloc and jemalloc
+    /// also leave such a block mapped; a `free` must not fail for it.
+    Kept,
+    /// The kernel refused the range itself (`EINVAL`: not page-aligned, or empty): only a
+    /// corrupted length or address makes one, which the caller may report.
+    Invalid,
+}
+
+/// Unmaps `[ptr, ptr + len)`, or where the kernel cannot, releases its pages ([`Unmapped`]).
+/// This is the one place that handles a refused `munmap`: every release of memory to the OS
+/// goes through it.
 ///
 /// # Safety
 /// The range must be whole pages of a mapping made by [`map`], [`remap`] or [`reserve`] that
 /// nothing refers to any more.
-#[must_use]
-pub(crate) unsafe fn unmap(ptr: NonNull<u8>, len: usize) -> bool {
+pub(crate) unsafe fn unmap(ptr: NonNull<u8>, len: usize) -> Unmapped {
     // SAFETY: the caller guarantees the range is an unused mapping of ours.
-    unsafe { libc::munmap(ptr.as_ptr().cast(), len) == 0 }
+    keep_errno(|| unsafe {
+        if libc::munmap(ptr.as_ptr().cast(), len) == 0 {
+            return Unmapped::Done;
+        }
+        if last_errno() != libc::ENOMEM {
+            return Unmapped::Invalid;
+        }
+        // Its contents are no longer needed (caller), so dropping the pages is fine; a refused
+        // advice (a range of a reservation never made accessible has no pages) changes nothing.
+        libc::madvise(ptr.as_ptr().cast(), len, libc::MADV_DONTNEED);
+        Unmapped::Kept
+    })
 }
 
 /// Advice for [`advise`].
@@ -139,7 +174,7 @@ pub(crate) unsafe fn advise(ptr: NonNull<u8>, len: usize, advice: Advice) -> boo
         Advice::DontNeed => libc::MADV_DONTNEED,
     };
     // SAFETY: the caller guarantees the range is a mapping of ours whose contents may go.
-    unsafe { libc::madvise(ptr.as_ptr().cast(), len, advice) == 0 }
+    keep_errno(|| unsafe { libc::madvise(ptr.as_ptr().cast(), len, advice) == 0 })
 }
 
 /// Resizes the mapping `[ptr, ptr + old_len)` to `new_len` bytes, moving it if it must. The
@@ -155,7 +190,9 @@ pub(crate) unsafe fn remap(
 ) -> Option<NonNull<u8>> {
     debug_assert!(old_len % page_size() == 0 && new_len % page_size() == 0 && new_len > 0);
     // SAFETY: the caller guarantees the range is a mapping of ours that may move.
-    let p = unsafe { libc::mremap(ptr.as_ptr().cast(), old_len, new_len, libc::MREMAP_MAYMOVE) };
+    let p = keep_errno(|| unsafe {
+        libc::mremap(ptr.as_ptr().cast(), old_len, new_len, libc::MREMAP_MAYMOVE)
+    });
     if p == libc::MAP_FAILED {
         None
     } else {
@@ -210,23 +247,64 @@ pub(crate) fn getenv(name: &CStr) -> Option<&'static [u8]> {
 }
 
 /// Writes all of `bytes` to stderr (fd 2), ignoring errors: diagnostics must never fail.
-pub(crate) fn write_stderr(mut bytes: &[u8]) {
-    while !bytes.is_empty() {
-        // SAFETY: the pointer and length describe a live byte slice.
-        let n = unsafe { libc::write(2, bytes.as_ptr().cast(), bytes.len()) };
-        if n <= 0 {
-            if n < 0 && last_errno() == libc::EINTR {
-                continue;
-            }
-            return;
-        }
-        bytes = &bytes[n as usize..];
-    }
+pub(crate) fn write_stderr(bytes: &[u8]) {
+    write_all(2, bytes);
 }
 
-fn last_errno() -> i32 {
-    // SAFETY: __errno_location returns this thread's errno slot.
+/// Writes all of `bytes` to `fd`, ignoring errors (a closed descriptor, a full disk): a log
+/// line must never fail the program's allocation.
+pub(crate) fn write_all(fd: i32, mut bytes: &[u8]) {
+    keep_errno(|| {
+        while !bytes.is_empty() {
+            // SAFETY: the pointer and length describe a live byte slice.
+            let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+            if n <= 0 {
+                if n < 0 && last_errno() == libc::EINTR {
+                    continue;
+                }
+                return;
+            }
+            bytes = &bytes[n as usize..];
+        }
+    })
+}
+
+/// Opens `path` (a NUL-terminated byte string) for appending, creating it (mode 0644) if need
+/// be, close-on-exec. `None` if the kernel refuses.
+pub(crate) fn open_append(path: &CStr) -> Option<i32> {
+    // SAFETY: `path` is NUL-terminated; open reads it and touches nothing else.
+    let fd = keep_errno(|| unsafe {
+        libc::open(
+            path.as_ptr(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_CLOEXEC,
+            0o644 as libc::c_uint,
+        )
+    });
+    (fd >= 0).then_some(fd)
+}
+
+/// This thread's `errno`.
+#[inline]
+pub(crate) fn last_errno() -> i32 {
+    // SAFETY: __errno_location returns this thread's errno slot, valid for the thread's life.
     unsafe { *libc::__errno_location() }
+}
+
+/// Sets this thread's `errno`.
+#[inline]
+pub(crate) fn set_errno(value: i32) {
+    // SAFETY: as in `last_errno`.
+    unsafe { *libc::__errno_location() = value }
+}
+
+/// Runs `f` (a system call that may fail) and puts `errno` back as it was: hakmem's own
+/// refused calls are not the program's errors. Two `errno` accesses next to a system call.
+#[inline]
+pub(crate) fn keep_errno<T>(f: impl FnOnce() -> T) -> T {
+    let saved = last_errno();
+    let result = f();
+    set_errno(saved);
+    result
 }
 
 /// Ends the process with SIGABRT. Never unwinds.

@@ -41,8 +41,12 @@ pub struct Config {
     pub thp: Thp,
     /// Which statistics are counted.
     pub stats: StatsLevel,
-    /// What is written to stderr while running.
+    /// How much the learner logs when logging is on ([`Config::log_output`]).
     pub log: LogLevel,
+    /// Where log lines go unless the environment variable `HAKMEM_LOG` says otherwise. The
+    /// built-in modes say [`LogOutput::WhenAsked`]: an allocator is silent on a program's stderr
+    /// unless asked (misuse aborts aside).
+    pub log_output: LogOutput,
     /// Fill freed and fresh (non-zeroed) small blocks — system blocks below 512 KiB — with a
     /// pattern, to make use-after-free and uninitialised reads visible. Header checks themselves
     /// are always on.
@@ -64,6 +68,7 @@ impl Config {
         thp: Thp::Off,
         stats: StatsLevel::None,
         log: LogLevel::Off,
+        log_output: LogOutput::WhenAsked,
         poison: false,
     };
 
@@ -80,6 +85,7 @@ impl Config {
         thp: Thp::Auto,
         stats: StatsLevel::None,
         log: LogLevel::Off,
+        log_output: LogOutput::WhenAsked,
         poison: false,
     };
 
@@ -260,7 +266,7 @@ pub enum StatsLevel {
     PerSite,
 }
 
-/// What is written to stderr while running.
+/// How much is logged while running, when logging is on (see [`LogOutput`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum LogLevel {
     /// Nothing (fatal errors are always reported).
@@ -269,6 +275,42 @@ pub enum LogLevel {
     Lifecycle,
     /// Lifecycle transitions plus learning decisions.
     Verbose,
+}
+
+/// Where log lines go ([`Config::log_output`]), unless `HAKMEM_LOG` says otherwise.
+///
+/// `HAKMEM_LOG` is read once per process, with `getenv`, at the first line to log:
+///
+/// | `HAKMEM_LOG` | lines go to |
+/// |---|---|
+/// | unset or empty | the policy's [`LogOutput`] |
+/// | `0` | nowhere |
+/// | `1` or `stderr` | stderr |
+/// | anything else | the file it names, appended to (created `0644` if need be) |
+///
+/// A file that cannot be opened costs one warning line on stderr (the program asked for a log);
+/// logging is then off. Fatal misuse reports always go to stderr. docs/preload.md has examples.
+///
+/// A custom policy that wants its log without the variable:
+///
+/// ```
+/// use hakmem::{Config, LogOutput, Policy};
+///
+/// struct LoudLearning;
+/// impl Policy for LoudLearning {
+///     const NAME: &'static str = "loud-learning";
+///     fn config() -> &'static Config {
+///         const C: Config = Config { log_output: LogOutput::Stderr, ..Config::LEARNING };
+///         &C
+///     }
+/// }
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogOutput {
+    /// Nowhere unless `HAKMEM_LOG` asks (the built-in modes).
+    WhenAsked,
+    /// To stderr unless `HAKMEM_LOG` says otherwise.
+    Stderr,
 }
 
 /// A mode's decisions, handed to the one generic hot path of [`Allocator`](crate::Allocator).

@@ -1,16 +1,16 @@
-//! `HAKMEM_REPORT=1`: RESEARCH prints its statistics report on stderr when the process exits,
+//! `HAKMEM_REPORT=1`: an allocator's statistics report, written when the process exits,
 //! without allocating.
 //!
-//! An `atexit` handler has no argument, so it must find the allocator through a global: the
-//! first RESEARCH allocator to start learning offers itself ([`offer`]), and it is taken only if
-//! it lives in a `static` — its address inside a writable segment of a loaded ELF object, checked
-//! with `dl_iterate_phdr` — because only a static is sure to be neither moved nor dropped before
-//! the handler runs. So: one allocator per process is reported (the first), a `static` one (the
-//! `#[global_allocator]` or any other); one on the stack or the heap is not. The report is
-//! formatted into a buffer on the handler's stack and written with one `write(2)`.
+//! An `atexit` handler has no argument, so it must find the allocator through a global, and the
+//! allocator must still be there when the handler runs. Only the type system can promise that:
+//! the program registers an allocator explicitly with
+//! [`Allocator::report_at_exit`](crate::Allocator::report_at_exit), which takes `&'static self`
+//! (a `static`, such as the `#[global_allocator]`, or a leaked box). One allocator per process
+//! is reported, the first registered; the preload library registers its own at load time. The
+//! report is formatted into a buffer on the handler's stack and written with one `write(2)`, to
+//! stderr or to the file `HAKMEM_LOG` names.
 
 use core::cell::UnsafeCell;
-use core::ffi::{c_int, c_void};
 use core::fmt;
 use core::sync::atomic::{AtomicU8, Ordering};
 
@@ -105,21 +105,15 @@ fn wanted() -> bool {
     }
 }
 
-/// Offers `r` as the allocator to report at exit: taken if the report is wanted, none was taken
-/// before, and `r` lives in a static.
-pub(crate) fn offer<R: Report + 'static>(r: &R) {
-    let addr = r as *const R as usize;
-    if !wanted() || TARGET.get().is_some() || !is_static(addr, core::mem::size_of::<R>()) {
-        return;
+/// Registers `r` to be reported at exit if the report is wanted (`HAKMEM_REPORT=1`) and no
+/// allocator was registered before; whether it was.
+pub(crate) fn register(r: &'static dyn Report) -> bool {
+    if !wanted() || !TARGET.set(r) {
+        return false;
     }
-    // SAFETY: `r` lies in a writable segment of a loaded object, i.e. it is a static (a
-    // thread-local's instances live elsewhere): never moved, never dropped while the object is
-    // loaded, and the handler registered below belongs to that object too.
-    let r: &'static R = unsafe { &*(r as *const R) };
-    if TARGET.set(r) {
-        // SAFETY: registering a plain `extern "C" fn()` with atexit has no preconditions.
-        unsafe { libc::atexit(at_exit) };
-    }
+    // SAFETY: registering a plain `extern "C" fn()` with atexit has no preconditions.
+    unsafe { libc::atexit(at_exit) };
+    true
 }
 
 extern "C" fn at_exit() {
@@ -129,50 +123,6 @@ extern "C" fn at_exit() {
             r.report(buf)
         });
     }
-}
-
-/// Whether `[addr, addr + len)` lies inside a writable `PT_LOAD` segment of an object loaded in
-/// this process (the executable or a shared library): where statics live.
-pub(crate) fn is_static(addr: usize, len: usize) -> bool {
-    struct Query {
-        start: usize,
-        end: usize,
-        found: bool,
-    }
-    unsafe extern "C" fn visit(
-        info: *mut libc::dl_phdr_info,
-        _size: usize,
-        data: *mut c_void,
-    ) -> c_int {
-        // SAFETY: the loader passes a valid `dl_phdr_info` whose `dlpi_phdr` points to
-        // `dlpi_phnum` program headers; `data` is the `Query` below, borrowed for the call.
-        unsafe {
-            let info = &*info;
-            let query = &mut *data.cast::<Query>();
-            for i in 0..usize::from(info.dlpi_phnum) {
-                let ph = &*info.dlpi_phdr.add(i);
-                if ph.p_type != libc::PT_LOAD || ph.p_flags & libc::PF_W == 0 {
-                    continue;
-                }
-                let lo = (info.dlpi_addr as usize).wrapping_add(ph.p_vaddr as usize);
-                let hi = lo.wrapping_add(ph.p_memsz as usize);
-                if lo <= query.start && query.end <= hi {
-                    query.found = true;
-                    return 1;
-                }
-            }
-        }
-        0
-    }
-    let mut query = Query {
-        start: addr,
-        end: addr.saturating_add(len),
-        found: false,
-    };
-    // SAFETY: `visit` matches the callback's signature and only reads what the loader hands
-    // it; `query` outlives the call.
-    unsafe { libc::dl_iterate_phdr(Some(visit), (&mut query as *mut Query).cast()) };
-    query.found
 }
 
 /// The report: the statistics, then the heaviest sites by bytes (RESEARCH's profile).
@@ -217,13 +167,6 @@ impl<P: Policy> Report for Allocator<P> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::boxed::Box;
-
-    use core::sync::atomic::AtomicU64;
-
-    // Interior mutability puts them in writable segments (.data, .bss), like an allocator.
-    static IN_DATA: AtomicU64 = AtomicU64::new(7);
-    static IN_BSS: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
 
     #[test]
     fn the_target_is_set_once() {
@@ -242,15 +185,5 @@ mod tests {
         let mut out = std::string::String::new();
         target.get().unwrap().report(&mut out).unwrap();
         assert_eq!(out, "first");
-    }
-
-    #[test]
-    fn statics_are_static_the_stack_and_heap_are_not() {
-        assert!(is_static(core::ptr::addr_of!(IN_DATA) as usize, 8));
-        assert!(is_static(IN_BSS.as_ptr() as usize, 32));
-        let local = [0u64; 4];
-        assert!(!is_static(local.as_ptr() as usize, 32));
-        let boxed = Box::new([0u64; 4]);
-        assert!(!is_static(boxed.as_ptr() as usize, 32));
     }
 }

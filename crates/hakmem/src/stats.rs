@@ -152,6 +152,10 @@ pub struct Stats {
     pub munmap_calls: u64,
     /// Bytes released by those calls.
     pub munmap_bytes: u64,
+    /// `munmap` calls the kernel refused for lack of memory (at the process's map-count limit,
+    /// where unmapping part of a merged mapping needs a split): the pages were released with
+    /// `MADV_DONTNEED` and the address range left mapped. Not in `munmap_bytes`.
+    pub munmap_refused: u64,
     /// Blocks advised `MADV_HUGEPAGE`.
     pub thp_advised: u64,
     /// Lifecycle transitions so far (the sum of [`Stats::transitions`]).
@@ -212,6 +216,7 @@ pub(crate) enum Event {
     MadviseBytes,
     MunmapCall,
     MunmapBytes,
+    MunmapRefused,
     ThpAdvised,
 }
 
@@ -286,6 +291,7 @@ impl Counters {
             madvise_bytes: c(Event::MadviseBytes),
             munmap_calls: c(Event::MunmapCall),
             munmap_bytes: c(Event::MunmapBytes),
+            munmap_refused: c(Event::MunmapRefused),
             thp_advised: c(Event::ThpAdvised),
             lifecycle_transitions: 0,
             transitions: Transitions::default(),
@@ -370,8 +376,8 @@ impl fmt::Display for Stats {
         )?;
         write!(
             f,
-            "  munmap  calls  {:>12}  bytes {:>12}",
-            self.munmap_calls, self.munmap_bytes
+            "  munmap  calls  {:>12}  bytes {:>12}  refused {}",
+            self.munmap_calls, self.munmap_bytes, self.munmap_refused
         )
     }
 }

@@ -1,6 +1,7 @@
 //! Learning end to end (issue 4): LEARNING freezes on a steady workload, and on the clearly
 //! cheapest candidate of a workload built to have one; RESEARCH keeps learning; one log line
-//! per transition; the statistics report, at exit with `HAKMEM_REPORT=1`; the per-site profile.
+//! per transition, only where asked (`HAKMEM_LOG`, a policy's `LogOutput`); the statistics
+//! report, at exit with `HAKMEM_REPORT=1`; the per-site profile.
 //!
 //! The workloads are `hakmem_scenarios::learning`'s (the probe `learning` traces the same ones
 //! for docs/learning.md). What decides is page faults and bytes, which are deterministic, so the
@@ -145,7 +146,7 @@ fn child_cheapest_learning() {
               learner measures are the sanitizer's"
 )]
 fn learning_freezes_on_the_clearly_cheapest_candidate() {
-    let out = run_child("child_cheapest_learning", &[]);
+    let out = run_child("child_cheapest_learning", &[("HAKMEM_LOG", Some("1"))]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -208,7 +209,7 @@ fn child_shift() {
               learner measures are the sanitizer's"
 )]
 fn a_shift_relearns_tries_the_new_threshold_and_adopts_it() {
-    let out = run_child("child_shift", &[]);
+    let out = run_child("child_shift", &[("HAKMEM_LOG", Some("stderr"))]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -272,7 +273,7 @@ fn child_cheapest_research() {
               learner measures are the sanitizer's"
 )]
 fn research_keeps_learning() {
-    let out = run_child("child_cheapest_research", &[]);
+    let out = run_child("child_cheapest_research", &[("HAKMEM_LOG", Some("1"))]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     let value = |k: &str| child_value(&out, k).unwrap_or_else(|| panic!("no {k}: {stdout}"));
@@ -299,6 +300,80 @@ fn research_keeps_learning() {
         !lines.iter().any(|l| l.contains("->")),
         "no transition: {lines:?}"
     );
+}
+
+/// RESEARCH with its log on stderr whatever the environment: a custom policy's way to ask.
+struct LoudResearch;
+
+impl Policy for LoudResearch {
+    const NAME: &'static str = "loud-research";
+    fn config() -> &'static hakmem::Config {
+        const C: hakmem::Config = hakmem::Config {
+            log_output: hakmem::LogOutput::Stderr,
+            ..hakmem::Config::RESEARCH
+        };
+        &C
+    }
+}
+
+#[test]
+#[ignore = "child process of the_learner_logs_only_where_asked"]
+fn child_log() {
+    const ALLOCS: u64 = 30_000;
+    let allocs = if std::env::var_os("LOUD").is_some() {
+        cheapest(&Allocator::<LoudResearch>::new(), ALLOCS)
+    } else {
+        cheapest(&Allocator::<Research>::new(), ALLOCS)
+    };
+    println!("allocs={allocs}");
+}
+
+/// The learning modes are silent on stderr unless asked: `HAKMEM_LOG=1` (or `stderr`) sends
+/// the lines there, a path appends them to that file, `0` silences even a policy that asks for
+/// its log ([`hakmem::LogOutput::Stderr`]), which is otherwise heard without the variable.
+#[test]
+#[cfg_attr(
+    hakmem_sanitizer,
+    ignore = "AddressSanitizer replaces glibc's malloc: mallopt cannot pin it"
+)]
+fn the_learner_logs_only_where_asked() {
+    let leader = |lines: &[String]| lines.iter().any(|l| l.contains("learning: new leader"));
+    let run = |env: &[(&str, Option<&str>)]| {
+        let out = run_child("child_log", env);
+        assert!(
+            out.status.success(),
+            "{env:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(child_value(&out, "allocs").as_deref(), Some("30000"));
+        out
+    };
+    let quiet = run(&[]);
+    assert_eq!(
+        String::from_utf8_lossy(&quiet.stderr),
+        "",
+        "RESEARCH without HAKMEM_LOG"
+    );
+    assert!(leader(&hakmem_lines(&run(&[("HAKMEM_LOG", Some("1"))]))));
+    let dir = std::env::temp_dir().join(format!("hakmem-log-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("learning.log");
+    let _ = std::fs::remove_file(&file);
+    let to_file = run(&[("HAKMEM_LOG", file.to_str())]);
+    assert!(
+        hakmem_lines(&to_file).is_empty(),
+        "the lines go to the file"
+    );
+    let logged: Vec<String> = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert!(leader(&logged), "{logged:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(leader(&hakmem_lines(&run(&[("LOUD", Some("1"))]))));
+    let silenced = run(&[("LOUD", Some("1")), ("HAKMEM_LOG", Some("0"))]);
+    assert!(hakmem_lines(&silenced).is_empty());
 }
 
 /// Acceptance 4: `alloc_at` keeps the large blocks of two sites apart in BigCache, in the modes
@@ -406,12 +481,14 @@ fn stats_report_the_learner() {
 #[ignore = "child process of the report tests"]
 fn child_report() {
     static RESEARCH: Allocator<Research> = Allocator::new();
-    let local = Allocator::<Research>::new();
-    let target: &Allocator<Research> = if std::env::var("REPORT_LOCAL").is_ok() {
-        &local
-    } else {
-        &RESEARCH
-    };
+    static SECOND: Allocator<Balanced> = Allocator::new();
+    let wanted = std::env::var("HAKMEM_REPORT").as_deref() == Ok("1");
+    assert_eq!(RESEARCH.report_at_exit(), wanted);
+    assert!(
+        !SECOND.report_at_exit(),
+        "one allocator per process is reported"
+    );
+    let target = &RESEARCH;
     let l = Layout::from_size_align(2 * MIB, 16).unwrap();
     // SAFETY: valid layout; each block freed once.
     unsafe {
@@ -425,8 +502,9 @@ fn child_report() {
     println!("done=1");
 }
 
-/// RESEARCH prints its report at exit with `HAKMEM_REPORT=1` — for an allocator in a static
-/// (one on the stack could be gone by then, so it is not reported).
+/// RESEARCH prints its report at exit with `HAKMEM_REPORT=1`, for the allocator the program
+/// registered (`report_at_exit` takes `&'static self`: one on the stack could be gone by then,
+/// and does not compile).
 #[test]
 fn research_reports_at_exit() {
     let out = run_child("child_report", &[("HAKMEM_REPORT", Some("1"))]);
@@ -446,11 +524,14 @@ fn research_reports_at_exit() {
         assert!(stderr.contains(needle), "{needle:?} in\n{stderr}");
     }
     let unset = run_child("child_report", &[("HAKMEM_REPORT", None)]);
-    assert!(!String::from_utf8_lossy(&unset.stderr).contains("report at exit"));
-    let local = run_child(
-        "child_report",
-        &[("HAKMEM_REPORT", Some("1")), ("REPORT_LOCAL", Some("1"))],
+    assert!(
+        unset.status.success(),
+        "{}",
+        String::from_utf8_lossy(&unset.stderr)
     );
-    assert!(local.status.success());
-    assert!(!String::from_utf8_lossy(&local.stderr).contains("report at exit"));
+    assert_eq!(
+        String::from_utf8_lossy(&unset.stderr),
+        "",
+        "nothing unless asked"
+    );
 }

@@ -7,7 +7,9 @@
 use std::process::{Command, Output};
 
 /// Runs the ignored test `name` of this test binary alone in a child process, with `env` set
-/// (a `None` value removes the variable). `HAKMEM_MODE` is removed unless `env` sets it.
+/// (a `None` value removes the variable). hakmem's variables (`HAKMEM_MODE`, `HAKMEM_LOG`,
+/// `HAKMEM_REPORT`) are removed unless `env` sets them, so the caller's shell cannot change the
+/// outcome.
 pub fn run_child(name: &str, env: &[(&str, Option<&str>)]) -> Output {
     let exe = std::env::current_exe().expect("test binary path");
     let mut cmd = Command::new(exe);
@@ -18,7 +20,10 @@ pub fn run_child(name: &str, env: &[(&str, Option<&str>)]) -> Output {
         "--nocapture",
         "--test-threads=1",
     ]);
-    cmd.env_remove("HAKMEM_MODE").env("RUST_BACKTRACE", "0");
+    cmd.env_remove("HAKMEM_MODE")
+        .env_remove("HAKMEM_LOG")
+        .env_remove("HAKMEM_REPORT")
+        .env("RUST_BACKTRACE", "0");
     for (key, value) in env {
         match value {
             Some(v) => cmd.env(key, v),
