@@ -33,6 +33,13 @@ const MAX_SYSTEM_ALIGN: usize = 4096;
 // A plain `malloc` block must already be aligned for the header and the user pointer after it.
 static_assertions::const_assert!(system::MALLOC_ALIGN >= HEADER_SIZE);
 
+/// A large request the kernel would not map is offered to the system allocator below this size
+/// (`Allocator::large_from_system`). A terabyte the kernel refuses is in no heap either, and
+/// asking costs a failed request glibc's price on top of ours (`malloc(3 TiB)` in a loop is
+/// glibc's own test); sanitizer allocators even abort on such sizes (AddressSanitizer above
+/// 1 TiB) instead of returning null.
+const SYSTEM_FALLBACK_MAX: usize = 1 << 40;
+
 /// Blocks of at least this size get `MADV_HUGEPAGE` under [`Thp::Auto`], with their user
 /// region aligned to it.
 const THP_AUTO_MIN: usize = 2 << 20;
@@ -422,13 +429,15 @@ impl<P: Policy> Allocator<P> {
         if cfg.stats >= StatsLevel::PerSite {
             if let Some(user) = NonNull::new(user) {
                 // SAFETY: a block just allocated: its header is ours and valid.
-                let method = unsafe { header::read(user, "alloc") }.method;
-                let path = if method == Method::Cached {
-                    Path::Cached
-                } else {
-                    Path::Mmap
+                let path = match unsafe { header::read(user, "alloc") }.method {
+                    Method::Cached => Some(Path::Cached),
+                    Method::Mmap => Some(Path::Mmap),
+                    // Not mapped after all: the system path counted it.
+                    Method::System => None,
                 };
-                self.profile(cfg, site.id32(), layout.size(), path);
+                if let Some(path) = path {
+                    self.profile(cfg, site.id32(), layout.size(), path);
+                }
             }
         }
         user
@@ -544,18 +553,18 @@ impl<P: Policy> Allocator<P> {
     ) -> *mut u8 {
         debug_assert!(layout.align() <= MAX_SYSTEM_ALIGN);
         let offset = header::offset_for(layout.align(), MAX_SYSTEM_ALIGN);
-        let len = match layout.size().checked_add(offset) {
-            Some(len) if len <= isize::MAX as usize => len,
-            _ => return out_of_memory(),
-        };
+        // A length past `PTRDIFF_MAX` (saturated, not wrapped) is one the system allocator
+        // refuses, like any it cannot serve: no test of our own on this path.
+        let len = layout.size().saturating_add(offset);
         // SAFETY: forwarded; the alignment is a power of two ≥ 16 when used.
         let base = match NonNull::new(unsafe { system_alloc(offset, len, zeroed) }) {
             Some(base) => base,
             // Out of memory: what the caches hold may be what the system allocator lacks.
+            // (`ENOMEM` is set there if it still fails: one call site on this path.)
             // SAFETY: as above.
             None => match unsafe { self.system_after_reclaim(cfg, offset, len, zeroed) } {
                 Some(base) => base,
-                None => return out_of_memory(),
+                None => return ptr::null_mut(),
             },
         };
         self.count_alloc(cfg, Event::SystemAlloc, site, layout.size(), Path::System);
@@ -692,11 +701,12 @@ impl<P: Policy> Allocator<P> {
             self.count(cfg, Event::CacheMiss, 1);
         }
         // SAFETY: forwarded.
-        unsafe { self.map_large(cfg, layout, site_id, class) }
+        unsafe { self.map_large(cfg, layout, site_id, class, zeroed) }
     }
 
     /// Maps a fresh large block: of its BigCache class if it has one, 2 MiB-aligned for huge
-    /// pages where THP applies.
+    /// pages where THP applies. If the kernel will not map it, the system allocator may still
+    /// serve it ([`Self::large_from_system`]).
     #[inline(never)]
     unsafe fn map_large(
         &self,
@@ -704,6 +714,7 @@ impl<P: Policy> Allocator<P> {
         layout: Layout,
         site_id: u32,
         class: Option<usize>,
+        zeroed: bool,
     ) -> *mut u8 {
         let page = os::page_size();
         let size = class.map_or(layout.size(), |c| CLASSES[c]);
@@ -723,7 +734,8 @@ impl<P: Policy> Allocator<P> {
             }
             None => None,
         }) else {
-            return out_of_memory();
+            // SAFETY: forwarded.
+            return unsafe { self.large_from_system(cfg, layout, site_id, zeroed) };
         };
         self.count(cfg, Event::MmapAlloc, 1);
         let advise_thp = match cfg.thp {
@@ -744,6 +756,31 @@ impl<P: Policy> Allocator<P> {
             }
             user.as_ptr()
         }
+    }
+
+    /// A large request the kernel would not map: served by the system allocator (with a header,
+    /// freed by it later like any system block) if its alignment allows and it is below
+    /// [`SYSTEM_FALLBACK_MAX`], else null with `ENOMEM`. When the address space is what ran out
+    /// (`RLIMIT_AS`), glibc may still hold freed memory in its heap that no `mmap` can reach —
+    /// what glibc's own `malloc` would serve.
+    ///
+    /// # Safety
+    /// As [`Self::allocate`].
+    #[cold]
+    #[inline(never)]
+    unsafe fn large_from_system(
+        &self,
+        cfg: &Config,
+        layout: Layout,
+        site_id: u32,
+        zeroed: bool,
+    ) -> *mut u8 {
+        if layout.align() > MAX_SYSTEM_ALIGN || layout.size() >= SYSTEM_FALLBACK_MAX {
+            return out_of_memory();
+        }
+        let site = Site::from_raw(u64::from(site_id));
+        // SAFETY: forwarded; the alignment is one the system path serves.
+        unsafe { self.alloc_system(cfg, layout, site, zeroed) }
     }
 
     /// Frees a large block (the mapping `len` bytes long, `offset` bytes before `user`): into
@@ -851,7 +888,8 @@ impl<P: Policy> Allocator<P> {
     }
 
     /// The system allocator failed: retries once after [`Self::reclaim`], where the mode has
-    /// caches to release. Out of line, so that the hot path only carries the call.
+    /// caches to release; `None` (with `errno = ENOMEM`, [`out_of_memory`]) if it fails again.
+    /// Out of line, so that the hot path only carries the call.
     ///
     /// # Safety
     /// As [`system_alloc`].
@@ -864,11 +902,14 @@ impl<P: Policy> Allocator<P> {
         len: usize,
         zeroed: bool,
     ) -> Option<NonNull<u8>> {
-        if !(self.may_reclaim(cfg) && self.reclaim(cfg)) {
-            return None;
+        if self.may_reclaim(cfg) && self.reclaim(cfg) {
+            // SAFETY: forwarded from the caller.
+            if let Some(base) = NonNull::new(unsafe { system_alloc(offset, len, zeroed) }) {
+                return Some(base);
+            }
         }
-        // SAFETY: forwarded from the caller.
-        NonNull::new(unsafe { system_alloc(offset, len, zeroed) })
+        out_of_memory();
+        None
     }
 
     /// Whether the mode keeps anything [`Self::reclaim`] could release (a constant for a

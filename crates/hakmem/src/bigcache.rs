@@ -14,8 +14,8 @@
 //! When memory runs out the allocator drains the cache before it retries ([`BigCache::drain`]).
 //! A failing program may do that on every request (glibc's own tests allocate terabytes in a
 //! loop), so a drain costs in proportion to what the cache holds: nothing when it holds nothing
-//! (the byte count says so), and otherwise a look at a bitmap of the (site, class) buckets a
-//! block was put into, then those buckets only — not a walk over all 32,768 slots.
+//! (the byte count says so), and otherwise a look at one flag per site slot (set by every put,
+//! a plain store), then the 128 slots of each flagged site only — not a walk over all 32,768.
 //!
 //! While a block is cached its header is tagged freed, so a second free of it is reported as a
 //! double free. The word just before the header (the header page is ours) is the block's
@@ -27,7 +27,7 @@
 //! back if it needs them.
 
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
 use crate::header::HEADER_SIZE;
 #[cfg(doc)]
@@ -84,16 +84,14 @@ pub(crate) fn class_of_capacity(capacity: usize) -> Option<usize> {
     class_of(capacity).filter(|&c| CLASSES.get(c) == Some(&capacity))
 }
 
-/// (site, class) buckets.
-const BUCKETS: usize = SITE_SLOTS * CLASSES.len();
-
 /// The per-instance cache.
 pub(crate) struct BigCache {
     slots: [[[AtomicUsize; WAYS]; CLASSES.len()]; SITE_SLOTS],
-    /// Bit `b % 64` of word `b / 64` is set once a block is put into bucket `b` (`site slot × 8
-    /// + class`), and cleared only by [`BigCache::drain`] as it empties the bucket: a bucket
-    /// holding a block always has its bit set (or a `put` about to set it). Only drains read it.
-    occupied: [AtomicU64; BUCKETS / 64],
+    /// Per site slot: set by every `put` into the site's slots (a store, no read-modify-write:
+    /// one instruction on the free path), cleared only by [`BigCache::drain`] as it empties the
+    /// site's slots. A site holding a block always has its flag set (or a `put` about to set
+    /// it). Only drains read it.
+    occupied: [AtomicBool; SITE_SLOTS],
     /// Bytes held (mapping lengths).
     held: AtomicUsize,
     /// Recent reuse per class.
@@ -105,7 +103,7 @@ impl BigCache {
         BigCache {
             slots: [const { [const { [const { AtomicUsize::new(0) }; WAYS] }; CLASSES.len()] };
                 SITE_SLOTS],
-            occupied: [const { AtomicU64::new(0) }; BUCKETS / 64],
+            occupied: [const { AtomicBool::new(false) }; SITE_SLOTS],
             held: AtomicUsize::new(0),
             score: [const { AtomicU32::new(0) }; CLASSES.len()],
         }
@@ -181,9 +179,8 @@ impl BigCache {
                 .compare_exchange(0, addr, Ordering::Release, Ordering::Relaxed)
                 .is_ok()
             {
-                // Release: a drain that sees the bit sees the block in its slot.
-                let b = (site_slot & (SITE_SLOTS - 1)) * CLASSES.len() + (class & 7);
-                self.occupied[b / 64].fetch_or(1 << (b % 64), Ordering::Release);
+                // Release: a drain that takes the flag sees the block in its slot.
+                self.occupied[site_slot & (SITE_SLOTS - 1)].store(true, Ordering::Release);
                 return true;
             }
         }
@@ -196,27 +193,24 @@ impl BigCache {
     /// Takes every cached block out of the cache and hands each to `release` (user address,
     /// mapping length): for when memory has run out and the cache must give back what it
     /// holds. Lock-free like `take`: blocks put meanwhile may stay. Costs in proportion to what
-    /// the cache holds (the module docs); returns the number of buckets it looked into.
+    /// the cache holds (the module docs); returns the number of sites it looked into.
     #[cold]
     pub(crate) fn drain(&self, page: usize, mut release: impl FnMut(NonNull<u8>, usize)) -> usize {
         if self.held.load(Ordering::Relaxed) == 0 {
             return 0;
         }
         let mut visited = 0;
-        for (w, word) in self.occupied.iter().enumerate() {
-            if word.load(Ordering::Relaxed) == 0 {
+        // (Zipped, not indexed: no panic path.)
+        for (flag, site) in self.occupied.iter().zip(&self.slots) {
+            // Acquire: pairs with `put`'s release, so every block put before the flag was set
+            // is found in its slot below (a flag set again meanwhile stays for the next drain).
+            if !flag.load(Ordering::Relaxed) || !flag.swap(false, Ordering::Acquire) {
                 continue;
             }
-            // Acquire: pairs with `put`'s release, so every block whose bit this clears is
-            // found in its slot below (a bit set again meanwhile stays for the next drain).
-            let mut bits = word.swap(0, Ordering::Acquire);
-            while bits != 0 {
-                let b = w * 64 + bits.trailing_zeros() as usize;
-                bits &= bits - 1;
-                visited += 1;
-                let (site, class) = (b / CLASSES.len(), b % CLASSES.len());
-                let len = page + CLASSES[class];
-                for slot in self.bucket(class, site) {
+            visited += 1;
+            for (bucket, class_bytes) in site.iter().zip(CLASSES) {
+                let len = page + class_bytes;
+                for slot in bucket {
                     if slot.load(Ordering::Relaxed) == 0 {
                         continue;
                     }
@@ -400,7 +394,7 @@ mod tests {
             released,
             [(user(1), 4096 + CLASSES[0]), (user(2), 4096 + CLASSES[7])]
         );
-        assert_eq!(visited, 2, "the two buckets that held a block, no other");
+        assert_eq!(visited, 2, "the two sites that held a block, no other");
         assert_eq!(cache.held.load(Ordering::Relaxed), 0);
         assert_eq!(cache.take(0, a, 1), None);
     }
@@ -411,11 +405,7 @@ mod tests {
     fn a_drain_costs_what_the_cache_holds() {
         let cache = Box::new(BigCache::new());
         let mut released = 0;
-        assert_eq!(
-            cache.drain(4096, |_, _| released += 1),
-            0,
-            "empty: no bucket"
-        );
+        assert_eq!(cache.drain(4096, |_, _| released += 1), 0, "empty: no site");
         let user = |n: usize| NonNull::new((n << 12) as *mut u8).unwrap();
         let sites: std::vec::Vec<usize> = (0..5).map(|i| Site::from_raw(i).slot()).collect();
         // SAFETY: never dereferenced.
@@ -431,7 +421,7 @@ mod tests {
         assert_eq!(cache.drain(4096, |_, _| released += 1), 0, "held nothing");
         // SAFETY: never dereferenced.
         unsafe { assert!(cache.put(3, sites[3], user(9), 10, usize::MAX)) };
-        // Five buckets were put into since the last drain that looked; one holds a block.
+        // Five sites were put into since the last drain that looked; one holds a block.
         assert_eq!(cache.drain(4096, |_, _| released += 1), 5);
         assert_eq!(released, 1);
         // SAFETY: never dereferenced.
@@ -439,7 +429,7 @@ mod tests {
         assert_eq!(
             cache.drain(4096, |_, _| released += 1),
             1,
-            "bits cleared by the drain"
+            "flags cleared by the drain"
         );
         assert_eq!(released, 2);
     }

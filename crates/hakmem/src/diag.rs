@@ -29,14 +29,19 @@ impl<const N: usize> StackBuf<N> {
     }
 
     pub(crate) fn as_bytes(&self) -> &[u8] {
-        &self.buf[..self.len]
+        self.buf.get(..self.len).unwrap_or_default()
     }
 }
 
 impl<const N: usize> Write for StackBuf<N> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        let n = s.len().min(N - self.len);
-        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        // Byte by byte through `get_mut` and `zip`: no panic path, as everything on the
+        // allocation paths (docs/preload.md).
+        let free = self.buf.get_mut(self.len..).unwrap_or_default();
+        let n = free.len().min(s.len());
+        for (dst, &src) in free.iter_mut().zip(s.as_bytes()) {
+            *dst = src;
+        }
         self.len += n;
         // Truncation is not an error: a cut message beats a formatting failure.
         Ok(())
@@ -64,6 +69,8 @@ fn emit(kind: &str, args: fmt::Arguments<'_>) {
 
 /// Writes a log line (the learning modes' log) where `HAKMEM_LOG`, or else the policy's
 /// `output`, sends it (see [`LogOutput`]); nowhere by default. The program goes on.
+#[cold]
+#[inline(never)]
 pub(crate) fn log(output: LogOutput, args: fmt::Arguments<'_>) {
     let fd = match log_sink() {
         Sink::Policy => match output {

@@ -264,7 +264,8 @@ pub(crate) fn write_all(fd: i32, mut bytes: &[u8]) {
                 }
                 return;
             }
-            bytes = &bytes[n as usize..];
+            // (`get`: no panic path; the kernel never reports more than it was given.)
+            bytes = bytes.get(n as usize..).unwrap_or_default();
         }
     })
 }
@@ -298,12 +299,17 @@ pub(crate) fn set_errno(value: i32) {
 }
 
 /// Runs `f` (a system call that may fail) and puts `errno` back as it was: hakmem's own
-/// refused calls are not the program's errors. Two `errno` accesses next to a system call.
-#[inline]
+/// refused calls are not the program's errors. One call to find this thread's `errno`, a load
+/// and a store, next to a system call.
+#[inline(always)]
 pub(crate) fn keep_errno<T>(f: impl FnOnce() -> T) -> T {
-    let saved = last_errno();
+    // SAFETY: __errno_location returns this thread's errno slot, valid for the thread's life.
+    let slot = unsafe { libc::__errno_location() };
+    // SAFETY: as above.
+    let saved = unsafe { *slot };
     let result = f();
-    set_errno(saved);
+    // SAFETY: as above (`f` runs on this thread).
+    unsafe { *slot = saved };
     result
 }
 
