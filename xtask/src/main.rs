@@ -151,15 +151,24 @@ COMMANDS:
             --check         then run the check: no export of a release library (nor the
                             pool's thread-exit destructor) reaches a panic, from its objdump
                             disassembly; the C test (crates/hakmem-preload/tests/
-                            preload_test.c, compiled with cc: every export's edge cases, TLS,
-                            threads, pthread keys, fork, exit, a malloc/free storm), python3
+                            preload_test.c, compiled with cc: glibc's own allocations, TLS,
+                            threads, pthread keys, fork, misuse, exit, a malloc/free storm),
+                            the contract (tests/conformance.c: every entry point's results
+                            and errno, realloc, calloc, alignment, usable sizes, exhaustion
+                            under RLIMIT_AS, a free at the map-count limit), python3
                             round-tripping a large JSON document and git (init, add 1,000
                             files, commit, log, gc), first without the library, then under
                             each mode (runtime with HAKMEM_MODE=fast) and a debug build
-                            (balanced, or M): the C test must pass and python3 and git must
-                            print exactly what they print without the library. Every child is
-                            killed after 180 s. Exit status 1 if a run failed. Needs cc,
-                            python3, git and objdump.
+                            (balanced, or M): the C programs must pass with nothing on
+                            stderr, and python3 and git must print exactly what they print
+                            without the library, hakmem writing nothing of its own. Then
+                            the learning modes' log (LEARNING, RESEARCH, runtime with
+                            HAKMEM_MODE=learning): silent without HAKMEM_LOG, on stderr with
+                            HAKMEM_LOG=1, appended to the file HAKMEM_LOG=PATH names. Prints
+                            the cost of a failed malloc(3 TiB) per contender (a report).
+                            HAKMEM_LOG and HAKMEM_REPORT are removed from every child's
+                            environment. Every child is killed after 180 s. Exit status 1 if
+                            a run failed. Needs cc, python3, git and objdump.
 
     bench-compare DIR_A DIR_B
         Do two runs of the matrix agree? For every cell, whether one run's median lies within

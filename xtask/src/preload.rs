@@ -4,23 +4,38 @@
 //! Each mode is one `cargo build --release -p hakmem-preload --no-default-features --features
 //! MODE`, copied out of `<target>/release` (the next build overwrites it) to
 //! `<target>/preload/MODE/libhakmem_preload.so`. The check (`--check`, run by `cargo xtask
-//! test`) compiles `crates/hakmem-preload/tests/preload_test.c` with the system `cc` and runs,
-//! first without the library (the reference: the C test's expectations are glibc's own
-//! behaviour, and the workloads' outputs are what the programs print on glibc), then under
-//! `LD_PRELOAD` of every selected mode:
+//! test`) compiles `crates/hakmem-preload/tests/preload_test.c` and `conformance.c` with the
+//! system `cc` and runs, first without the library (the reference: the C programs'
+//! expectations are glibc's own behaviour, and the workloads' outputs are what the programs
+//! print on glibc), then under `LD_PRELOAD` of every selected mode:
 //!
-//! - the C test: every export's edge cases, glibc's own allocations, dynamic TLS in threads,
-//!   thread exit, fork from a threaded process, exit handlers, a malloc/free storm; it must pass
-//!   and report the expected mode through `hakmem_mode()`;
+//! - the C test (`c-test`): glibc's own allocations, dynamic TLS in threads, thread exit, fork
+//!   from a threaded process, misuse, exit handlers, a malloc/free storm; it must pass, report
+//!   the expected mode through `hakmem_mode()` and write nothing on stderr;
+//! - the contract (`contract`, `tests/conformance.c`): every entry point's return values and
+//!   errno, free, realloc, calloc, alignment, usable sizes, recovery after exhaustion under
+//!   `RLIMIT_AS`, a free at the map-count limit; it must pass (`conformance: N passed, 0
+//!   failed`) with an empty stderr. Its `failed-malloc-ns:` line (the cost of a failed
+//!   `malloc(3 TiB)`) is collected and printed as a table at the end, beside glibc's: a report,
+//!   never a failure;
 //! - python3 (`tests/json_roundtrip.py`, `PYTHONMALLOC=malloc`): stdout identical to the
 //!   reference;
 //! - git (`tests/git_workload.sh`: init, add 1,000 files, commit, log, gc, fsck; dates and
-//!   config fixed): stdout identical to the reference.
+//!   config fixed): stdout identical to the reference;
+//! - the learning modes' log (`quiet`, `log`, `log-file`; LEARNING, RESEARCH and the runtime
+//!   build with `HAKMEM_MODE=learning`): a python3 script whose allocations make the learner
+//!   log (an idle freeze in LEARNING, new leaders in RESEARCH) writes nothing on stderr without
+//!   `HAKMEM_LOG`; with `HAKMEM_LOG=1`, `hakmem: learning: …` lines on stderr and nothing else;
+//!   with `HAKMEM_LOG=PATH`, those lines appended to PATH and nothing on stderr.
 //!
-//! stderr must match too, except the line by which each workload says which allocator it ran
-//! on (checked on its own: the library must really have been loaded) and hakmem's own log lines
-//! (`hakmem: …`). Every child runs in its own process group with a time limit; on expiry the
-//! whole group is killed, and that run fails: a hang after `fork` or at exit cannot stall CI.
+//! stderr must match the reference's too, except the line by which each workload says which
+//! allocator it ran on (checked on its own: the library must really have been loaded). hakmem
+//! writes nothing on a program's stderr unless asked (`HAKMEM_LOG`, `HAKMEM_REPORT`), so its
+//! own lines are not set aside: a line of hakmem's fails the run. Every child gets `HAKMEM_LOG`
+//! and `HAKMEM_REPORT` removed from its environment (unless the run sets one on purpose), so
+//! the caller's shell cannot change the outcome. Every child runs in its own process group with
+//! a time limit; on expiry the whole group is killed, and that run fails: a hang after `fork`
+//! or at exit cannot stall CI.
 
 use std::fs::File;
 use std::os::unix::process::CommandExt;
@@ -39,6 +54,14 @@ pub const MODES: [&str; 6] = [
 /// The `HAKMEM_MODE` the check gives the runtime build (not the default, so that the check sees
 /// the variable arrive).
 pub const RUNTIME_CHECK_MODE: &str = "fast";
+
+/// The variable that turns hakmem's log on (`1` or `stderr`: stderr; another value: a file the
+/// lines are appended to; unset, empty or `0`: off). Removed from every child unless set on
+/// purpose.
+pub const LOG_VAR: &str = "HAKMEM_LOG";
+
+/// The variable that asks RESEARCH for its report at exit. Removed from every child.
+pub const REPORT_VAR: &str = "HAKMEM_REPORT";
 
 /// A child that runs longer is killed (with its process group) and its run fails.
 pub const CHILD_TIMEOUT: Duration = Duration::from_secs(180);
@@ -203,33 +226,38 @@ impl Contender {
     /// The library of `mode` at `path` (the runtime build runs with `HAKMEM_MODE=`
     /// [`RUNTIME_CHECK_MODE`]).
     pub fn hakmem(mode: &str, path: PathBuf) -> Contender {
-        let runtime = mode == "runtime";
-        let expected = if runtime {
-            RUNTIME_CHECK_MODE
-        } else {
-            MODES.iter().find(|m| **m == mode).copied().unwrap_or("?")
-        };
+        if mode == "runtime" {
+            return Contender::runtime(path, RUNTIME_CHECK_MODE);
+        }
         Contender {
-            name: if runtime {
-                format!("runtime (HAKMEM_MODE={RUNTIME_CHECK_MODE})")
-            } else {
-                mode.to_owned()
-            },
+            name: mode.to_owned(),
             library: Some(path),
-            hakmem_mode: runtime.then_some(RUNTIME_CHECK_MODE),
-            expected_mode: Some(expected),
+            hakmem_mode: None,
+            expected_mode: Some(MODES.iter().find(|m| **m == mode).copied().unwrap_or("?")),
+            release: true,
+        }
+    }
+
+    /// The runtime library at `path` with `HAKMEM_MODE=mode`.
+    pub fn runtime(path: PathBuf, mode: &'static str) -> Contender {
+        Contender {
+            name: format!("runtime (HAKMEM_MODE={mode})"),
+            library: Some(path),
+            hakmem_mode: Some(mode),
+            expected_mode: Some(mode),
             release: true,
         }
     }
 
     /// `program args…` from the workspace root under this contender: `LD_PRELOAD` set (or
-    /// removed) and `HAKMEM_MODE` set (or removed).
+    /// removed), `HAKMEM_MODE` set (or removed), `HAKMEM_LOG` and `HAKMEM_REPORT` removed.
     pub fn command<S: AsRef<std::ffi::OsStr>>(&self, program: &Path, args: &[S]) -> Command {
         let mut c = cmd::command(program, args, self.hakmem_mode);
         match &self.library {
             Some(lib) => c.env("LD_PRELOAD", lib),
             None => c.env_remove("LD_PRELOAD"),
         };
+        c.env_remove(LOG_VAR).env_remove(REPORT_VAR);
         c
     }
 }
@@ -303,15 +331,15 @@ fn tail(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join(" | ")
 }
 
-/// stderr without hakmem's own lines and without the workload's `allocator: …` line; and that
-/// line's value, if there is one.
+/// stderr without the workload's `allocator: …` line; and that line's value, if there is one.
+/// hakmem's own lines (`hakmem: …`) stay: the library must be silent unless asked.
 pub fn split_stderr(stderr: &str) -> (String, Option<String>) {
     let mut rest = String::new();
     let mut allocator = None;
     for line in stderr.lines() {
         if let Some(v) = line.strip_prefix("allocator: ") {
             allocator = Some(v.trim().to_owned());
-        } else if !line.starts_with("hakmem: ") {
+        } else {
             rest.push_str(line);
             rest.push('\n');
         }
@@ -539,26 +567,42 @@ pub const CHECK_RECORDS: &str = "10000";
 /// The environment every python run gets, with or without the library.
 pub const PYTHON_ENV: [(&str, &str); 2] = [("PYTHONMALLOC", "malloc"), ("PYTHONHASHSEED", "0")];
 
-/// Compiles the C test and its TLS library into `dir`; returns their paths.
-fn compile_c_test(dir: &Path) -> Result<(PathBuf, PathBuf), String> {
+/// The check's C programs, compiled.
+struct CPrograms {
+    /// `preload_test`.
+    test: PathBuf,
+    /// Its TLS library (`preload_test.c` with `-DTLS_LIB -shared`).
+    tls: PathBuf,
+    /// `conformance`.
+    conformance: PathBuf,
+}
+
+/// The flags of the C test programs (the TLS library has its own).
+const CFLAGS: [&str; 6] = ["-O2", "-g", "-fno-builtin", "-pthread", "-Wall", "-Wextra"];
+
+/// Compiles the C test, its TLS library and the conformance program into `dir`.
+fn compile_c_programs(dir: &Path) -> Result<CPrograms, String> {
     let source = tests_dir().join("preload_test.c");
-    let exe = dir.join("preload_test");
-    let tls = dir.join("libpreload_test_tls.so");
-    let source_arg = source.to_string_lossy().into_owned();
-    let exe_arg = exe.to_string_lossy().into_owned();
-    let tls_arg = tls.to_string_lossy().into_owned();
-    let builds: [Vec<&str>; 2] = [
-        vec![
-            "-O2",
-            "-g",
-            "-fno-builtin",
-            "-pthread",
-            "-Wall",
-            "-Wextra",
-            "-o",
-            &exe_arg,
-            &source_arg,
-        ],
+    let conformance_source = tests_dir().join("conformance.c");
+    let programs = CPrograms {
+        test: dir.join("preload_test"),
+        tls: dir.join("libpreload_test_tls.so"),
+        conformance: dir.join("conformance"),
+    };
+    let arg = |p: &Path| p.to_string_lossy().into_owned();
+    let (source_arg, conformance_arg) = (arg(&source), arg(&conformance_source));
+    let (exe_arg, tls_arg, conf_arg) = (
+        arg(&programs.test),
+        arg(&programs.tls),
+        arg(&programs.conformance),
+    );
+    fn program<'a>(out: &'a str, src: &'a str) -> Vec<&'a str> {
+        let mut args = CFLAGS.to_vec();
+        args.extend(["-o", out, src]);
+        args
+    }
+    let builds: [Vec<&str>; 3] = [
+        program(&exe_arg, &source_arg),
         vec![
             "-O2",
             "-fPIC",
@@ -568,6 +612,7 @@ fn compile_c_test(dir: &Path) -> Result<(PathBuf, PathBuf), String> {
             &tls_arg,
             &source_arg,
         ],
+        program(&conf_arg, &conformance_arg),
     ];
     for args in &builds {
         eprintln!("preload check: cc {}", args.join(" "));
@@ -579,19 +624,202 @@ fn compile_c_test(dir: &Path) -> Result<(PathBuf, PathBuf), String> {
             return Err(format!("cc failed: {status}"));
         }
     }
-    Ok((exe, tls))
+    Ok(programs)
+}
+
+/// The last line of a passing conformance run starts with this, and says `0 failed`.
+const CONFORMANCE_TALLY: &str = "conformance: ";
+
+/// The conformance program's measurement line: ns per failed `malloc(3 TiB)`.
+const FAILED_MALLOC_NS: &str = "failed-malloc-ns:";
+
+/// The figure of the `failed-malloc-ns: N` line in `stdout`, if there is one.
+pub fn failed_malloc_ns(stdout: &str) -> Option<u64> {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(FAILED_MALLOC_NS))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// What a conformance run must show: exit 0, `conformance: N passed, 0 failed` last, nothing
+/// on stderr. On failure, the failed sections and the first failed checks.
+fn judge_contract(f: &Finished) -> Result<(), String> {
+    let last = f.stdout.lines().last().unwrap_or_default();
+    if !f.status.success() || !last.starts_with(CONFORMANCE_TALLY) || !last.ends_with(" 0 failed") {
+        let sections: Vec<&str> = f
+            .stdout
+            .lines()
+            .filter(|l| l.starts_with("FAILED "))
+            .map(|l| l.split(" (").next().unwrap_or(l))
+            .collect();
+        let checks: Vec<&str> = f
+            .stderr
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .take(2)
+            .collect();
+        return Err(format!(
+            "{}; {}; failed sections: [{}]; {}",
+            f.status,
+            if last.starts_with(CONFORMANCE_TALLY) {
+                last
+            } else {
+                "it did not finish"
+            },
+            sections.join(", "),
+            checks.join(" | ")
+        ));
+    }
+    if !f.stderr.is_empty() {
+        return Err(format!(
+            "it passed, but stderr is not empty: {}",
+            tail(&f.stderr, 2)
+        ));
+    }
+    Ok(())
+}
+
+/// The failed-malloc table: contender, ns per failed `malloc(3 TiB)`, ratio to glibc's.
+pub fn failed_malloc_table(rows: &[(String, Option<u64>)]) -> String {
+    let glibc = rows
+        .iter()
+        .find(|(name, _)| name == "glibc")
+        .and_then(|(_, ns)| *ns);
+    let mut out = format!(
+        "{:<30} {:>12} {:>9}\n",
+        "contender", "ns per call", "x glibc"
+    );
+    for (name, ns) in rows {
+        let (ns, ratio) = match (ns, glibc) {
+            (Some(ns), Some(g)) if g > 0 => {
+                (ns.to_string(), format!("{:.2}", *ns as f64 / g as f64))
+            }
+            (Some(ns), _) => (ns.to_string(), "-".to_owned()),
+            (None, _) => ("-".to_owned(), "-".to_owned()),
+        };
+        out.push_str(&format!("{name:<30} {ns:>12} {ratio:>9}\n"));
+    }
+    out
+}
+
+/// The python3 script of the logging check. Its first part makes only small allocations
+/// (`PYTHONMALLOC=malloc`: each object is a `malloc`), none contested, so that LEARNING's
+/// learner freezes as idle after three windows (a `LEARN -> FROZEN` line, every time, in ~0.1 s);
+/// the second allocates blocks of contested sizes, from which RESEARCH's learner logs its new
+/// leaders within a few hundred allocations (and LEARNING's sees a shift).
+pub const LOG_SCRIPT: &str = "\
+import random
+keep = [bytes(100) for _ in range(60000)]
+r = random.Random(1)
+for i in range(8000):
+    b = bytearray(r.choice((600000, 800000, 1200000, 3000000)))
+";
+
+/// The prefix of the learner's log lines.
+pub const LEARNING_LOG: &str = "hakmem: learning:";
+
+/// What a logging run must show: exit 0; with `log_on_stderr`, one line of the learner's log at
+/// least on stderr and nothing but hakmem's lines; without, an empty stderr.
+fn judge_log(f: &Finished, log_on_stderr: bool) -> Result<(), String> {
+    if !f.status.success() {
+        return Err(format!("{}: {}", f.status, tail(&f.stderr, 2)));
+    }
+    if log_on_stderr {
+        if !f.stderr.lines().any(|l| l.starts_with(LEARNING_LOG)) {
+            return Err(format!(
+                "no `{LEARNING_LOG} …` line on stderr with {LOG_VAR}=1 (stderr: {:?})",
+                tail(&f.stderr, 2)
+            ));
+        }
+        if let Some(other) = f.stderr.lines().find(|l| !l.starts_with("hakmem: ")) {
+            return Err(format!("stderr holds more than hakmem's log: {other:?}"));
+        }
+    } else if !f.stderr.is_empty() {
+        return Err(format!(
+            "stderr is not empty without {LOG_VAR}=1: {}",
+            tail(&f.stderr, 2)
+        ));
+    }
+    Ok(())
+}
+
+/// The contenders whose learner logs: LEARNING and RESEARCH builds among `contenders`, and the
+/// runtime build (if there is one) with `HAKMEM_MODE=learning`.
+pub fn log_contenders(contenders: &[Contender]) -> Vec<Contender> {
+    let mut out: Vec<Contender> = contenders
+        .iter()
+        .filter(|c| c.hakmem_mode.is_none())
+        .filter(|c| matches!(c.expected_mode, Some("learning" | "research")))
+        .cloned()
+        .collect();
+    if let Some(runtime) = contenders.iter().find(|c| c.hakmem_mode.is_some()) {
+        if let Some(lib) = &runtime.library {
+            let mut c = Contender::runtime(lib.clone(), "learning");
+            c.release = runtime.release;
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The logging check of `c`: the script without `HAKMEM_LOG` (silent), with `HAKMEM_LOG=1`
+/// (the log on stderr) and with `HAKMEM_LOG=PATH` (the log appended to PATH, stderr silent).
+fn check_log(c: &Contender, python: &Path, dir: &Path, tally: &mut Tally) {
+    let slug = slug(&c.name);
+    let run = |workload: &str, log: Option<&Path>| {
+        let mut command = c.command(python, &["-c", LOG_SCRIPT]);
+        command.envs(PYTHON_ENV);
+        if let Some(value) = log {
+            command.env(LOG_VAR, value);
+        }
+        run_timed(
+            command,
+            &dir.join(format!("{workload}-{slug}")),
+            CHILD_TIMEOUT,
+        )
+    };
+    let result = run("quiet", None).and_then(|f| judge_log(&f, false).map(|()| f.took));
+    tally.add("quiet", c, result);
+    let result =
+        run("log", Some(Path::new("1"))).and_then(|f| judge_log(&f, true).map(|()| f.took));
+    tally.add("log", c, result);
+    // A file that already holds a line: the log is appended after it.
+    let file = dir.join(format!("log-file-{slug}.log"));
+    const FIRST: &str = "an earlier line\n";
+    let result = std::fs::write(&file, FIRST)
+        .map_err(|e| format!("cannot write {}: {e}", file.display()))
+        .and_then(|()| run("log-file", Some(&file)))
+        .and_then(|f| {
+            judge_log(&f, false)?;
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+            let Some(appended) = text.strip_prefix(FIRST) else {
+                return Err(format!(
+                    "{} does not start with its earlier line: the log was not appended",
+                    file.display()
+                ));
+            };
+            if !appended.lines().any(|l| l.starts_with(LEARNING_LOG)) {
+                return Err(format!(
+                    "no `{LEARNING_LOG} …` line in {} with {LOG_VAR}=PATH",
+                    file.display()
+                ));
+            }
+            Ok(f.took)
+        });
+    tally.add("log-file", c, result);
 }
 
 /// One run's line: `[workload] contender  ok (N s)` or `FAILED: why`.
 fn report(workload: &str, contender: &str, result: &Result<Duration, String>) {
     match result {
         Ok(took) => eprintln!(
-            "{:<10} {contender:<28} ok ({} s)",
+            "{:<10} {contender:<30} ok ({} s)",
             format!("[{workload}]"),
             cmd::seconds(*took)
         ),
         Err(why) => eprintln!(
-            "{:<10} {contender:<28} FAILED: {why}",
+            "{:<10} {contender:<30} FAILED: {why}",
             format!("[{workload}]")
         ),
     }
@@ -604,7 +832,8 @@ pub fn check_all(contenders: &[Contender]) -> Result<bool, String> {
     let dir = cmd::target_dir().join("preload").join("check");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let (exe, tls) = compile_c_test(&dir)?;
+    let programs = compile_c_programs(&dir)?;
+    let (exe, tls) = (&programs.test, &programs.tls);
     let python = python()?;
     if !cmd::is_installed("git") {
         return Err("git is needed (apt-get install git)".to_owned());
@@ -632,7 +861,7 @@ pub fn check_all(contenders: &[Contender]) -> Result<bool, String> {
     for c in &all {
         let stem = dir.join(format!("c-{}", slug(&c.name)));
         let expected = c.expected_mode.unwrap_or("glibc");
-        let mut command = c.command(&exe, &[tls.as_os_str(), expected.as_ref()]);
+        let mut command = c.command(exe, &[tls.as_os_str(), expected.as_ref()]);
         command.current_dir(&dir);
         let result = run_timed(command, &stem, CHILD_TIMEOUT).and_then(|f| {
             judge(&f, None, None)?;
@@ -640,9 +869,28 @@ pub fn check_all(contenders: &[Contender]) -> Result<bool, String> {
             if !last.starts_with("preload_test: all ") {
                 return Err(format!("it did not finish: last line {last:?}"));
             }
+            if !f.stderr.is_empty() {
+                return Err(format!(
+                    "it passed, but stderr is not empty: {}",
+                    tail(&f.stderr, 2)
+                ));
+            }
             Ok(f.took)
         });
         tally.add("c-test", c, result);
+    }
+
+    // The contract: glibc first (the program's expectations must hold there), then each mode.
+    let mut failed_malloc = Vec::with_capacity(all.len());
+    for c in &all {
+        let stem = dir.join(format!("contract-{}", slug(&c.name)));
+        let mut command = c.command(&programs.conformance, &[] as &[&str]);
+        command.current_dir(&dir);
+        let result = run_timed(command, &stem, CHILD_TIMEOUT).and_then(|f| {
+            failed_malloc.push((c.name.clone(), failed_malloc_ns(&f.stdout)));
+            judge_contract(&f).map(|()| f.took)
+        });
+        tally.add("contract", c, result);
     }
 
     // python3 and git: the reference first, then every mode against it.
@@ -706,6 +954,18 @@ pub fn check_all(contenders: &[Contender]) -> Result<bool, String> {
             tally.failed += 1;
             break;
         }
+    }
+    // The learning modes' log: silent unless asked, and where it is asked to go.
+    for c in log_contenders(contenders) {
+        check_log(&c, &python, &dir, &mut tally);
+    }
+
+    eprintln!(
+        "preload check: the cost of a failed malloc(3 TiB), conformance.c section 9 \
+         (a report, not a check):"
+    );
+    for line in failed_malloc_table(&failed_malloc).lines() {
+        eprintln!("  {line}");
     }
     eprintln!(
         "preload check: {} runs, {} failed, {} s",
@@ -793,11 +1053,11 @@ mod tests {
     }
 
     #[test]
-    fn stderr_is_compared_without_the_allocator_and_hakmem_lines() {
+    fn stderr_is_compared_without_the_allocator_line_but_with_hakmem_lines() {
         let (rest, allocator) =
             split_stderr("allocator: hakmem fast\nhakmem: lifecycle LEARN\nwarning: x\n");
         assert_eq!(allocator.as_deref(), Some("hakmem fast"));
-        assert_eq!(rest, "warning: x\n");
+        assert_eq!(rest, "hakmem: lifecycle LEARN\nwarning: x\n");
         assert_eq!(first_difference("a\nb\n", "a\nb\n"), "identical");
         assert_eq!(
             first_difference("a\nb\n", "a\nc\n"),
@@ -807,6 +1067,119 @@ mod tests {
             first_difference("a\n", "a\nextra\n"),
             "line 2: reference \"<end>\", got \"extra\""
         );
+    }
+
+    #[test]
+    fn children_lose_the_log_and_report_variables() {
+        for c in [
+            Contender::glibc(),
+            Contender::hakmem("learning", "/l.so".into()),
+        ] {
+            let cmd = c.command(Path::new("true"), &[] as &[&str]);
+            let removed: Vec<_> = cmd
+                .get_envs()
+                .filter(|(_, v)| v.is_none())
+                .map(|(k, _)| k.to_owned())
+                .collect();
+            for var in [LOG_VAR, REPORT_VAR] {
+                assert!(removed.iter().any(|k| k == var), "{var} for {}", c.name);
+            }
+        }
+        let r = Contender::runtime("/r.so".into(), "learning");
+        assert_eq!(
+            (r.name.as_str(), r.hakmem_mode, r.expected_mode),
+            (
+                "runtime (HAKMEM_MODE=learning)",
+                Some("learning"),
+                Some("learning")
+            )
+        );
+    }
+
+    #[test]
+    fn the_log_check_runs_the_learning_builds_and_the_runtime_one_as_learning() {
+        let all: Vec<Contender> = MODES
+            .iter()
+            .map(|m| Contender::hakmem(m, format!("/{m}.so").into()))
+            .collect();
+        let names: Vec<String> = log_contenders(&all).into_iter().map(|c| c.name).collect();
+        assert_eq!(
+            names,
+            ["learning", "research", "runtime (HAKMEM_MODE=learning)"]
+        );
+        let only_fast = [Contender::hakmem("fast", "/f.so".into())];
+        assert!(log_contenders(&only_fast).is_empty());
+    }
+
+    #[test]
+    fn contract_runs_are_judged_on_the_tally_and_stderr_and_the_cost_is_tabled() {
+        let dir = std::env::temp_dir().join(format!("xtask-contract-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let run = |script: &str| {
+            let mut c = Command::new("sh");
+            c.args(["-c", script]);
+            run_timed(c, &dir.join("c"), Duration::from_secs(30)).unwrap()
+        };
+        let ok = run("echo 'ok 1 x (3 checks)'; echo 'failed-malloc-ns: 1500'; \
+                      echo 'conformance: 3 passed, 0 failed'");
+        assert_eq!(judge_contract(&ok), Ok(()));
+        assert_eq!(failed_malloc_ns(&ok.stdout), Some(1500));
+        let noisy = run("echo 'conformance: 3 passed, 0 failed'; echo 'hakmem: learning: x' >&2");
+        let why = judge_contract(&noisy).unwrap_err();
+        assert!(
+            why.contains("stderr is not empty: hakmem: learning: x"),
+            "{why}"
+        );
+        let failing = run("echo 'FAILED 8 free at the limit (1 of 3 checks failed)'; \
+                           echo 'FAIL [8 free] f:1: `x`' >&2; \
+                           echo 'conformance: 2 passed, 1 failed'; exit 1");
+        let why = judge_contract(&failing).unwrap_err();
+        assert!(
+            why.contains("conformance: 2 passed, 1 failed")
+                && why.contains("[FAILED 8 free at the limit]")
+                && why.ends_with("FAIL [8 free] f:1: `x`"),
+            "{why}"
+        );
+        assert_eq!(failed_malloc_ns(&failing.stdout), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+        let table = failed_malloc_table(&[
+            ("glibc".into(), Some(1000)),
+            ("fast".into(), Some(20000)),
+            ("minimal".into(), None),
+        ]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(
+            lines[1].starts_with("glibc") && lines[1].ends_with("1000      1.00"),
+            "{table}"
+        );
+        assert!(lines[2].ends_with("20000     20.00"), "{table}");
+        assert!(lines[3].ends_with("-         -"), "{table}");
+    }
+
+    #[test]
+    fn the_log_is_judged_by_where_it_must_go() {
+        let dir = std::env::temp_dir().join(format!("xtask-log-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let run = |script: &str| {
+            let mut c = Command::new("sh");
+            c.args(["-c", script]);
+            run_timed(c, &dir.join("l"), Duration::from_secs(30)).unwrap()
+        };
+        let logged = run("echo 'hakmem: learning: LEARN -> FROZEN' >&2");
+        assert_eq!(judge_log(&logged, true), Ok(()));
+        assert!(judge_log(&logged, false)
+            .unwrap_err()
+            .starts_with("stderr is not empty"));
+        let silent = run("true");
+        assert_eq!(judge_log(&silent, false), Ok(()));
+        assert!(judge_log(&silent, true)
+            .unwrap_err()
+            .starts_with("no `hakmem: learning:"));
+        let mixed = run("echo 'hakmem: learning: x' >&2; echo 'Traceback' >&2");
+        assert!(judge_log(&mixed, true)
+            .unwrap_err()
+            .contains("more than hakmem's log"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -61,7 +61,8 @@ pub struct Selection {
     pub icount: bool,
     pub matrix: bool,
     pub large: bool,
-    /// The preload library's check (C test, python3, git under every mode).
+    /// The preload library's check (C test, contract, python3, git under every mode; the
+    /// learning modes' log).
     pub preload: bool,
     /// The AddressSanitizer and memcheck runs.
     pub sanitizers: bool,

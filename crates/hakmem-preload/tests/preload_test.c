@@ -1,10 +1,13 @@
 /*
- * The preload library's C test (docs/preload.md): every export's edge cases with glibc 2.36's
- * semantics, every usable byte kept by realloc, glibc's own allocations freed by the library
- * (strdup, stdio, dlerror, …), dynamic TLS set-up in threads and a DTV outgrown while threads
- * run, thread exit, a pthread key past glibc's first 32 made at the first allocation, fork from
- * a multi-threaded process, exit handlers that allocate, and a multi-threaded malloc/free storm
- * with cross-thread frees.
+ * The preload library's C test (docs/preload.md): the library as a program's malloc, in the
+ * situations a real program puts it in — glibc's own allocations freed by the library (strdup,
+ * stdio, dlerror, …), dynamic TLS set-up in threads and a DTV outgrown while threads run, thread
+ * exit, a pthread key past glibc's first 32 made at the first allocation, fork from a
+ * multi-threaded process, misuse, exit handlers that allocate, and a multi-threaded malloc/free
+ * storm with cross-thread frees.
+ *
+ * The contract of each entry point (return values, errno, alignment, usable size, realloc's and
+ * calloc's edge cases, exhaustion) is conformance.c's, not this file's.
  *
  * It runs unchanged on plain glibc (`cargo xtask preload --check` runs it there first), so
  * every expectation below is glibc's behaviour, not something only hakmem does.
@@ -73,15 +76,6 @@ static long checks;
         }                                                                                      \
     } while (0)
 
-/* Sizes and alignments go through this so that the compiler cannot reason about them (it
- * would warn about, or fold, malloc(SIZE_MAX)). */
-static size_t __attribute__((noinline)) opaque(size_t n) {
-    __asm__ volatile("" : "+r"(n));
-    return n;
-}
-
-static int aligned(const void *p, size_t a) { return ((uintptr_t)p & (a - 1)) == 0; }
-
 static void fill(unsigned char *p, size_t n, unsigned seed) {
     for (size_t i = 0; i < n; i++)
         p[i] = (unsigned char)(seed * 131 + i * 7);
@@ -99,270 +93,6 @@ static int all_zero(const unsigned char *p, size_t n) {
         if (p[i])
             return 0;
     return 1;
-}
-
-/* ---- malloc, free, malloc_usable_size ------------------------------------------------- */
-
-static const size_t SIZES[] = {1,      8,       15,      16,        17,        24,     100,
-                               1000,   4095,    4096,    4097,      65536,     200000, 524287,
-                               524288, 1 << 20, 3 << 20, 16 << 20,  (16 << 20) + 1, 40 << 20};
-#define NSIZES (sizeof SIZES / sizeof SIZES[0])
-
-static void test_malloc(void) {
-    void *a = malloc(opaque(0)), *b = malloc(opaque(0));
-    CHECK(a && b && a != b, "malloc(0) gives unique pointers (%p, %p)", a, b);
-    CHECK(aligned(a, 16) && aligned(b, 16));
-    free(a);
-    free(b);
-    for (size_t i = 0; i < NSIZES; i++) {
-        size_t n = opaque(SIZES[i]);
-        unsigned char *p = malloc(n);
-        CHECK(p != NULL, "malloc(%zu)", n);
-        CHECK(aligned(p, 16), "malloc(%zu) = %p is 16-aligned", n, (void *)p);
-        size_t usable = malloc_usable_size(p);
-        CHECK(usable >= n, "malloc_usable_size = %zu for malloc(%zu)", usable, n);
-        fill(p, usable, (unsigned)i); /* every usable byte is the program's */
-        CHECK(verify(p, usable, (unsigned)i));
-        errno = EDOM;
-        free(p);
-        CHECK(errno == EDOM, "free left errno alone (%d)", errno);
-    }
-    CHECK(malloc_usable_size(NULL) == 0);
-    errno = EDOM;
-    free(NULL);
-    CHECK(errno == EDOM);
-    const size_t huge[] = {SIZE_MAX, SIZE_MAX - 15, SIZE_MAX / 2 + 1, PTRDIFF_MAX,
-                           (size_t)PTRDIFF_MAX - 4096, (size_t)1 << 50};
-    for (size_t i = 0; i < sizeof huge / sizeof huge[0]; i++) {
-        errno = 0;
-        void *p = malloc(opaque(huge[i]));
-        CHECK(p == NULL && errno == ENOMEM, "malloc(%zu) = %p, errno %d", huge[i], p, errno);
-    }
-    puts("ok malloc, free, malloc_usable_size");
-}
-
-/* ---- calloc ------------------------------------------------------------------------------ */
-
-static void test_calloc(void) {
-    /* Recycled memory must come back zeroed: dirty a block, free it, calloc the same size. */
-    for (size_t i = 0; i < NSIZES; i++) {
-        size_t n = SIZES[i];
-        unsigned char *p = malloc(opaque(n));
-        CHECK(p != NULL);
-        memset(p, 0xFF, malloc_usable_size(p));
-        free(p);
-        unsigned char *q = calloc(opaque(1), n);
-        CHECK(q != NULL, "calloc(1, %zu)", n);
-        CHECK(all_zero(q, n), "calloc(1, %zu) is zeroed", n);
-        free(q);
-        q = calloc(opaque(n), 1);
-        CHECK(q != NULL && all_zero(q, n));
-        free(q);
-    }
-    void *a = calloc(opaque(0), 8), *b = calloc(8, opaque(0)), *c = calloc(opaque(0), 0);
-    CHECK(a && b && c && a != b && b != c && a != c, "calloc of 0 bytes: unique pointers");
-    free(a);
-    free(b);
-    free(c);
-    const size_t pairs[][2] = {{SIZE_MAX / 2 + 1, 2}, {2, SIZE_MAX / 2 + 1}, {SIZE_MAX, SIZE_MAX},
-                               {1, SIZE_MAX},          {(size_t)1 << 33, (size_t)1 << 31}};
-    for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++) {
-        errno = 0;
-        void *p = calloc(opaque(pairs[i][0]), opaque(pairs[i][1]));
-        CHECK(p == NULL && errno == ENOMEM, "calloc(%zu, %zu) = %p, errno %d", pairs[i][0],
-              pairs[i][1], p, errno);
-    }
-    puts("ok calloc");
-}
-
-/* ---- realloc, reallocarray --------------------------------------------------------------- */
-
-static void test_realloc(void) {
-    /* Grow and shrink across the small/large boundary, contents kept each time. */
-    static const size_t steps[] = {1,        100,      5000,  600000, 1 << 20, 9 << 20,
-                                   40 << 20, 2 << 20,  700000, 3000,  33,      1 << 21};
-    unsigned char *p = realloc(NULL, opaque(steps[0]));
-    CHECK(p != NULL, "realloc(NULL, n) allocates");
-    fill(p, steps[0], 7);
-    for (size_t i = 1; i < sizeof steps / sizeof steps[0]; i++) {
-        size_t old = steps[i - 1], n = steps[i];
-        unsigned char *q = realloc(p, opaque(n));
-        CHECK(q != NULL, "realloc(%zu -> %zu)", old, n);
-        CHECK(aligned(q, 16));
-        CHECK(verify(q, old < n ? old : n, 7), "realloc(%zu -> %zu) kept the contents", old, n);
-        CHECK(malloc_usable_size(q) >= n);
-        fill(q, n, 7);
-        p = q;
-    }
-    /* Failure: NULL, ENOMEM, and the block is intact. */
-    errno = 0;
-    unsigned char *q = realloc(p, opaque(SIZE_MAX));
-    CHECK(q == NULL && errno == ENOMEM, "realloc(p, SIZE_MAX) = %p, errno %d", (void *)q, errno);
-    errno = 0;
-    q = realloc(p, opaque(PTRDIFF_MAX));
-    CHECK(q == NULL && errno == ENOMEM);
-    CHECK(verify(p, 1 << 21, 7), "a failed realloc leaves the block alone");
-    /* realloc(p, 0) frees p and returns NULL (glibc's REALLOC_ZERO_BYTES_FREES); not an error. */
-    errno = EDOM;
-    q = realloc(p, opaque(0));
-    CHECK(q == NULL && errno == EDOM, "realloc(p, 0) = %p, errno %d", (void *)q, errno);
-    q = realloc(NULL, opaque(0));
-    CHECK(q != NULL, "realloc(NULL, 0) is malloc(0)");
-    free(q);
-    /* An over-aligned block reallocates into a 16-aligned one, contents kept. */
-    void *al = NULL;
-    CHECK(posix_memalign(&al, 4096, 100) == 0);
-    fill(al, 100, 9);
-    q = realloc(al, opaque(5000));
-    CHECK(q != NULL && verify(q, 100, 9));
-    free(q);
-
-    /* reallocarray */
-    p = reallocarray(NULL, opaque(10), 10);
-    CHECK(p != NULL);
-    fill(p, 100, 3);
-    errno = 0;
-    q = reallocarray(p, opaque(SIZE_MAX / 2 + 1), 2);
-    CHECK(q == NULL && errno == ENOMEM, "reallocarray overflow = %p, errno %d", (void *)q, errno);
-    CHECK(verify(p, 100, 3), "an overflowing reallocarray leaves the block alone");
-    q = reallocarray(p, opaque(1000), 100);
-    CHECK(q != NULL && verify(q, 100, 3));
-    errno = EDOM;
-    p = reallocarray(q, opaque(0), 100);
-    CHECK(p == NULL && errno == EDOM, "reallocarray(p, 0, n) frees, as realloc(p, 0)");
-    puts("ok realloc, reallocarray");
-}
-
-/* ---- posix_memalign, aligned_alloc, memalign, valloc, pvalloc ------------------------------ */
-
-static void test_aligned(void) {
-    const long page = sysconf(_SC_PAGESIZE);
-    void *sentinel = (void *)0x1234, *p;
-    /* Bad alignments: EINVAL, *out untouched, errno untouched. */
-    const size_t bad[] = {0, 1, 2, 4, 3, 12, 24, 40, 4097, SIZE_MAX, SIZE_MAX / 2};
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        p = sentinel;
-        errno = EDOM;
-        int rc = posix_memalign(&p, opaque(bad[i]), 64);
-        CHECK(rc == EINVAL && p == sentinel && errno == EDOM,
-              "posix_memalign(align %zu) = %d, errno %d", bad[i], rc, errno);
-    }
-    const size_t good[] = {8, 16, 32, 64, 256, 4096, 8192, 65536, 1 << 21, 1 << 26};
-    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
-        for (size_t s = 0; s < 4; s++) {
-            size_t n = opaque((size_t[]){0, 1, 100, 3 << 20}[s]);
-            p = NULL;
-            int rc = posix_memalign(&p, opaque(good[i]), n);
-            CHECK(rc == 0 && p != NULL && aligned(p, good[i]),
-                  "posix_memalign(align %zu, %zu) = %d, %p", good[i], n, rc, p);
-            CHECK(malloc_usable_size(p) >= n);
-            fill(p, n, 5);
-            free(p);
-        }
-    }
-    p = sentinel;
-    errno = EDOM;
-    int rc = posix_memalign(&p, 64, opaque(SIZE_MAX));
-    /* (glibc sets errno to ENOMEM here as a side effect; the library leaves it alone, as the
-     * manual page says posix_memalign does: either passes.) */
-    CHECK(rc == ENOMEM && p == sentinel, "posix_memalign(SIZE_MAX) = %d", rc);
-    rc = posix_memalign(&p, opaque((size_t)1 << 63), 1);
-    CHECK(rc == ENOMEM && p == sentinel, "posix_memalign(align 2^63) = %d", rc);
-
-    /* memalign and aligned_alloc (glibc 2.36: the same function). */
-    void *(*const fns[2])(size_t, size_t) = {memalign, aligned_alloc};
-    for (int f = 0; f < 2; f++) {
-        /* Up to 16 (even 0 and non-powers of two) it is malloc. */
-        const size_t small[] = {0, 1, 2, 3, 8, 12, 16};
-        for (size_t i = 0; i < sizeof small / sizeof small[0]; i++) {
-            p = fns[f](opaque(small[i]), 100);
-            CHECK(p != NULL && aligned(p, 16), "align %zu", small[i]);
-            free(p);
-        }
-        /* Non-powers of two are rounded up to the next one. */
-        const size_t odd[][2] = {{24, 32}, {48, 64}, {100, 128}, {4097, 8192}, {5000, 8192}};
-        for (size_t i = 0; i < sizeof odd / sizeof odd[0]; i++) {
-            p = fns[f](opaque(odd[i][0]), 10);
-            CHECK(p != NULL && aligned(p, odd[i][1]), "align %zu -> %zu: %p", odd[i][0],
-                  odd[i][1], p);
-            free(p);
-        }
-        for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
-            p = fns[f](opaque(good[i]), 1000); /* size need not be a multiple of align */
-            CHECK(p != NULL && aligned(p, good[i]) && malloc_usable_size(p) >= 1000);
-            fill(p, 1000, 1);
-            free(p);
-        }
-        p = fns[f](opaque(64), 0);
-        CHECK(p != NULL && aligned(p, 64), "size 0 gives a unique block");
-        free(p);
-        errno = 0;
-        p = fns[f](opaque(SIZE_MAX / 2 + 2), 1);
-        CHECK(p == NULL && errno == EINVAL, "align above SIZE_MAX/2+1: %p, errno %d", p, errno);
-        errno = 0;
-        p = fns[f](opaque(SIZE_MAX), 1);
-        CHECK(p == NULL && errno == EINVAL);
-        errno = 0;
-        p = fns[f](opaque(64), opaque(SIZE_MAX));
-        CHECK(p == NULL && errno == ENOMEM, "huge size: %p, errno %d", p, errno);
-        errno = 0;
-        p = fns[f](opaque((size_t)1 << 62), 1);
-        CHECK(p == NULL && errno == ENOMEM, "align 2^62: %p, errno %d", p, errno);
-    }
-
-    /* valloc: page-aligned; pvalloc: whole pages. */
-    p = valloc(opaque(100));
-    CHECK(p != NULL && aligned(p, page) && malloc_usable_size(p) >= 100);
-    free(p);
-    p = valloc(opaque(0));
-    CHECK(p != NULL && aligned(p, page));
-    free(p);
-    const size_t pv[][2] = {{1, 1}, {(size_t)page, 1}, {(size_t)page + 1, 2}, {100000, 25}};
-    for (size_t i = 0; i < sizeof pv / sizeof pv[0]; i++) {
-        unsigned char *q = pvalloc(opaque(pv[i][0]));
-        size_t want = pv[i][1] * (size_t)page;
-        CHECK(q != NULL && aligned(q, page) && malloc_usable_size(q) >= want,
-              "pvalloc(%zu): usable %zu", pv[i][0], q ? malloc_usable_size(q) : 0);
-        fill(q, want, 2);
-        free(q);
-    }
-    p = pvalloc(opaque(0));
-    CHECK(p != NULL && aligned(p, page), "pvalloc(0)");
-    free(p);
-    errno = 0;
-    p = pvalloc(opaque(SIZE_MAX - 10));
-    CHECK(p == NULL && errno == ENOMEM, "pvalloc overflow: %p, errno %d", p, errno);
-    errno = 0;
-    p = valloc(opaque(SIZE_MAX));
-    CHECK(p == NULL && errno == ENOMEM);
-    puts("ok posix_memalign, aligned_alloc, memalign, valloc, pvalloc");
-}
-
-/* ---- every usable byte is the program's, and realloc keeps them --------------------------- */
-
-/* malloc_usable_size's bytes may all be written, and a realloc that grows the block keeps all of
- * them (glibc copies the whole chunk; hakmem copies the usable size: for a pool block its class,
- * which is also what it hands back to the pool). Plain and over-aligned blocks, up to 3 MiB. */
-static void test_usable(void) {
-    static const size_t aligns[] = {0, 64, 4096, 65536}; /* 0: malloc */
-    for (size_t a = 0; a < sizeof aligns / sizeof aligns[0]; a++) {
-        for (size_t i = 0; i < NSIZES && SIZES[i] <= (3 << 20); i++) {
-            size_t n = opaque(SIZES[i]);
-            unsigned char *p = aligns[a] ? memalign(aligns[a], n) : malloc(n);
-            CHECK(p != NULL && (!aligns[a] || aligned(p, aligns[a])), "%zu B at %zu", n,
-                  aligns[a]);
-            size_t usable = malloc_usable_size(p);
-            CHECK(usable >= n);
-            fill(p, usable, (unsigned)(i + a));
-            unsigned char *q = realloc(p, opaque(usable + 1));
-            CHECK(q != NULL && verify(q, usable, (unsigned)(i + a)),
-                  "realloc(%zu B block, %zu) kept its %zu usable bytes", n, usable + 1, usable);
-            unsigned char *r = realloc(q, opaque(usable / 2 + 1));
-            CHECK(r != NULL && verify(r, usable / 2 + 1, (unsigned)(i + a)), "shrunk");
-            free(r);
-        }
-    }
-    puts("ok usable bytes (all writable, kept by realloc; plain and aligned to 64, 4096, 65536)");
 }
 
 /* ---- glibc's own allocations, freed by the program ----------------------------------------- */
@@ -916,11 +646,6 @@ int main(int argc, char **argv) {
     alarm(300); /* the whole program, whatever happens */
     setvbuf(stdout, NULL, _IOLBF, 0); /* progress lines appear as they happen */
     atexit(at_exit_allocates);
-    test_malloc();
-    test_calloc();
-    test_realloc();
-    test_aligned();
-    test_usable();
     test_libc();
     test_dl(argv[1], expected);
     test_early_keys(expected);
