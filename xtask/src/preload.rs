@@ -1111,15 +1111,18 @@ mod tests {
         assert!(log_contenders(&only_fast).is_empty());
     }
 
+    /// `sh -c script`, its output kept at `stem`.{out,err}.
+    fn run_sh(stem: &Path, script: &str) -> Finished {
+        let mut c = Command::new("sh");
+        c.args(["-c", script]);
+        run_timed(c, stem, Duration::from_secs(30)).unwrap()
+    }
+
     #[test]
     fn contract_runs_are_judged_on_the_tally_and_stderr_and_the_cost_is_tabled() {
         let dir = std::env::temp_dir().join(format!("xtask-contract-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let run = |script: &str| {
-            let mut c = Command::new("sh");
-            c.args(["-c", script]);
-            run_timed(c, &dir.join("c"), Duration::from_secs(30)).unwrap()
-        };
+        let run = |script: &str| run_sh(&dir.join("c"), script);
         let ok = run("echo 'ok 1 x (3 checks)'; echo 'failed-malloc-ns: 1500'; \
                       echo 'conformance: 3 passed, 0 failed'");
         assert_eq!(judge_contract(&ok), Ok(()));
@@ -1160,11 +1163,7 @@ mod tests {
     fn the_log_is_judged_by_where_it_must_go() {
         let dir = std::env::temp_dir().join(format!("xtask-log-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let run = |script: &str| {
-            let mut c = Command::new("sh");
-            c.args(["-c", script]);
-            run_timed(c, &dir.join("l"), Duration::from_secs(30)).unwrap()
-        };
+        let run = |script: &str| run_sh(&dir.join("l"), script);
         let logged = run("echo 'hakmem: learning: LEARN -> FROZEN' >&2");
         assert_eq!(judge_log(&logged, true), Ok(()));
         assert!(judge_log(&logged, false)
