@@ -224,8 +224,8 @@ fn child_shift() {
 fn a_shift_relearns_tries_the_new_threshold_and_adopts_it() {
     let _serial = serial();
     // The learner's samples include CPU time, which a shared 2-core machine makes noisy: about
-    // one run in six (in a fresh checkout like CI's; none in four run alone) ends frozen on a candidate
-    // that sends 600 KiB to glibc. Up to three runs; the last one is judged in full.
+    // one run in six (in a fresh checkout like CI's; none in four run alone) ends frozen on a
+    // candidate that sends 600 KiB to glibc. Up to three runs; the last one is judged in full.
     let run = || run_child("child_shift", &[("HAKMEM_LOG", Some("stderr"))]);
     let mut out = run();
     for _ in 1..3 {
