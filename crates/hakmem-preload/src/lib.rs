@@ -77,7 +77,7 @@ static INIT: extern "C" fn() = init;
 // ---- errno -----------------------------------------------------------------------------------
 
 fn set_errno(value: c_int) {
-    // SAFETY: as in `errno`.
+    // SAFETY: __errno_location returns this thread's errno slot, valid for the thread's life.
     unsafe { *libc::__errno_location() = value }
 }
 

@@ -13,7 +13,7 @@ use core::alloc::{GlobalAlloc, Layout};
 use core::marker::PhantomData;
 use core::ptr::{self, NonNull};
 
-use crate::batch::Batch;
+use crate::batch::{Batch, Released};
 use crate::bigcache::{self, BigCache, Meta, CLASSES};
 use crate::elo::CONTESTED;
 use crate::header::{self, Block, Method, HEADER_SIZE};
@@ -937,7 +937,7 @@ impl<P: Policy> Allocator<P> {
                     "a cached block's length is its class's"
                 );
                 self.count(cfg, Event::CacheEvict, 1);
-                self.count_unmap(cfg, unmapped, 1, len as u64);
+                self.count_released(cfg, Released::one(unmapped, len));
                 released += 1;
             });
         }
@@ -971,26 +971,15 @@ impl<P: Policy> Allocator<P> {
                     if unmapped == Unmapped::Invalid {
                         header::bad_length(user, "free", len);
                     }
-                    self.count_unmap(cfg, unmapped, 1, len as u64);
+                    self.count_released(cfg, Released::one(unmapped, len));
                 }
             }
         }
     }
 
-    /// Counts `calls` `munmap` calls over `bytes` that ended as `unmapped` says.
+    /// Counts what a release to the OS did (one `munmap`, or a batch's).
     #[inline(always)]
-    fn count_unmap(&self, cfg: &Config, unmapped: Unmapped, calls: u64, bytes: u64) {
-        self.count(cfg, Event::MunmapCall, calls);
-        if unmapped == Unmapped::Kept {
-            self.count(cfg, Event::MunmapRefused, calls);
-        } else {
-            self.count(cfg, Event::MunmapBytes, bytes);
-        }
-    }
-
-    /// Counts what a batch release did.
-    #[inline(always)]
-    fn count_released(&self, cfg: &Config, done: crate::batch::Released) {
+    fn count_released(&self, cfg: &Config, done: Released) {
         self.count(cfg, Event::MunmapCall, done.calls);
         self.count(cfg, Event::MunmapBytes, done.bytes);
         self.count(cfg, Event::MunmapRefused, done.refused);

@@ -52,13 +52,21 @@ pub(crate) struct Released {
 
 impl Released {
     /// One call over `len` bytes that ended as `unmapped` says.
-    fn one(unmapped: os::Unmapped, len: usize) -> Released {
+    pub(crate) fn one(unmapped: os::Unmapped, len: usize) -> Released {
         let kept = unmapped == os::Unmapped::Kept;
         Released {
             calls: 1,
             bytes: if kept { 0 } else { len as u64 },
             refused: u64::from(kept),
         }
+    }
+}
+
+impl core::ops::AddAssign for Released {
+    fn add_assign(&mut self, other: Released) {
+        self.calls += other.calls;
+        self.bytes += other.bytes;
+        self.refused += other.refused;
     }
 }
 
@@ -158,10 +166,7 @@ unsafe fn flush(ranges: &mut [(usize, usize)]) -> Released {
         // SAFETY: a run of adjacent unused mappings of ours is unmapped as one range.
         // (An invalid range is left mapped, as in `Batch::release`.)
         let unmapped = unsafe { os::unmap(NonNull::new_unchecked(start as *mut u8), end - start) };
-        let one = Released::one(unmapped, end - start);
-        done.calls += one.calls;
-        done.bytes += one.bytes;
-        done.refused += one.refused;
+        done += Released::one(unmapped, end - start);
     }
     done
 }

@@ -125,18 +125,21 @@ const OFF: i32 = -1;
 fn log_sink() -> Sink {
     let code = match SINK.load(Ordering::Acquire) {
         UNREAD => {
-            let code = match os::getenv(ENV_LOG) {
-                None | Some(b"") => POLICY,
-                Some(b"0") => OFF,
-                Some(b"1" | b"stderr") => 2,
-                Some(_) => open_log_file(),
+            let code = match os::getenv_cstr(ENV_LOG) {
+                None => POLICY,
+                Some(value) => match value.to_bytes() {
+                    b"" => POLICY,
+                    b"0" => OFF,
+                    b"1" | b"stderr" => 2,
+                    _ => open_log_file(value),
+                },
             };
             match SINK.compare_exchange(UNREAD, code, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => code,
                 Err(first) => {
                     if code > 2 {
-                        // SAFETY: a descriptor we opened and nobody else has seen.
-                        unsafe { libc::close(code) };
+                        // A descriptor we opened and nobody else has seen.
+                        os::close(code);
                     }
                     first
                 }
@@ -151,17 +154,9 @@ fn log_sink() -> Sink {
     }
 }
 
-/// Opens the file `HAKMEM_LOG` names (the environment's own NUL-terminated bytes); [`OFF`] with
-/// one warning if it cannot.
+/// Opens `path`, the file `HAKMEM_LOG` names; [`OFF`] with one warning if it cannot.
 #[cold]
-fn open_log_file() -> i32 {
-    // SAFETY: getenv's value is NUL-terminated and lives as long as the environment (os::getenv).
-    let path = unsafe { libc::getenv(ENV_LOG.as_ptr()) };
-    if path.is_null() {
-        return OFF;
-    }
-    // SAFETY: as above.
-    let path = unsafe { CStr::from_ptr(path) };
+fn open_log_file(path: &CStr) -> i32 {
     match os::open_append(path) {
         Some(fd) => fd,
         None => {

@@ -234,6 +234,11 @@ pub(crate) fn monotonic_ns() -> u64 {
 /// The bytes are borrowed from the process environment, which hakmem never modifies; a program
 /// that calls `setenv` on the same variable concurrently races as it would with any `getenv`.
 pub(crate) fn getenv(name: &CStr) -> Option<&'static [u8]> {
+    getenv_cstr(name).map(CStr::to_bytes)
+}
+
+/// [`getenv`], NUL terminator kept (a value to hand to another system call, a path).
+pub(crate) fn getenv_cstr(name: &CStr) -> Option<&'static CStr> {
     // SAFETY: `name` is NUL-terminated; getenv returns null or a NUL-terminated string in the
     // environment block, which lives as long as the process while it is not modified.
     unsafe {
@@ -241,7 +246,7 @@ pub(crate) fn getenv(name: &CStr) -> Option<&'static [u8]> {
         if value.is_null() {
             None
         } else {
-            Some(CStr::from_ptr(value).to_bytes())
+            Some(CStr::from_ptr(value))
         }
     }
 }
@@ -282,6 +287,12 @@ pub(crate) fn open_append(path: &CStr) -> Option<i32> {
         )
     });
     (fd >= 0).then_some(fd)
+}
+
+/// Closes `fd`, a descriptor of ours nobody else uses.
+pub(crate) fn close(fd: i32) {
+    // SAFETY: closing a descriptor touches no memory; the caller owns it.
+    keep_errno(|| unsafe { libc::close(fd) });
 }
 
 /// This thread's `errno`.
