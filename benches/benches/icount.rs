@@ -65,14 +65,11 @@ pub struct LearningOff;
 
 impl Policy for LearningOff {
     const NAME: &'static str = "learning-off";
-    #[inline(always)]
-    fn config() -> &'static Config {
-        const C: Config = Config {
-            evolution: Evolution::Off,
-            ..Config::LEARNING
-        };
-        &C
-    }
+    type Parts = hakmem::parts::Learning;
+    const CONFIG: Config = Config {
+        evolution: Evolution::Off,
+        ..Config::LEARNING
+    };
 }
 
 /// One hot path: how to warm it, the measured operation, and the clean-up.

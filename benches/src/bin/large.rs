@@ -44,14 +44,11 @@ struct Balanced128k;
 
 impl Policy for Balanced128k {
     const NAME: &'static str = "balanced-128k";
-    #[inline(always)]
-    fn config() -> &'static Config {
-        const C: Config = Config {
-            threshold: 128 << 10,
-            ..Config::BALANCED
-        };
-        &C
-    }
+    type Parts = hakmem::parts::Balanced;
+    const CONFIG: Config = Config {
+        threshold: 128 << 10,
+        ..Config::BALANCED
+    };
 }
 
 static BALANCED_128K: Allocator<Balanced128k> = Allocator::new();

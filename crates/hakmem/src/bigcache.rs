@@ -46,6 +46,11 @@ pub(crate) const CLASSES: [usize; 8] = [
     16 << 20,
 ];
 
+/// The mapping length of the smallest block the cache holds: the smallest class plus the header
+/// page (4 KiB, the page size every class block is laid out for). A byte cap below it holds
+/// nothing ([`Config::validate`](crate::Config::validate) refuses one).
+pub(crate) const SMALLEST_BLOCK: usize = CLASSES[0] + 4096;
+
 /// Slots per (site, class).
 pub(crate) const WAYS: usize = 16;
 

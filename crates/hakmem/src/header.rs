@@ -130,8 +130,6 @@ pub(crate) unsafe fn page_mapping(user: NonNull<u8>) -> Option<(usize, u32)> {
 /// A decoded, validated header.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Block {
-    /// The pointer the program holds.
-    pub user: NonNull<u8>,
     /// Start of the underlying block (`user - offset`).
     pub base: NonNull<u8>,
     /// Length of the underlying block.
@@ -224,7 +222,6 @@ pub(crate) unsafe fn decode(user: NonNull<u8>) -> Result<Block, Fault> {
         return Err(Fault::BadLength(h.len));
     }
     Ok(Block {
-        user,
         // SAFETY: `user - offset` is the block's base, inside the same allocation (checked above
         // that it does not wrap).
         base: unsafe { user.sub(offset) },
@@ -330,7 +327,7 @@ mod tests {
             );
             assert_eq!(b.capacity(), 8192 - offset);
             // SAFETY: `b` was decoded from the header just written.
-            unsafe { mark_freed(b.user, b.offset) };
+            unsafe { mark_freed(user, b.offset) };
             assert_eq!(decode(user).unwrap_err(), Fault::DoubleFree);
         }
         // SAFETY: inside the buffer.

@@ -67,6 +67,7 @@ mod header;
 mod learner;
 mod os;
 mod p2;
+pub mod parts;
 mod policy;
 mod pool;
 mod reentry;
@@ -78,8 +79,8 @@ mod system;
 
 pub use allocator::Allocator;
 pub use policy::{
-    mode, Config, Evolution, FreePolicy, LogLevel, LogOutput, Mode, Policy, StatsLevel, Thp,
-    FROZEN_BEST_THRESHOLD,
+    mode, Config, ConfigError, Evolution, FreePolicy, LogLevel, LogOutput, Mode, Policy,
+    StatsLevel, Thp, FROZEN_BEST_THRESHOLD,
 };
 pub use site::{Site, SiteKey, SiteStat, SITE_SLOTS};
 pub use stats::{Candidate, Lifecycle, Stats, Transitions};

@@ -9,6 +9,8 @@
 
 use core::fmt;
 
+use crate::parts::{Parts, Switch};
+
 /// The decisions a mode makes, one field per row of the mode matrix (SPEC §3).
 ///
 /// The five built-in modes are the constants [`Config::MINIMAL`], [`Config::FAST`],
@@ -51,6 +53,10 @@ pub struct Config {
     /// pattern, to make use-after-free and uninitialised reads visible. Header checks themselves
     /// are always on.
     pub poison: bool,
+    /// Poisoning covers blocks below this size only: the small objects. Larger ones — which a
+    /// learning mode's strategy may send to the system allocator — are left alone, so that
+    /// what the learner measures is the strategy's cost, not the debugging's.
+    pub poison_below: usize,
 }
 
 impl Config {
@@ -70,6 +76,7 @@ impl Config {
         log: LogLevel::Off,
         log_output: LogOutput::WhenAsked,
         poison: false,
+        poison_below: 512 << 10,
     };
 
     /// FAST: the fastest production mode; a fixed threshold, caches on, no statistics.
@@ -87,6 +94,7 @@ impl Config {
         log: LogLevel::Off,
         log_output: LogOutput::WhenAsked,
         poison: false,
+        poison_below: 512 << 10,
     };
 
     /// BALANCED (the default): FAST's speed with bounded memory and cheap counters.
@@ -119,7 +127,109 @@ impl Config {
         poison: true,
         ..Config::LEARNING
     };
+
+    /// Checks that the configuration makes sense: `Err` names the first contradiction.
+    /// [`Allocator::new`](crate::Allocator::new) runs it at compile time on every policy's
+    /// [`Policy::CONFIG`], together with the check that the policy's [`Parts`] hold every
+    /// component the configuration uses, so a policy that fails does not build.
+    ///
+    /// ```
+    /// use hakmem::{Config, ConfigError, FreePolicy};
+    ///
+    /// assert_eq!(Config::FAST.validate(), Ok(()));
+    /// let c = Config { free_policy: FreePolicy::Immediate, ..Config::FAST };
+    /// assert_eq!(c.validate(), Err(ConfigError::BatchNeedsAdaptive));
+    /// ```
+    pub const fn validate(&self) -> Result<(), ConfigError> {
+        if self.batch_madvise && matches!(self.free_policy, FreePolicy::Immediate) {
+            return Err(ConfigError::BatchNeedsAdaptive);
+        }
+        if self.bigcache && self.bigcache_bytes < crate::bigcache::SMALLEST_BLOCK {
+            return Err(ConfigError::CacheTooSmall);
+        }
+        Ok(())
+    }
+
+    /// Whether parts `Pt` hold every component this configuration uses: `Err` names the first
+    /// one missing. Checked at compile time with [`Config::validate`].
+    pub const fn fits<Pt: Parts>(&self) -> Result<(), ConfigError> {
+        let missing = if self.bigcache && !<Pt::BigCache as Switch>::ON {
+            "the policy's Parts leave out BigCache, which `bigcache: true` uses"
+        } else if self.batch_madvise && !<Pt::Batch as Switch>::ON {
+            "the policy's Parts leave out the Batch, which `batch_madvise: true` uses"
+        } else if self.evolution.learns() && !<Pt::Learner as Switch>::ON {
+            "the policy's Parts leave out the Learner, which a learning `evolution` uses"
+        } else if matches!(self.stats, StatsLevel::PerSite) && !<Pt::Sites as Switch>::ON {
+            "the policy's Parts leave out the Sites profile, which `StatsLevel::PerSite` uses"
+        } else if self.pool && !<Pt::Pool as Switch>::ON {
+            "the policy's Parts leave out the Pool, which `pool: true` uses"
+        } else if !matches!(self.stats, StatsLevel::None) && !<Pt::Counters as Switch>::ON {
+            "the policy's Parts leave out the Counters, which a `stats` level above `None` uses"
+        } else {
+            return Ok(());
+        };
+        Err(ConfigError::MissingPart(missing))
+    }
 }
+
+/// Why a [`Config`] was refused ([`Config::validate`], [`Config::fits`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfigError {
+    /// `batch_madvise` with [`FreePolicy::Immediate`]: the batch is how the adaptive policy
+    /// releases; an immediate one never batches.
+    BatchNeedsAdaptive,
+    /// `bigcache` with a `bigcache_bytes` below the smallest cached block (its class's bytes
+    /// plus the header page): the cache could never hold anything.
+    CacheTooSmall,
+    /// The configuration uses a component the policy's [`Parts`] leave out (the message names
+    /// it).
+    MissingPart(&'static str),
+}
+
+impl ConfigError {
+    /// The error as one line (usable in `const` contexts, for a compile-time panic).
+    pub const fn message(&self) -> &'static str {
+        match self {
+            ConfigError::BatchNeedsAdaptive => {
+                "batch_madvise needs free_policy: FreePolicy::Adaptive (an immediate release \
+                 never batches)"
+            }
+            ConfigError::CacheTooSmall => {
+                "bigcache_bytes is below the smallest cached block (512 KiB + a header page): \
+                 the cache could hold nothing"
+            }
+            ConfigError::MissingPart(missing) => missing,
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.message())
+    }
+}
+
+/// Panics — at compile time when evaluated in a `const` — unless `P`'s configuration is valid
+/// and its parts hold what it uses.
+pub(crate) const fn check<P: Policy>() {
+    if let Err(e) = P::CONFIG.validate() {
+        panic!("{}", e.message());
+    }
+    if let Err(e) = P::CONFIG.fits::<P::Parts>() {
+        panic!("{}", e.message());
+    }
+}
+
+// The built-in modes are valid, and every one fits `parts::All` (what `Runtime` holds).
+const _: () = {
+    let mut i = 0;
+    while i < Mode::ALL.len() {
+        let cfg = Mode::ALL[i].config();
+        assert!(cfg.validate().is_ok());
+        assert!(cfg.fits::<crate::parts::All>().is_ok());
+        i += 1;
+    }
+};
 
 /// The threshold FAST and BALANCED freeze on: the smallest BigCache size class, so that every
 /// block the cache can hold is mmap-backed, cached under its byte cap. The learner finds no single
@@ -294,15 +404,13 @@ pub enum LogLevel {
 /// A custom policy that wants its log without the variable:
 ///
 /// ```
-/// use hakmem::{Config, LogOutput, Policy};
+/// use hakmem::{parts, Config, LogOutput, Policy};
 ///
 /// struct LoudLearning;
 /// impl Policy for LoudLearning {
 ///     const NAME: &'static str = "loud-learning";
-///     fn config() -> &'static Config {
-///         const C: Config = Config { log_output: LogOutput::Stderr, ..Config::LEARNING };
-///         &C
-///     }
+///     type Parts = parts::Learning;
+///     const CONFIG: Config = Config { log_output: LogOutput::Stderr, ..Config::LEARNING };
 /// }
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -315,21 +423,19 @@ pub enum LogOutput {
 
 /// A mode's decisions, handed to the one generic hot path of [`Allocator`](crate::Allocator).
 ///
-/// The built-in policies are the types of [`mode`]. A policy is a type with a [`Config`]; a
-/// researcher can define a variant of a mode in a few lines, and it gets the same compiled,
-/// zero-overhead hot path:
+/// The built-in policies are the types of [`mode`]. A policy is a type with a [`Config`] (what
+/// it does) and [`Parts`] (what the allocator holds for it); a researcher can define a variant
+/// of a mode in a few lines, and it gets the same compiled, zero-overhead hot path:
 ///
 /// ```
-/// use hakmem::{Allocator, Config, Policy, Thp};
+/// use hakmem::{parts, Allocator, Config, Policy, Thp};
 ///
 /// /// BALANCED with huge pages advised on every mmap block.
 /// struct HugeBalanced;
 /// impl Policy for HugeBalanced {
 ///     const NAME: &'static str = "huge-balanced";
-///     fn config() -> &'static Config {
-///         const C: Config = Config { thp: Thp::On, ..Config::BALANCED };
-///         &C
-///     }
+///     type Parts = parts::Balanced;
+///     const CONFIG: Config = Config { thp: Thp::On, ..Config::BALANCED };
 /// }
 ///
 /// static A: Allocator<HugeBalanced> = Allocator::new();
@@ -342,20 +448,48 @@ pub enum LogOutput {
 /// }
 /// ```
 ///
-/// `config` runs on every allocation and free: it must be cheap, must not allocate, and must
-/// keep returning the same configuration (blocks are freed by the path their header names, so a
-/// changing configuration is safe, but the statistics would not mean much).
+/// A policy that does not make sense does not build: [`Allocator::new`](crate::Allocator::new)
+/// checks at compile time that [`Policy::CONFIG`] passes [`Config::validate`] and that
+/// [`Policy::Parts`] hold every component it uses ([`Config::fits`]). This does not compile
+/// (MINIMAL's parts hold no BigCache):
+///
+/// ```compile_fail
+/// use hakmem::{parts, Allocator, Config, Policy};
+///
+/// struct Wrong;
+/// impl Policy for Wrong {
+///     const NAME: &'static str = "wrong";
+///     type Parts = parts::Minimal;
+///     const CONFIG: Config = Config::FAST;
+/// }
+/// static A: Allocator<Wrong> = Allocator::new();
+/// ```
 pub trait Policy: Send + Sync + 'static {
     /// A short name for reports ("minimal", "runtime", …).
     const NAME: &'static str;
 
-    /// This policy's decisions. For a compiled mode this returns a constant and inlines away.
-    fn config() -> &'static Config;
+    /// The components the allocator holds ([`parts`](crate::parts)): a component left out takes
+    /// no memory.
+    type Parts: Parts;
+
+    /// The configuration, checked at compile time (see above).
+    const CONFIG: Config;
+
+    /// The configuration in effect, read on every allocation and free: [`Policy::CONFIG`]
+    /// unless overridden. [`mode::Runtime`] overrides it to pick a built-in mode at run time;
+    /// an override must be cheap, must not allocate, must keep returning the same
+    /// configuration, and must return only configurations that are valid and fit
+    /// [`Policy::Parts`] (a component the parts leave out is then simply off).
+    #[inline(always)]
+    fn config() -> &'static Config {
+        const { &Self::CONFIG }
+    }
 }
 
 /// The built-in policies: the five compiled modes and the [`Runtime`](mode::Runtime) twin.
 pub mod mode {
     use super::{Config, Mode, Policy};
+    use crate::parts;
 
     macro_rules! compiled_mode {
         ($(#[$doc:meta])* $ty:ident, $cfg:ident, $name:literal) => {
@@ -365,10 +499,8 @@ pub mod mode {
 
             impl Policy for $ty {
                 const NAME: &'static str = $name;
-                #[inline(always)]
-                fn config() -> &'static Config {
-                    &Config::$cfg
-                }
+                type Parts = parts::$ty;
+                const CONFIG: Config = Config::$cfg;
             }
         };
     }
@@ -424,6 +556,10 @@ pub mod mode {
 
     impl Policy for Runtime {
         const NAME: &'static str = "runtime";
+        type Parts = parts::All;
+        /// The mode when `HAKMEM_MODE` is unset: BALANCED. ([`Runtime::config`] returns the
+        /// mode in effect; every built-in mode fits [`parts::All`].)
+        const CONFIG: Config = Config::BALANCED;
         #[inline(always)]
         fn config() -> &'static Config {
             crate::runtime::mode().config()

@@ -517,13 +517,11 @@ struct FlatBalanced;
 
 impl Policy for FlatBalanced {
     const NAME: &'static str = "flat-balanced";
-    fn config() -> &'static hakmem::Config {
-        const C: hakmem::Config = hakmem::Config {
-            thp: hakmem::Thp::Off,
-            ..hakmem::Config::BALANCED
-        };
-        &C
-    }
+    type Parts = hakmem::parts::Balanced;
+    const CONFIG: hakmem::Config = hakmem::Config {
+        thp: hakmem::Thp::Off,
+        ..hakmem::Config::BALANCED
+    };
 }
 
 /// Whether unmapping the block at `user` (its header's 16 bytes, then [`MAPPED`] bytes, in

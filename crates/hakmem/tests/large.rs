@@ -96,13 +96,11 @@ struct ResearchFixed;
 
 impl Policy for ResearchFixed {
     const NAME: &'static str = "research-fixed";
-    fn config() -> &'static Config {
-        const C: Config = Config {
-            evolution: Evolution::Off,
-            ..Config::RESEARCH
-        };
-        &C
-    }
+    type Parts = hakmem::parts::Research;
+    const CONFIG: Config = Config {
+        evolution: Evolution::Off,
+        ..Config::RESEARCH
+    };
 }
 
 /// alloc_zeroed on a recycled block returns zeros, also when the block was written past its
@@ -162,13 +160,11 @@ struct Balanced128K;
 
 impl Policy for Balanced128K {
     const NAME: &'static str = "balanced-128k";
-    fn config() -> &'static hakmem::Config {
-        const C: hakmem::Config = hakmem::Config {
-            threshold: 128 << 10,
-            ..hakmem::Config::BALANCED
-        };
-        &C
-    }
+    type Parts = hakmem::parts::Balanced;
+    const CONFIG: hakmem::Config = hakmem::Config {
+        threshold: 128 << 10,
+        ..hakmem::Config::BALANCED
+    };
 }
 
 #[test]

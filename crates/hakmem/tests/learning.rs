@@ -332,13 +332,11 @@ struct LoudResearch;
 
 impl Policy for LoudResearch {
     const NAME: &'static str = "loud-research";
-    fn config() -> &'static hakmem::Config {
-        const C: hakmem::Config = hakmem::Config {
-            log_output: hakmem::LogOutput::Stderr,
-            ..hakmem::Config::RESEARCH
-        };
-        &C
-    }
+    type Parts = hakmem::parts::Research;
+    const CONFIG: hakmem::Config = hakmem::Config {
+        log_output: hakmem::LogOutput::Stderr,
+        ..hakmem::Config::RESEARCH
+    };
 }
 
 #[test]

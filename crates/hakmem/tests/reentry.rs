@@ -18,6 +18,8 @@ struct Reentrant;
 
 impl Policy for Reentrant {
     const NAME: &'static str = "reentrant";
+    type Parts = hakmem::parts::Minimal;
+    const CONFIG: Config = Config::MINIMAL;
     fn config() -> &'static Config {
         if ARMED.load(Ordering::Relaxed) {
             std::hint::black_box(Box::new(1u64));

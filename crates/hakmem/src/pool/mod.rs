@@ -64,6 +64,12 @@ pub(crate) struct PoolBlock {
 }
 
 impl PoolBlock {
+    /// The block's address.
+    #[inline(always)]
+    pub(crate) fn ptr(&self) -> NonNull<u8> {
+        self.ptr
+    }
+
     /// The block's usable size: its class's size (0 for an address that is no block, which the
     /// free path then reports).
     #[inline(always)]
@@ -229,16 +235,21 @@ impl Pool {
         }
     }
 
-    /// The usable size of the pool block at `ptr`, for callers without a `Layout`
-    /// (`Allocator::usable_size` and `realloc_ptr`: C's `malloc_usable_size` and `realloc`):
-    /// `None` if `ptr` is not in this pool's region; an address in the region that is not a live
-    /// block ends the process with a message naming `op`.
-    #[inline]
-    pub(crate) fn usable_size(&self, ptr: NonNull<u8>, op: &str) -> Option<usize> {
-        let b = self.block(ptr)?;
+    /// The usable size of `b` (a [`Pool::block`] of this pool), checked live, for callers
+    /// without a `Layout` (C's `malloc_usable_size` and `realloc`): an address in the region that
+    /// is no live block ends the process with a message naming `op`.
+    pub(crate) fn checked_size(&self, b: PoolBlock, op: &str) -> usize {
         // SAFETY: a block address in the region: it is reserved.
         check_live(unsafe { self.region_unchecked() }, b, op);
-        Some(b.size())
+        b.size()
+    }
+
+    /// Whether a block that holds `size` bytes may be a pool block: not above the largest
+    /// class. (A caller that knows a lower bound of a block's size skips the region check of
+    /// anything larger.)
+    #[inline(always)]
+    pub(crate) const fn may_hold(size: usize) -> bool {
+        size <= MAX_SIZE
     }
 
     /// The region's memory figures, if it is reserved.
@@ -334,6 +345,12 @@ mod report {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Pool {
+        fn usable_size(&self, ptr: NonNull<u8>, op: &str) -> Option<usize> {
+            self.block(ptr).map(|b| self.checked_size(b, op))
+        }
+    }
 
     #[test]
     fn usable_size_from_the_address_alone() {
