@@ -22,21 +22,25 @@
 //! and goes on. A lock left held across `fork` only stops learning in the child. What
 //! [`Learner::snapshot`] reports is mirrored into atomics, so statistics never take the lock.
 
-use core::cell::{Cell, UnsafeCell};
-use core::fmt;
+use core::cell::UnsafeCell;
 use core::sync::atomic::{
     AtomicBool, AtomicI32, AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering,
 };
 
 use crate::bigcache;
-use crate::diag;
 use crate::elo::{self, League, Sample, Tally, CANDIDATES, CONTESTED, SURVIVORS, THRESHOLDS};
 use crate::evolution::{self, Machine, Reason, Transition, Verdict, Window, REASONS};
 use crate::header::HEADER_SIZE;
 use crate::os;
 use crate::p2::P2;
-use crate::policy::{Config, Evolution, LogLevel};
+use crate::policy::{Config, Evolution};
 use crate::stats::{Candidate, Lifecycle, Transitions};
+
+mod note;
+mod thread;
+
+use note::{Leader, Note};
+use thread::{Reading, Thread, COUNTDOWN};
 
 /// Allocations of one thread between two ticks.
 pub(crate) const TICK: u32 = 1024;
@@ -54,76 +58,6 @@ const QUANTILE: f64 = 0.99;
 const SEED: u64 = 0x6861_6B6D_656D_2121;
 /// `serving` before the learner has started.
 const NOT_STARTED: u8 = u8::MAX;
-
-std::thread_local! {
-    // Both const-initialised and without a destructor: native TLS slots, never allocating,
-    // usable at any time (even while the thread exits).
-    static COUNTDOWN: Cell<u32> = const { Cell::new(0) };
-    static THREAD: Cell<Thread> = const { Cell::new(Thread::NONE) };
-}
-
-/// A thread's CPU time (µs) and page faults at some moment.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct Reading {
-    cpu_us: u64,
-    faults: u64,
-}
-
-impl Reading {
-    fn now() -> Reading {
-        let (cpu_us, faults) = os::thread_usage();
-        Reading { cpu_us, faults }
-    }
-}
-
-/// What a thread remembers about its contested allocations, for one learner at a time.
-#[derive(Clone, Copy, Debug)]
-struct Thread {
-    /// The learner ([`Learner::id`]) and its epoch this state belongs to; anything else starts
-    /// afresh (nothing here is ever dereferenced, so a dropped learner is harmless).
-    owner: u64,
-    epoch: u32,
-    /// The strategy serving this thread's contested allocations.
-    strategy: u8,
-    /// An interval is open (it started at `start`; its block holds `bytes`).
-    open: bool,
-    /// Contested allocations to leave unmeasured before the next interval opens.
-    gap: u32,
-    start: Reading,
-    bytes: f64,
-    /// Contested allocations per [`elo::bucket`] not yet handed to the learner.
-    sizes: [u32; CANDIDATES],
-}
-
-impl Thread {
-    const NONE: Thread = Thread {
-        owner: 0,
-        epoch: 0,
-        strategy: 0,
-        open: false,
-        gap: 0,
-        start: Reading {
-            cpu_us: 0,
-            faults: 0,
-        },
-        bytes: 0.0,
-        sizes: [0; CANDIDATES],
-    };
-
-    // `try_with`, not `get` / `set`: the slot is const-initialised and has no destructor, so it
-    // is always there, but `get` and `set` keep a panic path the allocator must not reach
-    // (docs/preload.md). If it ever were gone, the thread would start afresh each time.
-
-    /// This thread's state.
-    fn load() -> Thread {
-        THREAD.try_with(Cell::get).unwrap_or(Thread::NONE)
-    }
-
-    /// Keeps `self` as this thread's state.
-    fn store(self) {
-        let _ = THREAD.try_with(|slot| slot.set(self));
-    }
-}
 
 /// Everything the learner decides with, behind the try-lock.
 struct State {
@@ -178,99 +112,6 @@ impl State {
             *total += u64::from(*n);
             *n = 0;
         }
-    }
-}
-
-/// What to tell stderr once the lock is released.
-#[derive(Clone, Copy, Debug)]
-enum Note {
-    Transition {
-        t: Transition,
-        ops: u64,
-        ns: u64,
-        matches: u64,
-        samples: u64,
-    },
-    /// A match was played that pruned the league (`pruned`: the survivors), changed its leader
-    /// (`leader`), or both at once.
-    Played {
-        pruned: Option<u16>,
-        leader: Option<Leader>,
-    },
-}
-
-/// A new leader, for its log line.
-#[derive(Clone, Copy, Debug)]
-struct Leader {
-    strategy: usize,
-    rating: f64,
-    matches: u64,
-}
-
-impl Note {
-    fn emit(&self, cfg: &Config) {
-        let (log, output) = (cfg.log, cfg.log_output);
-        match *self {
-            Note::Transition {
-                t,
-                ops,
-                ns,
-                matches,
-                samples,
-            } if log >= LogLevel::Lifecycle => diag::log(
-                output,
-                format_args!(
-                    "learning: {} -> {} ({}): threshold {}; {matches} matches, {samples} samples, \
-                 ~{ops} allocations, {}.{:03} s",
-                    t.from.name(),
-                    t.to.name(),
-                    t.reason.describe(),
-                    diag::Bytes(elo::threshold(usize::from(t.strategy))),
-                    ns / 1_000_000_000,
-                    ns / 1_000_000 % 1000,
-                ),
-            ),
-            Note::Played { pruned, leader } if log >= LogLevel::Verbose => {
-                if let Some(alive) = pruned {
-                    diag::log(
-                        output,
-                        format_args!("learning: pruned to {SURVIVORS}: {}", Survivors(alive)),
-                    );
-                }
-                if let Some(Leader {
-                    strategy,
-                    rating,
-                    matches,
-                }) = leader
-                {
-                    diag::log(
-                        output,
-                        format_args!(
-                            "learning: new leader {} (rating {rating:.0}) after {matches} matches",
-                            diag::Bytes(elo::threshold(strategy)),
-                        ),
-                    );
-                }
-            }
-            _ => {}
-        }
-    }
-}
-
-/// The thresholds of a set of candidates, for a log line.
-struct Survivors(u16);
-
-impl fmt::Display for Survivors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut first = true;
-        for s in (0..CANDIDATES).filter(|&s| self.0 & (1 << s) != 0) {
-            if !first {
-                f.write_str(", ")?;
-            }
-            first = false;
-            write!(f, "{}", diag::Bytes(THRESHOLDS[s]))?;
-        }
-        Ok(())
     }
 }
 
