@@ -7,10 +7,11 @@
 //! FROZEN lifecycle, releases batched and huge pages advised.
 //!
 //! The hot path is written once, in [`Allocator<P>`], against a [`Policy`]. Each of the five
-//! modes is a policy type in [`mode`] whose [`Config`] is a constant, so for a compiled mode
-//! every disabled feature costs zero instructions. [`mode::Runtime`] runs the same code with the
-//! mode read from `HAKMEM_MODE`, paying a flag check per decision, so the difference stays
-//! measurable.
+//! modes is a policy type in [`mode`] whose [`Config`] is a constant and whose [`parts`] hold
+//! only the components it uses, so for a compiled mode a disabled feature costs zero
+//! instructions and zero bytes. [`mode::Runtime`] runs the same code with the mode read from
+//! `HAKMEM_MODE`, paying a load, a compare and a branch per decision (and, being larger, entry
+//! points the compiler does not inline: `cargo xtask icount` measures the difference).
 //!
 //! ## Use
 //!
@@ -39,8 +40,9 @@
 //!
 //! ## Rules the allocator keeps
 //!
-//! It never allocates through itself (the crate is `no_std`; `std` is linked for thread-locals
-//! only, and debug builds abort on re-entry), never panics across [`GlobalAlloc`] (failures are
+//! It never allocates through itself (the crate is `no_std`; `std` is linked for
+//! `thread_local!` and the learner's floating-point functions, none of which allocates, and
+//! debug builds abort on re-entry), never panics across [`GlobalAlloc`] (failures are
 //! null; misuse detected by a header check ends the process with a one-line message written by
 //! `write(2)`), and keeps its global state in atomics. It is silent: nothing reaches stderr
 //! unless asked (`HAKMEM_LOG` or a policy's [`LogOutput`] for the learner's log,
@@ -54,7 +56,8 @@
 #![deny(unsafe_op_in_unsafe_fn, missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
-// Thread-locals only (the debug re-entry guard): nothing here allocates.
+// `thread_local!` (the re-entry guard, the pool's and the learner's per-thread state) and
+// `f64` functions (`powf`, `sqrt`, `ln`, …) for the learner: nothing here allocates.
 extern crate std;
 
 mod allocator;

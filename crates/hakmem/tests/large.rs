@@ -70,7 +70,7 @@ fn minimal_maps_every_time() {
     }
 }
 
-/// `alloc_at` keeps the blocks of two sites apart (issue "Learning" acceptance 4).
+/// `alloc_at` keeps the blocks of two sites apart.
 #[test]
 fn sites_keep_their_blocks_apart() {
     let a = Allocator::<Balanced>::new();

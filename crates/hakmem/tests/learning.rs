@@ -1,4 +1,4 @@
-//! Learning end to end (issue 4): LEARNING freezes on a steady workload, and on the clearly
+//! Learning end to end: LEARNING freezes on a steady workload, and on the clearly
 //! cheapest candidate of a workload built to have one; RESEARCH keeps learning; one log line
 //! per transition, only where asked (`HAKMEM_LOG`, a policy's `LogOutput`); the statistics
 //! report, at exit with `HAKMEM_REPORT=1`; the per-site profile.
