@@ -60,7 +60,7 @@ const MIB: usize = 1024 * 1024;
 
 /// LEARNING with `evolution: Evolution::Off`: the same statistics, caches and log level, the
 /// threshold fixed at LEARNING's configured 2 MiB. `learning` − `learning_off` is what learning
-/// itself costs (issue 4's acceptance; `cargo xtask icount`'s rule vii).
+/// itself costs (learning's acceptance: `cargo xtask icount`'s rule vii).
 pub struct LearningOff;
 
 impl Policy for LearningOff {
@@ -375,9 +375,9 @@ pub fn runtime(mode: &str) -> LibraryBenchmarkConfig {
 /// tikv-jemallocator's `_rjem_`-prefixed build): its experimental time-based tcache GC off.
 /// With it on (the default of jemalloc 5.3.1), every 64 KiB allocated jemalloc reads the clock
 /// and collects its thread cache only if 10 ms have passed since the last time; under valgrind
-/// that depends on how loaded the machine is, and `tiny_pair` measured 67.6 or 75.8 Ir/op from
-/// one binary. Off, it collects one bin per 64 KiB event as jemalloc 5.3.0 did, without a clock:
-/// the same count every run (docs/zero-overhead.md).
+/// that depends on how loaded the machine is, so one binary's count would too. Off, it collects
+/// one bin per 64 KiB event as jemalloc 5.3.0 did, without a clock: the same count every run
+/// (docs/zero-overhead.md).
 pub const JEMALLOC_CONF: &str = "experimental_tcache_gc:false";
 
 /// The configuration of a jemalloc benchmark: `_RJEM_MALLOC_CONF=`[`JEMALLOC_CONF`].

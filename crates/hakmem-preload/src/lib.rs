@@ -60,9 +60,9 @@ extern "C" {
 /// thread, which it takes to be the only one: it makes that thread the main arena's one user.
 /// Here that first call can come late and from two threads at once (with the pool serving every
 /// small request, the first system-path allocations may be two exiting threads' key
-/// destructors'); both then use the main arena as its only user, and the second to exit fails
-/// glibc's `a->attached_threads > 0` assertion (about one run of the C test in 40 did, before
-/// this). A constructor runs before `main`, while the process is single-threaded.
+/// destructors'); both would then use the main arena as its only user, and the second to exit
+/// would fail glibc's `a->attached_threads > 0` assertion. A constructor runs before `main`,
+/// while the process is single-threaded.
 extern "C" fn init() {
     // SAFETY: glibc's own malloc and free, on a block of its own.
     unsafe { __libc_free(__libc_malloc(1)) }

@@ -427,7 +427,7 @@ mod tests {
     }
 }
 
-/// The workloads of hakmem's learning tests and trace (issue 4; docs/learning.md): each is a
+/// The workloads of hakmem's learning tests and trace (docs/learning.md): each is a
 /// *round* of allocations, repeated by the caller until the learner has decided.
 pub mod learning {
     use std::alloc::GlobalAlloc;

@@ -23,8 +23,8 @@
 //! Why orphans rather than single abandoned spans (docs/pool.md, "Thread exit"): a thread that
 //! replaces one that exited (a pool of workers, a thread per request) inherits spans of the
 //! classes it is about to use, whose pages are resident, and frees of the blocks it is handed
-//! are local; adopting spans one by one, in no order, left it to take fresh spans and touch
-//! fresh pages first.
+//! are local; adopting spans one by one, in no order, would leave it to take fresh spans and
+//! touch fresh pages first.
 
 use core::cell::Cell;
 use core::ptr;

@@ -14,9 +14,9 @@
 //! Two lists, as mimalloc's pages have: the owner's frees go onto `local`, which becomes the free
 //! list only when `free` runs dry. With one list, a free followed by an allocation of the same
 //! class reads back the link it just wrote, through the list head it just wrote: two
-//! store-to-load forwardings in a row on every alloc+free pair, which the `tiny` scenario
-//! measured at 6.4 ns against mimalloc's 4.1 on the same instructions. Allocation now walks
-//! links written long before.
+//! store-to-load forwardings in a row on every alloc+free pair, a cost in time that instruction
+//! counts do not show (docs/pool.md, "Spans and free lists"). With two, allocation walks links
+//! written long before.
 
 use core::cell::Cell;
 use core::ptr;
