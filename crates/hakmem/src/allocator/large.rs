@@ -87,7 +87,8 @@ impl<P: Policy> Allocator<P> {
         zeroed: bool,
     ) -> *mut u8 {
         let page = os::page_size();
-        let size = class.map_or(layout.size(), |c| CLASSES[c]);
+        // (The mask is a no-op, a class being below 8, that drops the bounds check.)
+        let size = class.map_or(layout.size(), |c| CLASSES[c & (CLASSES.len() - 1)]);
         let huge = cfg.thp != Thp::Off && size >= THP_AUTO_MIN && layout.align() <= page;
         // Huge-page candidates get their user region 2 MiB-aligned, the header in the page
         // before it: one extra page, and the kernel can back the region with huge pages.
