@@ -83,7 +83,8 @@ impl<P: Policy> Allocator<P> {
                 return unsafe { then.then(self, cfg, Kind::System(block)) };
             }
         }
-        // SAFETY: forwarded.
+        // SAFETY: no pool block (step 1 found none, or the size rules it out), so a header
+        // block of ours or a misuse (caller).
         unsafe { self.classify_by_header(user, then) }
     }
 

@@ -67,7 +67,8 @@ impl<P: Policy> Allocator<P> {
             self.count(cfg, Event::CacheMiss, 1);
         }
         let class = cached.map(|(_, class)| class);
-        // SAFETY: forwarded from the caller.
+        // SAFETY: `layout` is valid and the guard held (caller); `class`, if any, is
+        // `layout`'s, for an alignment within a page.
         unsafe { self.map_large(cfg, layout, site_id, class, zeroed) }
     }
 
@@ -105,7 +106,7 @@ impl<P: Policy> Allocator<P> {
             }
             None => None,
         }) else {
-            // SAFETY: forwarded from the caller.
+            // SAFETY: `layout` is valid and the guard held (caller).
             return unsafe { self.large_from_system(cfg, layout, site_id, zeroed) };
         };
         self.count(cfg, Event::MmapAlloc, 1);
@@ -257,7 +258,8 @@ impl<P: Policy> Allocator<P> {
         site: u32,
     ) -> bool {
         let slot = Site::from_raw(u64::from(site)).slot();
-        // SAFETY: forwarded from the caller.
+        // SAFETY: a freed class block of `class`, `len` long, its metadata written and
+        // nothing else referring to it (caller): `BigCache::put`'s contract.
         if unsafe { cache.put(class, slot, user, len, cfg.bigcache_bytes) } {
             return true;
         }

@@ -395,12 +395,12 @@ impl<P: Policy> Allocator<P> {
             // contested: the learner routes it.
             learner.tick(cfg);
             if layout.size() >= CONTESTED || layout.align() > MAX_SYSTEM_ALIGN {
-                // SAFETY: forwarded from the caller.
+                // SAFETY: `layout` is valid and the guard held (caller).
                 return unsafe { self.alloc_contested(cfg, learner, layout, site, zeroed) };
             }
         } else if !self.is_small(cfg, layout) {
             // (The site's slot and id are computed here, where `Site::NONE` is a constant.)
-            // SAFETY: forwarded from the caller.
+            // SAFETY: `layout` is valid and the guard held (caller).
             return unsafe { self.alloc_large(cfg, layout, site.slot(), site.id32(), zeroed) };
         }
         // SAFETY: small, so aligned to at most `MAX_SYSTEM_ALIGN` (`is_small`, or the test
@@ -428,7 +428,7 @@ impl<P: Policy> Allocator<P> {
             // SAFETY: `route` chose the system path only for an alignment it serves.
             return unsafe { self.alloc_system(cfg, layout, site, zeroed) };
         }
-        // SAFETY: forwarded from the caller.
+        // SAFETY: `layout` is valid and the guard held (caller).
         unsafe { self.alloc_large(cfg, layout, site.slot(), site.id32(), zeroed) }
     }
 

@@ -52,7 +52,8 @@ impl<P: Policy> Allocator<P> {
             // SAFETY: a live pool block of `block.size()` bytes (caller), released now.
             unsafe { ptr::write_bytes(block.ptr().as_ptr(), POISON_FREED, block.size()) };
         }
-        // SAFETY: forwarded from the caller.
+        // SAFETY: `block` is `pool`'s block of a live allocation, released now and not used
+        // again (caller): `Pool::free`'s contract.
         unsafe { pool.free(block) };
         self.count(cfg, Event::PoolFree, 1);
     }
@@ -156,7 +157,7 @@ impl<P: Policy> Allocator<P> {
         zeroed: bool,
     ) -> Option<NonNull<u8>> {
         if self.may_reclaim(cfg) && self.reclaim(cfg) {
-            // SAFETY: forwarded from the caller.
+            // SAFETY: `offset` is 16 or a power of two ≤ 4096 (caller): a valid alignment.
             if let Some(base) = NonNull::new(unsafe { system_alloc(offset, len, zeroed) }) {
                 return Some(base);
             }
@@ -200,6 +201,6 @@ unsafe fn system_alloc(offset: usize, len: usize, zeroed: bool) -> *mut u8 {
 /// `user` holds `len` writable bytes.
 #[inline(never)]
 unsafe fn fill_bytes(user: NonNull<u8>, byte: u8, len: usize) {
-    // SAFETY: forwarded from the caller.
+    // SAFETY: `user` holds `len` writable bytes (caller).
     unsafe { ptr::write_bytes(user.as_ptr(), byte, len) };
 }

@@ -207,7 +207,7 @@ impl Pool {
     /// The pool's region is reserved.
     #[inline(always)]
     unsafe fn region_unchecked(&self) -> Region {
-        // SAFETY: forwarded.
+        // SAFETY: the region is reserved (caller), so `base` is its published address.
         unsafe { Region::at(self.base.load(Ordering::Relaxed)) }
     }
 
@@ -230,7 +230,8 @@ impl Pool {
                 }
             }
         } else {
-            // SAFETY: forwarded.
+            // SAFETY: `b` is a block of this pool, released now (caller): `free_slow` checks
+            // the rest.
             unsafe { self.free_slow(b) }
         }
     }
