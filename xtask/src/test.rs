@@ -71,6 +71,7 @@ pub struct Selection {
 }
 
 impl Selection {
+    #[cfg(test)]
     /// What `cargo xtask test` runs without options, i.e. what CI runs.
     pub const ALL_CI: Selection = Selection {
         icount: true,

@@ -72,39 +72,23 @@ pub const BASELINE: &str = "benches/baselines/icount.json";
 pub const DOC: &str = "docs/regression-analysis.md";
 
 /// The options of `cargo xtask icount`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
 pub struct Options {
-    /// Rewrite the baseline (and docs/regression-analysis.md) instead of comparing.
+    /// Rewrite the baseline and docs/regression-analysis.md's generated blocks from this run
+    /// instead of comparing (the rules are still checked)
+    #[arg(long, conflicts_with = "self_test")]
     pub bless: bool,
-    /// Compare with (or bless) this file instead of [`BASELINE`].
+    /// Compare with (or bless) FILE instead of the committed baseline
+    #[arg(long, value_name = "FILE")]
     pub baseline: Option<PathBuf>,
-    /// Do not run the benchmarks: use the last run's `<target>/icount/measured.json`.
+    /// Use the last run's <target>/icount/measured.json instead of running the benchmarks
+    #[arg(long)]
     pub no_run: bool,
-    /// After the check, prove it can fail against a baseline lowered by 10%.
+    /// Then prove the check can fail: lower the baseline by 10% in a temporary copy, run
+    /// `icount --no-run --baseline COPY`, and require exit status 1 with every checked figure
+    /// flagged
+    #[arg(long)]
     pub self_test: bool,
-}
-
-/// Parses the options after `icount`; `Ok(None)` for `--help`.
-pub fn parse(options: &[String]) -> Result<Option<Options>, String> {
-    let mut opts = Options::default();
-    let mut it = options.iter();
-    while let Some(option) = it.next() {
-        match option.as_str() {
-            "--bless" => opts.bless = true,
-            "--no-run" => opts.no_run = true,
-            "--self-test" => opts.self_test = true,
-            "--baseline" => match it.next() {
-                Some(file) if !file.starts_with('-') => opts.baseline = Some(file.into()),
-                _ => return Err("--baseline needs a file".into()),
-            },
-            "-h" | "--help" => return Ok(None),
-            other => return Err(format!("unknown option `{other}` for `icount`")),
-        }
-    }
-    if opts.bless && opts.self_test {
-        return Err("--bless and --self-test do not go together".into());
-    }
-    Ok(Some(opts))
 }
 
 /// `<target>/icount`.
@@ -531,39 +515,6 @@ fn self_test(figures: &Figures, baseline_path: &Path) -> Result<bool, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn strs(args: &[&str]) -> Vec<String> {
-        args.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn options() {
-        assert_eq!(parse(&[]), Ok(Some(Options::default())));
-        assert_eq!(
-            parse(&strs(&["--bless", "--no-run"])),
-            Ok(Some(Options {
-                bless: true,
-                no_run: true,
-                ..Options::default()
-            }))
-        );
-        assert_eq!(
-            parse(&strs(&["--self-test", "--baseline", "/tmp/b.json"])),
-            Ok(Some(Options {
-                self_test: true,
-                baseline: Some("/tmp/b.json".into()),
-                ..Options::default()
-            }))
-        );
-        assert_eq!(parse(&strs(&["--help"])), Ok(None));
-        assert!(parse(&strs(&["--baseline"])).is_err());
-        assert!(parse(&strs(&["--baseline", "--bless"])).is_err());
-        assert!(parse(&strs(&["--bless", "--self-test"])).is_err());
-        assert_eq!(
-            parse(&strs(&["--check"])),
-            Err("unknown option `--check` for `icount`".into())
-        );
-    }
 
     #[test]
     fn reads_iai_callgrinds_json_summary() {

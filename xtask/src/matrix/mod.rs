@@ -28,7 +28,7 @@ use std::time::Instant;
 
 use crate::cmd;
 
-pub use options::{Options, Parsed, RealRow, UsageError};
+pub use options::{Options, RealRow};
 
 /// A `bench` binary: `bench-NAME`, built with `--features FEATURE` (none: glibc).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,7 +204,7 @@ pub fn run_in(opts: &Options, bins: &Path, command_line: &str) -> Result<bool, E
             match run::list_scenarios(&path) {
                 Ok(list) => {
                     let chosen = options::select_scenarios(&list, opts.scenarios.as_deref())
-                        .map_err(|e| Error::Usage(e.to_string()))?;
+                        .map_err(Error::Usage)?;
                     scenarios = Some(chosen);
                 }
                 Err(e) => list_error = Some(format!("bench-{} --list: {e}", b.name)),
