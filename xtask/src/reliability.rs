@@ -139,16 +139,11 @@ fn test_binaries(args: &[&str]) -> Result<Vec<(String, PathBuf)>, String> {
         return Err(format!("cargo {}: {}", all.join(" "), out.status));
     }
     let mut bins = Vec::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        if !line.contains(r#""reason":"compiler-artifact""#) || !line.contains(r#""test":true"#) {
-            continue;
-        }
-        let Some(exe) = json_string(line, "executable") else {
-            continue;
-        };
-        let path = PathBuf::from(exe);
-        let name = binary_name(&path);
-        bins.push((name, path));
+    for path in String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(test_executable)
+    {
+        bins.push((binary_name(&path), path));
     }
     bins.sort();
     Ok(bins)
@@ -175,12 +170,24 @@ fn parse_test_list(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// The string value of `"key":"…"` in one line of cargo's JSON (paths without escapes).
-fn json_string<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    let tag = format!("\"{key}\":\"");
-    let start = line.find(&tag)? + tag.len();
-    let len = line[start..].find('"')?;
-    Some(&line[start..start + len])
+/// The part of a line of cargo's `--message-format=json` that names a test binary.
+#[derive(serde::Deserialize)]
+struct Artifact {
+    reason: String,
+    profile: Option<Profile>,
+    executable: Option<PathBuf>,
+}
+
+#[derive(serde::Deserialize)]
+struct Profile {
+    test: bool,
+}
+
+/// The executable of a test binary's `compiler-artifact` message; `None` for any other line.
+fn test_executable(line: &str) -> Option<PathBuf> {
+    let a: Artifact = serde_json::from_str(line).ok()?;
+    let is_test = a.reason == "compiler-artifact" && a.profile.is_some_and(|p| p.test);
+    a.executable.filter(|_| is_test)
 }
 
 /// `fork` for `…/deps/fork-0123abcd`.
@@ -375,8 +382,13 @@ mod tests {
             "memory_bound"
         );
         let line = r#"{"reason":"compiler-artifact","profile":{"test":true},"executable":"/t/deps/x-1","fresh":true}"#;
-        assert_eq!(json_string(line, "executable"), Some("/t/deps/x-1"));
-        assert_eq!(json_string(line, "missing"), None);
+        assert_eq!(test_executable(line), Some(PathBuf::from("/t/deps/x-1")));
+        assert_eq!(test_executable(&line.replace("true}", "false}")), None);
+        assert_eq!(
+            test_executable(r#"{"reason":"build-finished","success":true}"#),
+            None
+        );
+        assert_eq!(test_executable("Compiling x"), None);
     }
 
     #[test]

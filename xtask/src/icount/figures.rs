@@ -1,8 +1,9 @@
 //! A set of instruction counts — a run's, or the committed baseline's — with the environment it
 //! was measured in, and its JSON file format.
 //!
-//! The format is meant to be diffed and merged by people: one `"path/contender": Ir` entry per
-//! line, sorted by key, and the environment as plain strings at the top.
+//! The format is meant to be diffed and merged by people: serde_json's pretty form, one
+//! `"path/contender": Ir` entry per line, sorted by key, and the environment as plain strings at
+//! the top.
 //!
 //! ```json
 //! {
@@ -12,7 +13,10 @@
 //!   "cpu": "AMD EPYC",
 //!   "glibc": "ldd (Debian GLIBC 2.36-9+deb12u14) 2.36",
 //!   "valgrind": "valgrind-3.19.0",
-//!   "paths": ["tiny_pair", "small_pair"],
+//!   "paths": [
+//!     "tiny_pair",
+//!     "small_pair"
+//!   ],
 //!   "ir": {
 //!     "small_pair/balanced": 338944,
 //!     "tiny_pair/balanced": 152576
@@ -24,18 +28,16 @@
 //! teardown found (`untouched` or `read:MODE`).
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::process::Command;
 
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
 
 use super::OPS;
 use crate::cmd;
-use crate::matrix::report::json_str;
 
 /// What the figures depend on besides the code: a different value of any of these can move a
 /// count without the code having changed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Environment {
     /// `rustc -V`: the code generator.
     pub rustc: String,
@@ -80,14 +82,28 @@ impl Environment {
 }
 
 /// Instruction counts by benchmark id (`path/contender`), each the `Ir` of [`OPS`] operations.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Figures {
+    #[serde(flatten)]
     pub env: Environment,
-    /// The paths in the benchmarks' order (for tables; the counts are keyed by id).
+    /// The paths in the benchmarks' order (for tables; the counts are keyed by id). A file
+    /// without it gets the paths of its counts.
+    #[serde(default)]
     pub paths: Vec<String>,
     pub ir: BTreeMap<String, u64>,
     /// What each benchmark's teardown found: `untouched` or `read:MODE` (empty in a baseline).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub config: BTreeMap<String, String>,
+}
+
+/// The file: the figures after what they count.
+#[derive(Serialize, Deserialize)]
+struct File<'a> {
+    #[serde(default)]
+    about: &'a str,
+    ops: u64,
+    #[serde(flatten)]
+    figures: Figures,
 }
 
 /// The `about` line of a baseline file.
@@ -108,110 +124,35 @@ impl Figures {
 
     /// The JSON file: sorted, one entry per line; `config` only if there is one.
     pub fn to_json(&self) -> String {
-        let mut out = String::from("{\n");
-        let _ = writeln!(out, "  \"about\": {},", json_str(ABOUT));
-        let _ = writeln!(out, "  \"ops\": {OPS},");
-        for (key, value) in [
-            ("rustc", &self.env.rustc),
-            ("cpu", &self.env.cpu),
-            ("glibc", &self.env.glibc),
-            ("valgrind", &self.env.valgrind),
-        ] {
-            let _ = writeln!(out, "  \"{key}\": {},", json_str(value));
-        }
-        let paths: Vec<String> = self.paths.iter().map(|p| json_str(p)).collect();
-        let _ = writeln!(out, "  \"paths\": [{}],", paths.join(", "));
-        let map = |out: &mut String, name: &str, entries: Vec<(String, String)>, last: bool| {
-            let _ = writeln!(out, "  \"{name}\": {{");
-            let n = entries.len();
-            for (i, (k, v)) in entries.into_iter().enumerate() {
-                let comma = if i + 1 < n { "," } else { "" };
-                let _ = writeln!(out, "    {}: {v}{comma}", json_str(&k));
-            }
-            let _ = writeln!(out, "  }}{}", if last { "" } else { "," });
+        let file = File {
+            about: ABOUT,
+            ops: OPS,
+            figures: self.clone(),
         };
-        let ir = self
-            .ir
-            .iter()
-            .map(|(k, v)| (k.clone(), v.to_string()))
-            .collect();
-        map(&mut out, "ir", ir, self.config.is_empty());
-        if !self.config.is_empty() {
-            let config = self
-                .config
-                .iter()
-                .map(|(k, v)| (k.clone(), json_str(v)))
-                .collect();
-            map(&mut out, "config", config, true);
-        }
-        out + "}\n"
+        serde_json::to_string_pretty(&file).expect("plain data serializes") + "\n"
     }
 
-    /// Reads a file written by [`Figures::to_json`] (`config` optional).
+    /// Reads a file written by [`Figures::to_json`]; it must count [`OPS`] operations.
     pub fn from_json(text: &str) -> Result<Figures, String> {
-        let v: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
-        let ops = v.get("ops").and_then(Value::as_u64);
-        if ops != Some(OPS) {
+        let file: File =
+            serde_json::from_str(text).map_err(|e| format!("not a figures file: {e}"))?;
+        if file.ops != OPS {
             return Err(format!(
-                "`ops` is {ops:?}, the benchmarks run {OPS} operations: the file is from another \
-                 version of the benchmarks (bless it again)"
+                "`ops` is {}, the benchmarks run {OPS} operations: the file is from another \
+                 version of the benchmarks (bless it again)",
+                file.ops
             ));
         }
-        let string = |key: &str| -> Result<String, String> {
-            v.get(key)
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-                .ok_or_else(|| format!("no string `{key}`"))
-        };
-        let env = Environment {
-            rustc: string("rustc")?,
-            cpu: string("cpu")?,
-            glibc: string("glibc")?,
-            valgrind: string("valgrind")?,
-        };
-        let mut ir = BTreeMap::new();
-        for (id, n) in v
-            .get("ir")
-            .and_then(Value::as_object)
-            .ok_or("no object `ir`")?
-        {
-            if split_id(id).is_none() {
+        let mut figures = file.figures;
+        for id in figures.ir.keys() {
+            let Some((path, _)) = split_id(id) else {
                 return Err(format!("`ir`: `{id}` is not `path/contender`"));
-            }
-            let n = n
-                .as_u64()
-                .ok_or_else(|| format!("`ir`: `{id}` is not a count"))?;
-            ir.insert(id.clone(), n);
-        }
-        let mut config = BTreeMap::new();
-        if let Some(map) = v.get("config").and_then(Value::as_object) {
-            for (id, seen) in map {
-                let seen = seen
-                    .as_str()
-                    .ok_or_else(|| format!("`config`: `{id}` is not a string"))?;
-                config.insert(id.clone(), seen.to_owned());
+            };
+            if !figures.paths.iter().any(|p| p == path) {
+                figures.paths.push(path.to_owned());
             }
         }
-        let mut paths: Vec<String> = match v.get("paths").and_then(Value::as_array) {
-            Some(list) => list
-                .iter()
-                .filter_map(Value::as_str)
-                .map(str::to_owned)
-                .collect(),
-            None => Vec::new(),
-        };
-        for id in ir.keys() {
-            let (path, _) = split_id(id).expect("checked above");
-            if !paths.iter().any(|p| p == path) {
-                paths.push(path.to_owned());
-            }
-        }
-        Ok(Figures {
-            env,
-            paths,
-            ir,
-            config,
-        })
+        Ok(figures)
     }
 
     /// A copy with every count multiplied by `percent` / 100, rounded down (the self-test lowers
@@ -284,14 +225,16 @@ mod tests {
         assert!(err.contains("not `path/contender`"), "{err}");
         assert!(Figures::from_json("{").is_err());
         let err = Figures::from_json(&text.replace("\"cpu\"", "\"gpu\"")).unwrap_err();
-        assert_eq!(err, "no string `cpu`");
+        assert!(err.contains("missing field `cpu`"), "{err}");
     }
 
     #[test]
     fn paths_default_to_those_of_the_counts() {
-        let text = figures()
-            .to_json()
-            .replace("  \"paths\": [\"tiny_pair\", \"vm_pair\"],\n", "");
+        let text = figures().to_json().replace(
+            "  \"paths\": [\n    \"tiny_pair\",\n    \"vm_pair\"\n  ],\n",
+            "",
+        );
+        assert!(!text.contains("paths"));
         let f = Figures::from_json(&text).unwrap();
         assert_eq!(f.paths, ["tiny_pair", "vm_pair"]);
     }

@@ -1,9 +1,11 @@
-//! The matrix's reports, written by hand (no serde): `results.csv` (one row per cell),
-//! `results.json` (the cells, every run, the metadata) and `report.md` (the tables), plus the
-//! number formatting they share. Everything here is pure.
+//! The matrix's reports: `results.csv` (one row per cell), `results.json` (the cells, every run,
+//! the metadata; serde) and `report.md` (the tables), plus the number formatting they share.
+//! Everything here is pure.
+
+use serde::Serialize;
 
 use super::build::Machine;
-use super::run::{Plan, Record};
+use super::run::{Plan, Record, Sample, ScenarioInfo};
 use super::stats::{self, Cell, ModePair};
 use super::BASELINE;
 
@@ -162,89 +164,75 @@ pub fn samples_csv(plan: &Plan, records: &[Record]) -> String {
 // ---------------------------------------------------------------------------------------------
 // JSON
 
-/// A JSON string literal, quotes included.
-pub fn json_str(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for ch in s.chars() {
-        match ch {
-            '"' => out += "\\\"",
-            '\\' => out += "\\\\",
-            '\n' => out += "\\n",
-            '\r' => out += "\\r",
-            '\t' => out += "\\t",
-            c if (c as u32) < 0x20 => out += &format!("\\u{:04x}", c as u32),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+/// `results.json`.
+#[derive(Serialize)]
+struct Results<'a> {
+    meta: MetaJson<'a>,
+    scenarios: &'a [ScenarioInfo],
+    contenders: Vec<ContenderJson>,
+    cells: Vec<CellJson<'a>>,
 }
 
-/// A JSON number, or `null` for none (and for NaN and infinities, which JSON lacks).
-pub fn json_num(x: Option<f64>) -> String {
-    match x {
-        Some(v) if v.is_finite() => format!("{v}"),
-        _ => "null".to_owned(),
-    }
+#[derive(Serialize)]
+struct MetaJson<'a> {
+    date: &'a str,
+    cpu: &'a str,
+    nproc: usize,
+    rustc: &'a str,
+    glibc: &'a str,
+    reps: u32,
+    scale: f64,
+    command: &'a str,
+    baseline: &'a str,
+    build_seconds: f64,
+    run_seconds: f64,
 }
 
-fn json_opt_str(s: Option<&str>) -> String {
-    s.map_or_else(|| "null".to_owned(), json_str)
+#[derive(Serialize)]
+struct ContenderJson {
+    name: &'static str,
+    binary: String,
+    hakmem_mode: Option<&'static str>,
+    compiled: Option<&'static str>,
+}
+
+/// A cell's figures (non-finite numbers are written as `null`) and its runs.
+#[derive(Serialize)]
+struct CellJson<'a> {
+    scenario: &'a str,
+    allocator: &'static str,
+    reps: usize,
+    median_ns_per_op: Option<f64>,
+    min_ns_per_op: Option<f64>,
+    max_ns_per_op: Option<f64>,
+    faults_per_op: Option<f64>,
+    peak_rss_kib: Option<u64>,
+    vs_mimalloc: Option<f64>,
+    runtime_vs_compiled: Option<f64>,
+    failures: usize,
+    samples: Vec<RunJson<'a>>,
+}
+
+/// One run of a cell (`rep` counts from 1).
+#[derive(Serialize)]
+#[serde(untagged)]
+enum RunJson<'a> {
+    Ok {
+        rep: u32,
+        allocator: Option<&'a str>,
+        #[serde(flatten)]
+        sample: &'a Sample,
+    },
+    Failed {
+        rep: u32,
+        error: &'a str,
+    },
 }
 
 /// `results.json`: metadata, scenarios, contenders, and every cell with its runs.
 pub fn json(meta: &Meta, plan: &Plan, cells: &[Cell], records: &[Record]) -> String {
     let m = &meta.machine;
-    let mut out = String::from("{\n  \"meta\": {\n");
-    let fields = [
-        ("date", json_str(&m.date)),
-        ("cpu", json_str(&m.cpu)),
-        ("nproc", m.cores.to_string()),
-        ("rustc", json_str(&m.rustc)),
-        ("glibc", json_str(&m.glibc)),
-        ("reps", meta.reps.to_string()),
-        ("scale", json_num(Some(meta.scale.unwrap_or(1.0)))),
-        ("command", json_str(&meta.command)),
-        ("baseline", json_str(BASELINE)),
-        ("build_seconds", json_num(Some(round3(meta.build_secs)))),
-        ("run_seconds", json_num(Some(round3(meta.run_secs)))),
-    ];
-    out += &fields
-        .iter()
-        .map(|(k, v)| format!("    {}: {v}", json_str(k)))
-        .collect::<Vec<_>>()
-        .join(",\n");
-    out += "\n  },\n  \"scenarios\": [\n";
-    out += &plan
-        .scenarios
-        .iter()
-        .map(|s| {
-            format!(
-                "    {{\"name\": {}, \"about\": {}}}",
-                json_str(&s.name),
-                json_str(&s.about)
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(",\n");
-    out += "\n  ],\n  \"contenders\": [\n";
-    out += &plan
-        .contenders
-        .iter()
-        .map(|c| {
-            format!(
-                "    {{\"name\": {}, \"binary\": {}, \"hakmem_mode\": {}, \"compiled\": {}}}",
-                json_str(c.name),
-                json_str(&format!("bench-{}", c.bin)),
-                json_opt_str(c.mode),
-                json_opt_str(c.compiled)
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(",\n");
-    out += "\n  ],\n  \"cells\": [\n";
-    let mut cell_texts = Vec::with_capacity(cells.len());
+    let mut cell_json = Vec::with_capacity(cells.len());
     for (si, scenario) in plan.scenarios.iter().enumerate() {
         for (ci, contender) in plan.contenders.iter().enumerate() {
             let Some(c) = stats::find(cells, &scenario.name, contender.name) else {
@@ -258,54 +246,61 @@ pub fn json(meta: &Meta, plan: &Plan, cells: &[Cell], records: &[Record]) -> Str
             let samples = runs
                 .iter()
                 .map(|r| match &r.result {
-                    Ok(s) => format!(
-                        "        {{\"rep\": {}, \"allocator\": {}, \"ops\": {}, \"ns\": {}, \
-                         \"faults\": {}, \"maxrss_kib\": {}, \"threads\": {}}}",
-                        r.slot.rep + 1,
-                        json_opt_str(r.allocator.as_deref()),
-                        s.ops,
-                        s.ns,
-                        s.faults,
-                        s.maxrss_kib,
-                        s.threads
-                    ),
-                    Err(e) => format!(
-                        "        {{\"rep\": {}, \"error\": {}}}",
-                        r.slot.rep + 1,
-                        json_str(e)
-                    ),
+                    Ok(sample) => RunJson::Ok {
+                        rep: r.slot.rep + 1,
+                        allocator: r.allocator.as_deref(),
+                        sample,
+                    },
+                    Err(error) => RunJson::Failed {
+                        rep: r.slot.rep + 1,
+                        error,
+                    },
                 })
-                .collect::<Vec<_>>()
-                .join(",\n");
-            let fields = [
-                ("scenario", json_str(&c.scenario)),
-                ("allocator", json_str(c.contender.name)),
-                ("reps", c.samples.len().to_string()),
-                ("median_ns_per_op", json_num(c.median_ns)),
-                ("min_ns_per_op", json_num(c.min_ns)),
-                ("max_ns_per_op", json_num(c.max_ns)),
-                ("faults_per_op", json_num(c.faults_per_op)),
-                ("peak_rss_kib", json_num(c.peak_rss_kib.map(|k| k as f64))),
-                ("vs_mimalloc", json_num(c.vs_baseline)),
-                ("runtime_vs_compiled", json_num(c.runtime_vs_compiled)),
-                ("failures", c.failures.len().to_string()),
-            ];
-            let head = fields
-                .iter()
-                .map(|(k, v)| format!("{}: {v}", json_str(k)))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let samples = if samples.is_empty() {
-                "[]".to_owned()
-            } else {
-                format!("[\n{samples}\n      ]")
-            };
-            cell_texts.push(format!("    {{{head},\n      \"samples\": {samples}}}"));
+                .collect();
+            cell_json.push(CellJson {
+                scenario: &c.scenario,
+                allocator: c.contender.name,
+                reps: c.samples.len(),
+                median_ns_per_op: c.median_ns,
+                min_ns_per_op: c.min_ns,
+                max_ns_per_op: c.max_ns,
+                faults_per_op: c.faults_per_op,
+                peak_rss_kib: c.peak_rss_kib,
+                vs_mimalloc: c.vs_baseline,
+                runtime_vs_compiled: c.runtime_vs_compiled,
+                failures: c.failures.len(),
+                samples,
+            });
         }
     }
-    out += &cell_texts.join(",\n");
-    out += "\n  ]\n}\n";
-    out
+    let results = Results {
+        meta: MetaJson {
+            date: &m.date,
+            cpu: &m.cpu,
+            nproc: m.cores,
+            rustc: &m.rustc,
+            glibc: &m.glibc,
+            reps: meta.reps,
+            scale: meta.scale.unwrap_or(1.0),
+            command: &meta.command,
+            baseline: BASELINE,
+            build_seconds: round3(meta.build_secs),
+            run_seconds: round3(meta.run_secs),
+        },
+        scenarios: &plan.scenarios,
+        contenders: plan
+            .contenders
+            .iter()
+            .map(|c| ContenderJson {
+                name: c.name,
+                binary: format!("bench-{}", c.bin),
+                hakmem_mode: c.mode,
+                compiled: c.compiled,
+            })
+            .collect(),
+        cells: cell_json,
+    };
+    serde_json::to_string_pretty(&results).expect("plain data serializes") + "\n"
 }
 
 fn round3(x: f64) -> f64 {
@@ -578,17 +573,6 @@ mod tests {
     }
 
     #[test]
-    fn json_escaping() {
-        assert_eq!(json_str("plain"), "\"plain\"");
-        assert_eq!(json_str("a\"b\\c"), "\"a\\\"b\\\\c\"");
-        assert_eq!(json_str("t\tn\n\u{1}×"), "\"t\\tn\\n\\u0001×\"");
-        assert_eq!(json_num(Some(1.5)), "1.5");
-        assert_eq!(json_num(Some(1e-7)), "0.0000001");
-        assert_eq!(json_num(Some(f64::INFINITY)), "null");
-        assert_eq!(json_num(None), "null");
-    }
-
-    #[test]
     fn markdown_tables_are_padded() {
         let t = md_table(
             &["a".into(), "bb".into()],
@@ -686,27 +670,16 @@ mod tests {
             "\"hakmem_mode\": \"fast\"",
             "\"binary\": \"bench-runtime\"",
             "\"runtime_vs_compiled\": null",
-            "{\"rep\": 2, \"error\": \"exit status: 2: bench: \\\"tiny\\\" broke\"}",
+            "\"error\": \"exit status: 2: bench: \\\"tiny\\\" broke\"",
             "\"maxrss_kib\": 2048",
         ] {
             assert!(text.contains(needle), "{needle} not in\n{text}");
         }
-        assert_eq!(text.matches("\"samples\":").count(), 26);
-        // Balanced brackets and braces outside strings: a cheap well-formedness check.
-        let (mut depth, mut in_str, mut escaped) = (0i32, false, false);
-        for ch in text.chars() {
-            match (in_str, escaped, ch) {
-                (true, true, _) => escaped = false,
-                (true, false, '\\') => escaped = true,
-                (true, false, '"') => in_str = false,
-                (false, _, '"') => in_str = true,
-                (false, _, '{' | '[') => depth += 1,
-                (false, _, '}' | ']') => depth -= 1,
-                _ => {}
-            }
-            assert!(depth >= 0);
-        }
-        assert_eq!((depth, in_str), (0, false));
+        let v: serde_json::Value = serde_json::from_str(&text).expect("well-formed JSON");
+        let cells = v["cells"].as_array().unwrap();
+        assert_eq!(cells.len(), 26);
+        assert_eq!(cells[0]["samples"][1]["ns"], 1001);
+        assert!(cells[25]["median_ns_per_op"].is_null());
     }
 
     #[test]

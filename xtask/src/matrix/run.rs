@@ -21,7 +21,7 @@ use crate::cmd;
 pub const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A scenario as `bench --list` describes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ScenarioInfo {
     pub name: String,
     /// Its one-line description.
@@ -29,7 +29,7 @@ pub struct ScenarioInfo {
 }
 
 /// What one run measured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Sample {
     pub ops: u64,
     /// Wall time of the measured part.
