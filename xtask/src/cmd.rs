@@ -138,6 +138,18 @@ pub fn seconds(d: Duration) -> String {
     format!("{:.1}", d.as_secs_f64())
 }
 
+/// `doc` with the text between `<!-- BEGIN generated: NAME -->` and `<!-- END generated: NAME
+/// -->` (each on a line of its own) replaced by `body`: a generator rewrites its block and leaves
+/// the prose around it alone.
+pub fn splice(doc: &str, name: &str, body: &str) -> Result<String, String> {
+    let begin = format!("<!-- BEGIN generated: {name} -->\n");
+    let end = format!("<!-- END generated: {name} -->");
+    let missing = |marker: &str| format!("the document has no `{}` marker", marker.trim());
+    let start = doc.find(&begin).ok_or_else(|| missing(&begin))? + begin.len();
+    let stop = start + doc[start..].find(&end).ok_or_else(|| missing(&end))?;
+    Ok(format!("{}{body}{}", &doc[..start], &doc[stop..]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,6 +204,22 @@ mod tests {
         );
         assert_eq!(parse_collected("==1== Collected : lots"), None);
         assert_eq!(parse_collected(""), None);
+    }
+
+    #[test]
+    fn splices_between_the_markers_only() {
+        let doc = "prose\n<!-- BEGIN generated: t -->\nold\n<!-- END generated: t -->\nmore\n";
+        assert_eq!(
+            splice(doc, "t", "new\n").unwrap(),
+            "prose\n<!-- BEGIN generated: t -->\nnew\n<!-- END generated: t -->\nmore\n"
+        );
+        assert!(splice(doc, "u", "x")
+            .unwrap_err()
+            .contains("BEGIN generated: u"));
+        let open = "<!-- BEGIN generated: t -->\nold\n";
+        assert!(splice(open, "t", "x")
+            .unwrap_err()
+            .contains("END generated: t"));
     }
 
     #[test]

@@ -13,7 +13,7 @@
 //! 4. Prints the tables and the rules, and writes `<target>/icount/report.md` and
 //!    `<target>/icount/regression-analysis.md` ([`report`]).
 //!
-//! `--bless` rewrites the baseline (and docs/regression-analysis.md) from the run instead of
+//! `--bless` rewrites the baseline (and docs/regression-analysis.md's generated blocks) from the run instead of
 //! comparing; `--self-test` then proves the check can fail: it lowers the baseline by 10% in a
 //! temporary copy and runs `cargo xtask icount --no-run --baseline COPY`, which must exit with
 //! status 1 and flag every checked figure.
@@ -68,7 +68,7 @@ pub fn show_per_op(ir: u64) -> String {
 
 /// The committed baseline, relative to the workspace root.
 pub const BASELINE: &str = "benches/baselines/icount.json";
-/// The committed copy of the generated regression analysis.
+/// The regression analysis: prose, and the blocks [`report::regression_blocks`] fills.
 pub const DOC: &str = "docs/regression-analysis.md";
 
 /// The options of `cargo xtask icount`.
@@ -325,7 +325,10 @@ pub fn run(opts: &Options, invoked_as: &str) -> Result<bool, String> {
     let baseline_path = opts.baseline.clone().unwrap_or_else(|| root.join(BASELINE));
     let date = cmd::first_line(Command::new("date").args(["-u", "+%F"]))
         .unwrap_or_else(|| "(unknown date)".into());
-    let analysis = report::regression_analysis(&figures, &rows, &rules, &date, invoked_as);
+    let doc =
+        std::fs::read_to_string(root.join(DOC)).map_err(|e| format!("cannot read {DOC}: {e}"))?;
+    let blocks = report::regression_blocks(&figures, &rows, &rules, &date, invoked_as);
+    let analysis = report::regression_analysis(&doc, &blocks).map_err(|e| format!("{DOC}: {e}"))?;
 
     let mut md = format!(
         "# cargo xtask icount\n\n`{invoked_as}`, {date}, {}.\n\n",
@@ -571,6 +574,8 @@ mod tests {
             manifest.contains(&format!("iai-callgrind = \"={RUNNER_VERSION}\"")),
             "the runner must be the library's exact version"
         );
+        let doc = std::fs::read_to_string(root.join(DOC)).unwrap();
+        assert!(doc.contains(&format!("divided by the {OPS} operations")));
     }
 
     #[test]
