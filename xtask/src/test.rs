@@ -166,39 +166,21 @@ pub fn steps(sel: Selection) -> Vec<Step> {
         &["test", "--workspace", "--all-features"],
         None,
     ));
-    if sanitizers {
-        steps.push(Step {
-            title: "AddressSanitizer, every mode (cargo xtask sanitizers --asan)".into(),
-            action: Action::Asan,
-        });
-        steps.push(Step {
-            title: "valgrind memcheck, BALANCED (cargo xtask sanitizers --memcheck)".into(),
-            action: Action::Memcheck,
-        });
-    }
-    if matrix {
-        steps.push(Step {
-            title: MATRIX_TITLE.into(),
-            action: Action::Matrix,
-        });
-    }
-    if icount {
-        steps.push(Step {
-            title: ICOUNT_TITLE.into(),
-            action: Action::Icount,
-        });
-    }
-    if large {
-        steps.push(Step {
-            title: "large-block check (cargo xtask large --check)".into(),
-            action: Action::Large,
-        });
-    }
-    if preload {
-        steps.push(Step {
-            title: PRELOAD_TITLE.into(),
-            action: Action::Preload,
-        });
+    let optional = [
+        (sanitizers, ASAN_TITLE, Action::Asan),
+        (sanitizers, MEMCHECK_TITLE, Action::Memcheck),
+        (matrix, MATRIX_TITLE, Action::Matrix),
+        (icount, ICOUNT_TITLE, Action::Icount),
+        (large, LARGE_TITLE, Action::Large),
+        (preload, PRELOAD_TITLE, Action::Preload),
+    ];
+    for (on, title, action) in optional {
+        if on {
+            steps.push(Step {
+                title: title.into(),
+                action,
+            });
+        }
     }
     if let Some(secs) = fuzz {
         steps.push(Step {
@@ -209,6 +191,12 @@ pub fn steps(sel: Selection) -> Vec<Step> {
     steps
 }
 
+/// The AddressSanitizer step's title.
+const ASAN_TITLE: &str = "AddressSanitizer, every mode (cargo xtask sanitizers --asan)";
+/// The memcheck step's title.
+const MEMCHECK_TITLE: &str = "valgrind memcheck, BALANCED (cargo xtask sanitizers --memcheck)";
+/// The large-block step's title.
+const LARGE_TITLE: &str = "large-block check (cargo xtask large --check)";
 /// The matrix step's title.
 const MATRIX_TITLE: &str = "matrix smoke run (cargo xtask bench-matrix --smoke)";
 /// The instruction-count step's title.
@@ -253,46 +241,28 @@ pub fn run(sel: Selection) -> bool {
                 );
                 cmd::run_inherited(&mut cmd::cargo(args, *mode), "cargo")
             }
-            Action::Matrix => {
-                let invoked_as =
-                    "cargo xtask test (its matrix step: cargo xtask bench-matrix --smoke)";
-                match matrix::run(&matrix::Options::smoke(), invoked_as) {
-                    Ok(true) => Ok(()),
-                    Ok(false) => Err("some matrix builds or runs failed".to_owned()),
-                    Err(e) => {
-                        eprintln!("error: {e}");
-                        Err(e.to_string())
-                    }
-                }
-            }
-            Action::Icount => {
-                let invoked_as =
-                    "cargo xtask test (its icount step: cargo xtask icount --self-test)";
-                let opts = icount::Options {
-                    self_test: true,
-                    ..icount::Options::default()
-                };
-                match icount::run(&opts, invoked_as) {
-                    Ok(true) => Ok(()),
-                    Ok(false) => Err("an instruction-count check failed".to_owned()),
-                    Err(e) => {
-                        eprintln!("error: {e}");
-                        Err(e)
-                    }
-                }
-            }
-            Action::Large => {
-                let invoked_as =
-                    "cargo xtask test (its large-block step: cargo xtask large --check)";
-                match large::run(invoked_as) {
-                    Ok(true) => Ok(()),
-                    Ok(false) => Err("a large-block check failed".to_owned()),
-                    Err(e) => {
-                        eprintln!("error: {e}");
-                        Err(e)
-                    }
-                }
-            }
+            Action::Matrix => verdict(
+                matrix::run(
+                    &matrix::Options::smoke(),
+                    "cargo xtask test (its matrix step: cargo xtask bench-matrix --smoke)",
+                )
+                .map_err(|e| e.to_string()),
+                "some matrix builds or runs failed",
+            ),
+            Action::Icount => verdict(
+                icount::run(
+                    &icount::Options {
+                        self_test: true,
+                        ..icount::Options::default()
+                    },
+                    "cargo xtask test (its icount step: cargo xtask icount --self-test)",
+                ),
+                "an instruction-count check failed",
+            ),
+            Action::Large => verdict(
+                large::run("cargo xtask test (its large-block step: cargo xtask large --check)"),
+                "a large-block check failed",
+            ),
             Action::Preload => verdict(preload::run(&preload::MODES, true), "a preload run failed"),
             Action::Asan => verdict(reliability::asan(), "a mode failed under AddressSanitizer"),
             Action::Memcheck => verdict(reliability::memcheck(), "a test failed under memcheck"),
@@ -311,46 +281,21 @@ pub fn run(sel: Selection) -> bool {
         };
         results.push((step.title.clone(), outcome, took));
     }
-    if !matrix {
+    let skipped = [
+        (matrix, "matrix smoke run", "--no-matrix"),
+        (icount, "instruction counts", "--no-icount"),
+        (large, "large-block check", "--no-large"),
+        (preload, "preload check", "--no-preload"),
+        (
+            sanitizers,
+            "AddressSanitizer and memcheck runs",
+            "--no-sanitizers",
+        ),
+    ];
+    for (_, what, flag) in skipped.into_iter().filter(|(on, ..)| !on) {
         println!();
-        println!("[--] matrix smoke run skipped (--no-matrix)");
-        results.push((
-            "matrix smoke run".to_owned(),
-            Outcome::Skipped,
-            Duration::ZERO,
-        ));
-    }
-    if !icount {
-        println!();
-        println!("[--] instruction counts skipped (--no-icount)");
-        results.push((
-            "instruction counts".to_owned(),
-            Outcome::Skipped,
-            Duration::ZERO,
-        ));
-    }
-    if !large {
-        println!();
-        println!("[--] large-block check skipped (--no-large)");
-        results.push((
-            "large-block check".to_owned(),
-            Outcome::Skipped,
-            Duration::ZERO,
-        ));
-    }
-    if !preload {
-        println!();
-        println!("[--] preload check skipped (--no-preload)");
-        results.push((PRELOAD_TITLE.to_owned(), Outcome::Skipped, Duration::ZERO));
-    }
-    if !sanitizers {
-        println!();
-        println!("[--] AddressSanitizer and memcheck runs skipped (--no-sanitizers)");
-        results.push((
-            "AddressSanitizer and memcheck runs".to_owned(),
-            Outcome::Skipped,
-            Duration::ZERO,
-        ));
+        println!("[--] {what} skipped ({flag})");
+        results.push((what.to_owned(), Outcome::Skipped, Duration::ZERO));
     }
     println!();
     print!("{}", summary(&results));

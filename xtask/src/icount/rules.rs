@@ -7,10 +7,10 @@
 //! - (iv) every runtime benchmark read it and got its mode;
 //! - (v) BALANCED and FAST spend at most [`BUDGET_IR`] instructions on a 2 MiB pair (a BigCache
 //!   hit on each side; `mmap` + `munmap` cost more);
-//! - (vi) the small-object pool's acceptance (issue 9, [`pool_rule`]): on the 32-byte pair FAST
+//! - (vi) the small-object pool's acceptance ([`pool_rule`]): on the 32-byte pair FAST
 //!   spends at most [`POOL_BUDGET_IR`] instructions and no more than jemalloc, BALANCED no more
 //!   than mimalloc — against the reference rows measured in the same run;
-//! - (vii) learning's acceptance (issue 4, [`learning_rule`]): on the 32-byte pair learning adds
+//! - (vii) learning's acceptance ([`learning_rule`]): on the 32-byte pair learning adds
 //!   at most [`LEARNING_BUDGET_IR`] instructions to LEARNING, against [`LEARNING_TWIN`] (LEARNING
 //!   with learning off) in the same run.
 //!
@@ -34,7 +34,7 @@ pub const BUDGET_MODES: [&str; 2] = ["balanced", "fast"];
 
 /// Rule (vi): the path it is about (`alloc` + `dealloc` of 32 B).
 pub const POOL_PATH: &str = "tiny_pair";
-/// Rule (vi): the most instructions FAST's 32-byte pair may cost per operation (issue 9).
+/// Rule (vi): the most instructions FAST's 32-byte pair may cost per operation.
 pub const POOL_BUDGET_IR: u64 = 60;
 /// Rule (vi): each pool mode and the reference allocator it may cost no more than.
 pub const POOL_PEERS: [(&str, &str); 2] = [("fast", "jemalloc"), ("balanced", "mimalloc")];
@@ -43,7 +43,7 @@ pub const POOL_PEERS: [(&str, &str); 2] = [("fast", "jemalloc"), ("balanced", "m
 pub const LEARNING_TWIN: &str = "learning_off";
 /// Rule (vii): the path it is about.
 pub const LEARNING_PATH: &str = "tiny_pair";
-/// Rule (vii): the most instructions learning may add to LEARNING's 32-byte pair (issue 4).
+/// Rule (vii): the most instructions learning may add to LEARNING's 32-byte pair.
 pub const LEARNING_BUDGET_IR: u64 = 15;
 /// The modes that learn the threshold.
 pub const LEARNING_MODES: [&str; 2] = ["learning", "research"];
@@ -302,7 +302,7 @@ pub fn rules(rows: &[Row], missing: &[String]) -> Vec<Rule> {
     vec![first, second, third, fourth, fifth]
 }
 
-/// Rule (vi), the pool's acceptance (issue 9): on [`POOL_PATH`], compiled FAST costs at most
+/// Rule (vi), the pool's acceptance: on [`POOL_PATH`], compiled FAST costs at most
 /// [`POOL_BUDGET_IR`] Ir/op and no more than jemalloc, compiled BALANCED no more than mimalloc
 /// ([`POOL_PEERS`]). The peers' counts are the reference rows of the same run (`figures`); a
 /// missing figure fails the rule.
@@ -350,7 +350,7 @@ pub fn pool_rule(figures: &Figures) -> Rule {
     }
 }
 
-/// Rule (vii), learning's acceptance (issue 4): on [`LEARNING_PATH`], compiled LEARNING costs
+/// Rule (vii), learning's acceptance: on [`LEARNING_PATH`], compiled LEARNING costs
 /// at most [`LEARNING_BUDGET_IR`] Ir/op more than [`LEARNING_TWIN`] — the same policy with
 /// learning off — in the same run; BALANCED's count is shown beside it. A missing figure fails.
 pub fn learning_rule(figures: &Figures) -> Rule {
