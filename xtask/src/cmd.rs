@@ -150,6 +150,21 @@ pub fn splice(doc: &str, name: &str, body: &str) -> Result<String, String> {
     Ok(format!("{}{body}{}", &doc[..start], &doc[stop..]))
 }
 
+/// A contender's name as a file-name part: `runtime (HAKMEM_MODE=fast)` → `runtime-fast`.
+pub fn slug(name: &str) -> String {
+    let mut out = String::new();
+    for word in name
+        .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+        .filter(|w| !w.is_empty() && *w != "HAKMEM_MODE")
+    {
+        if !out.is_empty() {
+            out.push('-');
+        }
+        out.push_str(word);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

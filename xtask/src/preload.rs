@@ -765,7 +765,7 @@ pub fn log_contenders(contenders: &[Contender]) -> Vec<Contender> {
 /// The logging check of `c`: the script without `HAKMEM_LOG` (silent), with `HAKMEM_LOG=1`
 /// (the log on stderr) and with `HAKMEM_LOG=PATH` (the log appended to PATH, stderr silent).
 fn check_log(c: &Contender, python: &Path, dir: &Path, tally: &mut Tally) {
-    let slug = slug(&c.name);
+    let slug = cmd::slug(&c.name);
     let run = |workload: &str, log: Option<&Path>| {
         let mut command = c.command(python, &["-c", LOG_SCRIPT]);
         command.envs(PYTHON_ENV);
@@ -859,7 +859,7 @@ pub fn check_all(contenders: &[Contender]) -> Result<bool, String> {
 
     // The C test: it checks everything itself; its expected mode is its second argument.
     for c in &all {
-        let stem = dir.join(format!("c-{}", slug(&c.name)));
+        let stem = dir.join(format!("c-{}", cmd::slug(&c.name)));
         let expected = c.expected_mode.unwrap_or("glibc");
         let mut command = c.command(exe, &[tls.as_os_str(), expected.as_ref()]);
         command.current_dir(&dir);
@@ -883,7 +883,7 @@ pub fn check_all(contenders: &[Contender]) -> Result<bool, String> {
     // The contract: glibc first (the program's expectations must hold there), then each mode.
     let mut failed_malloc = Vec::with_capacity(all.len());
     for c in &all {
-        let stem = dir.join(format!("contract-{}", slug(&c.name)));
+        let stem = dir.join(format!("contract-{}", cmd::slug(&c.name)));
         let mut command = c.command(&programs.conformance, &[] as &[&str]);
         command.current_dir(&dir);
         let result = run_timed(command, &stem, CHILD_TIMEOUT).and_then(|f| {
@@ -900,7 +900,7 @@ pub fn check_all(contenders: &[Contender]) -> Result<bool, String> {
     let mut git_ref: Option<Finished> = None;
     for c in &all {
         let hakmem = c.expected_mode.map(|m| format!("hakmem {m}"));
-        let stem = dir.join(format!("python-{}", slug(&c.name)));
+        let stem = dir.join(format!("python-{}", cmd::slug(&c.name)));
         let mut command = c.command(
             &python,
             &[
@@ -924,10 +924,10 @@ pub fn check_all(contenders: &[Contender]) -> Result<bool, String> {
         });
         tally.add("python", c, result);
 
-        let repo_dir = dir.join(format!("git-{}", slug(&c.name)));
+        let repo_dir = dir.join(format!("git-{}", cmd::slug(&c.name)));
         std::fs::create_dir_all(&repo_dir)
             .map_err(|e| format!("cannot create {}: {e}", repo_dir.display()))?;
-        let stem = dir.join(format!("git-{}", slug(&c.name)));
+        let stem = dir.join(format!("git-{}", cmd::slug(&c.name)));
         let command = c.command(
             Path::new("sh"),
             &[git_script.as_os_str(), repo_dir.as_os_str()],
@@ -992,21 +992,6 @@ impl Tally {
     }
 }
 
-/// A contender's name as a file-name part: `runtime (HAKMEM_MODE=fast)` → `runtime-fast`.
-fn slug(name: &str) -> String {
-    let mut out = String::new();
-    for word in name
-        .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
-        .filter(|w| !w.is_empty() && *w != "HAKMEM_MODE")
-    {
-        if !out.is_empty() {
-            out.push('-');
-        }
-        out.push_str(word);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1031,7 +1016,7 @@ mod tests {
     fn contenders_preload_and_set_the_mode() {
         let c = Contender::hakmem("runtime", PathBuf::from("/x/lib.so"));
         assert_eq!(c.expected_mode, Some(RUNTIME_CHECK_MODE));
-        assert_eq!(slug(&c.name), format!("runtime-{RUNTIME_CHECK_MODE}"));
+        assert_eq!(cmd::slug(&c.name), format!("runtime-{RUNTIME_CHECK_MODE}"));
         let cmd = c.command(Path::new("true"), &[] as &[&str]);
         let envs: Vec<_> = cmd.get_envs().collect();
         assert!(envs.contains(&(

@@ -245,7 +245,7 @@ pub fn run(opts: &Options, out: &Path) -> Result<Vec<Summary>, String> {
             ],
         );
         command.envs(preload::PYTHON_ENV);
-        let stem = runs_dir.join(format!("{}-{}", slug(&col.name), slot.rep + 1));
+        let stem = runs_dir.join(format!("{}-{}", crate::cmd::slug(&col.name), slot.rep + 1));
         let result = preload::run_timed(command, &stem, TIMEOUT).and_then(|f| {
             if !f.status.success() {
                 return Err(format!(
@@ -285,13 +285,6 @@ pub fn run(opts: &Options, out: &Path) -> Result<Vec<Summary>, String> {
         }
     }
     Ok(summaries)
-}
-
-fn slug(name: &str) -> String {
-    name.split(|c: char| !c.is_ascii_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .collect::<Vec<_>>()
-        .join("-")
 }
 
 fn median_of(summaries: &[Summary], name: &str) -> Option<f64> {
