@@ -63,8 +63,7 @@ pub fn contested(path: &str, contender: &str) -> bool {
 /// The paths where RESEARCH's poisoning fills system blocks of 1 KiB with glibc's `memset`,
 /// whose loop count depends on the block's address modulo 32: the same code measured from
 /// another checkout path (whose length shifts what the harness puts on the heap first) moves
-/// by ~3% there (research `small_pair` 528.1 / 542.1, `small_fill` 259.3 / 266.3 Ir/op, from
-/// /work/main and from /work/ci-clone).
+/// by ~3% there.
 pub const POISONED_PATHS: [&str; 2] = ["small_pair", "small_fill"];
 /// The baseline's allowance, in percent, for RESEARCH and its twin on a poisoned path.
 pub const POISONED_TOLERANCE_PCT: u64 = 5;

@@ -517,8 +517,8 @@ pub fn markdown(meta: &Meta, plan: &Plan, cells: &[Cell]) -> String {
         md += &pairs_table(plan, &pairs);
         md += "\nEach compiled mode (its features fixed at compile time, disabled ones costing \
                nothing) against its runtime twin (`bench-runtime` with `HAKMEM_MODE=<mode>`: the \
-               same hot path with every feature a load and a branch, the C original's design, \
-               whose own report measured MINIMAL 5% slower once modes existed). `vm` is the C \
+               same hot path with a load, a compare and a branch per decision, and entry points \
+               that are not inlined: the C original's design, whose own report measured MINIMAL 5% slower once modes existed). `vm` is the C \
                original's scenario (2 MiB blocks), `tiny` the small-object hot path, where a \
                flag check weighs most. The overhead is runtime − compiled; the last column is \
                the geometric mean of runtime/compiled over all scenarios, as a difference. ";
