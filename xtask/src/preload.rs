@@ -1,41 +1,10 @@
 //! `cargo xtask preload [--mode M] [--check]`: the preload library (`crates/hakmem-preload`),
-//! one `.so` per mode, and its check.
-//!
-//! Each mode is one `cargo build --release -p hakmem-preload --no-default-features --features
-//! MODE`, copied out of `<target>/release` (the next build overwrites it) to
-//! `<target>/preload/MODE/libhakmem_preload.so`. The check (`--check`, run by `cargo xtask
-//! test`) compiles `crates/hakmem-preload/tests/preload_test.c` and `conformance.c` with the
-//! system `cc` and runs, first without the library (the reference: the C programs'
-//! expectations are glibc's own behaviour, and the workloads' outputs are what the programs
-//! print on glibc), then under `LD_PRELOAD` of every selected mode:
-//!
-//! - the C test (`c-test`): glibc's own allocations, dynamic TLS in threads, thread exit, fork
-//!   from a threaded process, misuse, exit handlers, a malloc/free storm; it must pass, report
-//!   the expected mode through `hakmem_mode()` and write nothing on stderr;
-//! - the contract (`contract`, `tests/conformance.c`): every entry point's return values and
-//!   errno, free, realloc, calloc, alignment, usable sizes, recovery after exhaustion under
-//!   `RLIMIT_AS`, a free at the map-count limit; it must pass (`conformance: N passed, 0
-//!   failed`) with an empty stderr. Its `failed-malloc-ns:` line (the cost of a failed
-//!   `malloc(3 TiB)`) is collected and printed as a table at the end, beside glibc's: a report,
-//!   never a failure;
-//! - python3 (`tests/json_roundtrip.py`, `PYTHONMALLOC=malloc`): stdout identical to the
-//!   reference;
-//! - git (`tests/git_workload.sh`: init, add 1,000 files, commit, log, gc, fsck; dates and
-//!   config fixed): stdout identical to the reference;
-//! - the learning modes' log (`quiet`, `log`, `log-file`; LEARNING, RESEARCH and the runtime
-//!   build with `HAKMEM_MODE=learning`): a python3 script whose allocations make the learner
-//!   log (an idle freeze in LEARNING, new leaders in RESEARCH) writes nothing on stderr without
-//!   `HAKMEM_LOG`; with `HAKMEM_LOG=1`, `hakmem: learning: …` lines on stderr and nothing else;
-//!   with `HAKMEM_LOG=PATH`, those lines appended to PATH and nothing on stderr.
-//!
-//! stderr must match the reference's too, except the line by which each workload says which
-//! allocator it ran on (checked on its own: the library must really have been loaded). hakmem
-//! writes nothing on a program's stderr unless asked (`HAKMEM_LOG`, `HAKMEM_REPORT`), so its
-//! own lines are not set aside: a line of hakmem's fails the run. Every child gets `HAKMEM_LOG`
-//! and `HAKMEM_REPORT` removed from its environment (unless the run sets one on purpose), so
-//! the caller's shell cannot change the outcome. Every child runs in its own process group with
-//! a time limit; on expiry the whole group is killed, and that run fails: a hang after `fork`
-//! or at exit cannot stall CI.
+//! built once per mode and copied to `<target>/preload/MODE/libhakmem_preload.so`, and its check
+//! (docs/preload.md, "The check"): the C test, the contract, python3, git and the learning
+//! modes' log, first without the library (the reference), then under every selected mode and a
+//! debug build. stderr must match the reference's but for the workload's `allocator: …` line,
+//! checked on its own. Every child loses `HAKMEM_LOG` and `HAKMEM_REPORT` unless a run sets one,
+//! and runs in its own process group, killed with it after [`CHILD_TIMEOUT`].
 
 use std::fs::File;
 use std::os::unix::process::CommandExt;
@@ -55,82 +24,66 @@ pub const MODES: [&str; 6] = [
 /// the variable arrive).
 pub const RUNTIME_CHECK_MODE: &str = "fast";
 
-/// The variable that turns hakmem's log on (`1` or `stderr`: stderr; another value: a file the
-/// lines are appended to; unset, empty or `0`: off). Removed from every child unless set on
-/// purpose.
+/// hakmem's log (`1`: stderr; a path: appended to it) and RESEARCH's report at exit: removed
+/// from every child unless a run sets one on purpose.
 pub const LOG_VAR: &str = "HAKMEM_LOG";
-
-/// The variable that asks RESEARCH for its report at exit. Removed from every child.
 pub const REPORT_VAR: &str = "HAKMEM_REPORT";
 
 /// A child that runs longer is killed (with its process group) and its run fails.
 pub const CHILD_TIMEOUT: Duration = Duration::from_secs(180);
 
-/// The library's file name.
 pub const LIBRARY: &str = "libhakmem_preload.so";
 
-/// Where the library of `mode` is copied: `<target>/preload/MODE/libhakmem_preload.so`.
+/// Where the release library of `mode` is copied.
 pub fn library_path(mode: &str) -> PathBuf {
     cmd::target_dir().join("preload").join(mode).join(LIBRARY)
 }
 
-/// The `cargo build` arguments for `mode`.
-pub fn cargo_args(mode: &str) -> Vec<&str> {
-    vec![
-        "build",
-        "--quiet",
-        "--release",
-        "-p",
-        "hakmem-preload",
-        "--no-default-features",
-        "--features",
-        mode,
-    ]
+/// The `cargo build` arguments for `mode` (release, or the dev profile).
+pub fn cargo_args(mode: &str, release: bool) -> Vec<&str> {
+    let mut args = vec!["build", "--quiet", "--release", "-p", "hakmem-preload"];
+    args.retain(|a| release || *a != "--release");
+    args.extend(["--no-default-features", "--features", mode]);
+    args
 }
 
-/// Builds the library of `mode` and copies it to [`library_path`]; returns that path.
-pub fn build(mode: &str) -> Result<PathBuf, String> {
-    let args = cargo_args(mode);
+/// Builds the library of `mode` and copies it to [`library_path`] (a debug build: to
+/// `<target>/preload/debug-MODE/`) under a temporary name, then a rename (a process that has the
+/// old file mapped keeps it). Prints `MODE PATH (N s)` on stderr; returns the path.
+pub fn build(mode: &str, release: bool) -> Result<PathBuf, String> {
+    let start = Instant::now();
+    let args = cargo_args(mode, release);
     cmd::run_inherited(&mut cmd::cargo(&args, None), "cargo build")
         .map_err(|e| format!("{e} ({})", cmd::show_cargo(&args, None)))?;
-    let built = cmd::target_dir().join("release").join(LIBRARY);
-    let dest = library_path(mode);
-    copy_library(&built, &dest)?;
+    let profile = if release { "release" } else { "debug" };
+    let built = cmd::target_dir().join(profile).join(LIBRARY);
+    let dest = match release {
+        true => library_path(mode),
+        false => library_path(&format!("debug-{mode}")),
+    };
+    let dir = dest.parent().expect("a file in a directory");
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let tmp = dest.with_extension("so.tmp");
+    std::fs::copy(&built, &tmp)
+        .and_then(|_| std::fs::rename(&tmp, &dest))
+        .map_err(|e| format!("cannot copy {} to {}: {e}", built.display(), dest.display()))?;
+    eprintln!(
+        "preload: built {mode:<8} ({profile}) {} ({} s)",
+        dest.display(),
+        cmd::seconds(start.elapsed())
+    );
     Ok(dest)
 }
 
-/// Copies a built library to `dest` (a temporary name, then a rename: a process that has the
-/// old file mapped keeps it).
-fn copy_library(built: &Path, dest: &Path) -> Result<(), String> {
-    if let Some(dir) = dest.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    }
-    let tmp = dest.with_extension("so.tmp");
-    std::fs::copy(built, &tmp)
-        .and_then(|_| std::fs::rename(&tmp, dest))
-        .map_err(|e| format!("cannot copy {} to {}: {e}", built.display(), dest.display()))
-}
-
-/// Builds the libraries of `modes`, printing one line per library (`MODE PATH (N s)`) on
-/// stderr and returning the paths in order.
+/// Builds the release libraries of `modes`; their paths, in order.
 pub fn build_all(modes: &[&str]) -> Result<Vec<PathBuf>, String> {
-    let mut paths = Vec::with_capacity(modes.len());
-    for mode in modes {
-        let start = Instant::now();
-        let path = build(mode)?;
-        eprintln!(
-            "preload: built {mode:<8} {} ({} s)",
-            path.display(),
-            cmd::seconds(start.elapsed())
-        );
-        paths.push(path);
-    }
-    Ok(paths)
+    modes.iter().map(|mode| build(mode, true)).collect()
 }
 
 /// `cargo xtask preload [--mode M] [--check]`: builds the libraries and prints each path on
-/// stdout (one per line); with `check`, then runs the check. `Ok(false)` if a check failed.
+/// stdout; with `check`, then runs the check with one debug build too (BALANCED, or the first
+/// mode asked for: its debug assertions and re-entry guard under the same workloads).
+/// `Ok(false)` if a check failed.
 pub fn run(modes: &[&str], check: bool) -> Result<bool, String> {
     let paths = build_all(modes)?;
     for path in &paths {
@@ -144,17 +97,8 @@ pub fn run(modes: &[&str], check: bool) -> Result<bool, String> {
         .zip(paths)
         .map(|(mode, path)| Contender::hakmem(mode, path))
         .collect();
-    // One debug build too (balanced, or the one mode asked for): its debug assertions and its
-    // re-entry guard run under the same workloads.
     let debug_mode = debug_mode(modes);
-    let start = Instant::now();
-    let path = build_debug(debug_mode)?;
-    eprintln!(
-        "preload: built {debug_mode} (debug) {} ({} s)",
-        path.display(),
-        cmd::seconds(start.elapsed())
-    );
-    let mut debug = Contender::hakmem(debug_mode, path);
+    let mut debug = Contender::hakmem(debug_mode, build(debug_mode, false)?);
     debug.name += " (debug build)";
     debug.release = false;
     contenders.push(debug);
@@ -163,35 +107,10 @@ pub fn run(modes: &[&str], check: bool) -> Result<bool, String> {
 
 /// The mode of the check's debug build: balanced if it is among `modes`, else the first.
 pub fn debug_mode<'a>(modes: &[&'a str]) -> &'a str {
-    modes
-        .iter()
-        .copied()
-        .find(|m| *m == "balanced")
-        .or(modes.first().copied())
-        .unwrap_or("balanced")
-}
-
-/// Builds the library of `mode` with the dev profile (debug assertions, the re-entry guard)
-/// and copies it to `<target>/preload/debug-MODE/`.
-pub fn build_debug(mode: &str) -> Result<PathBuf, String> {
-    let args = [
-        "build",
-        "--quiet",
-        "-p",
-        "hakmem-preload",
-        "--no-default-features",
-        "--features",
-        mode,
-    ];
-    cmd::run_inherited(&mut cmd::cargo(&args, None), "cargo build")
-        .map_err(|e| format!("{e} ({})", cmd::show_cargo(&args, None)))?;
-    let built = cmd::target_dir().join("debug").join(LIBRARY);
-    let dest = cmd::target_dir()
-        .join("preload")
-        .join(format!("debug-{mode}"))
-        .join(LIBRARY);
-    copy_library(&built, &dest)?;
-    Ok(dest)
+    match modes.contains(&"balanced") {
+        true => "balanced",
+        false => modes.first().copied().unwrap_or("balanced"),
+    }
 }
 
 // ---- the check -------------------------------------------------------------------------------
@@ -1000,16 +919,18 @@ mod tests {
     fn libraries_live_per_mode() {
         let p = library_path("fast");
         assert!(p.ends_with("preload/fast/libhakmem_preload.so"), "{p:?}");
-        assert_eq!(
-            cargo_args("research")[3..],
-            [
-                "-p",
-                "hakmem-preload",
-                "--no-default-features",
-                "--features",
-                "research"
-            ]
-        );
+        let tail = [
+            "-p",
+            "hakmem-preload",
+            "--no-default-features",
+            "--features",
+            "fast",
+        ];
+        assert_eq!(cargo_args("fast", true)[3..], tail);
+        assert_eq!(cargo_args("fast", false)[2..], tail);
+        assert!(library_path("debug-fast").ends_with("preload/debug-fast/libhakmem_preload.so"));
+        assert_eq!(debug_mode(&["fast", "balanced"]), "balanced");
+        assert_eq!(debug_mode(&["fast"]), "fast");
     }
 
     #[test]
