@@ -1,40 +1,20 @@
 //! `cargo xtask large [--check]`: the measured acceptance of the large-block work (BigCache,
-//! batched release, the free policy, THP, realloc without copying).
-//!
-//! Builds the probe `large` (benches/src/bin/large.rs) and measures, each in a fresh process:
-//!
-//! - (a) page faults per iteration of a 2 MiB alloc/touch/free loop at steady state
-//!   (`large steady P N`, getrusage): BALANCED and FAST 0, MINIMAL ≥ 500 (it maps afresh);
-//! - (b) system calls per iteration of the same loop: `strace -f -c` of N = [`N_SHORT`] and
-//!   N = [`N_LONG`] iterations, (calls(N_LONG) − calls(N_SHORT)) / (N_LONG − N_SHORT), so start-up
-//!   and exit cancel: BALANCED and FAST 0, MINIMAL ≥ 2 (mmap + munmap);
-//! - (c) RSS still held after 300 × 2 MiB live blocks are freed, BALANCED: at most its 64 MiB
-//!   cache cap plus 2 MiB;
-//! - (d) `madvise` + `munmap` calls to release 1,000 blocks of 256 KiB (BALANCED with a 128 KiB
-//!   threshold, so they are mapped but below every cache class): at most one per ten blocks;
-//! - (e) faults to touch a cold 2 MiB block, RESEARCH (THP on) and BALANCED (THP auto): ≤ 8
-//!   where the kernel's THP mode is `always` or `madvise` (n/a where it is `never`);
-//! - (f) realloc growth copies nothing: (i) `strace` of a 2 → 64 MiB doubling shows `mremap`;
-//!   (ii) callgrind: the instructions of one doubling 32 → 64 MiB are less than twice those of
-//!   2 → 4 MiB, each net of a run that does not realloc (a copying realloc would cost ~16×);
-//! - (g) `alloc_zeroed` of a block recycled from a 0xAB-filled one reads all zeros.
-//!
-//! Prints the table `| check | figure | target | verdict |` and writes it to
-//! `<target>/large/large.md` (with the strace and callgrind outputs beside it). Needs strace and
-//! valgrind. `--check` turns a failed check into exit status 1.
+//! batched release, the free policy, THP, realloc without copying; docs/large-blocks.md).
+//! Builds the probe `large` (benches/src/bin/large.rs), measures checks (a)–(g) each in a fresh
+//! process ([`METHOD`] says how), prints the table `| check | figure | target | verdict |` and
+//! writes it to `<target>/large/large.md` with the strace and callgrind outputs beside it.
+//! `--check` turns a failed check into exit status 1.
 
 use std::ffi::OsString;
-use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
 use crate::cmd;
+use crate::matrix::report::md_table;
 
-/// The error when strace cannot be started.
 pub const STRACE_MISSING: &str =
     "strace is required to count system calls: apt-get install strace (.ci/run installs it)";
-/// The error when valgrind cannot be started.
 pub const VALGRIND_MISSING: &str =
     "valgrind is required to count instructions: apt-get install valgrind (.ci/run installs it)";
 
@@ -224,37 +204,21 @@ pub fn kib_label(kib: i64) -> String {
     format!("{kib} KiB ({:.1} MiB)", kib as f64 / 1024.0)
 }
 
-/// The markdown table of `checks`, columns padded.
+/// The markdown table of `checks`.
 pub fn table(checks: &[Check]) -> String {
     let header = ["check", "figure", "target", "verdict"].map(str::to_owned);
-    let mut cells: Vec<[String; 4]> = vec![header];
-    for c in checks {
-        cells.push([&c.name, &c.figure, &c.target, c.verdict()].map(|s| s.replace('|', "\\|")));
-    }
-    let mut width = [0; 4];
-    for row in &cells {
-        for (w, cell) in width.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |row: &[String; 4]| {
-        let mut s = String::from("|");
-        for (cell, &w) in row.iter().zip(&width) {
-            let pad = w - cell.chars().count();
-            let _ = write!(s, " {cell}{} |", " ".repeat(pad));
-        }
-        s + "\n"
-    };
-    let mut out = line(&cells[0]);
-    out += "|";
-    for &w in &width {
-        let _ = write!(out, " {} |", "-".repeat(w));
-    }
-    out += "\n";
-    for row in &cells[1..] {
-        out += &line(row);
-    }
-    out
+    let rows: Vec<Vec<String>> = checks
+        .iter()
+        .map(|c| {
+            vec![
+                c.name.clone(),
+                c.figure.clone(),
+                c.target.clone(),
+                c.verdict().into(),
+            ]
+        })
+        .collect();
+    md_table(&header, &[], &rows)
 }
 
 // ---- measuring ---------------------------------------------------------------------------------
@@ -647,37 +611,17 @@ pub fn run(invoked_as: &str) -> Result<bool, String> {
 mod tests {
     use super::*;
 
-    /// `strace -f -c -o FILE large steady minimal 300` (strace 6.1): 300 + 20 warm-up
-    /// iterations of mmap + munmap, plus start-up.
+    /// `strace -f -c -o FILE large steady minimal 300` (strace 6.1), abridged: 300 + 20
+    /// warm-up iterations of mmap + munmap, plus start-up.
     const STEADY_MINIMAL_300: &str = "\
 % time     seconds  usecs/call     calls    errors syscall
 ------ ----------- ----------- --------- --------- ------------------
  94.33    0.056430         175       322           munmap
   5.16    0.003087           9       333           mmap
   0.14    0.000085          21         4           openat
-  0.09    0.000055          11         5           read
-  0.07    0.000041           8         5           mprotect
-  0.03    0.000018           4         4           close
-  0.03    0.000017           3         5           rt_sigaction
-  0.02    0.000014           3         4           newfstatat
-  0.02    0.000011           3         3           sigaltstack
-  0.02    0.000010           3         3           brk
-  0.01    0.000008           8         1           write
-  0.01    0.000008           4         2           getrusage
-  0.01    0.000007           3         2           prlimit64
-  0.01    0.000006           3         2           pread64
-  0.01    0.000004           4         1           poll
-  0.01    0.000004           4         1           sched_getaffinity
-  0.01    0.000004           4         1           set_tid_address
-  0.01    0.000004           4         1           getrandom
-  0.01    0.000003           3         1           arch_prctl
-  0.01    0.000003           3         1           gettid
-  0.01    0.000003           3         1           set_robust_list
-  0.01    0.000003           3         1           rseq
   0.00    0.000000           0         1         1 access
-  0.00    0.000000           0         1           execve
 ------ ----------- ----------- --------- --------- ------------------
-100.00    0.059825          84       705         1 total
+100.00    0.059825          84       660         1 total
 ";
 
     /// `strace -f -c -e trace=madvise,munmap -o FILE large release 1000 262144`.
@@ -692,8 +636,8 @@ mod tests {
     #[test]
     fn parses_a_real_strace_summary() {
         let s = parse_strace_summary(STEADY_MINIMAL_300).unwrap();
-        assert_eq!(s.total, 705);
-        assert_eq!(s.calls.len(), 24);
+        assert_eq!(s.total, 660);
+        assert_eq!(s.calls.len(), 4);
         assert_eq!(s.calls_of("munmap"), 322);
         assert_eq!(s.calls_of("mmap"), 333);
         // The errors column is not the calls column.

@@ -310,38 +310,40 @@ fn round3(x: f64) -> f64 {
 // ---------------------------------------------------------------------------------------------
 // Markdown
 
-/// A markdown table with padded columns; `right[i]` right-aligns column `i`.
+/// A markdown table with padded columns (`|` in a cell escaped); `right[i]` right-aligns
+/// column `i`.
 pub fn md_table(header: &[String], right: &[bool], rows: &[Vec<String>]) -> String {
-    let mut width: Vec<usize> = header.iter().map(|h| h.chars().count().max(3)).collect();
-    for row in rows {
+    let rows: Vec<Vec<String>> = std::iter::once(header)
+        .chain(rows.iter().map(Vec::as_slice))
+        .map(|row| row.iter().map(|c| c.replace('|', "\\|")).collect())
+        .collect();
+    let mut width: Vec<usize> = rows[0].iter().map(|h| h.chars().count().max(3)).collect();
+    for row in &rows {
         for (w, cell) in width.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
+    let right = |i: usize| right.get(i).copied().unwrap_or(false);
     let line = |row: &[String]| {
         let mut s = String::from("|");
         for (i, w) in width.iter().enumerate() {
             let cell = row.get(i).map_or("", String::as_str);
-            let pad = w - cell.chars().count();
-            s += &if right.get(i).copied().unwrap_or(false) {
-                format!(" {}{cell} |", " ".repeat(pad))
-            } else {
-                format!(" {cell}{} |", " ".repeat(pad))
+            let pad = " ".repeat(w - cell.chars().count());
+            s += &match right(i) {
+                true => format!(" {pad}{cell} |"),
+                false => format!(" {cell}{pad} |"),
             };
         }
         s + "\n"
     };
-    let mut out = line(header);
-    out += "|";
-    for (i, w) in width.iter().enumerate() {
-        out += &if right.get(i).copied().unwrap_or(false) {
-            format!(" {}: |", "-".repeat(w - 1))
-        } else {
-            format!(" {} |", "-".repeat(*w))
-        };
-    }
-    out += "\n";
-    for row in rows {
+    let rule: Vec<String> = (width.iter().enumerate())
+        .map(|(i, &w)| match right(i) {
+            true => format!("{}:", "-".repeat(w - 1)),
+            false => "-".repeat(w),
+        })
+        .collect();
+    let mut out = line(&rows[0]) + &line(&rule);
+    for row in &rows[1..] {
         out += &line(row);
     }
     out
