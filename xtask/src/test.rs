@@ -87,122 +87,87 @@ impl Selection {
 /// matrix smoke run (if `matrix`), the instruction-count check (if `icount`), the large-block
 /// check (if `large`), the preload check (if `preload`), and last the fuzz run (if `fuzz`).
 pub fn steps(sel: Selection) -> Vec<Step> {
-    let Selection {
-        icount,
-        matrix,
-        large,
-        preload,
-        sanitizers,
-        fuzz,
-    } = sel;
-    let cargo = |title: String, args: &[&'static str], mode: Option<&'static str>| Step {
-        title,
-        action: Action::Cargo {
-            args: args.to_vec(),
-            mode,
-        },
+    let cargo = |title: String, args: &'static str, mode: Option<&'static str>| {
+        let mut args: Vec<&'static str> = args.split(' ').collect();
+        args.extend(mode);
+        let action = Action::Cargo { args, mode };
+        Step { title, action }
     };
+    let per_mode = "test -p hakmem --no-default-features --features";
     let mut steps = vec![
-        cargo(
-            "cargo fmt --all --check".into(),
-            &["fmt", "--all", "--check"],
-            None,
-        ),
+        cargo("cargo fmt --all --check".into(), "fmt --all --check", None),
         cargo(
             "cargo clippy --workspace --all-targets --all-features".into(),
-            &[
-                "clippy",
-                "--workspace",
-                "--all-targets",
-                "--all-features",
-                "--",
-                "-D",
-                "warnings",
-            ],
+            "clippy --workspace --all-targets --all-features -- -D warnings",
             None,
         ),
         cargo(
             "cargo clippy -p hakmem --all-targets (default features)".into(),
-            &[
-                "clippy",
-                "-p",
-                "hakmem",
-                "--all-targets",
-                "--",
-                "-D",
-                "warnings",
-            ],
+            "clippy -p hakmem --all-targets -- -D warnings",
             None,
         ),
     ];
     for mode in MODES {
-        steps.push(cargo(
-            format!("cargo test -p hakmem (feature {mode}, HAKMEM_MODE={mode})"),
-            &[
-                "test",
-                "-p",
-                "hakmem",
-                "--no-default-features",
-                "--features",
-                mode,
-            ],
-            Some(mode),
-        ));
+        let title = format!("cargo test -p hakmem (feature {mode}, HAKMEM_MODE={mode})");
+        steps.push(cargo(title, per_mode, Some(mode)));
     }
     steps.push(cargo(
         "cargo test -p hakmem (feature runtime, HAKMEM_MODE unset)".into(),
-        &[
-            "test",
-            "-p",
-            "hakmem",
-            "--no-default-features",
-            "--features",
-            "runtime",
-        ],
+        "test -p hakmem --no-default-features --features runtime",
         None,
     ));
     steps.push(cargo(
         "cargo test --workspace --all-features (HAKMEM_MODE unset)".into(),
-        &["test", "--workspace", "--all-features"],
+        "test --workspace --all-features",
         None,
     ));
     let optional = [
-        (sanitizers, ASAN_TITLE, Action::Asan),
-        (sanitizers, MEMCHECK_TITLE, Action::Memcheck),
-        (matrix, MATRIX_TITLE, Action::Matrix),
-        (icount, ICOUNT_TITLE, Action::Icount),
-        (large, LARGE_TITLE, Action::Large),
-        (preload, PRELOAD_TITLE, Action::Preload),
+        (
+            sel.sanitizers,
+            "AddressSanitizer, every mode (cargo xtask sanitizers --asan)",
+            Action::Asan,
+        ),
+        (
+            sel.sanitizers,
+            "valgrind memcheck, BALANCED (cargo xtask sanitizers --memcheck)",
+            Action::Memcheck,
+        ),
+        (
+            sel.matrix,
+            "matrix smoke run (cargo xtask bench-matrix --smoke)",
+            Action::Matrix,
+        ),
+        (
+            sel.icount,
+            "instruction counts (cargo xtask icount --self-test)",
+            Action::Icount,
+        ),
+        (
+            sel.large,
+            "large-block check (cargo xtask large --check)",
+            Action::Large,
+        ),
+        (
+            sel.preload,
+            "preload check (cargo xtask preload --check)",
+            Action::Preload,
+        ),
     ];
-    for (on, title, action) in optional {
-        if on {
-            steps.push(Step {
-                title: title.into(),
-                action,
-            });
-        }
-    }
-    if let Some(secs) = fuzz {
+    for (_, title, action) in optional.into_iter().filter(|o| o.0) {
         steps.push(Step {
-            title: format!("fuzz run, {secs} s (cargo xtask fuzz --time {secs})"),
+            title: title.into(),
+            action,
+        });
+    }
+    if let Some(secs) = sel.fuzz {
+        let title = format!("fuzz run, {secs} s (cargo xtask fuzz --time {secs})");
+        steps.push(Step {
+            title,
             action: Action::Fuzz(secs),
         });
     }
     steps
 }
-
-/// The AddressSanitizer step's title.
-const ASAN_TITLE: &str = "AddressSanitizer, every mode (cargo xtask sanitizers --asan)";
-/// The memcheck step's title.
-const MEMCHECK_TITLE: &str = "valgrind memcheck, BALANCED (cargo xtask sanitizers --memcheck)";
-/// The large-block step's title.
-const LARGE_TITLE: &str = "large-block check (cargo xtask large --check)";
-/// The matrix step's title.
-const MATRIX_TITLE: &str = "matrix smoke run (cargo xtask bench-matrix --smoke)";
-/// The instruction-count step's title.
-const ICOUNT_TITLE: &str = "instruction counts (cargo xtask icount --self-test)";
-/// The preload step's title.
-const PRELOAD_TITLE: &str = "preload check (cargo xtask preload --check)";
 
 /// How one step ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -375,21 +340,28 @@ mod tests {
             &all[9].action,
             Action::Cargo { args, .. } if args[..2] == ["test", "--workspace"]
         ));
-        let without = steps(sel(false, true, true));
-        assert_eq!(without.len(), 15);
-        assert!(without.iter().all(|s| s.action != Action::Icount));
-        let without = steps(sel(true, false, true));
-        assert_eq!(without.len(), 15);
-        assert!(without.iter().all(|s| s.action != Action::Matrix));
-        let without = steps(sel(true, true, false));
-        assert_eq!(without.len(), 15);
-        assert!(without.iter().all(|s| s.action != Action::Large));
-        let without = steps(Selection {
-            preload: false,
-            ..Selection::ALL_CI
-        });
-        assert_eq!(without.len(), 15);
-        assert_eq!(without.last().map(|s| &s.action), Some(&Action::Large));
+        let off = |a: Action| -> Selection {
+            let mut sel = Selection::ALL_CI;
+            match a {
+                Action::Icount => sel.icount = false,
+                Action::Matrix => sel.matrix = false,
+                Action::Large => sel.large = false,
+                _ => sel.preload = false,
+            }
+            sel
+        };
+        for action in [
+            Action::Icount,
+            Action::Matrix,
+            Action::Large,
+            Action::Preload,
+        ] {
+            let without = steps(off(action.clone()));
+            assert_eq!(without.len(), 15);
+            assert!(without.iter().all(|s| s.action != action), "{action:?}");
+        }
+        let last = steps(off(Action::Preload)).pop().map(|s| s.action);
+        assert_eq!(last, Some(Action::Large));
         assert_eq!(steps(sel(false, false, false)).len(), 13);
         let quick = Selection {
             sanitizers: false,
@@ -420,17 +392,15 @@ mod tests {
                 mode: Some(mode),
             } = step.action
             {
-                assert_eq!(
-                    args,
-                    [
-                        "test",
-                        "-p",
-                        "hakmem",
-                        "--no-default-features",
-                        "--features",
-                        mode
-                    ]
-                );
+                let want = [
+                    "test",
+                    "-p",
+                    "hakmem",
+                    "--no-default-features",
+                    "--features",
+                    mode,
+                ];
+                assert_eq!(args, want);
                 with_mode.push(mode);
             }
         }
