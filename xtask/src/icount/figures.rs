@@ -37,7 +37,7 @@ use crate::cmd;
 
 /// What the figures depend on besides the code: a different value of any of these can move a
 /// count without the code having changed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Environment {
     /// `rustc -V`: the code generator.
     pub rustc: String,

@@ -1,22 +1,9 @@
-//! `cargo xtask icount`: the instruction-count regression check (CI runs it through
-//! `cargo xtask test`).
-//!
-//! 1. Installs the `iai-callgrind-runner` matching the `iai-callgrind` library (exactly
-//!    [`RUNNER_VERSION`]) into `<target>/tools` if it is not there (`cargo install`, ~95 s once).
-//! 2. Runs the iai-callgrind benchmarks `benches/benches/icount.rs` (`cargo bench -p
-//!    hakmem-benches --bench icount -- --output-format=json`) and reads the `Ir` count of each
-//!    from iai-callgrind's JSON summary lines, and what each benchmark's teardown recorded about
-//!    the runtime configuration. The run goes to `<target>/icount/measured.json`.
-//! 3. Compares every count with the committed baseline `benches/baselines/icount.json`
-//!    ([`compare`]: fails above +2%, enforced when the environment is the baseline's), and checks
-//!    the machine-independent [`rules`] (always enforced).
-//! 4. Prints the tables and the rules, and writes `<target>/icount/report.md` and
-//!    `<target>/icount/regression-analysis.md` ([`report`]).
-//!
-//! `--bless` rewrites the baseline (and docs/regression-analysis.md's generated blocks) from the run instead of
-//! comparing; `--self-test` then proves the check can fail: it lowers the baseline by 10% in a
-//! temporary copy and runs `cargo xtask icount --no-run --baseline COPY`, which must exit with
-//! status 1 and flag every checked figure.
+//! `cargo xtask icount`: the instruction-count regression check (its `--help` says what it
+//! does). Installs the runner ([`ensure_runner`]), runs `benches/benches/icount.rs` and reads
+//! each benchmark's `Ir` from iai-callgrind's JSON summary lines and what its teardown recorded
+//! of the runtime configuration ([`measure`]), compares with the baseline ([`compare`]), checks
+//! the [`rules`] and writes the reports ([`report`]). `--self-test` lowers the baseline by 10% in
+//! a temporary copy and requires `cargo xtask icount --no-run --baseline COPY` to fail.
 
 pub mod compare;
 pub mod figures;

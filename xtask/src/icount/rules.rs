@@ -614,12 +614,7 @@ mod tests {
             ir.insert(format!("{POOL_PATH}/{who}"), per_op * OPS);
         }
         Figures {
-            env: Environment {
-                rustc: String::new(),
-                cpu: String::new(),
-                glibc: String::new(),
-                valgrind: String::new(),
-            },
+            env: Environment::default(),
             paths: vec![POOL_PATH.into()],
             ir,
             config: Default::default(),
@@ -697,12 +692,7 @@ mod tests {
     fn rows_pair_each_mode_with_its_twin() {
         use super::super::figures::Environment;
         let mut figures = Figures {
-            env: Environment {
-                rustc: String::new(),
-                cpu: String::new(),
-                glibc: String::new(),
-                valgrind: String::new(),
-            },
+            env: Environment::default(),
             paths: vec!["tiny_pair".into()],
             ir: Default::default(),
             config: Default::default(),
