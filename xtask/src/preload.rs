@@ -933,28 +933,36 @@ mod tests {
         assert_eq!(debug_mode(&["fast"]), "fast");
     }
 
+    /// The value `c` gives `var` in a child's environment: `Some(None)` if it removes it.
+    fn env(c: &Contender, var: &str) -> Option<Option<String>> {
+        let cmd = c.command(Path::new("true"), &[] as &[&str]);
+        let found = cmd.get_envs().find(|(k, _)| *k == var);
+        found.map(|(_, v)| v.map(|v| v.to_string_lossy().into_owned()))
+    }
+
     #[test]
-    fn contenders_preload_and_set_the_mode() {
+    fn contenders_preload_set_the_mode_and_lose_the_log_and_report_variables() {
         let c = Contender::hakmem("runtime", PathBuf::from("/x/lib.so"));
         assert_eq!(c.expected_mode, Some(RUNTIME_CHECK_MODE));
         assert_eq!(cmd::slug(&c.name), format!("runtime-{RUNTIME_CHECK_MODE}"));
-        let cmd = c.command(Path::new("true"), &[] as &[&str]);
-        let envs: Vec<_> = cmd.get_envs().collect();
-        assert!(envs.contains(&(
-            std::ffi::OsStr::new("LD_PRELOAD"),
-            Some(std::ffi::OsStr::new("/x/lib.so"))
-        )));
-        assert!(envs.contains(&(
-            std::ffi::OsStr::new(cmd::MODE_VAR),
-            Some(std::ffi::OsStr::new(RUNTIME_CHECK_MODE))
-        )));
-        let g = Contender::glibc().command(Path::new("true"), &[] as &[&str]);
-        assert!(g
-            .get_envs()
-            .any(|(k, v)| k == std::ffi::OsStr::new("LD_PRELOAD") && v.is_none()));
+        assert_eq!(env(&c, "LD_PRELOAD"), Some(Some("/x/lib.so".into())));
         assert_eq!(
-            Contender::hakmem("fast", "/y".into()).expected_mode,
-            Some("fast")
+            env(&c, cmd::MODE_VAR),
+            Some(Some(RUNTIME_CHECK_MODE.into()))
+        );
+        assert_eq!(env(&Contender::glibc(), "LD_PRELOAD"), Some(None));
+        let fast = Contender::hakmem("fast", "/y".into());
+        assert_eq!(fast.expected_mode, Some("fast"));
+        for c in [Contender::glibc(), fast] {
+            for var in [LOG_VAR, REPORT_VAR] {
+                assert_eq!(env(&c, var), Some(None), "{var} for {}", c.name);
+            }
+        }
+        let r = Contender::runtime("/r.so".into(), "learning");
+        assert_eq!(r.name, "runtime (HAKMEM_MODE=learning)");
+        assert_eq!(
+            (r.hakmem_mode, r.expected_mode),
+            (Some("learning"), Some("learning"))
         );
     }
 
@@ -964,42 +972,17 @@ mod tests {
             split_stderr("allocator: hakmem fast\nhakmem: lifecycle LEARN\nwarning: x\n");
         assert_eq!(allocator.as_deref(), Some("hakmem fast"));
         assert_eq!(rest, "hakmem: lifecycle LEARN\nwarning: x\n");
-        assert_eq!(first_difference("a\nb\n", "a\nb\n"), "identical");
-        assert_eq!(
-            first_difference("a\nb\n", "a\nc\n"),
-            "line 2: reference \"b\", got \"c\""
-        );
-        assert_eq!(
-            first_difference("a\n", "a\nextra\n"),
-            "line 2: reference \"<end>\", got \"extra\""
-        );
-    }
-
-    #[test]
-    fn children_lose_the_log_and_report_variables() {
-        for c in [
-            Contender::glibc(),
-            Contender::hakmem("learning", "/l.so".into()),
-        ] {
-            let cmd = c.command(Path::new("true"), &[] as &[&str]);
-            let removed: Vec<_> = cmd
-                .get_envs()
-                .filter(|(_, v)| v.is_none())
-                .map(|(k, _)| k.to_owned())
-                .collect();
-            for var in [LOG_VAR, REPORT_VAR] {
-                assert!(removed.iter().any(|k| k == var), "{var} for {}", c.name);
-            }
-        }
-        let r = Contender::runtime("/r.so".into(), "learning");
-        assert_eq!(
-            (r.name.as_str(), r.hakmem_mode, r.expected_mode),
+        for (a, b, want) in [
+            ("a\nb\n", "a\nb\n", "identical"),
+            ("a\nb\n", "a\nc\n", "line 2: reference \"b\", got \"c\""),
             (
-                "runtime (HAKMEM_MODE=learning)",
-                Some("learning"),
-                Some("learning")
-            )
-        );
+                "a\n",
+                "a\nextra\n",
+                "line 2: reference \"<end>\", got \"extra\"",
+            ),
+        ] {
+            assert_eq!(first_difference(a, b), want);
+        }
     }
 
     #[test]
