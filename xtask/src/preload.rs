@@ -501,42 +501,26 @@ const CFLAGS: [&str; 6] = ["-O2", "-g", "-fno-builtin", "-pthread", "-Wall", "-W
 
 /// Compiles the C test, its TLS library and the conformance program into `dir`.
 fn compile_c_programs(dir: &Path) -> Result<CPrograms, String> {
-    let source = tests_dir().join("preload_test.c");
-    let conformance_source = tests_dir().join("conformance.c");
     let programs = CPrograms {
         test: dir.join("preload_test"),
         tls: dir.join("libpreload_test_tls.so"),
         conformance: dir.join("conformance"),
     };
-    let arg = |p: &Path| p.to_string_lossy().into_owned();
-    let (source_arg, conformance_arg) = (arg(&source), arg(&conformance_source));
-    let (exe_arg, tls_arg, conf_arg) = (
-        arg(&programs.test),
-        arg(&programs.tls),
-        arg(&programs.conformance),
+    let (test, conformance) = (
+        tests_dir().join("preload_test.c"),
+        tests_dir().join("conformance.c"),
     );
-    fn program<'a>(out: &'a str, src: &'a str) -> Vec<&'a str> {
-        let mut args = CFLAGS.to_vec();
-        args.extend(["-o", out, src]);
-        args
-    }
-    let builds: [Vec<&str>; 3] = [
-        program(&exe_arg, &source_arg),
-        vec![
-            "-O2",
-            "-fPIC",
-            "-shared",
-            "-DTLS_LIB",
-            "-o",
-            &tls_arg,
-            &source_arg,
-        ],
-        program(&conf_arg, &conformance_arg),
-    ];
-    for args in &builds {
-        eprintln!("preload check: cc {}", args.join(" "));
+    let tls_flags = ["-O2", "-fPIC", "-shared", "-DTLS_LIB"];
+    for (flags, out, source) in [
+        (&CFLAGS[..], &programs.test, &test),
+        (&tls_flags[..], &programs.tls, &test),
+        (&CFLAGS[..], &programs.conformance, &conformance),
+    ] {
+        let (out, source) = (out.display(), source.display());
+        eprintln!("preload check: cc {} -o {out} {source}", flags.join(" "));
         let status = Command::new("cc")
-            .args(args)
+            .args(flags)
+            .args(["-o", &out.to_string(), &source.to_string()])
             .status()
             .map_err(|e| format!("cc is needed (apt-get install gcc): {e}"))?;
         if !status.success() {
