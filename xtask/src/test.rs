@@ -1,14 +1,5 @@
-//! `cargo xtask test`: the project's one test command, the one CI runs (through `.ci/run`).
-//!
-//! Runs every step even after one fails — rustfmt, clippy (all features; default features),
-//! `cargo test -p hakmem` once per compiled mode with `HAKMEM_MODE` naming it, once for the
-//! `runtime` feature, `cargo test --workspace --all-features`, the hakmem tests under
-//! AddressSanitizer (every mode) and under valgrind memcheck (`cargo xtask sanitizers`), the
-//! benchmark matrix's smoke run (`cargo xtask bench-matrix --smoke`, in this process, so that
-//! the command cannot rot), the instruction-count check with its self-test (`cargo xtask icount
-//! --self-test`), the large-block check (`cargo xtask large --check`), the preload check (`cargo
-//! xtask preload --check`) and, only if asked for, a fuzz run (`cargo xtask fuzz`) — then prints a summary table and, as the very last line,
-//! `xtask test: N passed, M failed`.
+//! `cargo xtask test`: the project's one test command, the one CI runs (through `.ci/run`); its
+//! steps are listed by `cargo xtask test --help`. Every step runs even after one fails.
 
 use std::time::{Duration, Instant};
 
@@ -39,19 +30,13 @@ pub enum Action {
         args: Vec<&'static str>,
         mode: Option<&'static str>,
     },
-    /// `cargo xtask bench-matrix --smoke`, in this process.
+    // The rest run their `cargo xtask` command in this process (their titles name it).
     Matrix,
-    /// `cargo xtask icount --self-test`, in this process.
     Icount,
-    /// `cargo xtask large --check`, in this process.
     Large,
-    /// `cargo xtask preload --check`, in this process.
     Preload,
-    /// `cargo xtask sanitizers --asan`, in this process.
     Asan,
-    /// `cargo xtask sanitizers --memcheck`, in this process.
     Memcheck,
-    /// `cargo xtask fuzz --time SECS`, in this process.
     Fuzz(u64),
 }
 
@@ -61,12 +46,10 @@ pub struct Selection {
     pub icount: bool,
     pub matrix: bool,
     pub large: bool,
-    /// The preload library's check (C test, contract, python3, git under every mode; the
-    /// learning modes' log).
     pub preload: bool,
     /// The AddressSanitizer and memcheck runs.
     pub sanitizers: bool,
-    /// A fuzz run of this many seconds (off unless asked for: not in CI, docs/reliability.md).
+    /// A fuzz run of this many seconds (not in CI).
     pub fuzz: Option<u64>,
 }
 
@@ -83,9 +66,7 @@ impl Selection {
     };
 }
 
-/// The steps, in order: after the workspace tests the sanitizer runs (if `sanitizers`), the
-/// matrix smoke run (if `matrix`), the instruction-count check (if `icount`), the large-block
-/// check (if `large`), the preload check (if `preload`), and last the fuzz run (if `fuzz`).
+/// The steps, in order: the cargo steps, then the selected optional ones, the fuzz run last.
 pub fn steps(sel: Selection) -> Vec<Step> {
     let cargo = |title: String, args: &'static str, mode: Option<&'static str>| {
         let mut args: Vec<&'static str> = args.split(' ').collect();
@@ -317,104 +298,59 @@ pub fn summary(results: &[(String, Outcome, Duration)]) -> String {
 mod tests {
     use super::*;
 
-    fn sel(icount: bool, matrix: bool, large: bool) -> Selection {
-        Selection {
-            icount,
-            matrix,
-            large,
-            ..Selection::ALL_CI
-        }
-    }
-
     #[test]
-    fn sixteen_steps_sanitizers_after_the_tests_then_matrix_icount_large_preload() {
+    fn the_steps_in_order_and_as_selected() {
+        use Action::*;
         let all = steps(Selection::ALL_CI);
-        assert_eq!(all.len(), 16);
-        assert_eq!(all.last().map(|s| &s.action), Some(&Action::Preload));
-        assert_eq!(all[14].action, Action::Large);
-        assert_eq!(all[13].action, Action::Icount);
-        assert_eq!(all[12].action, Action::Matrix);
-        assert_eq!(all[11].action, Action::Memcheck);
-        assert_eq!(all[10].action, Action::Asan);
         assert!(matches!(
             &all[9].action,
-            Action::Cargo { args, .. } if args[..2] == ["test", "--workspace"]
+            Cargo { args, .. } if args[..2] == ["test", "--workspace"]
         ));
-        let off = |a: Action| -> Selection {
-            let mut sel = Selection::ALL_CI;
-            match a {
-                Action::Icount => sel.icount = false,
-                Action::Matrix => sel.matrix = false,
-                Action::Large => sel.large = false,
-                _ => sel.preload = false,
-            }
-            sel
-        };
-        for action in [
-            Action::Icount,
-            Action::Matrix,
-            Action::Large,
-            Action::Preload,
-        ] {
-            let without = steps(off(action.clone()));
-            assert_eq!(without.len(), 15);
-            assert!(without.iter().all(|s| s.action != action), "{action:?}");
-        }
-        let last = steps(off(Action::Preload)).pop().map(|s| s.action);
-        assert_eq!(last, Some(Action::Large));
-        assert_eq!(steps(sel(false, false, false)).len(), 13);
-        let quick = Selection {
-            sanitizers: false,
-            preload: false,
-            ..sel(false, false, false)
-        };
-        assert_eq!(steps(quick).len(), 10);
-    }
-
-    #[test]
-    fn fuzzing_only_when_asked_for_and_last() {
-        assert!(steps(Selection::ALL_CI)
-            .iter()
-            .all(|s| !matches!(s.action, Action::Fuzz(_))));
-        let with = steps(Selection {
-            fuzz: Some(30),
-            ..Selection::ALL_CI
-        });
-        assert_eq!(with.last().map(|s| &s.action), Some(&Action::Fuzz(30)));
-    }
-
-    #[test]
-    fn only_the_per_mode_tests_set_the_mode() {
+        // Only the per-mode tests set the mode; clippy denies warnings.
         let mut with_mode = Vec::new();
-        for step in steps(Selection::ALL_CI) {
-            if let Action::Cargo {
-                args,
-                mode: Some(mode),
-            } = step.action
-            {
-                let want = [
-                    "test",
-                    "-p",
-                    "hakmem",
-                    "--no-default-features",
-                    "--features",
-                    mode,
-                ];
-                assert_eq!(args, want);
-                with_mode.push(mode);
+        for step in &all {
+            match &step.action {
+                Cargo {
+                    args,
+                    mode: Some(m),
+                } => {
+                    let want = format!("test -p hakmem --no-default-features --features {m}");
+                    assert_eq!(args.join(" "), want);
+                    with_mode.push(*m);
+                }
+                Cargo { args, .. } if args[0] == "clippy" => {
+                    assert!(args.ends_with(&["--", "-D", "warnings"]), "{args:?}")
+                }
+                _ => {}
             }
         }
         assert_eq!(with_mode, MODES);
-    }
-
-    #[test]
-    fn clippy_denies_warnings() {
-        for step in steps(Selection::ALL_CI) {
-            if let Action::Cargo { args, .. } = step.action {
-                if args[0] == "clippy" {
-                    assert!(args.ends_with(&["--", "-D", "warnings"]), "{args:?}");
-                }
-            }
+        // The ten cargo steps always run; the optional ones follow, as selected (`toggled`: from
+        // what CI runs).
+        for (toggled, optional) in [
+            ("", "Asan Memcheck Matrix Icount Large Preload"),
+            ("icount", "Asan Memcheck Matrix Large Preload"),
+            ("matrix", "Asan Memcheck Icount Large Preload"),
+            ("large", "Asan Memcheck Matrix Icount Preload"),
+            ("preload", "Asan Memcheck Matrix Icount Large"),
+            ("icount matrix large", "Asan Memcheck Preload"),
+            ("icount matrix large preload sanitizers", ""),
+            ("sanitizers fuzz", "Matrix Icount Large Preload Fuzz(30)"),
+        ] {
+            let on = |step| !toggled.split(' ').any(|o| o == step);
+            let selection = Selection {
+                icount: on("icount"),
+                matrix: on("matrix"),
+                large: on("large"),
+                preload: on("preload"),
+                sanitizers: on("sanitizers"),
+                fuzz: (!on("fuzz")).then_some(30),
+            };
+            let got: Vec<String> = steps(selection)[10..]
+                .iter()
+                .map(|s| format!("{:?}", s.action))
+                .collect();
+            assert_eq!(got.join(" "), optional, "{toggled}");
         }
     }
 
