@@ -104,8 +104,7 @@ pub fn build_probe(tool: &str, name: &str, out: &str) -> Result<(PathBuf, PathBu
         ));
     }
     let out_dir = target.join(out);
-    std::fs::create_dir_all(&out_dir)
-        .map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
+    create_dir(&out_dir)?;
     Ok((bin, out_dir))
 }
 
@@ -131,6 +130,23 @@ fn strip_pid(line: &str) -> &str {
         Some(end) if rest[..end].bytes().all(|b| b.is_ascii_digit()) => &rest[end + 2..],
         _ => line,
     }
+}
+
+/// `create_dir_all`, its error naming the directory.
+pub fn create_dir(dir: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))
+}
+
+/// Writes `text` to `path`, creating its directory; the error names the file.
+pub fn write(path: &Path, text: impl AsRef<[u8]>) -> Result<(), String> {
+    create_dir(path.parent().unwrap_or(Path::new(".")))?;
+    std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// Reads `path` (lossily as UTF-8); the error names the file.
+pub fn read(path: &Path) -> Result<String, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// Seconds with one decimal, e.g. `12.3`.

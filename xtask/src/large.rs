@@ -598,7 +598,7 @@ pub fn run(invoked_as: &str) -> Result<bool, String> {
          {table}\n{verdict}.\n\nHow each figure is measured:\n\n{METHOD}"
     );
     let md_path = out_dir.join("large.md");
-    std::fs::write(&md_path, md).map_err(|e| format!("cannot write {}: {e}", md_path.display()))?;
+    cmd::write(&md_path, md)?;
     println!(
         "large: wrote {} ({} s)",
         md_path.display(),

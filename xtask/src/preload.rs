@@ -61,8 +61,7 @@ pub fn build(mode: &str, release: bool) -> Result<PathBuf, String> {
         true => library_path(mode),
         false => library_path(&format!("debug-{mode}")),
     };
-    let dir = dest.parent().expect("a file in a directory");
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    cmd::create_dir(dest.parent().expect("a file in a directory"))?;
     let tmp = dest.with_extension("so.tmp");
     std::fs::copy(&built, &tmp)
         .and_then(|_| std::fs::rename(&tmp, &dest))
@@ -231,15 +230,10 @@ pub fn run_timed(mut cmd: Command, stem: &Path, timeout: Duration) -> Result<Fin
         }
     };
     let took = start.elapsed();
-    let read = |p: &Path| {
-        std::fs::read(p)
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .map_err(|e| format!("cannot read {}: {e}", p.display()))
-    };
     Ok(Finished {
         status,
-        stdout: read(&out_path)?,
-        stderr: read(&err_path)?,
+        stdout: cmd::read(&out_path)?,
+        stderr: cmd::read(&err_path)?,
         took,
     })
 }
@@ -689,13 +683,11 @@ fn check_log(c: &Contender, python: &Path, dir: &Path, tally: &mut Tally) {
     // A file that already holds a line: the log is appended after it.
     let file = dir.join(format!("log-file-{slug}.log"));
     const FIRST: &str = "an earlier line\n";
-    let result = std::fs::write(&file, FIRST)
-        .map_err(|e| format!("cannot write {}: {e}", file.display()))
+    let result = cmd::write(&file, FIRST)
         .and_then(|()| run("log-file", Some(&file)))
         .and_then(|f| {
             judge_log(&f, false)?;
-            let text = std::fs::read_to_string(&file)
-                .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+            let text = cmd::read(&file)?;
             let Some(appended) = text.strip_prefix(FIRST) else {
                 return Err(format!(
                     "{} does not start with its earlier line: the log was not appended",
@@ -734,7 +726,7 @@ pub fn check_all(contenders: &[Contender]) -> Result<bool, String> {
     let started = Instant::now();
     let dir = cmd::target_dir().join("preload").join("check");
     let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    cmd::create_dir(&dir)?;
     let programs = compile_c_programs(&dir)?;
     let (exe, tls) = (&programs.test, &programs.tls);
     let python = python()?;

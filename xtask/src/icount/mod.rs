@@ -90,17 +90,7 @@ fn measured_path() -> PathBuf {
 
 /// Reads a figures file, with its path in any error.
 pub fn read_figures(path: &Path) -> Result<Figures, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    Figures::from_json(&text).map_err(|e| format!("{}: {e}", path.display()))
-}
-
-fn write(path: &Path, text: &str) -> Result<(), String> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    }
-    std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    Figures::from_json(&cmd::read(path)?).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Whether `.crates.toml` (cargo install's record) lists the runner at [`RUNNER_VERSION`].
@@ -194,8 +184,7 @@ fn new_metric(metrics: &Value) -> Option<u64> {
 fn measure(runner: &Path, env: Environment) -> Result<Figures, String> {
     let config_dir = out_dir().join("config");
     let _ = std::fs::remove_dir_all(&config_dir);
-    std::fs::create_dir_all(&config_dir)
-        .map_err(|e| format!("cannot create {}: {e}", config_dir.display()))?;
+    cmd::create_dir(&config_dir)?;
     let args = [
         "bench",
         "-p",
@@ -295,7 +284,7 @@ pub fn run(opts: &Options, invoked_as: &str) -> Result<bool, String> {
         }
         let runner = ensure_runner()?;
         let figures = measure(&runner, Environment::detect())?;
-        write(&measured_path(), &figures.to_json())?;
+        cmd::write(&measured_path(), figures.to_json())?;
         figures
     };
     println!(
@@ -312,8 +301,7 @@ pub fn run(opts: &Options, invoked_as: &str) -> Result<bool, String> {
     let baseline_path = opts.baseline.clone().unwrap_or_else(|| root.join(BASELINE));
     let date = cmd::first_line(Command::new("date").args(["-u", "+%F"]))
         .unwrap_or_else(|| "(unknown date)".into());
-    let doc =
-        std::fs::read_to_string(root.join(DOC)).map_err(|e| format!("cannot read {DOC}: {e}"))?;
+    let doc = cmd::read(&root.join(DOC))?;
     let blocks = report::regression_blocks(&figures, &rows, &rules, &date, invoked_as);
     let analysis = report::regression_analysis(&doc, &blocks).map_err(|e| format!("{DOC}: {e}"))?;
 
@@ -324,14 +312,14 @@ pub fn run(opts: &Options, invoked_as: &str) -> Result<bool, String> {
     let compared = if opts.bless {
         let mut blessed = figures.clone();
         blessed.config.clear();
-        write(&baseline_path, &blessed.to_json())?;
+        cmd::write(&baseline_path, blessed.to_json())?;
         println!(
             "icount: --bless: wrote {} ({} figures)",
             baseline_path.display(),
             blessed.ir.len()
         );
         if opts.baseline.is_none() {
-            write(&root.join(DOC), &analysis)?;
+            cmd::write(&root.join(DOC), &analysis)?;
             println!("icount: --bless: wrote {DOC}");
         }
         md += &format!("Blessed: wrote {}.\n\n", baseline_path.display());
@@ -420,8 +408,8 @@ pub fn run(opts: &Options, invoked_as: &str) -> Result<bool, String> {
     }
 
     let out = out_dir();
-    write(&out.join("report.md"), &md)?;
-    write(&out.join("regression-analysis.md"), &analysis)?;
+    cmd::write(&out.join("report.md"), &md)?;
+    cmd::write(&out.join("regression-analysis.md"), &analysis)?;
     println!(
         "icount: wrote {} and {} ({} s)",
         out.join("report.md").display(),
@@ -455,7 +443,7 @@ fn self_test(figures: &Figures, baseline_path: &Path) -> Result<bool, String> {
     let checked = expected.failures().len();
     let dir = std::env::temp_dir().join(format!("hakmem-icount-self-test-{}", std::process::id()));
     let copy = dir.join("icount.json");
-    write(&copy, &tampered.to_json())?;
+    cmd::write(&copy, tampered.to_json())?;
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
     let args: Vec<OsString> = vec![
         "icount".into(),

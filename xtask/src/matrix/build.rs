@@ -55,8 +55,7 @@ pub fn build(bin: &Binary, n: usize, total: usize, bin_dir: &Path) -> Result<Dur
     let built = cmd::target_dir()
         .join("release")
         .join(format!("bench{}", std::env::consts::EXE_SUFFIX));
-    std::fs::create_dir_all(bin_dir)
-        .map_err(|e| format!("cannot create {}: {e}", bin_dir.display()))?;
+    cmd::create_dir(bin_dir)?;
     let dest = bin_path(bin_dir, bin.name);
     std::fs::copy(&built, &dest)
         .map_err(|e| format!("cannot copy {} to {}: {e}", built.display(), dest.display()))?;

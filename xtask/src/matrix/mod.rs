@@ -246,8 +246,7 @@ pub fn run_in(opts: &Options, bins: &Path, command_line: &str) -> Result<bool, E
         build_secs,
         run_secs,
     };
-    std::fs::create_dir_all(&out)
-        .map_err(|e| Error::Failed(format!("cannot create {}: {e}", out.display())))?;
+    cmd::create_dir(&out).map_err(Error::Failed)?;
     let mut md = report::markdown(&meta, &plan, &cells);
     // The real-program row (`--real`): after the scenarios, in the same report.
     let mut real_ok = true;
@@ -276,9 +275,7 @@ pub fn run_in(opts: &Options, bins: &Path, command_line: &str) -> Result<bool, E
         ),
     ];
     for (name, text) in &files {
-        let path = out.join(name);
-        std::fs::write(&path, text)
-            .map_err(|e| Error::Failed(format!("cannot write {}: {e}", path.display())))?;
+        cmd::write(&out.join(name), text).map_err(Error::Failed)?;
     }
 
     println!();

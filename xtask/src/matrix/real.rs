@@ -23,7 +23,7 @@ use super::report::{csv_field, fmt_kib, fmt_ratio, md_table};
 use super::run::schedule;
 use super::stats::{median, min_max, ratio};
 use super::{Contender, Options};
-use crate::preload;
+use crate::{cmd, preload};
 
 /// The workload's records at full size (`--scale F` multiplies it).
 pub const RECORDS: usize = 20_000;
@@ -194,8 +194,7 @@ pub fn run(opts: &Options, out: &Path) -> Result<Vec<Summary>, String> {
     let columns = columns(&opts.contenders, &preload::library_path);
     let records = records(opts.scale).to_string();
     let runs_dir = out.join("real-runs");
-    std::fs::create_dir_all(&runs_dir)
-        .map_err(|e| format!("cannot create {}: {e}", runs_dir.display()))?;
+    cmd::create_dir(&runs_dir)?;
     let mut summaries: Vec<Summary> = columns
         .iter()
         .map(|c| Summary {
@@ -403,8 +402,7 @@ pub fn all_ok(summaries: &[Summary]) -> bool {
 /// in the output directory.
 pub fn run_only(opts: &Options, command_line: &str) -> Result<bool, super::Error> {
     let out = opts.out_dir();
-    std::fs::create_dir_all(&out)
-        .map_err(|e| super::Error::Failed(format!("cannot create {}: {e}", out.display())))?;
+    cmd::create_dir(&out).map_err(super::Error::Failed)?;
     let summaries = run(opts, &out).map_err(super::Error::Failed)?;
     let machine = super::build::Machine::describe();
     let mut md = String::from("# hakmem: the real-program row\n\n");
@@ -428,9 +426,7 @@ pub fn write(out: &Path, summaries: &[Summary], md: Option<&str>) -> Result<(), 
         files.push(("real.md", md.to_owned()));
     }
     for (name, text) in files {
-        let path = out.join(name);
-        std::fs::write(&path, text)
-            .map_err(|e| super::Error::Failed(format!("cannot write {}: {e}", path.display())))?;
+        cmd::write(&out.join(name), text).map_err(super::Error::Failed)?;
     }
     Ok(())
 }
