@@ -6,6 +6,7 @@
 //! checked on its own. Every child loses `HAKMEM_LOG` and `HAKMEM_REPORT` unless a run sets one,
 //! and runs in its own process group, killed with it after [`CHILD_TIMEOUT`].
 
+use std::ffi::OsStr;
 use std::fs::File;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -169,7 +170,7 @@ impl Contender {
 
     /// `program args…` from the workspace root under this contender: `LD_PRELOAD` set (or
     /// removed), `HAKMEM_MODE` set (or removed), `HAKMEM_LOG` and `HAKMEM_REPORT` removed.
-    pub fn command<S: AsRef<std::ffi::OsStr>>(&self, program: &Path, args: &[S]) -> Command {
+    pub fn command<S: AsRef<OsStr>>(&self, program: &Path, args: &[S]) -> Command {
         let mut c = cmd::command(program, args, self.hakmem_mode);
         match &self.library {
             Some(lib) => c.env("LD_PRELOAD", lib),
@@ -480,48 +481,38 @@ pub const CHECK_RECORDS: &str = "10000";
 /// The environment every python run gets, with or without the library.
 pub const PYTHON_ENV: [(&str, &str); 2] = [("PYTHONMALLOC", "malloc"), ("PYTHONHASHSEED", "0")];
 
-/// The check's C programs, compiled.
-struct CPrograms {
-    /// `preload_test`.
-    test: PathBuf,
-    /// Its TLS library (`preload_test.c` with `-DTLS_LIB -shared`).
-    tls: PathBuf,
-    /// `conformance`.
-    conformance: PathBuf,
-}
-
 /// The flags of the C test programs (the TLS library has its own).
 const CFLAGS: [&str; 6] = ["-O2", "-g", "-fno-builtin", "-pthread", "-Wall", "-Wextra"];
 
-/// Compiles the C test, its TLS library and the conformance program into `dir`.
-fn compile_c_programs(dir: &Path) -> Result<CPrograms, String> {
-    let programs = CPrograms {
-        test: dir.join("preload_test"),
-        tls: dir.join("libpreload_test_tls.so"),
-        conformance: dir.join("conformance"),
-    };
-    let (test, conformance) = (
-        tests_dir().join("preload_test.c"),
-        tests_dir().join("conformance.c"),
-    );
+/// Compiles into `dir` the C test, its TLS library (`preload_test.c` with `-DTLS_LIB -shared`)
+/// and the conformance program; their paths, in that order.
+fn compile_c_programs(dir: &Path) -> Result<[PathBuf; 3], String> {
     let tls_flags = ["-O2", "-fPIC", "-shared", "-DTLS_LIB"];
-    for (flags, out, source) in [
-        (&CFLAGS[..], &programs.test, &test),
-        (&tls_flags[..], &programs.tls, &test),
-        (&CFLAGS[..], &programs.conformance, &conformance),
-    ] {
-        let (out, source) = (out.display(), source.display());
-        eprintln!("preload check: cc {} -o {out} {source}", flags.join(" "));
+    let programs = [
+        (&CFLAGS[..], "preload_test", "preload_test.c"),
+        (&tls_flags[..], "libpreload_test_tls.so", "preload_test.c"),
+        (&CFLAGS[..], "conformance", "conformance.c"),
+    ];
+    let out = programs.map(|(_, name, _)| dir.join(name));
+    for ((flags, _, source), out) in programs.iter().zip(&out) {
+        let source = tests_dir().join(source);
+        let shown = format!(
+            "{} -o {} {}",
+            flags.join(" "),
+            out.display(),
+            source.display()
+        );
+        eprintln!("preload check: cc {shown}");
         let status = Command::new("cc")
-            .args(flags)
-            .args(["-o", &out.to_string(), &source.to_string()])
+            .args(*flags)
+            .args([OsStr::new("-o"), out.as_os_str(), source.as_os_str()])
             .status()
             .map_err(|e| format!("cc is needed (apt-get install gcc): {e}"))?;
         if !status.success() {
             return Err(format!("cc failed: {status}"));
         }
     }
-    Ok(programs)
+    Ok(out)
 }
 
 /// The last line of a passing conformance run starts with this, and says `0 failed`.
@@ -727,8 +718,7 @@ pub fn check_all(contenders: &[Contender]) -> Result<bool, String> {
     let dir = cmd::target_dir().join("preload").join("check");
     let _ = std::fs::remove_dir_all(&dir);
     cmd::create_dir(&dir)?;
-    let programs = compile_c_programs(&dir)?;
-    let (exe, tls) = (&programs.test, &programs.tls);
+    let [exe, tls, conformance] = &compile_c_programs(&dir)?;
     let python = python()?;
     if !cmd::is_installed("git") {
         return Err("git is needed (apt-get install git)".to_owned());
@@ -779,7 +769,7 @@ pub fn check_all(contenders: &[Contender]) -> Result<bool, String> {
     let mut failed_malloc = Vec::with_capacity(all.len());
     for c in &all {
         let stem = dir.join(format!("contract-{}", cmd::slug(&c.name)));
-        let mut command = c.command(&programs.conformance, &[] as &[&str]);
+        let mut command = c.command(conformance, &[] as &[&str]);
         command.current_dir(&dir);
         let result = run_timed(command, &stem, CHILD_TIMEOUT).and_then(|f| {
             failed_malloc.push((c.name.clone(), failed_malloc_ns(&f.stdout)));
@@ -788,63 +778,44 @@ pub fn check_all(contenders: &[Contender]) -> Result<bool, String> {
         tally.add("contract", c, result);
     }
 
-    // python3 and git: the reference first, then every mode against it.
+    // python3 and git: the reference (glibc) first, then every mode against it.
     let script = tests_dir().join("json_roundtrip.py");
     let git_script = tests_dir().join("git_workload.sh");
-    let mut python_ref: Option<Finished> = None;
-    let mut git_ref: Option<Finished> = None;
+    let mut references: [Option<Finished>; 2] = [None, None];
     for c in &all {
-        let hakmem = c.expected_mode.map(|m| format!("hakmem {m}"));
-        let stem = dir.join(format!("python-{}", cmd::slug(&c.name)));
-        let mut command = c.command(
-            &python,
-            &[
-                script.as_os_str(),
-                "--records".as_ref(),
-                CHECK_RECORDS.as_ref(),
-            ],
-        );
-        command.envs(PYTHON_ENV);
-        let result = run_timed(command, &stem, CHILD_TIMEOUT).and_then(|f| {
-            judge(
-                &f,
-                python_ref.as_ref(),
-                Some(hakmem.as_deref().unwrap_or("not hakmem")),
-            )?;
-            let took = f.took;
-            if python_ref.is_none() {
-                python_ref = Some(f);
-            }
-            Ok(took)
-        });
-        tally.add("python", c, result);
-
-        let repo_dir = dir.join(format!("git-{}", cmd::slug(&c.name)));
-        std::fs::create_dir_all(&repo_dir)
-            .map_err(|e| format!("cannot create {}: {e}", repo_dir.display()))?;
-        let stem = dir.join(format!("git-{}", cmd::slug(&c.name)));
-        let command = c.command(
-            Path::new("sh"),
-            &[git_script.as_os_str(), repo_dir.as_os_str()],
-        );
-        let result = run_timed(command, &stem, CHILD_TIMEOUT).and_then(|f| {
-            judge(
-                &f,
-                git_ref.as_ref(),
-                Some(if c.library.is_some() {
-                    "hakmem"
-                } else {
-                    "not hakmem"
-                }),
-            )?;
-            let took = f.took;
-            if git_ref.is_none() {
-                git_ref = Some(f);
-            }
-            Ok(took)
-        });
-        tally.add("git", c, result);
-        if python_ref.is_none() || git_ref.is_none() {
+        let slug = cmd::slug(&c.name);
+        let records = ["--records", CHECK_RECORDS].map(OsStr::new);
+        let mut python_run = c.command(&python, &[script.as_os_str(), records[0], records[1]]);
+        python_run.envs(PYTHON_ENV);
+        let repo_dir = dir.join(format!("git-{slug}"));
+        cmd::create_dir(&repo_dir)?;
+        let git_run = c.command(Path::new("sh"), &[&git_script, &repo_dir]);
+        // What each reports on its `allocator:` line: git only whether hakmem is loaded.
+        let mode = c.expected_mode.map(|m| format!("hakmem {m}"));
+        let loaded = if c.library.is_some() {
+            "hakmem"
+        } else {
+            "not hakmem"
+        };
+        let runs = [
+            (
+                "python",
+                python_run,
+                mode.as_deref().unwrap_or("not hakmem"),
+            ),
+            ("git", git_run, loaded),
+        ];
+        for ((workload, command, allocator), reference) in runs.into_iter().zip(&mut references) {
+            let stem = dir.join(format!("{workload}-{slug}"));
+            let result = run_timed(command, &stem, CHILD_TIMEOUT).and_then(|f| {
+                judge(&f, reference.as_ref(), Some(allocator))?;
+                let took = f.took;
+                reference.get_or_insert(f);
+                Ok(took)
+            });
+            tally.add(workload, c, result);
+        }
+        if references.iter().any(Option::is_none) {
             eprintln!("preload check: the reference run (glibc) failed; nothing to compare with");
             tally.failed += 1;
             break;
