@@ -1,20 +1,7 @@
-//! `cargo xtask sanitizers` and `cargo xtask fuzz`: the hakmem test suite under
-//! AddressSanitizer and under valgrind memcheck, and the cargo-fuzz target (docs/reliability.md).
-//!
-//! - AddressSanitizer: one nightly build of the hakmem tests with `-Zsanitizer=address` and the
-//!   `runtime` feature (`--cfg hakmem_sanitizer` turns off the tests whose subject the sanitizer
-//!   changes: address-space limits, RSS, and misuse, which it reports itself), run once per mode
-//!   with `HAKMEM_MODE` set to it: every mode, one build.
-//! - memcheck: the hakmem tests of the BALANCED build (the one `cargo xtask test` has already
-//!   built), each test binary under `valgrind --tool=memcheck` (the pool tests one test per
-//!   process: [`ONE_TEST_PER_PROCESS`]); any invalid read or write, any use of uninitialised
-//!   memory, any definite or possible leak not in `xtask/valgrind.supp` fails it. Child
-//!   processes (death tests, the exhaustion cases) run without valgrind.
-//! - fuzz: `cargo fuzz run ops` (fuzz/), installing cargo-fuzz into `<target>/tools` first if it
-//!   is missing.
-//!
-//! Both sanitizer runs shrink the long tests with `QUICKCHECK_TESTS` and `HAKMEM_TEST_SCALE`:
-//! the figures the tests promise are checked at full size by the ordinary per-mode runs.
+//! `cargo xtask sanitizers` and `cargo xtask fuzz` (docs/reliability.md): the hakmem tests under
+//! AddressSanitizer (one nightly build with the `runtime` feature, run once per mode) and under
+//! valgrind memcheck (the BALANCED build's test binaries), and the cargo-fuzz target. Both
+//! sanitizer runs shrink the long tests; the ordinary per-mode runs check them at full size.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,31 +1,7 @@
 //! A set of instruction counts — a run's, or the committed baseline's — with the environment it
-//! was measured in, and its JSON file format.
-//!
-//! The format is meant to be diffed and merged by people: serde_json's pretty form, one
-//! `"path/contender": Ir` entry per line, sorted by key, and the environment as plain strings at
-//! the top.
-//!
-//! ```json
-//! {
-//!   "about": "…",
-//!   "ops": 1024,
-//!   "rustc": "rustc 1.95.0 (59807616e 2026-04-14)",
-//!   "cpu": "AMD EPYC",
-//!   "glibc": "ldd (Debian GLIBC 2.36-9+deb12u14) 2.36",
-//!   "valgrind": "valgrind-3.19.0",
-//!   "paths": [
-//!     "tiny_pair",
-//!     "small_pair"
-//!   ],
-//!   "ir": {
-//!     "small_pair/balanced": 338944,
-//!     "tiny_pair/balanced": 152576
-//!   }
-//! }
-//! ```
-//!
-//! A run's file (`target/icount/measured.json`) also has `"config"`: per benchmark, what its
-//! teardown found (`untouched` or `read:MODE`).
+//! was measured in, and its JSON file: serde_json's pretty form, sorted, one `"path/contender":
+//! Ir` entry per line, for people to diff and merge (docs/zero-overhead.md). A run's file also
+//! has `"config"`: per benchmark, what its teardown found (`untouched` or `read:MODE`).
 
 use std::collections::BTreeMap;
 use std::process::Command;

@@ -1,23 +1,8 @@
-//! The machine-independent rules: what must hold whatever the toolchain, CPU or glibc, because
-//! it compares figures of one run with each other (or with a budget far from any noise):
-//!
-//! - (i) on every path, each compiled mode costs no more than its runtime twin;
-//! - (ii) MINIMAL costs strictly less (the twin's flag checks are visible);
-//! - (iii) no compiled benchmark ever read the runtime configuration (`HAKMEM_MODE`);
-//! - (iv) every runtime benchmark read it and got its mode;
-//! - (v) BALANCED and FAST spend at most [`BUDGET_IR`] instructions on a 2 MiB pair (a BigCache
-//!   hit on each side; `mmap` + `munmap` cost more);
-//! - (vi) the small-object pool's acceptance ([`pool_rule`]): on the 32-byte pair FAST
-//!   spends at most [`POOL_BUDGET_IR`] instructions and no more than jemalloc, BALANCED no more
-//!   than mimalloc — against the reference rows measured in the same run;
-//! - (vii) learning's acceptance ([`learning_rule`]): on the 32-byte pair learning adds
-//!   at most [`LEARNING_BUDGET_IR`] instructions to LEARNING, against [`LEARNING_TWIN`] (LEARNING
-//!   with learning off) in the same run.
-//!
-//! Comparisons are exact, on the counts of [`OPS`](super::OPS) operations — except rule (i) for
-//! a learning mode on a path its learner routes ([`CONTESTED_PATHS`]): which strategies serve
-//! there depends on the costs the learner measured, times included, so the count moves a little
-//! between runs, and the compiled mode may exceed its twin by [`CONTESTED_TOLERANCE_PCT`]%.
+//! The machine-independent rules (i)–(vii) of docs/zero-overhead.md: each compares figures of
+//! one run with each other or with a budget far from any noise, so it holds whatever the
+//! toolchain, CPU or glibc. Comparisons are exact, on the counts of [`OPS`](super::OPS)
+//! operations, but for a learning mode on a path its learner routes ([`CONTESTED_PATHS`]),
+//! whose count moves with the times the learner measured ([`CONTESTED_TOLERANCE_PCT`]).
 
 use std::fmt;
 

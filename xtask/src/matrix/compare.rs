@@ -1,16 +1,7 @@
-//! `cargo xtask bench-compare A B`: do two runs of the matrix agree?
-//!
-//! For every cell (scenario × contender) both runs measured, two questions:
-//!
-//! - **absolute**: do the medians (ns/op, `results.csv`) agree within the spread the reports
-//!   themselves show — run B's median inside run A's min–max, or A's inside B's?
-//! - **paired with mimalloc**: the same for the cell's time relative to mimalloc, where each run
-//!   is divided by mimalloc's run of the same scenario in the same repetition (`samples.csv`).
-//!   The two ran seconds apart, so the host's drift — up to ~1.8× over minutes on these VMs —
-//!   cancels; this is the figure the report's ratios stand on.
-//!
-//! A difference between contenders smaller than the spread is no difference, and a cell whose
-//! figure moves by more than its spread between two runs is a cell to distrust.
+//! `cargo xtask bench-compare A B`: do two runs of the matrix agree? For every cell both
+//! measured: is one run's median inside the other's min–max, in ns/op (`results.csv`) and
+//! relative to mimalloc's run of the same scenario and repetition (`samples.csv`), which cancels
+//! the host's drift (docs/benchmarks.md).
 
 use std::path::Path;
 

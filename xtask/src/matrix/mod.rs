@@ -1,18 +1,6 @@
-//! `cargo xtask bench-matrix`: the wall-clock matrix of every hakmem mode, every runtime twin
-//! and the peers (glibc, mimalloc, jemalloc) over the scenarios of SPEC §5.
-//!
-//! One `bench` binary is built per allocator (`benches/src/bin/bench.rs`, the allocator chosen
-//! by a cargo feature of `hakmem-benches`) and copied to `<target>/bench-matrix/bin/bench-BIN`.
-//! Every run is one repetition of one scenario in a fresh process, which prints one line
-//! (`allocator=… scenario=… ops=… ns=… faults=… maxrss_kib=… threads=…`). Repetitions are
-//! interleaved — for each repetition, for each scenario, every contender in an order rotated by
-//! one per repetition — so that host drift hits all contenders alike; a cell's figure is the
-//! median over its repetitions, with min–max as its spread.
-//!
-//! Modules: [`options`] (the command line), [`build`] (cargo builds, the machine's description),
-//! [`run`] (one process per repetition, the schedule, parsing the bench line), [`stats`] (pure
-//! statistics), [`report`] (CSV, JSON, markdown), [`svg`] (the chart), [`compare`] (two runs
-//! against each other: `cargo xtask bench-compare`).
+//! `cargo xtask bench-matrix` (docs/benchmarks.md): one `bench` binary per allocator, every
+//! repetition of every cell in a fresh process, interleaved and rotated so that host drift hits
+//! all contenders alike; a cell's figure is the median over its repetitions, min–max its spread.
 
 pub mod build;
 pub mod compare;

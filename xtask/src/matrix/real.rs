@@ -1,20 +1,7 @@
-//! The real-program row of the matrix (`--real`, or `--real-only` for the row alone): python3
-//! building and round-tripping a large JSON document (`crates/hakmem-preload/tests/
-//! json_roundtrip.py`, with `PYTHONMALLOC=malloc` so that every Python object goes through
-//! `malloc`), its whole-process wall time under each selected contender:
-//!
-//! - a hakmem mode: `LD_PRELOAD` of that mode's preload library (`cargo xtask preload`); a
-//!   runtime twin: the runtime library with its `HAKMEM_MODE`;
-//! - glibc: no library;
-//! - mimalloc and jemalloc: Debian's preload libraries (`libmimalloc.so.2` of package
-//!   libmimalloc2.0, `libjemalloc.so.2` of libjemalloc2) when installed, else not run (said so
-//!   below the table, not a failure). They are Debian's builds (mimalloc 2.0, jemalloc 5.3), not
-//!   the crates the rest of the matrix links, so their column names say `(Debian)`.
-//!
-//! Repetitions are interleaved and rotated as in the rest of the matrix. The figures: the median
-//! wall time, its min–max, the ratio to glibc and to Debian's mimalloc, page faults and peak RSS
-//! (from the workload's own `getrusage`). Written to `real.csv` and a section of `report.md`
-//! (`real.md` with `--real-only`).
+//! The real-program row of the matrix (`--real`, `--real-only`; docs/benchmarks.md): python3
+//! round-tripping a large JSON document, its whole-process wall time under each contender's
+//! preload library (glibc: none; mimalloc and jemalloc: Debian's, when installed, so their
+//! columns say `(Debian)`), interleaved and rotated as in the rest of the matrix.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
