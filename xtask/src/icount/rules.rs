@@ -410,8 +410,14 @@ mod tests {
         ]
     }
 
-    fn verdicts(rows: &[Row]) -> Vec<bool> {
-        rules(rows, &[]).iter().map(|r| r.ok).collect()
+    /// Asserts that of the five rules over `rows` only rule `failing` fails (`None`: none), its
+    /// text containing `fragment`.
+    fn only_fails(rows: &[Row], failing: Option<usize>, fragment: &str) {
+        let rules = rules(rows, &[]);
+        let failed: Vec<usize> = (0..5).filter(|&i| !rules[i].ok).collect();
+        assert_eq!(failed, Vec::from_iter(failing), "{rules:#?}");
+        let text = &rules[failing.unwrap_or(0)].text;
+        assert!(text.contains(fragment), "{text}");
     }
 
     #[test]
@@ -439,48 +445,62 @@ mod tests {
             "rule: (v) BALANCED and FAST vm_pair (2 MiB) ≤ 100 Ir/op (compiled): \
              balanced 100.0 ≤ 100, fast 94.0 ≤ 100 — ok"
         );
+        let nothing = super::rules(&[], &[]);
+        assert!(
+            nothing.iter().all(|r| !r.ok),
+            "nothing measured fails every rule"
+        );
     }
 
     #[test]
-    fn caching_modes_must_keep_the_2_mib_pair_within_budget() {
-        // Before BigCache: every 2 MiB pair is mmap + munmap.
+    fn each_rule_fails_on_its_own_figures() {
+        // (v): the 2 MiB pair over budget (every pair an mmap + munmap), by one instruction in
+        // 1024 operations (comparisons are exact); a missing vm_pair row fails; MINIMAL and the
+        // runtime twins are not bound by it.
         let mut rows = good_rows();
         rows[4] = row("vm_pair", "balanced", 143, 173);
-        assert_eq!(verdicts(&rows), [true, true, true, true, false]);
-        assert!(rules(&rows, &[])[4]
-            .to_string()
-            .ends_with("balanced 143.0 > 100, fast 94.0 ≤ 100 — FAILED"));
-        // One instruction over in 1024 operations is enough: the comparison is exact.
+        only_fails(&rows, Some(4), "balanced 143.0 > 100, fast 94.0 ≤ 100");
         let mut rows = good_rows();
         rows[4].compiled.ir = BUDGET_IR * OPS + 1;
         rows[4].runtime.ir = rows[4].compiled.ir + 1;
-        assert_eq!(verdicts(&rows), [true, true, true, true, false]);
-        // Only the vm_pair rows count; a missing one fails.
+        only_fails(&rows, Some(4), "balanced 100.0 > 100");
         let mut rows = good_rows();
         rows.push(row("tiny_pair", "fast", 148, 178));
         rows.remove(3);
-        assert_eq!(verdicts(&rows), [true, true, true, true, false]);
-        assert!(rules(&rows, &[])[4].text.ends_with("fast not measured"));
-        // MINIMAL and the runtime twins are not bound by it.
+        only_fails(&rows, Some(4), "fast not measured");
         let mut rows = good_rows();
         rows[2] = row("vm_pair", "minimal", 300, 500);
         rows[3].runtime = probe(500, "read:fast");
-        assert!(rules(&rows, &[])[4].ok);
-    }
-
-    #[test]
-    fn a_compiled_mode_dearer_than_its_twin_fails_rule_one() {
+        only_fails(&rows, None, "");
+        // (i): a compiled mode dearer than its twin, by one instruction too.
         let mut rows = good_rows();
         rows[1] = row("tiny_pair", "research", 207, 206);
-        assert_eq!(verdicts(&rows), [false, true, true, true, true]);
-        let text = rules(&rows, &[])[0].to_string();
-        assert!(
-            text.contains("4/5 hold; violated by tiny_pair research: 207.0 > 206.0 — FAILED"),
-            "{text}"
-        );
-        // One instruction in 1024 operations is enough: comparisons are exact.
+        let violated = "4/5 hold; violated by tiny_pair research: 207.0 > 206.0";
+        only_fails(&rows, Some(0), violated);
         rows[1].compiled.ir = rows[1].runtime.ir + 1;
-        assert_eq!(verdicts(&rows), [false, true, true, true, true]);
+        only_fails(&rows, Some(0), "violated by tiny_pair research");
+        // (ii): MINIMAL not strictly cheaper, or not measured.
+        let mut rows = good_rows();
+        rows[2] = row("vm_pair", "minimal", 241, 241);
+        only_fails(&rows, Some(1), "vm_pair 241.0 ≮ 241.0");
+        let mut rows = good_rows();
+        rows.retain(|r| r.mode != "minimal");
+        only_fails(&rows, Some(1), "no minimal rows measured");
+        // (iii) and (iv): the configuration records of every benchmark.
+        let mut rows = good_rows();
+        rows[0].compiled.config = "read:balanced".into();
+        let not = "4/5 benchmarks; not: tiny_pair/minimal `read:balanced`";
+        only_fails(&rows, Some(2), not);
+        for (i, config) in [(1, "read:balanced"), (3, UNTOUCHED), (3, "")] {
+            let mut rows = good_rows();
+            rows[i].runtime.config = config.into();
+            let seen = if config.is_empty() {
+                "no record"
+            } else {
+                config
+            };
+            only_fails(&rows, Some(3), seen);
+        }
     }
 
     #[test]
@@ -495,62 +515,29 @@ mod tests {
     }
 
     #[test]
-    fn minimal_must_be_strictly_cheaper() {
-        let mut rows = good_rows();
-        rows[2] = row("vm_pair", "minimal", 241, 241);
-        assert_eq!(verdicts(&rows), [true, false, true, true, true]);
-        assert!(rules(&rows, &[])[1].text.contains("vm_pair 241.0 ≮ 241.0"));
-        let no_minimal: Vec<Row> = good_rows()
-            .into_iter()
-            .filter(|r| r.mode != "minimal")
-            .collect();
-        assert_eq!(verdicts(&no_minimal), [true, false, true, true, true]);
-    }
-
-    #[test]
-    fn config_records_are_checked_on_every_benchmark() {
-        let mut rows = good_rows();
-        rows[0].compiled.config = "read:balanced".into();
-        assert_eq!(verdicts(&rows), [true, true, false, true, true]);
-        assert!(rules(&rows, &[])[2]
-            .text
-            .ends_with("4/5 benchmarks; not: tiny_pair/minimal `read:balanced`"));
-
-        let mut rows = good_rows();
-        rows[1].runtime.config = "read:balanced".into();
-        assert_eq!(verdicts(&rows), [true, true, true, false, true]);
-        let mut rows = good_rows();
-        rows[3].runtime.config = UNTOUCHED.into();
-        assert_eq!(verdicts(&rows), [true, true, true, false, true]);
-        let mut rows = good_rows();
-        rows[3].runtime.config = String::new();
-        assert!(rules(&rows, &[])[3]
-            .text
-            .ends_with("not: vm_pair/runtime_fast no record"));
-    }
-
-    #[test]
     fn learning_modes_on_a_contested_path_have_an_allowance() {
-        let mut rows = good_rows();
         // 4% over the twin on vm_pair: allowed; 6%: not; a path the learner does not route,
         // and a mode that does not learn, stay exact.
+        let mut rows = good_rows();
         rows.push(row("vm_pair", "learning", 728, 700));
-        assert!(verdicts(&rows)[0], "{}", rules(&rows, &[])[0]);
+        only_fails(&rows, None, "");
         rows.push(row("vm_pair", "research", 742, 700));
-        assert!(!verdicts(&rows)[0]);
-        assert!(rules(&rows, &[])[0]
-            .text
-            .contains("violated by vm_pair research: 742.0 > 700.0"));
-        let mut rows = good_rows();
-        rows.push(row("tiny_pair", "learning", 156, 155));
-        assert!(!verdicts(&rows)[0]);
-        let mut rows = good_rows();
-        rows.push(row("vm_pair", "balanced", 101, 100));
-        assert!(!verdicts(&rows)[0]);
+        only_fails(
+            &rows,
+            Some(0),
+            "violated by vm_pair research: 742.0 > 700.0",
+        );
+        for extra in [
+            row("tiny_pair", "learning", 156, 155),
+            row("vm_pair", "balanced", 101, 100),
+        ] {
+            let mut rows = good_rows();
+            rows.push(extra);
+            only_fails(&rows, Some(0), "violated by");
+        }
         assert!(contested("vm_pair", "runtime_research") && !contested("vm_pair", "fast"));
         assert!(!contested("tiny_pair", "learning"));
     }
-
     /// Figures with the tiny pair of LEARNING, its twin with learning off, and BALANCED.
     fn learning_figures(learning: u64, off: u64) -> Figures {
         let mut f = pool_figures(45, 46, 68, 75);
@@ -578,11 +565,6 @@ mod tests {
             !rule.ok && rule.text.ends_with("learning_off not measured"),
             "{rule}"
         );
-    }
-
-    #[test]
-    fn nothing_measured_fails_every_rule() {
-        assert_eq!(verdicts(&[]), [false; 5]);
     }
 
     /// Figures with the tiny pair of FAST, BALANCED and the two peers rule (vi) reads.
@@ -622,54 +604,37 @@ mod tests {
 
     #[test]
     fn the_pool_rule_fails_over_budget_over_a_peer_or_unmeasured() {
-        // Over the budget, though under jemalloc.
-        let rule = pool_rule(&pool_figures(61, 46, 68, 75));
-        assert!(!rule.ok);
-        assert!(
-            rule.text
-                .contains("fast 61.0 > 60, fast 61.0 ≤ jemalloc 68.0"),
-            "{rule}"
-        );
-        // Within the budget, over jemalloc.
-        let rule = pool_rule(&pool_figures(55, 46, 54, 75));
-        assert!(!rule.ok);
-        assert!(
-            rule.text
-                .contains("fast 55.0 ≤ 60, fast 55.0 > jemalloc 54.0"),
-            "{rule}"
-        );
-        // BALANCED over mimalloc: the system path's 148 (before the pool).
-        let rule = pool_rule(&pool_figures(45, 148, 68, 75));
-        assert!(!rule.ok);
-        assert!(
-            rule.text.ends_with("balanced 148.0 > mimalloc 75.0"),
-            "{rule}"
-        );
+        // fast balanced jemalloc mimalloc | what the rule says.
+        const CASES: &str = "
+            61 46 68 75 | fast 61.0 > 60, fast 61.0 ≤ jemalloc 68.0
+            55 46 54 75 | fast 55.0 ≤ 60, fast 55.0 > jemalloc 54.0
+            45 148 68 75 | balanced 148.0 > mimalloc 75.0";
+        for case in CASES.trim().lines() {
+            let (figures, want) = case.split_once(" | ").unwrap();
+            let n: Vec<u64> = figures
+                .split_whitespace()
+                .map(|n| n.parse().unwrap())
+                .collect();
+            let rule = pool_rule(&pool_figures(n[0], n[1], n[2], n[3]));
+            assert!(!rule.ok && rule.text.contains(want), "{rule}");
+        }
         // One instruction over in 1024 operations is enough: the comparison is exact.
         let mut f = pool_figures(45, 46, 68, 75);
         f.ir.insert(format!("{POOL_PATH}/balanced"), 75 * OPS + 1);
         assert!(!pool_rule(&f).ok);
         // A missing mode or peer fails.
-        let mut f = pool_figures(45, 46, 68, 75);
-        f.ir.remove(&format!("{POOL_PATH}/jemalloc"));
-        let rule = pool_rule(&f);
-        assert!(
-            !rule.ok && rule.text.contains("jemalloc not measured"),
-            "{rule}"
-        );
-        let mut f = pool_figures(45, 46, 68, 75);
-        f.ir.remove(&format!("{POOL_PATH}/fast"));
-        let rule = pool_rule(&f);
-        assert!(
-            !rule.ok && rule.text.contains("fast not measured"),
-            "{rule}"
-        );
+        for who in ["jemalloc", "fast"] {
+            let mut f = pool_figures(45, 46, 68, 75);
+            f.ir.remove(&format!("{POOL_PATH}/{who}"));
+            let rule = pool_rule(&f);
+            let want = format!("{who} not measured");
+            assert!(!rule.ok && rule.text.contains(&want), "{rule}");
+        }
         // Figures of another path do not count.
         let mut f = pool_figures(45, 46, 68, 75);
-        f.ir =
-            f.ir.into_iter()
-                .map(|(k, v)| (k.replace(POOL_PATH, "small_pair"), v))
-                .collect();
+        f.ir = (f.ir.into_iter())
+            .map(|(k, v)| (k.replace(POOL_PATH, "small_pair"), v))
+            .collect();
         assert!(!pool_rule(&f).ok);
     }
 
