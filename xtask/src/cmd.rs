@@ -3,10 +3,13 @@
 //! things took.
 
 use std::ffi::{OsStr, OsString};
+use std::fs::File;
 use std::io::ErrorKind;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
+use std::process::{Command, ExitStatus, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
 
 /// The environment variable that picks the mode of `Allocator<Runtime>`. Removed from every child's
 /// environment unless a step sets it on purpose, so the caller's shell cannot leak into a check.
@@ -147,6 +150,64 @@ pub fn write(path: &Path, text: impl AsRef<[u8]>) -> Result<(), String> {
 pub fn read(path: &Path) -> Result<String, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// How a child ended.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+    pub took: Duration,
+}
+
+/// Runs `cmd` in its own process group with stdin closed and stdout/stderr written to
+/// `<stem>.out` and `<stem>.err` (files, not pipes: a grandchild that outlives the child cannot
+/// block us). Past `timeout`, the whole group is killed and this is an error.
+pub fn run_timed(mut cmd: Command, stem: &Path, timeout: Duration) -> Result<Finished, String> {
+    let out_path = stem.with_extension("out");
+    let err_path = stem.with_extension("err");
+    let create =
+        |p: &Path| File::create(p).map_err(|e| format!("cannot create {}: {e}", p.display()));
+    cmd.stdin(Stdio::null())
+        .stdout(create(&out_path)?)
+        .stderr(create(&err_path)?)
+        .process_group(0);
+    let start = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("could not start {:?}: {e}", cmd.get_program()))?;
+    let mut nap = Duration::from_millis(1);
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if start.elapsed() >= timeout => {
+                // The group is the child's pid: kill everything it started, then reap it.
+                let _ = Command::new("kill")
+                    .args(["-KILL", "--", &format!("-{}", child.id())])
+                    .status();
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "killed after {} s (hung?); output in {}",
+                    seconds(timeout),
+                    out_path.display()
+                ));
+            }
+            Ok(None) => {
+                thread::sleep(nap);
+                nap = (nap * 2).min(Duration::from_millis(20));
+            }
+            Err(e) => return Err(format!("wait failed: {e}")),
+        }
+    };
+    let took = start.elapsed();
+    Ok(Finished {
+        status,
+        stdout: read(&out_path)?,
+        stderr: read(&err_path)?,
+        took,
+    })
 }
 
 /// Seconds with one decimal, e.g. `12.3`.

@@ -7,14 +7,11 @@
 //! and runs in its own process group, killed with it after [`CHILD_TIMEOUT`].
 
 use std::ffi::OsStr;
-use std::fs::File;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
-use std::thread;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::cmd;
+use crate::cmd::{self, run_timed, Finished};
 
 /// The library's modes: its cargo features (as `hakmem`'s), in build order.
 pub const MODES: [&str; 6] = [
@@ -179,64 +176,6 @@ impl Contender {
         c.env_remove(LOG_VAR).env_remove(REPORT_VAR);
         c
     }
-}
-
-/// How a child ended.
-#[derive(Debug, Clone)]
-pub struct Finished {
-    pub status: ExitStatus,
-    pub stdout: String,
-    pub stderr: String,
-    pub took: Duration,
-}
-
-/// Runs `cmd` in its own process group with stdin closed and stdout/stderr written to
-/// `<stem>.out` and `<stem>.err` (files, not pipes: a grandchild that outlives the child cannot
-/// block us). Past `timeout`, the whole group is killed and this is an error.
-pub fn run_timed(mut cmd: Command, stem: &Path, timeout: Duration) -> Result<Finished, String> {
-    let out_path = stem.with_extension("out");
-    let err_path = stem.with_extension("err");
-    let create =
-        |p: &Path| File::create(p).map_err(|e| format!("cannot create {}: {e}", p.display()));
-    cmd.stdin(Stdio::null())
-        .stdout(create(&out_path)?)
-        .stderr(create(&err_path)?)
-        .process_group(0);
-    let start = Instant::now();
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("could not start {:?}: {e}", cmd.get_program()))?;
-    let mut nap = Duration::from_millis(1);
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if start.elapsed() >= timeout => {
-                // The group is the child's pid: kill everything it started, then reap it.
-                let _ = Command::new("kill")
-                    .args(["-KILL", "--", &format!("-{}", child.id())])
-                    .status();
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!(
-                    "killed after {} s (hung?); output in {}",
-                    cmd::seconds(timeout),
-                    out_path.display()
-                ));
-            }
-            Ok(None) => {
-                thread::sleep(nap);
-                nap = (nap * 2).min(Duration::from_millis(20));
-            }
-            Err(e) => return Err(format!("wait failed: {e}")),
-        }
-    };
-    let took = start.elapsed();
-    Ok(Finished {
-        status,
-        stdout: cmd::read(&out_path)?,
-        stderr: cmd::read(&err_path)?,
-        took,
-    })
 }
 
 /// The last non-empty lines of `text` (at most `n`), for failure messages.

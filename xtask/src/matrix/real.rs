@@ -232,7 +232,7 @@ pub fn run(opts: &Options, out: &Path) -> Result<Vec<Summary>, String> {
         );
         command.envs(preload::PYTHON_ENV);
         let stem = runs_dir.join(format!("{}-{}", crate::cmd::slug(&col.name), slot.rep + 1));
-        let result = preload::run_timed(command, &stem, TIMEOUT).and_then(|f| {
+        let result = cmd::run_timed(command, &stem, TIMEOUT).and_then(|f| {
             if !f.status.success() {
                 return Err(format!(
                     "{}: {}",

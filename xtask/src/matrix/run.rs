@@ -7,11 +7,10 @@
 //! `HAKMEM_MODE=fast`); anything else fails that one run, which is recorded and the matrix goes
 //! on.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
 use std::process::Stdio;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::report::fmt_ns;
 use super::{bin_path, Contender};
@@ -169,52 +168,23 @@ pub fn run_args(scenario: &str, scale: Option<f64>) -> Vec<String> {
     args
 }
 
-/// Runs `bin SCENARIO [--scale F]` once (with `HAKMEM_MODE=mode` or without it), killing it after
-/// `timeout`, and parses its line.
+/// Runs `bin SCENARIO [--scale F]` once (with `HAKMEM_MODE=mode` or without it), its output
+/// kept at `stem`.{out,err}, killing it after `timeout`, and parses its line.
 pub fn run_one(
     bin: &Path,
     scenario: &str,
     mode: Option<&str>,
     scale: Option<f64>,
     timeout: Duration,
+    stem: &Path,
 ) -> Result<BenchLine, String> {
-    let mut child = cmd::command(bin, &run_args(scenario, scale), mode)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("could not start {}: {e}", bin.display()))?;
-    // Both pipes are drained while it runs: a chatty stderr (RESEARCH logs) must not block it.
-    let drain = |pipe: Option<Box<dyn Read + Send>>| {
-        thread::spawn(move || {
-            let mut text = Vec::new();
-            if let Some(mut p) = pipe {
-                let _ = p.read_to_end(&mut text);
-            }
-            String::from_utf8_lossy(&text).into_owned()
-        })
-    };
-    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
-    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
-    let deadline = Instant::now() + timeout;
-    let mut nap = Duration::from_micros(200);
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("killed after {} s", cmd::seconds(timeout)));
-            }
-            Ok(None) => {
-                thread::sleep(nap);
-                nap = (nap * 2).min(Duration::from_millis(5));
-            }
-            Err(e) => return Err(format!("wait failed: {e}")),
-        }
-    };
-    let stdout = stdout.join().unwrap_or_default();
-    let stderr = stderr.join().unwrap_or_default();
+    let command = cmd::command(bin, &run_args(scenario, scale), mode);
+    let cmd::Finished {
+        status,
+        stdout,
+        stderr,
+        ..
+    } = cmd::run_timed(command, stem, timeout)?;
     if !status.success() {
         return Err(format!("{status}{}", last_line(&stderr)));
     }
@@ -309,7 +279,16 @@ pub fn run_all(plan: &Plan, bin_dir: &Path, broken: &[&str]) -> Vec<Record> {
             Err(format!("bench-{} did not build", contender.bin))
         } else {
             let bin = bin_path(bin_dir, contender.bin);
-            run_one(&bin, scenario, contender.mode, plan.scale, RUN_TIMEOUT).and_then(|line| {
+            let stem = bin_dir.with_file_name("last-run");
+            run_one(
+                &bin,
+                scenario,
+                contender.mode,
+                plan.scale,
+                RUN_TIMEOUT,
+                &stem,
+            )
+            .and_then(|line| {
                 // A binary built with the wrong allocator, or a twin that did not see its
                 // HAKMEM_MODE, would otherwise pass for the contender.
                 if line.allocator == contender.name {
@@ -385,35 +364,19 @@ mod tests {
 
     #[test]
     fn rejects_bad_bench_lines() {
-        let bad = [
-            (
-                "",
-                "missing allocator, scenario, ops, ns, faults, maxrss_kib, threads",
-            ),
-            (
-                "allocator=a scenario=b ops=1 ns=1 faults=1 maxrss_kib=1",
-                "missing threads",
-            ),
-            (
-                "allocator=a scenario=b ops=0 ns=1 faults=1 maxrss_kib=1 threads=1",
-                "ops=0",
-            ),
-            (
-                "allocator=a scenario=b ops=1 ns=-1 faults=1 maxrss_kib=1 threads=1",
-                "`ns=-1` is not a whole number",
-            ),
-            (
-                "allocator=a scenario=b ops=1 ns=1 faults=1 maxrss_kib=1 threads=1 x=2",
-                "unknown key `x`",
-            ),
-            (
-                "allocator=a scenario=b ops=1 ops=1 ns=1 faults=1 maxrss_kib=1 threads=1",
-                "`ops` given twice",
-            ),
-            ("hello", "`hello` is not key=value"),
-        ];
-        for (line, why) in bad {
-            assert_eq!(parse_line(line), Err(why.to_owned()), "{line}");
+        // `…` stands for `allocator=a scenario=b`; each line, then why it is refused.
+        const BAD: &str = "
+ | missing allocator, scenario, ops, ns, faults, maxrss_kib, threads
+… ops=1 ns=1 faults=1 maxrss_kib=1 | missing threads
+… ops=0 ns=1 faults=1 maxrss_kib=1 threads=1 | ops=0
+… ops=1 ns=-1 faults=1 maxrss_kib=1 threads=1 | `ns=-1` is not a whole number
+… ops=1 ns=1 faults=1 maxrss_kib=1 threads=1 x=2 | unknown key `x`
+… ops=1 ops=1 ns=1 faults=1 maxrss_kib=1 threads=1 | `ops` given twice
+hello | `hello` is not key=value";
+        for case in BAD.lines().skip(1) {
+            let (line, why) = case.split_once(" | ").unwrap();
+            let line = line.replace('…', "allocator=a scenario=b");
+            assert_eq!(parse_line(&line), Err(why.to_owned()), "{line}");
         }
     }
 
@@ -480,6 +443,10 @@ mod tests {
              esac\n",
         );
         let long = Duration::from_secs(30);
+        let stem = dir.join("run");
+        let run_one = |bin: &Path, scenario, mode, scale, timeout| {
+            run_one(bin, scenario, mode, scale, timeout, &stem)
+        };
         let ok = run_one(&bin, "ok", Some("fast"), None, long).unwrap();
         assert_eq!(ok.allocator, "fast");
         assert_eq!(ok.sample.ns_per_op(), 10.0);
@@ -497,7 +464,7 @@ mod tests {
             "{err}"
         );
         let err = run_one(&bin, "slow", None, None, Duration::from_millis(100)).unwrap_err();
-        assert_eq!(err, "killed after 0.1 s");
+        assert!(err.starts_with("killed after 0.1 s"), "{err}");
         let missing = run_one(&dir.join("nope"), "ok", None, None, long).unwrap_err();
         assert!(missing.starts_with("could not start"));
         std::fs::remove_dir_all(&dir).unwrap();
