@@ -311,16 +311,28 @@ mod tests {
     }
 
     #[test]
-    fn repetitions_the_later_option_wins() {
-        assert_eq!(opts(&["--quick"]).reps, 5);
-        assert_eq!(opts(&["--full"]).reps, 11);
-        assert_eq!(opts(&["--reps=7"]).reps, 7);
-        assert_eq!(opts(&["--full", "--reps", "5"]).reps, 5);
-        assert_eq!(opts(&["--reps", "5", "--full"]).reps, 11);
-        assert_eq!(opts(&["--full", "--quick"]).reps, 5);
-        assert_eq!(opts(&["--smoke"]).reps, 1);
-        assert_eq!(opts(&["--smoke", "--reps", "2"]).reps, 2);
-        assert_eq!(opts(&["--full", "--full"]).reps, 11);
+    fn repetitions_and_the_real_row_the_later_option_wins() {
+        // argv => repetitions, real row.
+        const CASES: &str = "
+            => 5 Off
+            --quick => 5 Off
+            --full => 11 Off
+            --reps=7 => 7 Off
+            --full --reps 5 => 5 Off
+            --reps 5 --full => 11 Off
+            --full --quick => 5 Off
+            --smoke => 1 Off
+            --smoke --reps 2 => 2 Off
+            --full --full => 11 Off
+            --real => 5 With
+            --real-only --reps 3 => 3 Only
+            --real-only --real => 5 With
+            --real --real-only => 5 Only";
+        for case in CASES.trim().lines().map(str::trim) {
+            let (args, want) = case.split_once("=> ").unwrap();
+            let o = opts(&args.split_whitespace().collect::<Vec<_>>());
+            assert_eq!(format!("{} {:?}", o.reps, o.real), want, "{args}");
+        }
     }
 
     #[test]
@@ -333,16 +345,6 @@ mod tests {
         assert_eq!(opts(&["--smoke", "--scale", "0.5"]).scale, Some(0.5));
         assert_eq!(opts(&["--out", "x/y"]).out_dir(), PathBuf::from("x/y"));
         assert!(!opts(&["--no-build"]).build);
-    }
-
-    #[test]
-    fn the_real_row() {
-        assert_eq!(opts(&[]).real, RealRow::Off);
-        assert_eq!(opts(&["--real"]).real, RealRow::With);
-        assert_eq!(opts(&["--real-only", "--reps", "3"]).real, RealRow::Only);
-        assert_eq!(opts(&["--real-only", "--real"]).real, RealRow::With);
-        assert_eq!(opts(&["--real", "--real-only"]).real, RealRow::Only);
-        assert!(parse(&["--real=1"]).is_err());
     }
 
     #[test]
@@ -397,6 +399,7 @@ mod tests {
         assert!(parse(&["--out="]).is_err());
         assert!(parse(&["--smoke=1"]).is_err());
         assert!(parse(&["--reps", "2", "extra"]).is_err());
+        assert!(parse(&["--real=1"]).is_err());
     }
 
     #[test]
