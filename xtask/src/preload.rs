@@ -220,7 +220,7 @@ pub fn first_difference(a: &str, b: &str) -> String {
 }
 
 /// What a workload must see in a run, compared with the reference run.
-fn judge(
+pub fn judge(
     finished: &Finished,
     reference: Option<&Finished>,
     allocator_line: Option<&str>,

@@ -243,7 +243,7 @@ pub fn run_in(opts: &Options, bins: &Path, command_line: &str) -> Result<bool, E
             Ok(summaries) => {
                 md += "\n";
                 md += &real::markdown(&summaries, opts.reps, real::records(opts.scale));
-                real::write(&out, &summaries, None)?;
+                cmd::write(&out.join("real.csv"), real::csv(&summaries)).map_err(Error::Failed)?;
                 real_ok = real::all_ok(&summaries);
             }
             Err(e) => {

@@ -46,12 +46,8 @@ pub fn find_library(dirs: &[&str], file: &str) -> Option<PathBuf> {
 /// How one column of the row runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Column {
-    /// The contender's name (`mimalloc (Debian)` for a Debian library).
-    pub name: String,
-    /// `LD_PRELOAD`, if any.
-    pub library: Option<PathBuf>,
-    /// `HAKMEM_MODE` (runtime twins).
-    pub hakmem_mode: Option<&'static str>,
+    /// Its name (`mimalloc (Debian)` for a Debian library), `LD_PRELOAD` and `HAKMEM_MODE`.
+    pub run: preload::Contender,
     /// What the workload's `allocator:` line must say (`None`: not checked).
     pub allocator: Option<String>,
     /// Why it is not run (a peer library that is not installed).
@@ -68,16 +64,18 @@ pub fn columns(
         .iter()
         .map(|c| {
             let mut col = Column {
-                name: c.name.to_owned(),
-                library: None,
-                hakmem_mode: c.mode,
+                run: preload::Contender {
+                    hakmem_mode: c.mode,
+                    ..preload::Contender::glibc()
+                },
                 allocator: None,
                 missing: None,
             };
+            col.run.name = c.name.to_owned();
             if let Some((file, package)) = peer_library(c.name) {
-                col.name = format!("{} (Debian)", c.name);
+                col.run.name = format!("{} (Debian)", c.name);
                 match find_library(&LIB_DIRS, file) {
-                    Some(path) => col.library = Some(path),
+                    Some(path) => col.run.library = Some(path),
                     None => {
                         col.missing = Some(format!("{file} not found (apt-get install {package})"))
                     }
@@ -85,7 +83,7 @@ pub fn columns(
             } else if c.name == "glibc" {
                 col.allocator = Some("not hakmem".to_owned());
             } else {
-                col.library = Some(library(c.bin));
+                col.run.library = Some(library(c.bin));
                 let mode = c.mode.or(c.compiled).unwrap_or(c.name);
                 col.allocator = Some(format!("hakmem {mode}"));
             }
@@ -145,6 +143,20 @@ impl Summary {
 
     pub fn median(&self) -> Option<f64> {
         median(&self.secs())
+    }
+
+    fn faults(&self) -> Option<f64> {
+        median(
+            &self
+                .samples
+                .iter()
+                .map(|x| x.faults as f64)
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    fn peak_rss_kib(&self) -> Option<u64> {
+        self.samples.iter().map(|x| x.maxrss_kib).max()
     }
 }
 
@@ -209,19 +221,12 @@ pub fn run(opts: &Options, out: &Path) -> Result<Vec<Summary>, String> {
         print!(
             "[{:>w$}/{total}] python-json × {} (rep {}/{}) … ",
             i + 1,
-            col.name,
+            col.run.name,
             slot.rep + 1,
             opts.reps,
             w = total.to_string().len()
         );
-        let contender = preload::Contender {
-            name: col.name.clone(),
-            library: col.library.clone(),
-            hakmem_mode: col.hakmem_mode,
-            expected_mode: None,
-            release: true,
-        };
-        let mut command = contender.command(
+        let mut command = col.run.command(
             &python,
             &[
                 script.as_os_str(),
@@ -231,27 +236,9 @@ pub fn run(opts: &Options, out: &Path) -> Result<Vec<Summary>, String> {
             ],
         );
         command.envs(preload::PYTHON_ENV);
-        let stem = runs_dir.join(format!("{}-{}", crate::cmd::slug(&col.name), slot.rep + 1));
+        let stem = runs_dir.join(format!("{}-{}", cmd::slug(&col.run.name), slot.rep + 1));
         let result = cmd::run_timed(command, &stem, TIMEOUT).and_then(|f| {
-            if !f.status.success() {
-                return Err(format!(
-                    "{}: {}",
-                    f.status,
-                    f.stderr.lines().last().unwrap_or("")
-                ));
-            }
-            if f.stderr.contains("ERROR: ld.so:") {
-                return Err("the library was not loaded".to_owned());
-            }
-            let (_, allocator) = preload::split_stderr(&f.stderr);
-            if let Some(want) = &col.allocator {
-                if allocator.as_deref() != Some(want.as_str()) {
-                    return Err(format!(
-                        "the workload reports allocator {:?}, expected {want:?}",
-                        allocator.unwrap_or_default()
-                    ));
-                }
-            }
+            preload::judge(&f, None, col.allocator.as_deref())?;
             let (faults, maxrss_kib) = parse_stats(&f.stdout)?;
             Ok(RealSample {
                 secs: f.took.as_secs_f64(),
@@ -276,7 +263,7 @@ pub fn run(opts: &Options, out: &Path) -> Result<Vec<Summary>, String> {
 fn median_of(summaries: &[Summary], name: &str) -> Option<f64> {
     summaries
         .iter()
-        .find(|s| s.column.name == name)
+        .find(|s| s.column.run.name == name)
         .and_then(Summary::median)
 }
 
@@ -291,11 +278,11 @@ pub fn csv(summaries: &[Summary]) -> String {
     let num = |x: Option<f64>, p: usize| x.map(|v| format!("{v:.p$}")).unwrap_or_default();
     for s in summaries {
         let spread = min_max(&s.secs());
-        let faults: Vec<f64> = s.samples.iter().map(|x| x.faults as f64).collect();
         let row = [
-            csv_field(&s.column.name),
+            csv_field(&s.column.run.name),
             csv_field(
                 &s.column
+                    .run
                     .library
                     .as_ref()
                     .map(|p| p.display().to_string())
@@ -307,13 +294,8 @@ pub fn csv(summaries: &[Summary]) -> String {
             num(spread.map(|x| x.1), 4),
             num(ratio(s.median(), glibc), 4),
             num(ratio(s.median(), mimalloc), 4),
-            num(median(&faults), 0),
-            s.samples
-                .iter()
-                .map(|x| x.maxrss_kib)
-                .max()
-                .map(|k| k.to_string())
-                .unwrap_or_default(),
+            num(s.faults(), 0),
+            s.peak_rss_kib().map(|k| k.to_string()).unwrap_or_default(),
             s.failures.len().to_string(),
             csv_field(s.column.missing.as_deref().unwrap_or("")),
         ];
@@ -341,25 +323,20 @@ pub fn markdown(summaries: &[Summary], reps: u32, records: usize) -> String {
     .to_vec();
     let mut rows = Vec::new();
     for s in summaries.iter().filter(|s| s.column.missing.is_none()) {
-        let faults: Vec<f64> = s.samples.iter().map(|x| x.faults as f64).collect();
         let failed = if s.failures.is_empty() {
             String::new()
         } else {
             format!(" ({} failed)", s.failures.len())
         };
         rows.push(vec![
-            s.column.name.clone(),
+            s.column.run.name.clone(),
             s.median()
                 .map_or("—".to_owned(), |m| format!("{m:.3}{failed}")),
             min_max(&s.secs()).map_or("—".to_owned(), |(lo, hi)| format!("{lo:.3}–{hi:.3}")),
             ratio(s.median(), glibc).map_or("—".to_owned(), fmt_ratio),
             ratio(s.median(), mimalloc).map_or("—".to_owned(), fmt_ratio),
-            median(&faults).map_or("—".to_owned(), |f| format!("{f:.0}")),
-            s.samples
-                .iter()
-                .map(|x| x.maxrss_kib)
-                .max()
-                .map_or("—".to_owned(), fmt_kib),
+            s.faults().map_or("—".to_owned(), |f| format!("{f:.0}")),
+            s.peak_rss_kib().map_or("—".to_owned(), fmt_kib),
         ]);
     }
     md += &md_table(&header, &[false, true, true, true, true, true, true], &rows);
@@ -374,7 +351,7 @@ pub fn markdown(summaries: &[Summary], reps: u32, records: usize) -> String {
     );
     for s in summaries {
         if let Some(why) = &s.column.missing {
-            md += &format!("\n{}: not run — {why}.\n", s.column.name);
+            md += &format!("\n{}: not run — {why}.\n", s.column.run.name);
         }
     }
     md
@@ -400,22 +377,11 @@ pub fn run_only(opts: &Options, command_line: &str) -> Result<bool, super::Error
     );
     md += &format!("- command: `{command_line}`\n\n");
     md += &markdown(&summaries, opts.reps, records(opts.scale));
-    write(&out, &summaries, Some(&md))?;
+    cmd::write(&out.join("real.csv"), csv(&summaries)).map_err(super::Error::Failed)?;
+    cmd::write(&out.join("real.md"), &md).map_err(super::Error::Failed)?;
     println!();
     print!("{md}");
     Ok(all_ok(&summaries))
-}
-
-/// Writes `real.csv` (and `real.md` if given) to `out`.
-pub fn write(out: &Path, summaries: &[Summary], md: Option<&str>) -> Result<(), super::Error> {
-    let mut files = vec![("real.csv", csv(summaries))];
-    if let Some(md) = md {
-        files.push(("real.md", md.to_owned()));
-    }
-    for (name, text) in files {
-        cmd::write(&out.join(name), text).map_err(super::Error::Failed)?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -432,17 +398,17 @@ mod tests {
             contender("mimalloc").unwrap(),
         ];
         let cols = columns(&picked, &|m| PathBuf::from(format!("/lib/{m}.so")));
-        assert_eq!(cols[0].library, Some(PathBuf::from("/lib/fast.so")));
+        assert_eq!(cols[0].run.library, Some(PathBuf::from("/lib/fast.so")));
         assert_eq!(cols[0].allocator.as_deref(), Some("hakmem fast"));
-        assert_eq!(cols[1].library, Some(PathBuf::from("/lib/runtime.so")));
-        assert_eq!(cols[1].hakmem_mode, Some("learning"));
+        assert_eq!(cols[1].run.library, Some(PathBuf::from("/lib/runtime.so")));
+        assert_eq!(cols[1].run.hakmem_mode, Some("learning"));
         assert_eq!(cols[1].allocator.as_deref(), Some("hakmem learning"));
         assert_eq!(
-            (cols[2].library.clone(), cols[2].allocator.as_deref()),
+            (cols[2].run.library.clone(), cols[2].allocator.as_deref()),
             (None, Some("not hakmem"))
         );
-        assert_eq!(cols[3].name, "mimalloc (Debian)");
-        assert!(cols[3].library.is_some() != cols[3].missing.is_some());
+        assert_eq!(cols[3].run.name, "mimalloc (Debian)");
+        assert!(cols[3].run.library.is_some() != cols[3].missing.is_some());
         assert!(find_library(&["/nonexistent"], "libmimalloc.so.2").is_none());
     }
 
@@ -463,9 +429,10 @@ mod tests {
     #[test]
     fn the_section_compares_with_glibc_and_mimalloc() {
         let col = |name: &str, missing: Option<&str>| Column {
-            name: name.to_owned(),
-            library: None,
-            hakmem_mode: None,
+            run: preload::Contender {
+                name: name.to_owned(),
+                ..preload::Contender::glibc()
+            },
             allocator: None,
             missing: missing.map(str::to_owned),
         };
