@@ -247,13 +247,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn root_holds_the_workspace_manifest() {
+    fn children_run_from_the_root_without_the_mode() {
         assert!(workspace_root().join("Cargo.toml").is_file());
         assert!(workspace_root().join("xtask").is_dir());
-    }
-
-    #[test]
-    fn shows_commands_with_their_mode() {
         assert_eq!(
             show_cargo(&["fmt", "--all", "--check"], None),
             "cargo fmt --all --check"
@@ -262,10 +258,6 @@ mod tests {
             show_cargo(&["test", "-p", "hakmem"], Some("fast")),
             "HAKMEM_MODE=fast cargo test -p hakmem"
         );
-    }
-
-    #[test]
-    fn children_never_inherit_the_mode() {
         let cmd = cargo(&["test"], None);
         let envs: Vec<_> = cmd.get_envs().collect();
         assert_eq!(envs, [(OsStr::new(MODE_VAR), None)]);
@@ -283,7 +275,7 @@ mod tests {
         ==4176== I   refs:      441,048\n";
 
     #[test]
-    fn parses_the_collected_line() {
+    fn parsing_splicing_and_seconds() {
         assert_eq!(parse_collected(STDERR), Some(441_048));
         assert_eq!(parse_collected("Collected : 12"), Some(12));
         assert_eq!(
@@ -296,10 +288,6 @@ mod tests {
         );
         assert_eq!(parse_collected("==1== Collected : lots"), None);
         assert_eq!(parse_collected(""), None);
-    }
-
-    #[test]
-    fn splices_between_the_markers_only() {
         let doc = "prose\n<!-- BEGIN generated: t -->\nold\n<!-- END generated: t -->\nmore\n";
         assert_eq!(
             splice(doc, "t", "new\n").unwrap(),
@@ -312,10 +300,6 @@ mod tests {
         assert!(splice(open, "t", "x")
             .unwrap_err()
             .contains("END generated: t"));
-    }
-
-    #[test]
-    fn seconds_have_one_decimal() {
         assert_eq!(seconds(Duration::from_millis(12_345)), "12.3");
         assert_eq!(seconds(Duration::ZERO), "0.0");
     }

@@ -644,17 +644,13 @@ mod tests {
     }
 
     #[test]
-    fn per_iteration_cancels_start_up() {
+    fn verdicts_per_iteration_and_probe_fields() {
         // The real figures of MINIMAL: 305 calls for N = 100, 705 for N = 300.
         assert_eq!(per_iteration(305, 705, N_SHORT, N_LONG), 2.0);
         // BALANCED: 69 and 69.
         assert_eq!(per_iteration(69, 69, N_SHORT, N_LONG), 0.0);
         assert_eq!(per_iteration(79, 69, N_SHORT, N_LONG), -0.05);
         assert_eq!(per_iteration(69, 79, 100, 300), 0.05);
-    }
-
-    #[test]
-    fn verdicts() {
         assert!(faults_ok("balanced", 0.0) && faults_ok("fast", 0.049));
         assert!(!faults_ok("fast", 0.05) && !faults_ok("balanced", 512.0));
         assert!(faults_ok("minimal", 512.0) && faults_ok("minimal", 500.0));
@@ -683,10 +679,6 @@ mod tests {
         // A copy of 32 MiB against one of 2 MiB.
         assert!(!no_copy(150_000, 2_400_000));
         assert!(!no_copy(0, 0) && !no_copy(-5, 3));
-    }
-
-    #[test]
-    fn fields_of_a_probe_line() {
         let line = "rss_before_kib=1784 rss_peak_kib=617452 rss_after_kib=18276 kept_kib=16492";
         assert_eq!(field(line, "kept_kib"), Some("16492"));
         assert_eq!(field(line, "rss_peak_kib"), Some("617452"));

@@ -297,12 +297,8 @@ mod tests {
     }
 
     #[test]
-    fn the_definition_is_consistent() {
+    fn the_definition_is_consistent_and_help_is_everywhere() {
         Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn help_everywhere() {
         assert!(matches!(parse(&[]), Ok(None)));
         for args in [
             &["--help"][..],

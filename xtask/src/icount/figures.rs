@@ -169,7 +169,7 @@ mod tests {
     }
 
     #[test]
-    fn round_trips_one_entry_per_line_sorted() {
+    fn the_file_round_trips_one_entry_per_line_and_rejects_other_shapes() {
         let f = figures();
         let text = f.to_json();
         assert_eq!(Figures::from_json(&text), Ok(f.clone()));
@@ -190,10 +190,6 @@ mod tests {
         assert!(text
             .contains("  },\n  \"config\": {\n    \"tiny_pair/minimal\": \"untouched\"\n  }\n}\n"));
         assert_eq!(Figures::from_json(&text), Ok(with_config));
-    }
-
-    #[test]
-    fn rejects_files_of_other_benchmarks_or_shapes() {
         let text = figures().to_json();
         let err = Figures::from_json(&text.replace("\"ops\": 1024", "\"ops\": 1000")).unwrap_err();
         assert!(err.contains("another version"), "{err}");
@@ -202,10 +198,6 @@ mod tests {
         assert!(Figures::from_json("{").is_err());
         let err = Figures::from_json(&text.replace("\"cpu\"", "\"gpu\"")).unwrap_err();
         assert!(err.contains("missing field `cpu`"), "{err}");
-    }
-
-    #[test]
-    fn paths_default_to_those_of_the_counts() {
         let text = figures().to_json().replace(
             "  \"paths\": [\n    \"tiny_pair\",\n    \"vm_pair\"\n  ],\n",
             "",
@@ -216,15 +208,11 @@ mod tests {
     }
 
     #[test]
-    fn scaling_lowers_every_count() {
+    fn scaling_lowers_every_count_and_environments_name_their_differences() {
         let lowered = figures().scaled(90);
         assert_eq!(lowered.get("tiny_pair", "minimal"), Some(136_422));
         assert_eq!(lowered.get("vm_pair", "fast"), Some(75_571));
         assert_eq!(lowered.env, env());
-    }
-
-    #[test]
-    fn names_the_differences() {
         let mut other = env();
         assert!(env().differences(&other).is_empty());
         other.cpu = "Intel Xeon".into();

@@ -519,24 +519,16 @@ mod tests {
     }
 
     #[test]
-    fn per_op_figures_for_people() {
+    fn figures_runner_and_ops_match_the_benches() {
         assert_eq!(show_per_op(148 * OPS), "148.0");
         assert_eq!(show_per_op(835 * OPS + 102), "835.1");
         assert_eq!(show_per_op(131_467 * OPS), "131,467");
         assert_eq!(show_per_op(9_999 * OPS), "9999.0");
-    }
-
-    #[test]
-    fn recognises_the_installed_runner() {
         let toml = "[v1]\n\"iai-callgrind-runner 0.16.1 (registry+https://github.com/rust-lang/crates.io-index)\" = [\"iai-callgrind-runner\"]\n";
         assert!(records_runner(toml));
         assert!(!records_runner(&toml.replace("0.16.1", "0.16.0")));
         assert!(!records_runner(&toml.replace("0.16.1", "0.16.10")));
         assert!(!records_runner(""));
-    }
-
-    #[test]
-    fn ops_and_version_match_the_benches() {
         let root = cmd::workspace_root();
         let bench = std::fs::read_to_string(root.join("benches/benches/icount.rs")).unwrap();
         assert!(

@@ -589,7 +589,7 @@ mod tests {
     }
 
     #[test]
-    fn the_pool_rule_holds_on_good_figures() {
+    fn the_pool_rule_holds_on_good_figures_and_fails_over_budget_over_a_peer_or_unmeasured() {
         let rule = pool_rule(&pool_figures(45, 46, 68, 75));
         assert!(rule.ok, "{rule}");
         assert_eq!(
@@ -600,10 +600,6 @@ mod tests {
         );
         // The bounds are inclusive.
         assert!(pool_rule(&pool_figures(60, 75, 60, 75)).ok);
-    }
-
-    #[test]
-    fn the_pool_rule_fails_over_budget_over_a_peer_or_unmeasured() {
         // fast balanced jemalloc mimalloc | what the rule says.
         const CASES: &str = "
             61 46 68 75 | fast 61.0 > 60, fast 61.0 ≤ jemalloc 68.0

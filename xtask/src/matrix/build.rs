@@ -112,16 +112,12 @@ mod tests {
     use crate::matrix::binary;
 
     #[test]
-    fn glibc_is_built_without_features() {
+    fn glibc_is_built_without_features_and_the_cpu_model_is_read() {
         let args = cargo_args(binary("glibc").unwrap());
         assert!(args.ends_with(&["--bin", "bench", "--no-default-features"]));
         let args = cargo_args(binary("fast").unwrap());
         assert!(args.ends_with(&["--no-default-features", "--features", "hakmem-fast"]));
         assert!(args.contains(&"--release"));
-    }
-
-    #[test]
-    fn reads_the_cpu_model() {
         let text = "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel\t\t: 1\n\
                     model name\t: AMD EPYC 7B13\nprocessor\t: 1\nmodel name\t: AMD EPYC 7B13\n";
         assert_eq!(cpu_model(text).as_deref(), Some("AMD EPYC 7B13"));

@@ -336,7 +336,7 @@ mod tests {
     }
 
     #[test]
-    fn smoke_is_one_small_repetition() {
+    fn smoke_is_one_small_repetition_and_allocators_keep_report_order() {
         let o = opts(&["--smoke"]);
         assert_eq!((o.reps, o.scale, o.smoke), (1, Some(0.05), true));
         assert_eq!(o, Options::smoke());
@@ -345,10 +345,6 @@ mod tests {
         assert_eq!(opts(&["--smoke", "--scale", "0.5"]).scale, Some(0.5));
         assert_eq!(opts(&["--out", "x/y"]).out_dir(), PathBuf::from("x/y"));
         assert!(!opts(&["--no-build"]).build);
-    }
-
-    #[test]
-    fn allocators_in_report_order_and_the_runtime_group() {
         assert_eq!(
             names(&opts(&["--allocators", "jemalloc,fast, fast"])),
             ["fast", "jemalloc"]

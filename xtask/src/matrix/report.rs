@@ -537,7 +537,7 @@ mod tests {
     use crate::matrix::CONTENDERS;
 
     #[test]
-    fn numbers_for_people() {
+    fn numbers_csv_fields_and_tables_for_people() {
         assert_eq!(group_thousands(0), "0");
         assert_eq!(group_thousands(999), "999");
         assert_eq!(group_thousands(1000), "1,000");
@@ -563,19 +563,11 @@ mod tests {
         assert_eq!(overhead_cell(Some(100.0), Some(103.0)), "+3.00 ns (+3.0%)");
         assert_eq!(overhead_cell(Some(3400.0), Some(3300.0)), "-100 ns (-2.9%)");
         assert_eq!(overhead_cell(None, Some(1.0)), "n/a");
-    }
-
-    #[test]
-    fn csv_escaping() {
         assert_eq!(csv_field("vm"), "vm");
         assert_eq!(csv_field("a,b"), "\"a,b\"");
         assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
         assert_eq!(csv_field("two\nlines"), "\"two\nlines\"");
         assert_eq!(csv_field(""), "");
-    }
-
-    #[test]
-    fn markdown_tables_are_padded() {
         let t = md_table(
             &["a".into(), "bb".into()],
             &[false, true],

@@ -340,7 +340,7 @@ mod tests {
         "allocator=fast scenario=vm ops=100 ns=123456 faults=512 maxrss_kib=4096 threads=2";
 
     #[test]
-    fn parses_the_bench_line() {
+    fn parses_the_bench_line_and_the_list_and_rejects_bad_ones() {
         let p = parse_line(LINE).unwrap();
         assert_eq!(p.allocator, "fast");
         assert_eq!(p.scenario, "vm");
@@ -360,10 +360,6 @@ mod tests {
         let shuffled =
             "  threads=1 ns=5 ops=5 scenario=tiny faults=0 maxrss_kib=1 allocator=glibc\n";
         assert_eq!(parse_line(shuffled).unwrap().sample.ns_per_op(), 1.0);
-    }
-
-    #[test]
-    fn rejects_bad_bench_lines() {
         // `…` stands for `allocator=a scenario=b`; each line, then why it is refused.
         const BAD: &str = "
  | missing allocator, scenario, ops, ns, faults, maxrss_kib, threads
@@ -378,10 +374,6 @@ hello | `hello` is not key=value";
             let line = line.replace('…', "allocator=a scenario=b");
             assert_eq!(parse_line(&line), Err(why.to_owned()), "{line}");
         }
-    }
-
-    #[test]
-    fn parses_the_list() {
         let list = parse_list("json\tC original's JSON\nvm\t2 MiB\n\ntiny\n").unwrap();
         let names: Vec<_> = list.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["json", "vm", "tiny"]);
@@ -393,7 +385,7 @@ hello | `hello` is not key=value";
     }
 
     #[test]
-    fn schedule_interleaves_and_rotates() {
+    fn schedule_interleaves_and_rotates_and_runs_pass_the_scale() {
         let s = schedule(3, 2, 4);
         assert_eq!(s.len(), 24);
         let order = |rep: u32, scenario: usize| -> Vec<usize> {
@@ -418,10 +410,6 @@ hello | `hello` is not key=value";
                 assert_eq!(n, 3);
             }
         }
-    }
-
-    #[test]
-    fn run_args_pass_the_scale() {
         assert_eq!(run_args("vm", None), ["vm"]);
         assert_eq!(run_args("vm", Some(0.05)), ["vm", "--scale", "0.05"]);
     }

@@ -199,17 +199,13 @@ mod tests {
     }
 
     #[test]
-    fn median_of_odd_and_even_counts() {
+    fn median_spread_geomean_and_ratios() {
         assert_eq!(median(&[]), None);
         assert_eq!(median(&[4.0]), Some(4.0));
         assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
         assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
         assert_eq!(median(&[1.0, 100.0]), Some(50.5));
         assert_eq!(median(&[5.0, 5.0, 1.0, 9.0, 5.0]), Some(5.0));
-    }
-
-    #[test]
-    fn spread_geomean_and_ratios() {
         assert_eq!(min_max(&[]), None);
         assert_eq!(min_max(&[3.0, 1.0, 2.0]), Some((1.0, 3.0)));
         assert_eq!(geomean(&[]), None);
@@ -320,10 +316,6 @@ mod tests {
         let expected = ((70.05_f64 / 20.05) * (140.05 / 40.05)).sqrt();
         assert!(close(fast.geomean.unwrap(), expected));
         assert_eq!(fast.get("zzz"), (None, None));
-    }
-
-    #[test]
-    fn no_pair_without_both_halves() {
         let (mut plan, records) = plan_and_records();
         // Only the twins and mimalloc: no compiled mode to compare with.
         plan.contenders.retain(|c| c.is_runtime());

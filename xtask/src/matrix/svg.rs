@@ -227,7 +227,7 @@ mod tests {
     use crate::matrix::{contender, CONTENDERS};
 
     #[test]
-    fn twins_are_paler_than_their_mode() {
+    fn twins_are_paler_and_the_y_range_holds_every_bar_and_one() {
         let fast = colour(contender("fast").unwrap());
         let twin = colour(contender("runtime-fast").unwrap());
         assert!(twin.0 > fast.0 && twin.1 > fast.1 && twin.2 > fast.2);
@@ -239,10 +239,6 @@ mod tests {
             short_name(contender("runtime-learning").unwrap()),
             "rt-learning"
         );
-    }
-
-    #[test]
-    fn y_range_holds_every_bar_and_one() {
         let (lo, hi) = y_range(&[]);
         assert!(lo < 1.0 && hi > 1.0);
         let (lo, hi) = y_range(&[0.5, 3.0]);
