@@ -853,7 +853,7 @@ mod tests {
     }
 
     #[test]
-    fn stderr_is_compared_without_the_allocator_line_but_with_hakmem_lines() {
+    fn stderr_is_compared_without_the_allocator_line_and_the_learning_builds_are_logged() {
         let (rest, allocator) =
             split_stderr("allocator: hakmem fast\nhakmem: lifecycle LEARN\nwarning: x\n");
         assert_eq!(allocator.as_deref(), Some("hakmem fast"));
@@ -869,10 +869,6 @@ mod tests {
         ] {
             assert_eq!(first_difference(a, b), want);
         }
-    }
-
-    #[test]
-    fn the_log_check_runs_the_learning_builds_and_the_runtime_one_as_learning() {
         let all: Vec<Contender> = MODES
             .iter()
             .map(|m| Contender::hakmem(m, format!("/{m}.so").into()))
@@ -894,7 +890,7 @@ mod tests {
     }
 
     #[test]
-    fn contract_runs_are_judged_on_the_tally_and_stderr_and_the_cost_is_tabled() {
+    fn contract_and_log_runs_are_judged_on_their_output() {
         let dir = std::env::temp_dir().join(format!("xtask-contract-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let run = |script: &str| run_sh(&dir.join("c"), script);
@@ -932,10 +928,6 @@ mod tests {
         );
         assert!(lines[2].ends_with("20000     20.00"), "{table}");
         assert!(lines[3].ends_with("-         -"), "{table}");
-    }
-
-    #[test]
-    fn the_log_is_judged_by_where_it_must_go() {
         let dir = std::env::temp_dir().join(format!("xtask-log-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let run = |script: &str| run_sh(&dir.join("l"), script);

@@ -359,7 +359,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_and_json() {
+    fn test_binaries_their_lists_and_the_memcheck_arguments() {
         assert_eq!(
             binary_name(Path::new("/t/debug/deps/fork-0123abcd")),
             "fork"
@@ -376,10 +376,6 @@ mod tests {
             None
         );
         assert_eq!(test_executable("Compiling x"), None);
-    }
-
-    #[test]
-    fn only_the_fork_tests_skip_the_leak_check() {
         let supp = Path::new("/s");
         let no = "--leak-check=no".to_owned();
         assert!(memcheck_args("fork", None, supp).contains(&no));
@@ -391,17 +387,9 @@ mod tests {
         assert!(args.contains(&"--leak-check=full".to_owned()));
         assert!(args.contains(&"--error-exitcode=99".to_owned()));
         assert!(args.contains(&"--suppressions=/s".to_owned()));
-    }
-
-    #[test]
-    fn test_lists_and_the_pool_binary_one_test_per_process() {
         let listed = "a_ninth_pool: test\nchild_churn: test\nbench_x: bench\n\n";
         assert_eq!(parse_test_list(listed), ["a_ninth_pool", "child_churn"]);
         assert_eq!(ONE_TEST_PER_PROCESS, ["pool"]);
-    }
-
-    #[test]
-    fn the_suppressions_file_exists() {
         assert!(cmd::workspace_root().join(SUPPRESSIONS).is_file());
     }
 }

@@ -316,17 +316,13 @@ mod tests {
     }
 
     #[test]
-    fn the_same_figures_pass() {
+    fn regressions_new_and_gone_figures_fail_where_enforced_reference_rows_never() {
         let c = Comparison::new(&figures(&BASE), &figures(&BASE));
         assert!(c.ok() && c.enforced() && c.failures().is_empty());
         assert_eq!(
             c.summary(),
             "0 of 3 figures more than 2% above the baseline (1 reference rows not checked)"
         );
-    }
-
-    #[test]
-    fn a_baseline_lowered_by_ten_percent_fails_every_checked_figure() {
         let base = figures(&BASE);
         let c = Comparison::new(&base, &base.scaled(90));
         assert!(!c.ok());
@@ -337,10 +333,6 @@ mod tests {
         assert!(table.contains("| tiny_pair/minimal "), "{table}");
         assert!(table.contains("+11.11% | REGRESSED (> +2%)"), "{table}");
         assert!(table.contains("reference (not checked)"), "{table}");
-    }
-
-    #[test]
-    fn new_and_gone_benchmarks_fail_until_blessed() {
         let mut now = BASE.to_vec();
         now.retain(|(id, _)| *id != "vm_pair/fast");
         now.push(("tiny_pair/fast", 149));
@@ -361,10 +353,6 @@ mod tests {
         assert!(c
             .summary()
             .contains(", 1 not in the baseline, 1 in the baseline but not measured"));
-    }
-
-    #[test]
-    fn another_environment_warns_instead_of_failing() {
         let base = figures(&BASE);
         let mut other = base.scaled(50);
         other.env.cpu = "Intel Xeon".into();
@@ -379,10 +367,6 @@ mod tests {
             c.env_differences,
             [("CPU", "AMD EPYC".to_owned(), "Intel Xeon".to_owned())]
         );
-    }
-
-    #[test]
-    fn reference_rows_never_fail() {
         let mut worse = BASE.to_vec();
         worse[2].1 = 200;
         let c = Comparison::new(&figures(&worse), &figures(&BASE));

@@ -501,10 +501,6 @@ mod tests {
             };
             only_fails(&rows, Some(3), seen);
         }
-    }
-
-    #[test]
-    fn a_path_without_all_policies_fails_rule_one() {
         let missing = ["json_pair/runtime_fast".to_owned()];
         let rules = rules(&good_rows(), &missing);
         assert!(!rules[0].ok);
@@ -512,10 +508,6 @@ mod tests {
             .text
             .ends_with("; not measured: json_pair/runtime_fast"));
         assert!(rules[1..].iter().all(|r| r.ok));
-    }
-
-    #[test]
-    fn learning_modes_on_a_contested_path_have_an_allowance() {
         // 4% over the twin on vm_pair: allowed; 6%: not; a path the learner does not route,
         // and a mode that does not learn, stay exact.
         let mut rows = good_rows();

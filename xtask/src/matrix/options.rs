@@ -356,7 +356,7 @@ mod tests {
     }
 
     #[test]
-    fn scenarios_are_checked_against_the_list() {
+    fn bad_names_and_values_are_refused_naming_what_is_accepted() {
         let listed: Vec<ScenarioInfo> = ["json", "vm", "tiny"]
             .iter()
             .map(|n| ScenarioInfo {
@@ -374,10 +374,6 @@ mod tests {
             select_scenarios(&listed, Some(&["vmm".to_owned()])).unwrap_err(),
             "unknown scenario `vmm` in --scenarios; accepted (from bench --list): json, vm, tiny"
         );
-    }
-
-    #[test]
-    fn errors_name_the_culprit_and_the_accepted_values() {
         let text = parse(&["--allocators", "fast,tcmalloc"])
             .unwrap_err()
             .to_string();

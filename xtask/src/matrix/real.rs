@@ -390,7 +390,7 @@ mod tests {
     use crate::matrix::contender;
 
     #[test]
-    fn columns_map_contenders_to_libraries() {
+    fn columns_map_contenders_to_libraries_and_the_stats_line_parses() {
         let picked = [
             contender("fast").unwrap(),
             contender("runtime-learning").unwrap(),
@@ -410,10 +410,6 @@ mod tests {
         assert_eq!(cols[3].run.name, "mimalloc (Debian)");
         assert!(cols[3].run.library.is_some() != cols[3].missing.is_some());
         assert!(find_library(&["/nonexistent"], "libmimalloc.so.2").is_none());
-    }
-
-    #[test]
-    fn parses_the_stats_line() {
         assert_eq!(
             parse_stats("records 5\nsummary {}\nrecords=5 faults=123 maxrss_kib=4567\n"),
             Ok((123, 4567))

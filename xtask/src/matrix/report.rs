@@ -635,7 +635,7 @@ mod tests {
     }
 
     #[test]
-    fn csv_has_one_row_per_cell() {
+    fn csv_json_and_markdown_of_a_run() {
         let (_, _, cells, _) = fixture();
         let text = csv(&cells);
         let lines: Vec<&str> = text.lines().collect();
@@ -649,10 +649,6 @@ mod tests {
         assert!(lines[6].ends_with(",1.1000,1.1000,0"), "{}", lines[6]);
         assert_eq!(lines[26], "tiny,jemalloc,0,,,,,,,,2");
         assert!(lines.iter().all(|l| l.split(',').count() == 11));
-    }
-
-    #[test]
-    fn json_holds_the_metadata_cells_and_runs() {
         let (meta, plan, cells, records) = fixture();
         let text = json(&meta, &plan, &cells, &records);
         for needle in [
@@ -674,10 +670,6 @@ mod tests {
         assert_eq!(cells.len(), 26);
         assert_eq!(cells[0]["samples"][1]["ns"], 1001);
         assert!(cells[25]["median_ns_per_op"].is_null());
-    }
-
-    #[test]
-    fn markdown_has_both_tables() {
         let (meta, plan, cells, _) = fixture();
         let md = markdown(&meta, &plan, &cells);
         assert!(
