@@ -25,8 +25,6 @@ pub const FUZZ_DEFAULT_SECS: u64 = 60;
 
 const NIGHTLY_MISSING: &str = "the AddressSanitizer and fuzz runs need the nightly toolchain: \
                                rustup toolchain install nightly (.ci/run installs it)";
-const VALGRIND_MISSING: &str =
-    "valgrind is required for the memcheck run: apt-get install valgrind (.ci/run installs it)";
 
 /// `rustup run nightly cargo args…` from the workspace root, `HAKMEM_MODE` removed.
 fn nightly_cargo(args: &[&str]) -> Command {
@@ -64,19 +62,10 @@ pub fn asan() -> Result<bool, String> {
     let host = host_triple()?;
     let target_dir = cmd::target_dir().join("asan");
     let target_dir = target_dir.to_string_lossy().into_owned();
-    let args = [
-        "test",
-        "-p",
-        "hakmem",
-        "--no-default-features",
-        "--features",
-        "runtime",
-        "--tests",
-        "--target",
-        host.as_str(),
-        "--target-dir",
-        target_dir.as_str(),
-    ];
+    let mut args: Vec<&str> = "test -p hakmem --no-default-features --features runtime --tests"
+        .split(' ')
+        .collect();
+    args.extend(["--target", &host, "--target-dir", &target_dir]);
     let rustflags = "-Zsanitizer=address --cfg hakmem_sanitizer";
     let shown = format!(
         "RUSTFLAGS=\"{rustflags}\" cargo +nightly {}",
@@ -125,13 +114,10 @@ fn test_binaries(args: &[&str]) -> Result<Vec<(String, PathBuf)>, String> {
     if !out.status.success() {
         return Err(format!("cargo {}: {}", all.join(" "), out.status));
     }
-    let mut bins = Vec::new();
-    for path in String::from_utf8_lossy(&out.stdout)
-        .lines()
+    let mut bins: Vec<(String, PathBuf)> = (String::from_utf8_lossy(&out.stdout).lines())
         .filter_map(test_executable)
-    {
-        bins.push((binary_name(&path), path));
-    }
+        .map(|path| (binary_name(&path), path))
+        .collect();
     bins.sort();
     Ok(bins)
 }
@@ -212,17 +198,11 @@ pub fn memcheck_args(binary: &str, test: Option<&str>, suppressions: &Path) -> V
 /// The memcheck run over the BALANCED build's test binaries. `Ok(false)` if one failed.
 pub fn memcheck() -> Result<bool, String> {
     if !cmd::is_installed("valgrind") {
-        return Err(VALGRIND_MISSING.to_owned());
+        return Err(crate::large::VALGRIND_MISSING.to_owned());
     }
-    let args = [
-        "test",
-        "-p",
-        "hakmem",
-        "--no-default-features",
-        "--features",
-        "balanced",
-        "--tests",
-    ];
+    let args: Vec<&str> = "test -p hakmem --no-default-features --features balanced --tests"
+        .split(' ')
+        .collect();
     println!("memcheck: building: {}", cmd::show_cargo(&args, None));
     let bins = test_binaries(&args)?;
     let suppressions = cmd::workspace_root().join(SUPPRESSIONS);
@@ -235,31 +215,23 @@ pub fn memcheck() -> Result<bool, String> {
             vec![None]
         };
         for test in tests {
-            let what = match &test {
-                Some(t) => format!("{name} {t}"),
-                None => name.clone(),
-            };
-            let vg = memcheck_args(name, test.as_deref(), &suppressions);
-            let exact = match &test {
-                Some(t) => format!(" --exact {t}"),
-                None => String::new(),
-            };
+            let mut vg = memcheck_args(name, test.as_deref(), &suppressions);
+            vg.push(path.display().to_string());
+            vg.extend(test.iter().flat_map(|t| ["--exact".to_owned(), t.clone()]));
+            vg.push("-q".into());
             println!(
                 "memcheck: QUICKCHECK_TESTS={MEMCHECK_QUICKCHECK_TESTS} \
-                 HAKMEM_TEST_SCALE={MEMCHECK_SCALE} HAKMEM_TEST_UNDER_VALGRIND=1 valgrind {} \
-                 {}{exact} -q",
-                vg.join(" "),
-                path.display()
+                 HAKMEM_TEST_SCALE={MEMCHECK_SCALE} HAKMEM_TEST_UNDER_VALGRIND=1 valgrind {}",
+                vg.join(" ")
             );
             let mut run = cmd::command("valgrind", &vg, None);
-            run.arg(path);
-            if let Some(t) = &test {
-                run.args(["--exact", t]);
-            }
-            run.arg("-q")
-                .env("QUICKCHECK_TESTS", MEMCHECK_QUICKCHECK_TESTS)
+            run.env("QUICKCHECK_TESTS", MEMCHECK_QUICKCHECK_TESTS)
                 .env("HAKMEM_TEST_SCALE", MEMCHECK_SCALE)
                 .env("HAKMEM_TEST_UNDER_VALGRIND", "1");
+            let what = format!(
+                "{name}{}",
+                test.map(|t| format!(" {t}")).unwrap_or_default()
+            );
             run_one("memcheck", what, &mut run, "valgrind", &mut failed);
         }
     }

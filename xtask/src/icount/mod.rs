@@ -113,16 +113,8 @@ pub fn ensure_runner() -> Result<PathBuf, String> {
         return Ok(bin);
     }
     let root_arg = root.to_string_lossy().into_owned();
-    let args = [
-        "install",
-        "--locked",
-        "--force",
-        "--root",
-        &root_arg,
-        "--version",
-        RUNNER_VERSION,
-        "iai-callgrind-runner",
-    ];
+    let mut args = vec!["install", "--locked", "--force", "--root", &root_arg];
+    args.extend(["--version", RUNNER_VERSION, "iai-callgrind-runner"]);
     println!(
         "icount: iai-callgrind-runner {RUNNER_VERSION} is not in {}: installing it (it takes \
          ~95 s on 2 cores, once per target directory):\nicount: $ {}",
@@ -185,15 +177,8 @@ fn measure(runner: &Path, env: Environment) -> Result<Figures, String> {
     let config_dir = out_dir().join("config");
     let _ = std::fs::remove_dir_all(&config_dir);
     cmd::create_dir(&config_dir)?;
-    let args = [
-        "bench",
-        "-p",
-        "hakmem-benches",
-        "--bench",
-        BENCH,
-        "--",
-        "--output-format=json",
-    ];
+    let args = ["bench", "-p", "hakmem-benches", "--bench", BENCH];
+    let args = [&args[..], &["--", "--output-format=json"]].concat();
     println!(
         "icount: $ IAI_CALLGRIND_RUNNER={} {}",
         runner.display(),
@@ -445,12 +430,8 @@ fn self_test(figures: &Figures, baseline_path: &Path) -> Result<bool, String> {
     let copy = dir.join("icount.json");
     cmd::write(&copy, tampered.to_json())?;
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
-    let args: Vec<OsString> = vec![
-        "icount".into(),
-        "--no-run".into(),
-        "--baseline".into(),
-        copy.clone().into(),
-    ];
+    let mut args: Vec<OsString> = ["icount", "--no-run", "--baseline"].map(Into::into).into();
+    args.push(copy.clone().into());
     println!(
         "icount: --self-test: {what} lowered by {}% into {}; running `cargo xtask icount \
          --no-run --baseline {}`, which must fail:",
