@@ -5,6 +5,8 @@
 
 use std::path::Path;
 
+use super::report::md_table;
+
 /// One row of results.csv: the figures this comparison needs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
@@ -147,49 +149,47 @@ pub fn pair(a: &[Row], b: &[Row]) -> Vec<Pair> {
 
 /// The report of one comparison: a summary line, then the cells that disagree.
 pub fn report(what: &str, unit: &str, pairs: &[Pair]) -> String {
-    let agree = pairs.iter().filter(|p| p.agrees()).count();
-    let mut out = format!(
-        "{what}: {agree} of {} cells agree (one run's median within the other's min–max).\n",
+    let bad: Vec<&Pair> = pairs.iter().filter(|p| !p.agrees()).collect();
+    let out = format!(
+        "{what}: {} of {} cells agree (one run's median within the other's min–max).\n",
+        pairs.len() - bad.len(),
         pairs.len()
     );
-    let bad: Vec<&Pair> = pairs.iter().filter(|p| !p.agrees()).collect();
-    if !bad.is_empty() {
-        out.push_str(&format!(
-            "\n| scenario | allocator | A median (min–max), {unit} | B median (min–max), {unit} | B vs A |\n"
-        ));
-        out.push_str("|---|---|--:|--:|--:|\n");
-        for p in bad {
-            let n = |x: f64| {
-                if x >= 100.0 {
-                    format!("{x:.0}")
-                } else {
-                    format!("{x:.3}")
-                }
-            };
-            out.push_str(&format!(
-                "| {} | {} | {} ({}–{}) | {} ({}–{}) | {:+.1}% |\n",
-                p.a.scenario,
-                p.a.allocator,
-                n(p.a.median),
-                n(p.a.min),
-                n(p.a.max),
-                n(p.b.median),
-                n(p.b.min),
-                n(p.b.max),
-                p.change_pct()
-            ));
-        }
+    if bad.is_empty() {
+        return out;
     }
-    out
+    let n = |x: f64| match x >= 100.0 {
+        true => format!("{x:.0}"),
+        false => format!("{x:.3}"),
+    };
+    let cell = |r: &Row| format!("{} ({}–{})", n(r.median), n(r.min), n(r.max));
+    let header = [
+        "scenario",
+        "allocator",
+        "A median (min–max)",
+        "B median (min–max)",
+        "B vs A",
+    ]
+    .map(|h| h.replace("(min–max)", &format!("(min–max), {unit}")));
+    let rows: Vec<Vec<String>> = (bad.iter())
+        .map(|p| {
+            let change = format!("{:+.1}%", p.change_pct());
+            vec![
+                p.a.scenario.clone(),
+                p.a.allocator.clone(),
+                cell(&p.a),
+                cell(&p.b),
+                change,
+            ]
+        })
+        .collect();
+    out + "\n" + &md_table(&header, &[false, false, true, true, true], &rows)
 }
 
 /// Compares the runs in two output directories; prints both reports. `Err` if a file is
 /// unreadable or the runs share no cell.
 pub fn run(a: &Path, b: &Path) -> Result<(), String> {
-    let read = |dir: &Path, name: &str| {
-        let path = dir.join(name);
-        std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))
-    };
+    let read = |dir: &Path, name: &str| crate::cmd::read(&dir.join(name));
     let absolute = pair(
         &parse_csv(&read(a, "results.csv")?)?,
         &parse_csv(&read(b, "results.csv")?)?,
@@ -290,6 +290,6 @@ mod tests {
         assert!((pairs[1].change_pct() - 40.0).abs() < 1e-9);
         let text = report("absolute", "ns/op", &pairs);
         assert!(text.starts_with("absolute: 1 of 2 cells agree"), "{text}");
-        assert!(text.contains("| tiny | fast |"), "{text}");
+        assert!(text.contains("| tiny     | fast      |"), "{text}");
     }
 }
