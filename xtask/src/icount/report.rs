@@ -7,6 +7,7 @@ use super::rules::{Row, Rule, UNTOUCHED};
 use super::{per_op, show_per_op};
 use crate::cmd;
 use crate::matrix::report::md_table;
+use crate::matrix::stats::min_max;
 use crate::test::MODES;
 
 /// `+18.9%`; two decimals where one would round a real difference to zero (`+0.02%`).
@@ -28,16 +29,11 @@ pub fn overhead_cell(compiled: u64, runtime: u64) -> String {
 /// Per mode and path: compiled and runtime Ir/op, the twin's overhead, and whether the compiled
 /// benchmark read the runtime configuration. Mode-major, like the C original's table.
 pub fn regression_table(rows: &[Row]) -> String {
-    let header = [
-        "mode",
-        "path",
-        "compiled Ir/op",
-        "runtime Ir/op",
-        "runtime overhead (Ir, %)",
-        "compiled reads runtime config?",
-    ]
-    .map(str::to_owned)
-    .to_vec();
+    let header: Vec<String> = "mode|path|compiled Ir/op|runtime Ir/op|runtime overhead (Ir, %)|\
+                               compiled reads runtime config?"
+        .split('|')
+        .map(str::to_owned)
+        .collect();
     let right = [false, false, true, true, true, false];
     let mut sorted: Vec<&Row> = rows.iter().collect();
     sorted.sort_by_key(|r| MODES.iter().position(|m| *m == r.mode));
@@ -125,24 +121,14 @@ fn overhead_range(rows: &[&Row]) -> Option<String> {
             (rt - c, (rt - c) / c * 100.0)
         })
         .collect();
-    let lo = diffs.iter().map(|d| d.0).fold(f64::INFINITY, f64::min);
-    let hi = diffs.iter().map(|d| d.0).fold(f64::NEG_INFINITY, f64::max);
-    let plo = diffs.iter().map(|d| d.1).fold(f64::INFINITY, f64::min);
-    let phi = diffs.iter().map(|d| d.1).fold(f64::NEG_INFINITY, f64::max);
-    let span = |lo: String, hi: String| {
-        if lo == hi {
-            lo
-        } else {
-            format!("{lo} to {hi}")
-        }
+    let (lo, hi) = min_max(&diffs.iter().map(|d| d.0).collect::<Vec<_>>())?;
+    let (plo, phi) = min_max(&diffs.iter().map(|d| d.1).collect::<Vec<_>>())?;
+    let span = |lo: String, hi: String| match lo == hi {
+        true => lo,
+        false => format!("{lo} to {hi}"),
     };
-    (!diffs.is_empty()).then(|| {
-        format!(
-            "{} Ir/op ({})",
-            span(format!("{lo:.1}"), format!("{hi:.1}")),
-            span(pct(plo), pct(phi))
-        )
-    })
+    let ir = span(format!("{lo:.1}"), format!("{hi:.1}"));
+    Some(format!("{ir} Ir/op ({})", span(pct(plo), pct(phi))))
 }
 
 /// The environment as one sentence.
