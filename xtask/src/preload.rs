@@ -681,36 +681,31 @@ pub fn check_all(contenders: &[Contender]) -> Result<bool, String> {
         }
     }
 
-    // The C test: it checks everything itself; its expected mode is its second argument.
+    // The C test and the contract: glibc first (the programs' expectations must hold there).
+    let mut failed_malloc = Vec::with_capacity(all.len());
     for c in &all {
-        let stem = dir.join(format!("c-{}", cmd::slug(&c.name)));
-        let expected = c.expected_mode.unwrap_or("glibc");
-        let mut command = c.command(exe, &[tls.as_os_str(), expected.as_ref()]);
-        command.current_dir(&dir);
-        let result = run_timed(command, &stem, CHILD_TIMEOUT).and_then(|f| {
+        let run = |workload: &str, program: &Path, args: &[&OsStr]| {
+            let mut command = c.command(program, args);
+            command.current_dir(&dir);
+            let stem = dir.join(format!("{workload}-{}", cmd::slug(&c.name)));
+            run_timed(command, &stem, CHILD_TIMEOUT)
+        };
+        // The C test checks everything itself; its expected mode is its second argument.
+        let expected = OsStr::new(c.expected_mode.unwrap_or("glibc"));
+        let result = run("c", exe, &[tls.as_os_str(), expected]).and_then(|f| {
             judge(&f, None, None)?;
             let last = f.stdout.lines().last().unwrap_or_default();
             if !last.starts_with("preload_test: all ") {
                 return Err(format!("it did not finish: last line {last:?}"));
             }
             if !f.stderr.is_empty() {
-                return Err(format!(
-                    "it passed, but stderr is not empty: {}",
-                    tail(&f.stderr, 2)
-                ));
+                let stderr = tail(&f.stderr, 2);
+                return Err(format!("it passed, but stderr is not empty: {stderr}"));
             }
             Ok(f.took)
         });
         tally.add("c-test", c, result);
-    }
-
-    // The contract: glibc first (the program's expectations must hold there), then each mode.
-    let mut failed_malloc = Vec::with_capacity(all.len());
-    for c in &all {
-        let stem = dir.join(format!("contract-{}", cmd::slug(&c.name)));
-        let mut command = c.command(conformance, &[] as &[&str]);
-        command.current_dir(&dir);
-        let result = run_timed(command, &stem, CHILD_TIMEOUT).and_then(|f| {
+        let result = run("contract", conformance, &[]).and_then(|f| {
             failed_malloc.push((c.name.clone(), failed_malloc_ns(&f.stdout)));
             judge_contract(&f).map(|()| f.took)
         });
@@ -730,19 +725,13 @@ pub fn check_all(contenders: &[Contender]) -> Result<bool, String> {
         cmd::create_dir(&repo_dir)?;
         let git_run = c.command(Path::new("sh"), &[&git_script, &repo_dir]);
         // What each reports on its `allocator:` line: git only whether hakmem is loaded.
-        let mode = c.expected_mode.map(|m| format!("hakmem {m}"));
-        let loaded = if c.library.is_some() {
-            "hakmem"
-        } else {
-            "not hakmem"
-        };
+        let python_says = c
+            .expected_mode
+            .map_or("not hakmem".into(), |m| format!("hakmem {m}"));
+        let git_says = c.library.as_ref().map_or("not hakmem", |_| "hakmem");
         let runs = [
-            (
-                "python",
-                python_run,
-                mode.as_deref().unwrap_or("not hakmem"),
-            ),
-            ("git", git_run, loaded),
+            ("python", python_run, python_says.as_str()),
+            ("git", git_run, git_says),
         ];
         for ((workload, command, allocator), reference) in runs.into_iter().zip(&mut references) {
             let stem = dir.join(format!("{workload}-{slug}"));
