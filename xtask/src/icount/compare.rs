@@ -219,40 +219,7 @@ impl Comparison {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
-    use super::super::figures::Environment;
-    use super::super::OPS;
     use super::*;
-
-    fn env() -> Environment {
-        Environment {
-            rustc: "rustc 1.95.0".into(),
-            cpu: "AMD EPYC".into(),
-            glibc: "glibc 2.36".into(),
-            valgrind: "valgrind-3.19.0".into(),
-        }
-    }
-
-    fn figures(entries: &[(&str, u64)]) -> Figures {
-        let ir: BTreeMap<String, u64> = entries
-            .iter()
-            .map(|(id, per_op)| (id.to_string(), per_op * OPS))
-            .collect();
-        let mut paths: Vec<String> = Vec::new();
-        for (id, _) in entries {
-            let path = id.split('/').next().unwrap().to_owned();
-            if !paths.contains(&path) {
-                paths.push(path);
-            }
-        }
-        Figures {
-            env: env(),
-            paths,
-            ir,
-            config: BTreeMap::new(),
-        }
-    }
 
     /// Lines more than the tolerance above the baseline, reference rows included.
     fn regressed(c: &Comparison) -> usize {
@@ -317,13 +284,13 @@ mod tests {
 
     #[test]
     fn regressions_new_and_gone_figures_fail_where_enforced_reference_rows_never() {
-        let c = Comparison::new(&figures(&BASE), &figures(&BASE));
+        let c = Comparison::new(&Figures::of(&BASE), &Figures::of(&BASE));
         assert!(c.ok() && c.enforced() && c.failures().is_empty());
         assert_eq!(
             c.summary(),
             "0 of 3 figures more than 2% above the baseline (1 reference rows not checked)"
         );
-        let base = figures(&BASE);
+        let base = Figures::of(&BASE);
         let c = Comparison::new(&base, &base.scaled(90));
         assert!(!c.ok());
         assert_eq!(c.failures().len(), 3);
@@ -336,7 +303,7 @@ mod tests {
         let mut now = BASE.to_vec();
         now.retain(|(id, _)| *id != "vm_pair/fast");
         now.push(("tiny_pair/fast", 149));
-        let c = Comparison::new(&figures(&now), &figures(&BASE));
+        let c = Comparison::new(&Figures::of(&now), &Figures::of(&BASE));
         let failed: Vec<(&str, Status)> = c
             .failures()
             .iter()
@@ -353,7 +320,7 @@ mod tests {
         assert!(c
             .summary()
             .contains(", 1 not in the baseline, 1 in the baseline but not measured"));
-        let base = figures(&BASE);
+        let base = Figures::of(&BASE);
         let mut other = base.scaled(50);
         other.env.cpu = "Intel Xeon".into();
         let c = Comparison::new(&base, &other);
@@ -369,7 +336,7 @@ mod tests {
         );
         let mut worse = BASE.to_vec();
         worse[2].1 = 200;
-        let c = Comparison::new(&figures(&worse), &figures(&BASE));
+        let c = Comparison::new(&Figures::of(&worse), &Figures::of(&BASE));
         assert!(c.ok());
         assert_eq!(regressed(&c), 1);
     }
@@ -384,9 +351,9 @@ mod tests {
             ("tiny_pair/runtime_minimal", 1),
             ("small_pair/minimal", 1),
         ];
-        let f = figures(&ids);
+        let f = Figures::of(&ids);
         assert_eq!(
-            ordered_ids(&f, &figures(&[("pool/minimal", 1)])),
+            ordered_ids(&f, &Figures::of(&[("pool/minimal", 1)])),
             [
                 "tiny_pair/minimal",
                 "tiny_pair/fast",

@@ -143,16 +143,38 @@ impl Figures {
 }
 
 #[cfg(test)]
+impl Figures {
+    /// Test figures: `(path/contender, Ir per operation)`, the paths in their order, measured in
+    /// one fixed environment.
+    pub fn of<S: AsRef<str>>(entries: &[(S, u64)]) -> Figures {
+        let mut f = Figures {
+            env: Environment {
+                rustc: "rustc 1.95.0".into(),
+                cpu: "AMD EPYC".into(),
+                glibc: "glibc 2.36".into(),
+                valgrind: "valgrind-3.19.0".into(),
+            },
+            paths: Vec::new(),
+            ir: BTreeMap::new(),
+            config: BTreeMap::new(),
+        };
+        for (id, per_op) in entries {
+            let (path, _) = split_id(id.as_ref()).expect("path/contender");
+            if !f.paths.iter().any(|p| p == path) {
+                f.paths.push(path.to_owned());
+            }
+            f.ir.insert(id.as_ref().to_owned(), per_op * OPS);
+        }
+        f
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
-    pub fn env() -> Environment {
-        Environment {
-            rustc: "rustc 1.95.0 (59807616e 2026-04-14)".into(),
-            cpu: "AMD EPYC".into(),
-            glibc: "ldd (Debian GLIBC 2.36-9+deb12u14) 2.36".into(),
-            valgrind: "valgrind-3.19.0".into(),
-        }
+    fn env() -> Environment {
+        Figures::of::<&str>(&[]).env
     }
 
     fn figures() -> Figures {

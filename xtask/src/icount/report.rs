@@ -204,35 +204,27 @@ pub fn regression_analysis(doc: &str, blocks: &[(&str, String)]) -> Result<Strin
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::super::rules::{pool_rule, rows, rules, Probe};
     use super::super::OPS;
     use super::*;
 
     fn figures() -> Figures {
-        let mut ir = BTreeMap::new();
-        let mut config = BTreeMap::new();
+        let mut entries = Vec::new();
         for (i, mode) in MODES.iter().enumerate() {
             let base = 148 + i as u64;
-            ir.insert(format!("tiny_pair/{mode}"), base * OPS);
-            ir.insert(format!("tiny_pair/runtime_{mode}"), (base + 28) * OPS);
-            config.insert(format!("tiny_pair/{mode}"), UNTOUCHED.to_owned());
-            config.insert(format!("tiny_pair/runtime_{mode}"), format!("read:{mode}"));
+            entries.push((format!("tiny_pair/{mode}"), base));
+            entries.push((format!("tiny_pair/runtime_{mode}"), base + 28));
         }
-        ir.insert("tiny_pair/jemalloc".into(), 70 * OPS);
-        ir.insert("tiny_pair/mimalloc".into(), 150 * OPS);
-        Figures {
-            env: Environment {
-                rustc: "rustc 1.95.0".into(),
-                cpu: "AMD EPYC".into(),
-                glibc: "glibc 2.36".into(),
-                valgrind: "valgrind-3.19.0".into(),
-            },
-            paths: vec!["tiny_pair".into()],
-            ir,
-            config,
+        entries.push(("tiny_pair/jemalloc".into(), 70));
+        entries.push(("tiny_pair/mimalloc".into(), 150));
+        let mut f = Figures::of(&entries);
+        for mode in MODES {
+            f.config
+                .insert(format!("tiny_pair/{mode}"), UNTOUCHED.to_owned());
+            f.config
+                .insert(format!("tiny_pair/runtime_{mode}"), format!("read:{mode}"));
         }
+        f
     }
 
     #[test]

@@ -561,23 +561,18 @@ mod tests {
 
     /// Figures with the tiny pair of FAST, BALANCED and the two peers rule (vi) reads.
     fn pool_figures(fast: u64, balanced: u64, jemalloc: u64, mimalloc: u64) -> Figures {
-        use super::super::figures::Environment;
-        let mut ir = std::collections::BTreeMap::new();
-        for (who, per_op) in [
+        let who = [
             ("fast", fast),
             ("balanced", balanced),
             ("jemalloc", jemalloc),
-            ("mimalloc", mimalloc),
-            ("glibc", 140),
-        ] {
-            ir.insert(format!("{POOL_PATH}/{who}"), per_op * OPS);
-        }
-        Figures {
-            env: Environment::default(),
-            paths: vec![POOL_PATH.into()],
-            ir,
-            config: Default::default(),
-        }
+        ];
+        let who = who
+            .into_iter()
+            .chain([("mimalloc", mimalloc), ("glibc", 140)]);
+        Figures::of(
+            &who.map(|(w, n)| (format!("{POOL_PATH}/{w}"), n))
+                .collect::<Vec<_>>(),
+        )
     }
 
     #[test]
