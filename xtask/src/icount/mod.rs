@@ -349,32 +349,22 @@ pub fn run(opts: &Options, invoked_as: &str) -> Result<bool, String> {
         comparison.ok()
     };
 
-    let regression = report::regression_table(&rows);
-    println!();
-    println!("icount: each compiled mode against its runtime twin (Ir/op):");
-    println!();
-    print!("{regression}");
+    // Each table on stdout and in report.md under one title.
+    let mut section = |title: &str, body: &str| {
+        print!("\nicount: {title}:\n\n{body}");
+        md += &format!("## {title}\n\n{body}\n");
+    };
+    section(
+        "Compiled modes against their runtime twins (Ir/op)",
+        &report::regression_table(&rows),
+    );
     let reference = report::reference_table(&figures);
     if !reference.is_empty() {
-        println!();
-        println!(
-            "icount: reference allocators (never compared with the baseline; rule vi reads them):"
-        );
-        println!();
-        print!("{reference}");
+        let title = "Reference allocators (never compared with the baseline; rule vi reads them)";
+        section(title, &reference);
     }
-    println!();
-    for rule in &rules {
-        println!("{rule}");
-    }
-    md += &format!("## Compiled modes against their runtime twins\n\n{regression}\n");
-    if !reference.is_empty() {
-        md += &format!("## Reference allocators\n\n{reference}\n");
-    }
-    md += "## Rules\n\n";
-    for rule in &rules {
-        md += &format!("- {rule}\n");
-    }
+    let rules_list: String = rules.iter().map(|rule| format!("- {rule}\n")).collect();
+    section("Rules", &rules_list);
 
     let mut ok = rules_ok && compared;
     if !rules_ok {
