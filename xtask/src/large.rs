@@ -552,10 +552,8 @@ pub fn run(invoked_as: &str) -> Result<bool, String> {
     let table = table(&checks);
     let held = checks.iter().filter(|c| c.ok).count();
     let verdict = format!("{held}/{} checks hold", checks.len());
-    println!();
-    print!("{table}");
-    println!();
-    println!("large: {verdict}");
+    print!("\n{table}");
+    println!("\nlarge: {verdict}");
 
     let first = |c: &mut Command| cmd::first_line(c).unwrap_or_else(|| "?".to_owned());
     let date = first(Command::new("date").args(["-u", "+%F"]));

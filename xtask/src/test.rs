@@ -174,8 +174,7 @@ pub fn run(sel: Selection) -> bool {
     let mut results: Vec<(String, Outcome, Duration)> = Vec::new();
     for (i, step) in steps.iter().enumerate() {
         let tag = format!("[{}/{total}]", i + 1);
-        println!();
-        println!("{tag} {} …", step.title);
+        println!("\n{tag} {} …", step.title);
         let start = Instant::now();
         let result = match &step.action {
             Action::Cargo { args, mode } => {
@@ -239,12 +238,10 @@ pub fn run(sel: Selection) -> bool {
         ),
     ];
     for (_, what, flag) in skipped.into_iter().filter(|(on, ..)| !on) {
-        println!();
-        println!("[--] {what} skipped ({flag})");
+        println!("\n[--] {what} skipped ({flag})");
         results.push((what.to_owned(), Outcome::Skipped, Duration::ZERO));
     }
-    println!();
-    print!("{}", summary(&results));
+    print!("\n{}", summary(&results));
     let (passed, failed) = counts(&results);
     println!("xtask test: {passed} passed, {failed} failed");
     failed == 0

@@ -314,8 +314,7 @@ pub fn run(opts: &Options, invoked_as: &str) -> Result<bool, String> {
             format!("{e}\n(to create or refresh the baseline: cargo xtask icount --bless)")
         })?;
         let comparison = Comparison::new(&figures, &baseline);
-        println!();
-        println!("icount: against the baseline {}", baseline_path.display());
+        println!("\nicount: against the baseline {}", baseline_path.display());
         if !comparison.enforced() {
             println!("icount: WARNING: this run's environment differs from the baseline's:");
             for (what, here, there) in &comparison.env_differences {
@@ -332,8 +331,7 @@ pub fn run(opts: &Options, invoked_as: &str) -> Result<bool, String> {
         println!();
         let table = comparison.table();
         print!("{table}");
-        println!();
-        println!("icount: {}", comparison.summary());
+        println!("\nicount: {}", comparison.summary());
         if comparison.enforced() && !comparison.failures().is_empty() {
             println!(
                 "icount: a figure above the baseline is a regression to fix; a new, gone or \

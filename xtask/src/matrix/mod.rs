@@ -266,8 +266,7 @@ pub fn run_in(opts: &Options, bins: &Path, command_line: &str) -> Result<bool, E
         cmd::write(&out.join(name), text).map_err(Error::Failed)?;
     }
 
-    println!();
-    print!("{md}");
+    print!("\n{md}");
     let failed_runs: usize = cells.iter().map(|c| c.failures.len()).sum();
     println!();
     for (b, e) in &build_failures {

@@ -379,8 +379,7 @@ pub fn run_only(opts: &Options, command_line: &str) -> Result<bool, super::Error
     md += &markdown(&summaries, opts.reps, records(opts.scale));
     cmd::write(&out.join("real.csv"), csv(&summaries)).map_err(super::Error::Failed)?;
     cmd::write(&out.join("real.md"), &md).map_err(super::Error::Failed)?;
-    println!();
-    print!("{md}");
+    print!("\n{md}");
     Ok(all_ok(&summaries))
 }
 
