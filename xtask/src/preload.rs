@@ -635,21 +635,6 @@ fn check_log(c: &Contender, python: &Path, dir: &Path, tally: &mut Tally) {
     tally.add("log-file", c, result);
 }
 
-/// One run's line: `[workload] contender  ok (N s)` or `FAILED: why`.
-fn report(workload: &str, contender: &str, result: &Result<Duration, String>) {
-    match result {
-        Ok(took) => eprintln!(
-            "{:<10} {contender:<30} ok ({} s)",
-            format!("[{workload}]"),
-            cmd::seconds(*took)
-        ),
-        Err(why) => eprintln!(
-            "{:<10} {contender:<30} FAILED: {why}",
-            format!("[{workload}]")
-        ),
-    }
-}
-
 /// Runs the check for `contenders` (glibc, the reference, is added first). `Ok(false)` if any
 /// run failed; `Err` if the check could not run at all (no `cc`, no python3, no git).
 pub fn check_all(contenders: &[Contender]) -> Result<bool, String> {
@@ -778,9 +763,13 @@ struct Tally {
 }
 
 impl Tally {
-    /// Reports one run and counts it.
+    /// Counts one run and reports it: `[workload] contender  ok (N s)` or `FAILED: why`.
     fn add(&mut self, workload: &str, c: &Contender, result: Result<Duration, String>) {
-        report(workload, &c.name, &result);
+        let outcome = match &result {
+            Ok(took) => format!("ok ({} s)", cmd::seconds(*took)),
+            Err(why) => format!("FAILED: {why}"),
+        };
+        eprintln!("{:<10} {:<30} {outcome}", format!("[{workload}]"), c.name);
         self.runs += 1;
         self.failed += usize::from(result.is_err());
     }
