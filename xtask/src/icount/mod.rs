@@ -396,21 +396,14 @@ pub fn run(opts: &Options, invoked_as: &str) -> Result<bool, String> {
 /// `cargo xtask icount --no-run --baseline COPY` (this very program), which must exit with
 /// status 1 having flagged every checked figure. `Ok(true)` if it did.
 fn self_test(figures: &Figures, baseline_path: &Path) -> Result<bool, String> {
-    println!();
     let baseline = read_figures(baseline_path)?;
-    let (source, what) = if baseline.env == figures.env {
-        (
-            &baseline,
-            format!("the baseline {}", baseline_path.display()),
-        )
-    } else {
-        (
-            figures,
-            "this run's own figures (the baseline is from another environment, where the \
-             comparison is not enforced)"
-                .to_owned(),
-        )
+    // A baseline from another environment is not enforced: then this run's figures are lowered.
+    let same_env = baseline.env == figures.env;
+    let what = match same_env {
+        true => format!("the baseline {}", baseline_path.display()),
+        false => "this run's own figures (the baseline's environment differs)".to_owned(),
     };
+    let source = if same_env { &baseline } else { figures };
     let tampered = source.scaled(SELF_TEST_PERCENT);
     let expected = Comparison::new(figures, &tampered);
     let checked = expected.failures().len();
@@ -421,7 +414,7 @@ fn self_test(figures: &Figures, baseline_path: &Path) -> Result<bool, String> {
     let mut args: Vec<OsString> = ["icount", "--no-run", "--baseline"].map(Into::into).into();
     args.push(copy.clone().into());
     println!(
-        "icount: --self-test: {what} lowered by {}% into {}; running `cargo xtask icount \
+        "\nicount: --self-test: {what} lowered by {}% into {}; running `cargo xtask icount \
          --no-run --baseline {}`, which must fail:",
         100 - SELF_TEST_PERCENT,
         copy.display(),
@@ -444,10 +437,7 @@ fn self_test(figures: &Figures, baseline_path: &Path) -> Result<bool, String> {
     );
     let proved = out.status.code() == Some(1) && checked > 0 && stdout.contains(&flagged);
     if proved {
-        println!(
-            "icount: --self-test: ok: it exited with status 1 and flagged all {checked} checked \
-             figures"
-        );
+        println!("icount: --self-test: ok: it exited with status 1 and flagged all {checked}");
     } else {
         println!(
             "icount: --self-test: FAILED: expected exit status 1 and `{flagged}`; got {} \
