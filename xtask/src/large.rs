@@ -608,7 +608,7 @@ mod tests {
 ";
 
     #[test]
-    fn parses_strace_summaries_and_rejects_what_is_not_one() {
+    fn strace_summaries_verdicts_probe_fields_and_the_table() {
         let s = parse_strace_summary(STEADY_MINIMAL_300).unwrap();
         assert_eq!(s.total, 660);
         assert_eq!(s.calls.len(), 4);
@@ -639,10 +639,6 @@ mod tests {
         // A header but no total line (strace killed before writing it).
         let cut: String = RELEASE.lines().take(3).map(|l| format!("{l}\n")).collect();
         assert_eq!(parse_strace_summary(&cut), None);
-    }
-
-    #[test]
-    fn verdicts_per_iteration_and_probe_fields() {
         // The real figures of MINIMAL: 305 calls for N = 100, 705 for N = 300.
         assert_eq!(per_iteration(305, 705, N_SHORT, N_LONG), 2.0);
         // BALANCED: 69 and 69.
@@ -691,10 +687,6 @@ mod tests {
             ),
             Some("madvise")
         );
-    }
-
-    #[test]
-    fn the_table_its_rows_and_the_output_files() {
         let checks = vec![
             Check::new("(a) x", "0.000".into(), "0 (< 0.05)", true),
             Check::new("(b) a | b", "2.00".into(), "≥ 2", false),

@@ -324,7 +324,7 @@ mod tests {
     }
 
     #[test]
-    fn test_selects_its_steps() {
+    fn commands_parse_to_their_options() {
         let sel = |args: &[&str]| match ok(args) {
             Command::Test(t) => t.selection(),
             other => panic!("{other:?}"),
@@ -343,10 +343,6 @@ mod tests {
         assert!(!other.large && !other.preload && !other.sanitizers && other.icount);
         assert_eq!(sel(&["test", "--fuzz"]).fuzz, Some(60));
         assert_eq!(sel(&["test", "--fuzz=600"]).fuzz, Some(600));
-    }
-
-    #[test]
-    fn commands_parse_to_their_options() {
         // argv => the command, as Debug shows it.
         const OK: &str = r#"
 sanitizers --memcheck => Sanitizers { asan: false, memcheck: true }
@@ -377,10 +373,6 @@ icount --self-test --baseline /b.json --no-run => Icount(Options { bless: false,
             .unwrap_err()
             .to_string();
         assert!(err.contains("minimal, fast, balanced"), "{err}");
-    }
-
-    #[test]
-    fn bench_matrix_defaults_to_quick_and_smoke_is_what_test_runs() {
         let matrix = |args: &[&str]| match ok(args) {
             Command::BenchMatrix(a) => matrix::Options::from(a),
             other => panic!("{other:?}"),

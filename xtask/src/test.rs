@@ -296,7 +296,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_steps_in_order_and_as_selected() {
+    fn the_steps_in_order_as_selected_and_their_summary() {
         use Action::*;
         let all = steps(Selection::ALL_CI);
         assert!(matches!(
@@ -349,10 +349,6 @@ mod tests {
                 .collect();
             assert_eq!(got.join(" "), optional, "{toggled}");
         }
-    }
-
-    #[test]
-    fn summary_counts_and_lists_every_step() {
         let results = vec![
             ("a".to_owned(), Outcome::Passed, Duration::from_millis(1500)),
             (

@@ -283,7 +283,7 @@ mod tests {
     }
 
     #[test]
-    fn regressions_new_and_gone_figures_fail_where_enforced_reference_rows_never() {
+    fn regressions_new_and_gone_figures_fail_where_enforced_in_path_and_contender_order() {
         let c = Comparison::new(&Figures::of(&BASE), &Figures::of(&BASE));
         assert!(c.ok() && c.enforced() && c.failures().is_empty());
         assert_eq!(
@@ -339,10 +339,6 @@ mod tests {
         let c = Comparison::new(&Figures::of(&worse), &Figures::of(&BASE));
         assert!(c.ok());
         assert_eq!(regressed(&c), 1);
-    }
-
-    #[test]
-    fn rows_follow_the_paths_then_modes_twins_and_peers() {
         let ids = [
             ("tiny_pair/jemalloc", 1),
             ("tiny_pair/runtime_fast", 1),

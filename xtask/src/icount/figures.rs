@@ -191,7 +191,7 @@ mod tests {
     }
 
     #[test]
-    fn the_file_round_trips_one_entry_per_line_and_rejects_other_shapes() {
+    fn the_file_round_trips_and_rejects_other_shapes_scaling_and_environments() {
         let f = figures();
         let text = f.to_json();
         assert_eq!(Figures::from_json(&text), Ok(f.clone()));
@@ -227,10 +227,6 @@ mod tests {
         assert!(!text.contains("paths"));
         let f = Figures::from_json(&text).unwrap();
         assert_eq!(f.paths, ["tiny_pair", "vm_pair"]);
-    }
-
-    #[test]
-    fn scaling_lowers_every_count_and_environments_name_their_differences() {
         let lowered = figures().scaled(90);
         assert_eq!(lowered.get("tiny_pair", "minimal"), Some(136_422));
         assert_eq!(lowered.get("vm_pair", "fast"), Some(75_571));

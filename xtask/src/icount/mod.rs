@@ -454,7 +454,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_iai_callgrinds_json_summary() {
+    fn summaries_runner_ops_and_the_committed_baseline() {
         // Abridged from a real line of `cargo bench --bench icount -- --output-format=json`.
         let first_run = r#"{"function_name":"tiny_pair","id":"minimal","module_path":"icount::tiny_pair::tiny_pair","profiles":[{"summaries":{"total":{"regressions":[],"summary":{"Callgrind":{"Dr":{"diffs":null,"metrics":{"Left":{"Int":40971}}},"Ir":{"diffs":null,"metrics":{"Left":{"Int":151580}}}}}}}}]}"#;
         assert_eq!(
@@ -475,10 +475,6 @@ mod tests {
             .contains("no callgrind `Ir`"));
         assert!(parse_summary("{}").unwrap_err().contains("function_name"));
         assert!(parse_summary("nope").is_err());
-    }
-
-    #[test]
-    fn figures_runner_and_ops_match_the_benches() {
         assert_eq!(show_per_op(148 * OPS), "148.0");
         assert_eq!(show_per_op(835 * OPS + 102), "835.1");
         assert_eq!(show_per_op(131_467 * OPS), "131,467");
@@ -502,10 +498,6 @@ mod tests {
         );
         let doc = std::fs::read_to_string(root.join(DOC)).unwrap();
         assert!(doc.contains(&format!("divided by the {OPS} operations")));
-    }
-
-    #[test]
-    fn the_committed_baseline_is_readable_and_complete() {
         let baseline = read_figures(&cmd::workspace_root().join(BASELINE)).unwrap();
         let (rows, missing) = rules::rows(&baseline);
         assert!(missing.is_empty(), "{missing:?}");

@@ -334,7 +334,7 @@ mod tests {
     }
 
     #[test]
-    fn runs_the_whole_matrix_against_fake_benches() {
+    fn only_needed_binaries_are_built_and_the_whole_matrix_runs_against_fake_benches() {
         let dir = std::env::temp_dir().join(format!("xtask-matrix-{}", std::process::id()));
         let bins = dir.join("bin");
         fake_bins(&bins);
@@ -404,10 +404,6 @@ mod tests {
         let err = run_in(&opts, &dir.join("nowhere"), "x").unwrap_err();
         assert!(matches!(err, Error::Failed(m) if m.starts_with("--no-build: ")));
         std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn only_needed_binaries_are_built() {
         let picked = [
             contender("runtime-fast").unwrap(),
             contender("jemalloc").unwrap(),

@@ -303,15 +303,11 @@ mod tests {
     }
 
     #[test]
-    fn defaults_are_quick_with_everything() {
+    fn defaults_repetitions_the_real_row_smoke_and_allocators() {
         let o = opts(&[]);
         assert_eq!(o, Options::default());
         assert_eq!((o.reps, o.scale, o.contenders.len()), (5, None, 13));
         assert!(o.build && !o.smoke && o.scenarios.is_none() && o.out.is_none());
-    }
-
-    #[test]
-    fn repetitions_and_the_real_row_the_later_option_wins() {
         // argv => repetitions, real row.
         const CASES: &str = "
             => 5 Off
@@ -333,10 +329,6 @@ mod tests {
             let o = opts(&args.split_whitespace().collect::<Vec<_>>());
             assert_eq!(format!("{} {:?}", o.reps, o.real), want, "{args}");
         }
-    }
-
-    #[test]
-    fn smoke_is_one_small_repetition_and_allocators_keep_report_order() {
         let o = opts(&["--smoke"]);
         assert_eq!((o.reps, o.scale, o.smoke), (1, Some(0.05), true));
         assert_eq!(o, Options::smoke());
@@ -356,7 +348,7 @@ mod tests {
     }
 
     #[test]
-    fn bad_names_and_values_are_refused_naming_what_is_accepted() {
+    fn bad_names_and_values_are_refused_and_the_command_line_is_shell_quoted() {
         let listed: Vec<ScenarioInfo> = ["json", "vm", "tiny"]
             .iter()
             .map(|n| ScenarioInfo {
@@ -392,10 +384,6 @@ mod tests {
         assert!(parse(&["--smoke=1"]).is_err());
         assert!(parse(&["--reps", "2", "extra"]).is_err());
         assert!(parse(&["--real=1"]).is_err());
-    }
-
-    #[test]
-    fn the_command_line_is_shell_quoted() {
         let args = ["--scenarios", "vm,tiny", "--out", "my dir", "it's"].map(String::from);
         assert_eq!(
             command_line(&args),

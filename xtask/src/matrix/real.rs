@@ -389,7 +389,7 @@ mod tests {
     use crate::matrix::contender;
 
     #[test]
-    fn columns_map_contenders_to_libraries_and_the_stats_line_parses() {
+    fn columns_stats_and_the_section_compared_with_glibc_and_mimalloc() {
         let picked = [
             contender("fast").unwrap(),
             contender("runtime-learning").unwrap(),
@@ -419,10 +419,6 @@ mod tests {
         assert_eq!(records(None), RECORDS);
         assert_eq!(records(Some(0.5)), RECORDS / 2);
         assert_eq!(records(Some(0.0001)), 500);
-    }
-
-    #[test]
-    fn the_section_compares_with_glibc_and_mimalloc() {
         let col = |name: &str, missing: Option<&str>| Column {
             run: preload::Contender {
                 name: name.to_owned(),
@@ -474,10 +470,6 @@ mod tests {
             .unwrap()
             .starts_with("fast,,3,1.0000,0.9000,1.2000,0.5000,2.0000,10,2048,0,"));
         assert!(!all_ok(&summaries));
-    }
-
-    #[test]
-    fn the_workload_reports_its_stats() {
         let python = preload::python().unwrap();
         let out = std::process::Command::new(python)
             .arg(preload::tests_dir().join("json_roundtrip.py"))

@@ -385,7 +385,7 @@ hello | `hello` is not key=value";
     }
 
     #[test]
-    fn schedule_interleaves_and_rotates_and_runs_pass_the_scale() {
+    fn schedule_interleaves_and_rotates_and_runs_report_failures() {
         let s = schedule(3, 2, 4);
         assert_eq!(s.len(), 24);
         let order = |rep: u32, scenario: usize| -> Vec<usize> {
@@ -412,10 +412,6 @@ hello | `hello` is not key=value";
         }
         assert_eq!(run_args("vm", None), ["vm"]);
         assert_eq!(run_args("vm", Some(0.05)), ["vm", "--scale", "0.05"]);
-    }
-
-    #[test]
-    fn runs_a_process_and_reports_failures() {
         let dir = std::env::temp_dir().join(format!("xtask-run-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let bin = dir.join("bench-fake");

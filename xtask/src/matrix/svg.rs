@@ -227,7 +227,7 @@ mod tests {
     use crate::matrix::{contender, CONTENDERS};
 
     #[test]
-    fn twins_are_paler_and_the_y_range_holds_every_bar_and_one() {
+    fn twins_are_paler_the_y_range_holds_every_bar_and_a_panel_per_scenario() {
         let fast = colour(contender("fast").unwrap());
         let twin = colour(contender("runtime-fast").unwrap());
         assert!(twin.0 > fast.0 && twin.1 > fast.1 && twin.2 > fast.2);
@@ -243,10 +243,6 @@ mod tests {
         assert!(lo < 1.0 && hi > 1.0);
         let (lo, hi) = y_range(&[0.5, 3.0]);
         assert!(lo < 0.5 && hi > 3.0);
-    }
-
-    #[test]
-    fn draws_a_panel_per_scenario() {
         let plan = Plan {
             reps: 1,
             scale: None,
