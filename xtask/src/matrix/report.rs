@@ -533,8 +533,7 @@ pub fn markdown(meta: &Meta, plan: &Plan, cells: &[Cell]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::matrix::run::{schedule, Sample, ScenarioInfo};
-    use crate::matrix::CONTENDERS;
+    use crate::matrix::run::Sample;
 
     #[test]
     fn numbers_csv_fields_and_tables_for_people() {
@@ -578,44 +577,22 @@ mod tests {
 
     /// Two scenarios (`vm`, `tiny`), every contender, two repetitions; jemalloc fails in tiny.
     fn fixture() -> (Meta, Plan, Vec<Cell>, Vec<Record>) {
-        let plan = Plan {
-            reps: 2,
-            scale: Some(0.05),
-            scenarios: ["vm", "tiny"]
-                .map(|n| ScenarioInfo {
-                    name: n.into(),
-                    about: format!("{n}, \"quoted\""),
-                })
-                .to_vec(),
-            contenders: CONTENDERS.iter().collect(),
-        };
-        let records: Vec<Record> = schedule(2, 2, CONTENDERS.len())
-            .into_iter()
-            .map(|slot| {
-                let name = CONTENDERS[slot.contender].name;
-                let result = if slot.scenario == 1 && name == "jemalloc" {
-                    Err("exit status: 2: bench: \"tiny\" broke".to_owned())
-                } else {
-                    let ns = if name.starts_with("runtime-") {
-                        110
-                    } else {
-                        100
-                    };
-                    Ok(Sample {
-                        ops: 10,
-                        ns: ns * 10 * (slot.scenario as u64 * 9 + 1) + u64::from(slot.rep),
-                        faults: 5,
-                        maxrss_kib: 2048,
-                        threads: 1,
-                    })
-                };
-                Record {
-                    slot,
-                    allocator: result.is_ok().then(|| name.to_owned()),
-                    result,
-                }
-            })
-            .collect();
+        let mut plan = Plan::of(2, Some(0.05), &["vm", "tiny"]);
+        for s in &mut plan.scenarios {
+            s.about = format!("{}, \"quoted\"", s.name);
+        }
+        let records = plan.records(|slot, name| {
+            if slot.scenario == 1 && name == "jemalloc" {
+                return Err("exit status: 2: bench: \"tiny\" broke".to_owned());
+            }
+            let ns = if name.starts_with("runtime-") {
+                110
+            } else {
+                100
+            };
+            let ns = ns * 10 * (slot.scenario as u64 * 9 + 1) + u64::from(slot.rep);
+            Ok(Sample::of(10, ns, 5, 2048))
+        });
         let cells = stats::summarize(&plan, &records);
         let meta = Meta {
             machine: Machine {

@@ -324,6 +324,58 @@ pub fn run_all(plan: &Plan, bin_dir: &Path, broken: &[&str]) -> Vec<Record> {
     records
 }
 
+#[cfg(test)]
+impl Plan {
+    /// Every contender over `scenarios` (without descriptions).
+    pub fn of(reps: u32, scale: Option<f64>, scenarios: &[&str]) -> Plan {
+        let scenarios = (scenarios.iter())
+            .map(|n| ScenarioInfo {
+                name: n.to_string(),
+                about: String::new(),
+            })
+            .collect();
+        let contenders = super::CONTENDERS.iter().collect();
+        Plan {
+            reps,
+            scale,
+            scenarios,
+            contenders,
+        }
+    }
+
+    /// Every run of the schedule, `run` giving each slot's outcome.
+    pub fn records(&self, run: impl Fn(Slot, &str) -> Result<Sample, String>) -> Vec<Record> {
+        let slots = schedule(self.reps, self.scenarios.len(), self.contenders.len());
+        (slots.into_iter())
+            .map(|slot| {
+                let name = self.contenders[slot.contender].name;
+                let result = run(slot, name);
+                let allocator = result.is_ok().then(|| name.to_owned());
+                Record {
+                    slot,
+                    allocator,
+                    result,
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+impl Sample {
+    /// `ns` over `ops` operations, one thread.
+    pub fn of(ops: u64, ns: u64, faults: u64, maxrss_kib: u64) -> Sample {
+        let threads = 1;
+        Sample {
+            ops,
+            ns,
+            faults,
+            maxrss_kib,
+            threads,
+        }
+    }
+}
+
 /// Writes an executable shell script (for tests that need a fake bench).
 #[cfg(test)]
 pub fn write_script(path: &Path, body: &str) {

@@ -191,8 +191,7 @@ pub fn mode_pairs(plan: &Plan, cells: &[Cell]) -> Vec<ModePair> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::matrix::run::ScenarioInfo;
-    use crate::matrix::{contender, CONTENDERS};
+    use crate::matrix::contender;
 
     fn close(a: f64, b: f64) -> bool {
         (a - b).abs() < 1e-9 * b.abs().max(1.0)
@@ -219,25 +218,15 @@ mod tests {
         assert_eq!(ratio(Some(3.0), None), None);
     }
 
-    fn sample(ns: u64, ops: u64, faults: u64, rss: u64) -> Sample {
-        Sample {
-            ops,
-            ns,
-            faults,
-            maxrss_kib: rss,
-            threads: 1,
-        }
-    }
-
     #[test]
     fn a_cell_summarizes_its_samples() {
         let c = Cell::new(
             "vm",
             contender("fast").unwrap(),
             vec![
-                sample(300, 100, 10, 900),
-                sample(100, 100, 30, 1000),
-                sample(200, 100, 20, 800),
+                Sample::of(100, 300, 10, 900),
+                Sample::of(100, 100, 30, 1000),
+                Sample::of(100, 200, 20, 800),
             ],
             vec!["exit status: 1".into()],
         );
@@ -252,33 +241,15 @@ mod tests {
     /// A plan of two scenarios and all contenders where contender `k` takes `(k + 1) × base` ns
     /// per op (base 10 in `a`, 20 in `b`), except one failing cell.
     fn plan_and_records() -> (Plan, Vec<Record>) {
-        let plan = Plan {
-            reps: 2,
-            scale: None,
-            scenarios: ["a", "b"]
-                .map(|n| ScenarioInfo {
-                    name: n.into(),
-                    about: String::new(),
-                })
-                .to_vec(),
-            contenders: CONTENDERS.iter().collect(),
-        };
-        let mut records = Vec::new();
-        for slot in crate::matrix::run::schedule(2, 2, CONTENDERS.len()) {
+        let plan = Plan::of(2, None, &["a", "b"]);
+        let records = plan.records(|slot, name| {
             let base = 10 * (slot.scenario as u64 + 1);
             let ns = base * (slot.contender as u64 + 1) * 10 + u64::from(slot.rep);
-            let name = CONTENDERS[slot.contender].name;
-            let result = if slot.scenario == 1 && name == "jemalloc" {
-                Err("signal: 11 (SIGSEGV)".to_owned())
-            } else {
-                Ok(sample(ns, 10, 0, 100))
-            };
-            records.push(Record {
-                slot,
-                allocator: None,
-                result,
-            });
-        }
+            match slot.scenario == 1 && name == "jemalloc" {
+                true => Err("signal: 11 (SIGSEGV)".to_owned()),
+                false => Ok(Sample::of(10, ns, 0, 100)),
+            }
+        });
         (plan, records)
     }
 

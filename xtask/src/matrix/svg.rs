@@ -223,7 +223,7 @@ fn draw(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::matrix::run::{schedule, Record, Sample, ScenarioInfo};
+    use crate::matrix::run::Sample;
     use crate::matrix::{contender, CONTENDERS};
 
     #[test]
@@ -243,35 +243,16 @@ mod tests {
         assert!(lo < 1.0 && hi > 1.0);
         let (lo, hi) = y_range(&[0.5, 3.0]);
         assert!(lo < 0.5 && hi > 3.0);
-        let plan = Plan {
-            reps: 1,
-            scale: None,
-            scenarios: ["vm", "tiny", "xmalloc", "json"]
-                .map(|n| ScenarioInfo {
-                    name: n.into(),
-                    about: String::new(),
-                })
-                .to_vec(),
-            contenders: CONTENDERS.iter().collect(),
-        };
-        let records: Vec<Record> = schedule(1, 4, CONTENDERS.len())
-            .into_iter()
-            .map(|slot| Record {
-                slot,
-                allocator: None,
-                result: if slot.contender == 3 {
-                    Err("boom".into())
-                } else {
-                    Ok(Sample {
-                        ops: 10,
-                        ns: 100 + 37 * slot.contender as u64 * (slot.scenario as u64 + 1),
-                        faults: 0,
-                        maxrss_kib: 1,
-                        threads: 1,
-                    })
-                },
-            })
-            .collect();
+        let plan = Plan::of(1, None, &["vm", "tiny", "xmalloc", "json"]);
+        let records = plan.records(|slot, _| match slot.contender {
+            3 => Err("boom".into()),
+            k => Ok(Sample::of(
+                10,
+                100 + 37 * k as u64 * (slot.scenario as u64 + 1),
+                0,
+                1,
+            )),
+        });
         let cells = stats::summarize(&plan, &records);
         let svg = chart(&plan, &cells).unwrap();
         assert!(svg.starts_with("<svg"));
