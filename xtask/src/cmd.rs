@@ -72,14 +72,18 @@ pub fn run_inherited(cmd: &mut Command, what: &str) -> Result<(), String> {
     }
 }
 
-/// The first line `cmd` prints on stdout, trimmed, if it starts and succeeds.
-pub fn first_line(cmd: &mut Command) -> Option<String> {
-    let out = cmd.output().ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines().next().map(|l| l.trim().to_owned())
+/// The first line that `program args…` (`line`, split at spaces) prints on stdout, trimmed;
+/// `unknown` if it does not start or fails.
+pub fn first_line(line: &str) -> String {
+    let mut words = line.split(' ');
+    let program = words.next().unwrap_or_default();
+    let out = command(program, &words.collect::<Vec<_>>(), None).output();
+    let text = match out {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).into_owned(),
+        _ => String::new(),
+    };
+    let first = text.lines().next().map(str::trim);
+    first.unwrap_or("unknown").to_owned()
 }
 
 /// Whether `program` can be started at all (it is on `PATH`): tried with `--version`.

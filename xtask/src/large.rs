@@ -555,12 +555,9 @@ pub fn run(invoked_as: &str) -> Result<bool, String> {
     print!("\n{table}");
     println!("\nlarge: {verdict}");
 
-    let first = |c: &mut Command| cmd::first_line(c).unwrap_or_else(|| "?".to_owned());
-    let date = first(Command::new("date").args(["-u", "+%F"]));
-    let rustc = first(&mut cmd::command("rustc", &["-V"], None));
-    let kernel = first(Command::new("uname").arg("-r"));
-    let strace = first(Command::new("strace").arg("-V"));
-    let valgrind = first(Command::new("valgrind").arg("--version"));
+    let first = cmd::first_line;
+    let (date, rustc, kernel) = (first("date -u +%F"), first("rustc -V"), first("uname -r"));
+    let (strace, valgrind) = (first("strace -V"), first("valgrind --version"));
     let thp = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
         .map(|s| s.trim().to_owned())
         .unwrap_or_else(|_| "unavailable".to_owned());

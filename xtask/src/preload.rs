@@ -650,7 +650,7 @@ pub fn check_all(contenders: &[Contender]) -> Result<bool, String> {
     eprintln!(
         "preload check: python {}; {}; outputs in {}",
         python.display(),
-        cmd::first_line(Command::new("git").arg("--version")).unwrap_or_default(),
+        cmd::first_line("git --version"),
         dir.display()
     );
     let mut all = vec![Contender::glibc()];

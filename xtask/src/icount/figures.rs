@@ -4,7 +4,6 @@
 //! has `"config"`: per benchmark, what its teardown found (`untouched` or `read:MODE`).
 
 use std::collections::BTreeMap;
-use std::process::Command;
 
 use serde::{Deserialize, Serialize};
 
@@ -28,17 +27,11 @@ pub struct Environment {
 impl Environment {
     /// This machine's.
     pub fn detect() -> Environment {
-        let unknown = || "unknown".to_owned();
         Environment {
-            rustc: cmd::first_line(&mut cmd::command("rustc", &["-V"], None))
-                .unwrap_or_else(unknown),
-            cpu: std::fs::read_to_string("/proc/cpuinfo")
-                .ok()
-                .and_then(|s| crate::matrix::build::cpu_model(&s))
-                .unwrap_or_else(unknown),
-            glibc: cmd::first_line(Command::new("ldd").arg("--version")).unwrap_or_else(unknown),
-            valgrind: cmd::first_line(Command::new("valgrind").arg("--version"))
-                .unwrap_or_else(unknown),
+            rustc: cmd::first_line("rustc -V"),
+            cpu: crate::matrix::build::cpu(),
+            glibc: cmd::first_line("ldd --version"),
+            valgrind: cmd::first_line("valgrind --version"),
         }
     }
 

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Instant;
 
 use serde_json::Value;
@@ -284,8 +284,7 @@ pub fn run(opts: &Options, invoked_as: &str) -> Result<bool, String> {
     rules.push(rules::learning_rule(&figures));
     let rules_ok = rules.iter().all(|r| r.ok);
     let baseline_path = opts.baseline.clone().unwrap_or_else(|| root.join(BASELINE));
-    let date = cmd::first_line(Command::new("date").args(["-u", "+%F"]))
-        .unwrap_or_else(|| "(unknown date)".into());
+    let date = cmd::first_line("date -u +%F");
     let doc = cmd::read(&root.join(DOC))?;
     let blocks = report::regression_blocks(&figures, &rows, &rules, &date, invoked_as);
     let analysis = report::regression_analysis(&doc, &blocks).map_err(|e| format!("{DOC}: {e}"))?;

@@ -4,7 +4,6 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use super::{bin_path, Binary};
@@ -80,20 +79,20 @@ pub struct Machine {
 impl Machine {
     /// Asks the system; what cannot be found reads `unknown`.
     pub fn describe() -> Machine {
-        let unknown = || "unknown".to_owned();
         Machine {
-            date: cmd::first_line(Command::new("date").args(["-u", "+%FT%TZ"]))
-                .unwrap_or_else(unknown),
-            cpu: std::fs::read_to_string("/proc/cpuinfo")
-                .ok()
-                .and_then(|s| cpu_model(&s))
-                .unwrap_or_else(unknown),
+            date: cmd::first_line("date -u +%FT%TZ"),
+            cpu: cpu(),
             cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
-            rustc: cmd::first_line(&mut cmd::command("rustc", &["-V"], None))
-                .unwrap_or_else(unknown),
-            glibc: cmd::first_line(Command::new("ldd").arg("--version")).unwrap_or_else(unknown),
+            rustc: cmd::first_line("rustc -V"),
+            glibc: cmd::first_line("ldd --version"),
         }
     }
+}
+
+/// This machine's CPU model, or `unknown`.
+pub fn cpu() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    cpu_model(&cpuinfo).unwrap_or_else(|| "unknown".into())
 }
 
 /// The first `model name` (x86) or `Model`/`CPU part` line's value of a /proc/cpuinfo text.
