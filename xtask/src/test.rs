@@ -40,6 +40,24 @@ pub enum Action {
     Fuzz(u64),
 }
 
+impl Action {
+    /// An in-process step's title: what it checks and the command it stands for (the cargo
+    /// steps are titled where they are made).
+    fn title(&self) -> String {
+        use Action::*;
+        match self {
+            Cargo { args, mode } => cmd::show_cargo(args, *mode),
+            Asan => "AddressSanitizer, every mode (cargo xtask sanitizers --asan)".into(),
+            Memcheck => "valgrind memcheck, BALANCED (cargo xtask sanitizers --memcheck)".into(),
+            Matrix => "matrix smoke run (cargo xtask bench-matrix --smoke)".into(),
+            Icount => "instruction counts (cargo xtask icount --self-test)".into(),
+            Large => "large-block check (cargo xtask large --check)".into(),
+            Preload => "preload check (cargo xtask preload --check)".into(),
+            Fuzz(secs) => format!("fuzz run, {secs} s (cargo xtask fuzz --time {secs})"),
+        }
+    }
+}
+
 /// Which of the optional steps run (the rest always do).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Selection {
@@ -102,50 +120,19 @@ pub fn steps(sel: Selection) -> Vec<Step> {
         "test --workspace --all-features",
         None,
     ));
+    use Action::*;
     let optional = [
-        (
-            sel.sanitizers,
-            "AddressSanitizer, every mode (cargo xtask sanitizers --asan)",
-            Action::Asan,
-        ),
-        (
-            sel.sanitizers,
-            "valgrind memcheck, BALANCED (cargo xtask sanitizers --memcheck)",
-            Action::Memcheck,
-        ),
-        (
-            sel.matrix,
-            "matrix smoke run (cargo xtask bench-matrix --smoke)",
-            Action::Matrix,
-        ),
-        (
-            sel.icount,
-            "instruction counts (cargo xtask icount --self-test)",
-            Action::Icount,
-        ),
-        (
-            sel.large,
-            "large-block check (cargo xtask large --check)",
-            Action::Large,
-        ),
-        (
-            sel.preload,
-            "preload check (cargo xtask preload --check)",
-            Action::Preload,
-        ),
+        (sel.sanitizers, Asan),
+        (sel.sanitizers, Memcheck),
+        (sel.matrix, Matrix),
+        (sel.icount, Icount),
+        (sel.large, Large),
+        (sel.preload, Preload),
     ];
-    for (_, title, action) in optional.into_iter().filter(|o| o.0) {
-        steps.push(Step {
-            title: title.into(),
-            action,
-        });
-    }
-    if let Some(secs) = sel.fuzz {
-        let title = format!("fuzz run, {secs} s (cargo xtask fuzz --time {secs})");
-        steps.push(Step {
-            title,
-            action: Action::Fuzz(secs),
-        });
+    let fuzz = sel.fuzz.map(|secs| (true, Fuzz(secs)));
+    for (_, action) in optional.into_iter().chain(fuzz).filter(|o| o.0) {
+        let title = action.title();
+        steps.push(Step { title, action });
     }
     steps
 }
