@@ -180,22 +180,16 @@ impl TestArgs {
     }
 }
 
-/// The exit status of a check: `Ok(true)` passed, `Ok(false)` failed (after `failed` is
-/// printed, if given), `Err` could not run (printed as `prefix: error`).
-fn exit(result: Result<bool, String>, prefix: &str, failed: Option<&str>) -> ExitCode {
+/// The exit status of a check: `Ok(true)` passed, `Ok(false)` failed (after `failed` is printed,
+/// unless empty), `Err` could not run (printed as `error: …`).
+fn exit(result: Result<bool, String>, failed: &str) -> ExitCode {
     match result {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => {
-            if let Some(line) = failed {
-                eprintln!("{line}");
-            }
-            ExitCode::FAILURE
-        }
-        Err(e) => {
-            eprintln!("{prefix}: {e}");
-            ExitCode::FAILURE
-        }
+        Ok(true) => return ExitCode::SUCCESS,
+        Ok(false) if !failed.is_empty() => eprintln!("{failed}"),
+        Ok(false) => {}
+        Err(e) => eprintln!("error: {e}"),
     }
+    ExitCode::FAILURE
 }
 
 fn main() -> ExitCode {
@@ -205,7 +199,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     };
     match command {
-        Command::Test(t) => exit(Ok(test::run(t.selection())), "error", None),
+        Command::Test(t) => exit(Ok(test::run(t.selection())), ""),
         Command::Sanitizers { asan, memcheck } => {
             let both = !asan && !memcheck;
             let mut ok = true;
@@ -220,19 +214,19 @@ fn main() -> ExitCode {
                         Ok(false) => println!("xtask sanitizers: {name}: FAILED"),
                         Err(_) => {}
                     }
-                    ok &= exit(result, "error", None) == ExitCode::SUCCESS;
+                    ok &= exit(result, "") == ExitCode::SUCCESS;
                 }
             }
-            exit(Ok(ok), "error", None)
+            exit(Ok(ok), "")
         }
-        Command::Fuzz { time, extra } => exit(reliability::fuzz(time, &extra), "error", None),
+        Command::Fuzz { time, extra } => exit(reliability::fuzz(time, &extra), ""),
         Command::Preload { mode, check } => {
             let modes: Vec<&str> = match &mode {
                 Some(m) => vec![m.as_str()],
                 None => preload::MODES.to_vec(),
             };
             let failed = "xtask preload: a check failed (listed above)";
-            exit(preload::run(&modes, check), "xtask preload", Some(failed))
+            exit(preload::run(&modes, check), failed)
         }
         Command::Icount(opts) => {
             let invoked_as = format!("cargo xtask {}", args.join(" "));
@@ -241,7 +235,7 @@ fn main() -> ExitCode {
                     eprintln!("error: {e}");
                     ExitCode::from(2)
                 }
-                ok => exit(ok, "error", Some("xtask icount: FAILED (see above)")),
+                ok => exit(ok, "xtask icount: FAILED (see above)"),
             }
         }
         Command::Large { check } => {
@@ -250,11 +244,7 @@ fn main() -> ExitCode {
                 false => "cargo xtask large",
             };
             let result = large::run(invoked_as).map(|ok| ok || !check);
-            exit(
-                result,
-                "error",
-                Some("xtask large: a check failed (--check)"),
-            )
+            exit(result, "xtask large: a check failed (--check)")
         }
         Command::BenchMatrix(a) => {
             let line = matrix::options::command_line(&args[1..]);
@@ -263,18 +253,16 @@ fn main() -> ExitCode {
                     eprintln!("xtask bench-matrix: {e}");
                     ExitCode::from(2)
                 }
-                Err(matrix::Error::Failed(e)) => exit(Err(e), "error", None),
+                Err(matrix::Error::Failed(e)) => exit(Err(e), ""),
                 Ok(ok) => {
                     let failed = "xtask bench-matrix: some builds or runs failed (listed above)";
-                    exit(Ok(ok), "error", Some(failed))
+                    exit(Ok(ok), failed)
                 }
             }
         }
-        Command::BenchCompare { dir_a, dir_b } => exit(
-            matrix::compare::run(&dir_a, &dir_b).map(|()| true),
-            "xtask bench-compare",
-            None,
-        ),
+        Command::BenchCompare { dir_a, dir_b } => {
+            exit(matrix::compare::run(&dir_a, &dir_b).map(|()| true), "")
+        }
     }
 }
 
