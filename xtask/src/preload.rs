@@ -599,11 +599,8 @@ fn check_log(c: &Contender, python: &Path, dir: &Path, tally: &mut Tally) {
         if let Some(value) = log {
             command.env(LOG_VAR, value);
         }
-        run_timed(
-            command,
-            &dir.join(format!("{workload}-{slug}")),
-            CHILD_TIMEOUT,
-        )
+        let stem = dir.join(format!("{workload}-{slug}"));
+        run_timed(command, &stem, CHILD_TIMEOUT)
     };
     let result = run("quiet", None).and_then(|f| judge_log(&f, false).map(|()| f.took));
     tally.add("quiet", c, result);

@@ -51,7 +51,7 @@ impl Environment {
 }
 
 /// Instruction counts by benchmark id (`path/contender`), each the `Ir` of [`OPS`] operations.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Figures {
     #[serde(flatten)]
     pub env: Environment,
@@ -86,6 +86,16 @@ pub fn split_id(id: &str) -> Option<(&str, &str)> {
 }
 
 impl Figures {
+    /// Adds the count of `id` (`path/contender`), its path after those already known.
+    pub fn insert(&mut self, id: &str, ir: u64) -> Result<(), String> {
+        let (path, _) = split_id(id).ok_or(format!("`{id}` is not `path/contender`"))?;
+        if !self.paths.iter().any(|p| p == path) {
+            self.paths.push(path.to_owned());
+        }
+        self.ir.insert(id.to_owned(), ir);
+        Ok(())
+    }
+
     /// The count of `path/contender`.
     pub fn get(&self, path: &str, contender: &str) -> Option<u64> {
         self.ir.get(&format!("{path}/{contender}")).copied()
@@ -113,13 +123,8 @@ impl Figures {
             ));
         }
         let mut figures = file.figures;
-        for id in figures.ir.keys() {
-            let Some((path, _)) = split_id(id) else {
-                return Err(format!("`ir`: `{id}` is not `path/contender`"));
-            };
-            if !figures.paths.iter().any(|p| p == path) {
-                figures.paths.push(path.to_owned());
-            }
+        for (id, n) in std::mem::take(&mut figures.ir) {
+            figures.insert(&id, n).map_err(|e| format!("`ir`: {e}"))?;
         }
         Ok(figures)
     }
@@ -147,16 +152,10 @@ impl Figures {
                 glibc: "glibc 2.36".into(),
                 valgrind: "valgrind-3.19.0".into(),
             },
-            paths: Vec::new(),
-            ir: BTreeMap::new(),
-            config: BTreeMap::new(),
+            ..Figures::default()
         };
         for (id, per_op) in entries {
-            let (path, _) = split_id(id.as_ref()).expect("path/contender");
-            if !f.paths.iter().any(|p| p == path) {
-                f.paths.push(path.to_owned());
-            }
-            f.ir.insert(id.as_ref().to_owned(), per_op * OPS);
+            f.insert(id.as_ref(), per_op * OPS).unwrap();
         }
         f
     }

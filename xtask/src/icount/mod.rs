@@ -10,7 +10,6 @@ pub mod figures;
 pub mod report;
 pub mod rules;
 
-use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -199,8 +198,10 @@ fn measure(runner: &Path, env: Environment) -> Result<Figures, String> {
         .spawn()
         .map_err(|e| format!("cargo bench could not start: {e}"))?;
     let stdout = child.stdout.take().expect("stdout is piped");
-    let mut paths: Vec<String> = Vec::new();
-    let mut ir = BTreeMap::new();
+    let mut figures = Figures {
+        env,
+        ..Figures::default()
+    };
     let mut problems = Vec::new();
     for line in BufReader::new(stdout).lines() {
         let line = line.map_err(|e| format!("reading cargo bench's output: {e}"))?;
@@ -211,11 +212,7 @@ fn measure(runner: &Path, env: Environment) -> Result<Figures, String> {
         match parse_summary(&line) {
             Ok((id, count)) => {
                 println!("icount: {id:<28} {:>10.1} Ir/op", per_op(count));
-                let (path, _) = figures::split_id(&id).expect("built as path/id");
-                if !paths.iter().any(|p| p == path) {
-                    paths.push(path.to_owned());
-                }
-                ir.insert(id, count);
+                figures.insert(&id, count)?;
             }
             Err(e) => problems.push(e),
         }
@@ -232,22 +229,16 @@ fn measure(runner: &Path, env: Environment) -> Result<Figures, String> {
             problems.len()
         ));
     }
-    if ir.is_empty() {
+    if figures.ir.is_empty() {
         return Err("cargo bench reported no benchmark".into());
     }
-    let mut config = BTreeMap::new();
-    for id in ir.keys() {
+    for id in figures.ir.keys() {
         let file = config_dir.join(id.replacen('/', ".", 1));
         if let Ok(seen) = std::fs::read_to_string(&file) {
-            config.insert(id.clone(), seen.trim().to_owned());
+            figures.config.insert(id.clone(), seen.trim().to_owned());
         }
     }
-    Ok(Figures {
-        env,
-        paths,
-        ir,
-        config,
-    })
+    Ok(figures)
 }
 
 /// Runs `cargo xtask icount` with `opts`: `Ok(true)` if every check passed (and, with
