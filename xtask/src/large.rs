@@ -438,11 +438,9 @@ fn measure(probe: &Probe) -> Vec<Check> {
         let result = probe.run(&["thp-cold", mode]).and_then(|line| {
             let faults: u64 = get(&line, "faults")?;
             let enabled = field(&line, "thp_enabled").unwrap_or("?");
-            let aligned = field(&line, "aligned_2m") == Some("true");
-            let aligned = if aligned {
-                "2 MiB-aligned"
-            } else {
-                "not 2 MiB-aligned"
+            let aligned = match field(&line, "aligned_2m") {
+                Some("true") => "2 MiB-aligned",
+                _ => "not 2 MiB-aligned",
             };
             Ok(match thp_ok(enabled, faults) {
                 Some(ok) => (format!("{faults} (thp_enabled={enabled}, {aligned})"), ok),
@@ -510,19 +508,12 @@ fn measure(probe: &Probe) -> Vec<Check> {
     // (g)
     let result = probe.run(&["zeroed", "balanced"]).map(|line| {
         let zero = field(&line, "zero_ok") == Some("true");
-        let same = field(&line, "same_block") == Some("true");
-        (
-            format!(
-                "{}, {}",
-                if zero { "all zero" } else { "NOT all zero" },
-                if same {
-                    "the same block came back"
-                } else {
-                    "a different block came back"
-                }
-            ),
-            zero,
-        )
+        let zero_text = if zero { "all zero" } else { "NOT all zero" };
+        let block = match field(&line, "same_block") {
+            Some("true") => "the same",
+            _ => "a different",
+        };
+        (format!("{zero_text}, {block} block came back"), zero)
     });
     push(
         "(g) alloc_zeroed after a 0xAB-filled 2 MiB block was freed, BALANCED".into(),
