@@ -348,10 +348,10 @@ fn unmeasured(name: &str, target: &str, why: String) -> Check {
 /// Every check, in table order.
 fn measure(probe: &Probe) -> Vec<Check> {
     let mut checks = Vec::new();
-    let mut push = |name: String, target: &str, result: Result<(String, bool), String>| {
+    let mut push = |name: &str, target: &str, result: Result<(String, bool), String>| {
         let check = match result {
             Ok((figure, ok)) => Check::new(name, figure, target, ok),
-            Err(why) => unmeasured(&name, target, why),
+            Err(why) => unmeasured(name, target, why),
         };
         println!(
             "large: {} — {}: {}",
@@ -375,7 +375,7 @@ fn measure(probe: &Probe) -> Vec<Check> {
             Ok((format!("{f:.3}"), faults_ok(mode, f)))
         });
         let name = format!("(a) 2 MiB steady state: faults/iteration, {}", upper(mode));
-        push(name, targets(mode)[0], result);
+        push(&name, targets(mode)[0], result);
     }
     for mode in ["balanced", "fast", "minimal"] {
         let (short, long) = (N_SHORT.to_string(), N_LONG.to_string());
@@ -395,23 +395,19 @@ fn measure(probe: &Probe) -> Vec<Check> {
                 )
             });
         let what = "(b) 2 MiB steady state: system calls/iteration (strace -c)";
-        push(format!("{what}, {}", upper(mode)), targets(mode)[1], result);
+        let name = format!("{what}, {}", upper(mode));
+        push(&name, targets(mode)[1], result);
     }
 
     // (c)
     let result = probe.run(&["resident", "balanced"]).and_then(|line| {
         let kept: i64 = get(&line, "kept_kib")?;
         let peak: i64 = get(&line, "rss_peak_kib")?;
-        Ok((
-            format!("{} (peak {})", kib_label(kept), kib_label(peak)),
-            kept_ok(kept),
-        ))
+        let figure = format!("{} (peak {})", kib_label(kept), kib_label(peak));
+        Ok((figure, kept_ok(kept)))
     });
-    push(
-        "(c) RSS kept after 300 × 2 MiB freed, BALANCED".into(),
-        "≤ 66 MiB (64 MiB cap + 2 MiB)",
-        result,
-    );
+    let name = "(c) RSS kept after 300 × 2 MiB freed, BALANCED";
+    push(name, "≤ 66 MiB (64 MiB cap + 2 MiB)", result);
 
     // (d)
     let (blocks, size) = (RELEASE_BLOCKS.to_string(), RELEASE_SIZE.to_string());
@@ -420,18 +416,12 @@ fn measure(probe: &Probe) -> Vec<Check> {
         .map(|s| {
             let (madvise, munmap) = (s.calls_of("madvise"), s.calls_of("munmap"));
             let calls = madvise + munmap;
-            (
-                format!("{calls} (madvise {madvise}, munmap {munmap})"),
-                release_ok(calls, RELEASE_BLOCKS),
-            )
+            let figure = format!("{calls} (madvise {madvise}, munmap {munmap})");
+            (figure, release_ok(calls, RELEASE_BLOCKS))
         });
-    push(
-        format!(
-            "(d) release of {RELEASE_BLOCKS} × 256 KiB (balanced-128k): madvise + munmap calls"
-        ),
-        &format!("≤ {}", RELEASE_BLOCKS / BLOCKS_PER_CALL),
-        result,
-    );
+    let name = format!("(d) release of {RELEASE_BLOCKS} × 256 KiB (balanced-128k)");
+    let target = format!("≤ {}", RELEASE_BLOCKS / BLOCKS_PER_CALL);
+    push(&(name + ": madvise + munmap calls"), &target, result);
 
     // (e)
     for (mode, thp) in [("research", "THP on"), ("balanced", "THP auto")] {
@@ -452,14 +442,11 @@ fn measure(probe: &Probe) -> Vec<Check> {
                 ),
             })
         });
-        push(
-            format!(
-                "(e) cold 2 MiB block: faults to touch it, {} ({thp})",
-                upper(mode)
-            ),
-            "≤ 8 (THP always/madvise)",
-            result,
+        let name = format!(
+            "(e) cold 2 MiB block: faults to touch it, {} ({thp})",
+            upper(mode)
         );
+        push(&name, "≤ 8 (THP always/madvise)", result);
     }
 
     // (f)(i)
@@ -470,11 +457,8 @@ fn measure(probe: &Probe) -> Vec<Check> {
             let mremap = s.calls_of("mremap");
             (format!("{mremap} mremap calls"), mremap >= 1)
         });
-    push(
-        format!("(f) realloc {from} → {to} MiB by doubling, BALANCED: strace"),
-        "≥ 1 mremap",
-        result,
-    );
+    let name = format!("(f) realloc {from} → {to} MiB by doubling, BALANCED: strace");
+    push(&name, "≥ 1 mremap", result);
 
     // (f)(ii)
     let net = |(from, to): (u64, u64)| -> Result<i128, String> {
@@ -485,25 +469,17 @@ fn measure(probe: &Probe) -> Vec<Check> {
     };
     let result = net(GROW_SMALL).and_then(|small| Ok((small, net(GROW_LARGE)?)));
     let result = result.map(|(small, large)| {
-        let ratio = if small > 0 {
-            format!("×{:.2}", large as f64 / small as f64)
-        } else {
-            "ratio undefined".to_owned()
+        let ratio = match small > 0 {
+            true => format!("×{:.2}", large as f64 / small as f64),
+            false => "ratio undefined".to_owned(),
         };
-        (
-            format!(
-                "{} → {} MiB: {large} Ir, {} → {} MiB: {small} Ir ({ratio})",
-                GROW_LARGE.0, GROW_LARGE.1, GROW_SMALL.0, GROW_SMALL.1
-            ),
-            no_copy(small, large),
-        )
+        let ((a, b), (c, d)) = (GROW_LARGE, GROW_SMALL);
+        let figure = format!("{a} → {b} MiB: {large} Ir, {c} → {d} MiB: {small} Ir ({ratio})");
+        (figure, no_copy(small, large))
     });
-    push(
-        "(f) realloc copies nothing, BALANCED: callgrind Ir of one doubling, net of no realloc"
-            .into(),
-        "32 → 64 MiB < 2 × 2 → 4 MiB (a copy: ~16×)",
-        result,
-    );
+    let name =
+        "(f) realloc copies nothing, BALANCED: callgrind Ir of one doubling, net of no realloc";
+    push(name, "32 → 64 MiB < 2 × 2 → 4 MiB (a copy: ~16×)", result);
 
     // (g)
     let result = probe.run(&["zeroed", "balanced"]).map(|line| {
@@ -515,11 +491,8 @@ fn measure(probe: &Probe) -> Vec<Check> {
         };
         (format!("{zero_text}, {block} block came back"), zero)
     });
-    push(
-        "(g) alloc_zeroed after a 0xAB-filled 2 MiB block was freed, BALANCED".into(),
-        "all zero",
-        result,
-    );
+    let name = "(g) alloc_zeroed after a 0xAB-filled 2 MiB block was freed, BALANCED";
+    push(name, "all zero", result);
 
     checks
 }
