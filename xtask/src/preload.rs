@@ -497,13 +497,15 @@ fn judge_contract(f: &Finished) -> Result<(), String> {
             checks.join(" | ")
         ));
     }
-    if !f.stderr.is_empty() {
-        return Err(format!(
-            "it passed, but stderr is not empty: {}",
-            tail(&f.stderr, 2)
-        ));
+    silent(f, "")
+}
+
+/// `Err` with the last lines of a stderr that must be empty (`when`: the condition, if any).
+fn silent(f: &Finished, when: &str) -> Result<(), String> {
+    match f.stderr.is_empty() {
+        true => Ok(()),
+        false => Err(format!("stderr is not empty{when}: {}", tail(&f.stderr, 2))),
     }
-    Ok(())
 }
 
 /// The failed-malloc table: contender, ns per failed `malloc(3 TiB)`, ratio to glibc's.
@@ -561,13 +563,10 @@ fn judge_log(f: &Finished, log_on_stderr: bool) -> Result<(), String> {
         if let Some(other) = f.stderr.lines().find(|l| !l.starts_with("hakmem: ")) {
             return Err(format!("stderr holds more than hakmem's log: {other:?}"));
         }
-    } else if !f.stderr.is_empty() {
-        return Err(format!(
-            "stderr is not empty without {LOG_VAR}=1: {}",
-            tail(&f.stderr, 2)
-        ));
+        Ok(())
+    } else {
+        silent(f, &format!(" without {LOG_VAR}=1"))
     }
-    Ok(())
 }
 
 /// The contenders whose learner logs: LEARNING and RESEARCH builds among `contenders`, and the
@@ -680,11 +679,7 @@ pub fn check_all(contenders: &[Contender]) -> Result<bool, String> {
             if !last.starts_with("preload_test: all ") {
                 return Err(format!("it did not finish: last line {last:?}"));
             }
-            if !f.stderr.is_empty() {
-                let stderr = tail(&f.stderr, 2);
-                return Err(format!("it passed, but stderr is not empty: {stderr}"));
-            }
-            Ok(f.took)
+            silent(&f, "").map(|()| f.took)
         });
         tally.add("c-test", c, result);
         let result = run("contract", conformance, &[]).and_then(|f| {
