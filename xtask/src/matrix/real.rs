@@ -175,13 +175,10 @@ pub fn run(opts: &Options, out: &Path) -> Result<Vec<Summary>, String> {
     let script = preload::tests_dir().join("json_roundtrip.py");
     // The hakmem libraries needed: one per compiled mode selected, and the runtime library for
     // the twins.
-    let mut modes: Vec<&str> = Vec::new();
-    for c in &opts.contenders {
-        let is_hakmem = peer_library(c.name).is_none() && c.name != "glibc";
-        if is_hakmem && !modes.contains(&c.bin) {
-            modes.push(c.bin);
-        }
-    }
+    let modes: Vec<&str> = (super::binaries_for(&opts.contenders).into_iter())
+        .filter(|b| b.feature.is_some_and(|f| f.starts_with("hakmem-")))
+        .map(|b| b.name)
+        .collect();
     if opts.build {
         preload::build_all(&modes)?;
     } else if let Some(m) = modes.iter().find(|m| !preload::library_path(m).is_file()) {
