@@ -187,8 +187,7 @@ pub fn rules(rows: &[Row], missing: &[String]) -> Vec<Rule> {
 
     // (ii)
     let minimal: Vec<&Row> = rows.iter().filter(|r| r.mode == "minimal").collect();
-    let figures: Vec<String> = minimal
-        .iter()
+    let figures: Vec<String> = (minimal.iter())
         .map(|r| {
             let (c, rt) = both(r);
             let op = if r.compiled.ir < r.runtime.ir {
@@ -199,81 +198,64 @@ pub fn rules(rows: &[Row], missing: &[String]) -> Vec<Rule> {
             format!("{} {c:.1} {op} {rt:.1}", r.path)
         })
         .collect();
+    let figures = match figures.is_empty() {
+        true => "no minimal rows measured".to_owned(),
+        false => figures.join(", "),
+    };
     let second = Rule {
-        text: format!(
-            "(ii) minimal: compiled Ir/op < runtime Ir/op on every path: {}",
-            if figures.is_empty() {
-                "no minimal rows measured".to_owned()
-            } else {
-                figures.join(", ")
-            }
-        ),
+        text: format!("(ii) minimal: compiled Ir/op < runtime Ir/op on every path: {figures}"),
         ok: !minimal.is_empty() && minimal.iter().all(|r| r.compiled.ir < r.runtime.ir),
     };
 
-    // (iii) and (iv)
-    let records = |expect: &dyn Fn(&Row) -> String,
-                   probe: fn(&Row) -> &Probe,
-                   id: &dyn Fn(&Row) -> String| {
-        rows.iter()
-            .filter(|r| probe(r).config != expect(r))
-            .map(|r| {
-                let seen = match probe(r).config.as_str() {
+    // (iii) and (iv): what each benchmark's teardown recorded.
+    let [third, fourth] = [
+        (
+            "(iii) every compiled benchmark left the runtime configuration untouched",
+            false,
+        ),
+        (
+            "(iv) every runtime benchmark read HAKMEM_MODE and got its mode",
+            true,
+        ),
+    ]
+    .map(|(what, runtime)| {
+        let bad: Vec<String> = (rows.iter())
+            .filter_map(|r| {
+                let (probe, expected, id) = match runtime {
+                    false => (&r.compiled, UNTOUCHED.to_owned(), r.mode.to_owned()),
+                    true => (&r.runtime, format!("read:{}", r.mode), twin(r.mode)),
+                };
+                let seen = match probe.config.as_str() {
+                    s if s == expected => return None,
                     "" => "no record".to_owned(),
                     s => format!("`{s}`"),
                 };
-                format!("{}/{} {seen}", r.path, id(r))
+                Some(format!("{}/{id} {seen}", r.path))
             })
-            .collect::<Vec<_>>()
-    };
-    let bad = records(&|_| UNTOUCHED.to_owned(), |r| &r.compiled, &|r| {
-        r.mode.to_owned()
+            .collect();
+        Rule {
+            text: verdict_text(what, rows.len(), &bad, nothing),
+            ok: bad.is_empty() && !rows.is_empty(),
+        }
     });
-    let third = Rule {
-        text: verdict_text(
-            "(iii) every compiled benchmark left the runtime configuration untouched",
-            rows.len(),
-            &bad,
-            nothing,
-        ),
-        ok: bad.is_empty() && !rows.is_empty(),
-    };
-    let bad = records(&|r| format!("read:{}", r.mode), |r| &r.runtime, &|r| {
-        twin(r.mode)
-    });
-    let fourth = Rule {
-        text: verdict_text(
-            "(iv) every runtime benchmark read HAKMEM_MODE and got its mode",
-            rows.len(),
-            &bad,
-            nothing,
-        ),
-        ok: bad.is_empty() && !rows.is_empty(),
-    };
 
     // (v)
     let budget = u128::from(BUDGET_IR) * u128::from(OPS);
     let mut figures = Vec::new();
     let mut fifth_ok = true;
     for mode in BUDGET_MODES {
-        match rows
+        let row = rows
             .iter()
-            .find(|r| r.path == BUDGET_PATH && r.mode == mode)
-        {
-            Some(r) => {
-                let within = u128::from(r.compiled.ir) <= budget;
-                fifth_ok &= within;
-                let op = if within { "≤" } else { ">" };
-                figures.push(format!(
-                    "{mode} {:.1} {op} {BUDGET_IR}",
-                    per_op(r.compiled.ir)
-                ));
-            }
-            None => {
-                fifth_ok = false;
-                figures.push(format!("{mode} not measured"));
-            }
-        }
+            .find(|r| r.path == BUDGET_PATH && r.mode == mode);
+        let Some(r) = row else {
+            fifth_ok = false;
+            figures.push(format!("{mode} not measured"));
+            continue;
+        };
+        let within = u128::from(r.compiled.ir) <= budget;
+        fifth_ok &= within;
+        let (ir, op) = (per_op(r.compiled.ir), if within { "≤" } else { ">" });
+        figures.push(format!("{mode} {ir:.1} {op} {BUDGET_IR}"));
     }
     let fifth = Rule {
         text: format!(
