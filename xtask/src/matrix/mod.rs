@@ -158,7 +158,6 @@ pub fn run_in(opts: &Options, bins: &Path, command_line: &str) -> Result<bool, E
         return real::run_only(opts, command_line);
     }
     let started = Instant::now();
-    let bins = bins.to_path_buf();
     let needed = binaries_for(&opts.contenders);
     let out = opts.out_dir();
 
@@ -172,9 +171,9 @@ pub fn run_in(opts: &Options, bins: &Path, command_line: &str) -> Result<bool, E
     let mut scenarios: Option<Vec<run::ScenarioInfo>> = None;
     let mut list_error = None;
     for (i, b) in needed.iter().enumerate() {
-        let path = bin_path(&bins, b.name);
+        let path = bin_path(bins, b.name);
         if opts.build {
-            match build::build(b, i + 1, needed.len(), &bins) {
+            match build::build(b, i + 1, needed.len(), bins) {
                 Ok(took) => build_secs += took.as_secs_f64(),
                 Err(e) => {
                     println!("FAILED: {e}");
@@ -217,17 +216,16 @@ pub fn run_in(opts: &Options, bins: &Path, command_line: &str) -> Result<bool, E
     let plan = run::Plan {
         reps: opts.reps,
         scale: opts.scale,
-        scenarios: scenarios.clone(),
+        scenarios,
         contenders: opts.contenders.clone(),
     };
     let run_started = Instant::now();
-    let samples = run::run_all(&plan, &bins, &broken);
+    let samples = run::run_all(&plan, bins, &broken);
     let run_secs = run_started.elapsed().as_secs_f64();
 
     let cells = stats::summarize(&plan, &samples);
-    let machine = build::Machine::describe();
     let meta = report::Meta {
-        machine,
+        machine: build::Machine::describe(),
         reps: opts.reps,
         scale: opts.scale,
         command: command_line.to_owned(),
@@ -252,34 +250,27 @@ pub fn run_in(opts: &Options, bins: &Path, command_line: &str) -> Result<bool, E
             }
         }
     }
+    let chart = svg::chart(&plan, &cells).map_err(Error::Failed)?;
     let files = [
         ("results.csv", report::csv(&cells)),
         ("samples.csv", report::samples_csv(&plan, &samples)),
         ("results.json", report::json(&meta, &plan, &cells, &samples)),
         ("report.md", md.clone()),
-        (
-            "matrix.svg",
-            svg::chart(&plan, &cells).map_err(Error::Failed)?,
-        ),
+        ("matrix.svg", chart),
     ];
     for (name, text) in &files {
         cmd::write(&out.join(name), text).map_err(Error::Failed)?;
     }
 
-    print!("\n{md}");
+    print!("\n{md}\n");
     let failed_runs: usize = cells.iter().map(|c| c.failures.len()).sum();
-    println!();
     for (b, e) in &build_failures {
         println!("bench-matrix: build of bench-{b} FAILED: {e}");
     }
     for c in cells.iter().filter(|c| !c.failures.is_empty()) {
-        println!(
-            "bench-matrix: {} × {}: {} failed run(s): {}",
-            c.scenario,
-            c.contender.name,
-            c.failures.len(),
-            c.failures[0]
-        );
+        let (n, first) = (c.failures.len(), &c.failures[0]);
+        let cell = format!("{} × {}", c.scenario, c.contender.name);
+        println!("bench-matrix: {cell}: {n} failed run(s): {first}");
     }
     println!(
         "bench-matrix: {} runs ({failed_runs} failed) in {run_secs:.1} s, builds {build_secs:.1} s, \
