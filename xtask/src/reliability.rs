@@ -89,13 +89,8 @@ pub fn asan() -> Result<bool, String> {
             .env("QUICKCHECK_TESTS", ASAN_QUICKCHECK_TESTS)
             .env("HAKMEM_TEST_SCALE", ASAN_SCALE)
             .env("ASAN_OPTIONS", "detect_leaks=1");
-        run_one(
-            "asan",
-            mode.to_owned(),
-            &mut run,
-            "cargo test under AddressSanitizer",
-            &mut failed,
-        );
+        let context = "cargo test under AddressSanitizer";
+        run_one("asan", mode.to_owned(), &mut run, context, &mut failed);
     }
     if !failed.is_empty() {
         println!("asan: failed in {}", failed.join(", "));
@@ -313,13 +308,14 @@ pub fn fuzz(secs: u64, extra: &[String]) -> Result<bool, String> {
     let result = cmd::run_inherited(&mut run, "cargo fuzz run");
     let corpus = cmd::workspace_root().join("fuzz/corpus/ops");
     let entries = std::fs::read_dir(&corpus).map(|d| d.count()).unwrap_or(0);
+    let verdict = if result.is_ok() {
+        "no failure"
+    } else {
+        "FAILED"
+    };
     println!(
-        "fuzz: {} after {} s; corpus {} ({entries} inputs); crashes, if any, in fuzz/artifacts/ops",
-        if result.is_ok() {
-            "no failure"
-        } else {
-            "FAILED"
-        },
+        "fuzz: {verdict} after {} s; corpus {} ({entries} inputs); crashes, if any, in \
+         fuzz/artifacts/ops",
         cmd::seconds(start.elapsed()),
         corpus.display()
     );
