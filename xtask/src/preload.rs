@@ -771,24 +771,6 @@ impl Tally {
 mod tests {
     use super::*;
 
-    #[test]
-    fn libraries_live_per_mode() {
-        let p = library_path("fast");
-        assert!(p.ends_with("preload/fast/libhakmem_preload.so"), "{p:?}");
-        let tail = [
-            "-p",
-            "hakmem-preload",
-            "--no-default-features",
-            "--features",
-            "fast",
-        ];
-        assert_eq!(cargo_args("fast", true)[3..], tail);
-        assert_eq!(cargo_args("fast", false)[2..], tail);
-        assert!(library_path("debug-fast").ends_with("preload/debug-fast/libhakmem_preload.so"));
-        assert_eq!(debug_mode(&["fast", "balanced"]), "balanced");
-        assert_eq!(debug_mode(&["fast"]), "fast");
-    }
-
     /// The value `c` gives `var` in a child's environment: `Some(None)` if it removes it.
     fn env(c: &Contender, var: &str) -> Option<Option<String>> {
         let cmd = c.command(Path::new("true"), &[] as &[&str]);
@@ -796,8 +778,23 @@ mod tests {
         found.map(|(_, v)| v.map(|v| v.to_string_lossy().into_owned()))
     }
 
+    /// `sh -c script`, its output kept at `stem`.{out,err}.
+    fn run_sh(stem: &Path, script: &str) -> Finished {
+        let mut c = Command::new("sh");
+        c.args(["-c", script]);
+        run_timed(c, stem, Duration::from_secs(30)).unwrap()
+    }
+
     #[test]
-    fn contenders_preload_set_the_mode_and_lose_the_log_and_report_variables() {
+    fn libraries_live_per_mode_and_contenders_preload_set_the_mode_and_lose_the_log_and_report() {
+        let p = library_path("fast");
+        assert!(p.ends_with("preload/fast/libhakmem_preload.so"), "{p:?}");
+        let tail = "-p hakmem-preload --no-default-features --features fast";
+        assert_eq!(cargo_args("fast", true)[3..].join(" "), tail);
+        assert_eq!(cargo_args("fast", false)[2..].join(" "), tail);
+        assert!(library_path("debug-fast").ends_with("preload/debug-fast/libhakmem_preload.so"));
+        assert_eq!(debug_mode(&["fast", "balanced"]), "balanced");
+        assert_eq!(debug_mode(&["fast"]), "fast");
         let c = Contender::hakmem("runtime", PathBuf::from("/x/lib.so"));
         assert_eq!(c.expected_mode, Some(RUNTIME_CHECK_MODE));
         assert_eq!(cmd::slug(&c.name), format!("runtime-{RUNTIME_CHECK_MODE}"));
@@ -823,7 +820,7 @@ mod tests {
     }
 
     #[test]
-    fn stderr_is_compared_without_the_allocator_line_and_the_learning_builds_are_logged() {
+    fn stderr_contract_and_log_runs_are_judged_on_their_output() {
         let (rest, allocator) =
             split_stderr("allocator: hakmem fast\nhakmem: lifecycle LEARN\nwarning: x\n");
         assert_eq!(allocator.as_deref(), Some("hakmem fast"));
@@ -850,17 +847,6 @@ mod tests {
         );
         let only_fast = [Contender::hakmem("fast", "/f.so".into())];
         assert!(log_contenders(&only_fast).is_empty());
-    }
-
-    /// `sh -c script`, its output kept at `stem`.{out,err}.
-    fn run_sh(stem: &Path, script: &str) -> Finished {
-        let mut c = Command::new("sh");
-        c.args(["-c", script]);
-        run_timed(c, stem, Duration::from_secs(30)).unwrap()
-    }
-
-    #[test]
-    fn contract_and_log_runs_are_judged_on_their_output() {
         let dir = std::env::temp_dir().join(format!("xtask-contract-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let run = |script: &str| run_sh(&dir.join("c"), script);
