@@ -349,13 +349,7 @@ mod tests {
 
     #[test]
     fn bad_names_and_values_are_refused_and_the_command_line_is_shell_quoted() {
-        let listed: Vec<ScenarioInfo> = ["json", "vm", "tiny"]
-            .iter()
-            .map(|n| ScenarioInfo {
-                name: n.to_string(),
-                about: String::new(),
-            })
-            .collect();
+        let listed = super::super::run::Plan::of(1, None, &["json", "vm", "tiny"]).scenarios;
         let o = opts(&["--scenarios", "tiny,json"]);
         assert_eq!(o.scenarios, Some(vec!["tiny".into(), "json".into()]));
         let picked = select_scenarios(&listed, o.scenarios.as_deref()).unwrap();
