@@ -396,16 +396,8 @@ mod tests {
         let p = parse_line(LINE).unwrap();
         assert_eq!(p.allocator, "fast");
         assert_eq!(p.scenario, "vm");
-        assert_eq!(
-            p.sample,
-            Sample {
-                ops: 100,
-                ns: 123_456,
-                faults: 512,
-                maxrss_kib: 4096,
-                threads: 2
-            }
-        );
+        let want = Sample::of(100, 123_456, 512, 4096);
+        assert_eq!(p.sample, Sample { threads: 2, ..want });
         assert_eq!(p.sample.ns_per_op(), 1234.56);
         assert_eq!(p.sample.faults_per_op(), 5.12);
         // Any order, surrounding blanks.
