@@ -387,12 +387,8 @@ mod tests {
 
     #[test]
     fn columns_stats_and_the_section_compared_with_glibc_and_mimalloc() {
-        let picked = [
-            contender("fast").unwrap(),
-            contender("runtime-learning").unwrap(),
-            contender("glibc").unwrap(),
-            contender("mimalloc").unwrap(),
-        ];
+        let picked =
+            ["fast", "runtime-learning", "glibc", "mimalloc"].map(|n| contender(n).unwrap());
         let cols = columns(&picked, &|m| PathBuf::from(format!("/lib/{m}.so")));
         assert_eq!(cols[0].run.library, Some(PathBuf::from("/lib/fast.so")));
         assert_eq!(cols[0].allocator.as_deref(), Some("hakmem fast"));
@@ -416,40 +412,41 @@ mod tests {
         assert_eq!(records(None), RECORDS);
         assert_eq!(records(Some(0.5)), RECORDS / 2);
         assert_eq!(records(Some(0.0001)), 500);
-        let col = |name: &str, missing: Option<&str>| Column {
-            run: preload::Contender {
+        // A column's name, why it was not run, its runs' seconds and failures.
+        let summary = |name: &str, missing: Option<&str>, secs: &[f64], failures: &[&str]| {
+            let run = preload::Contender {
                 name: name.to_owned(),
                 ..preload::Contender::glibc()
-            },
-            allocator: None,
-            missing: missing.map(str::to_owned),
+            };
+            let missing = missing.map(str::to_owned);
+            let column = Column {
+                run,
+                allocator: None,
+                missing,
+            };
+            let sample = |&secs| RealSample {
+                secs,
+                faults: 10,
+                maxrss_kib: 2048,
+            };
+            let samples = secs.iter().map(sample).collect();
+            let failures = failures.iter().map(|f| f.to_string()).collect();
+            Summary {
+                column,
+                samples,
+                failures,
+            }
         };
-        let sample = |secs| RealSample {
-            secs,
-            faults: 10,
-            maxrss_kib: 2048,
-        };
-        let summaries = vec![
-            Summary {
-                column: col("fast", None),
-                samples: vec![sample(1.0), sample(1.2), sample(0.9)],
-                failures: vec![],
-            },
-            Summary {
-                column: col("glibc", None),
-                samples: vec![sample(2.0)],
-                failures: vec!["boom".into()],
-            },
-            Summary {
-                column: col("mimalloc (Debian)", None),
-                samples: vec![sample(0.5)],
-                failures: vec![],
-            },
-            Summary {
-                column: col("jemalloc (Debian)", Some("libjemalloc.so.2 not found")),
-                samples: vec![],
-                failures: vec![],
-            },
+        let summaries = [
+            summary("fast", None, &[1.0, 1.2, 0.9], &[]),
+            summary("glibc", None, &[2.0], &["boom"]),
+            summary("mimalloc (Debian)", None, &[0.5], &[]),
+            summary(
+                "jemalloc (Debian)",
+                Some("libjemalloc.so.2 not found"),
+                &[],
+                &[],
+            ),
         ];
         let md = markdown(&summaries, 3, 1000);
         let fast = md.lines().find(|l| l.starts_with("| fast ")).unwrap();
