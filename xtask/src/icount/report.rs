@@ -71,11 +71,8 @@ pub fn summary_table(figures: &Figures, rows: &[Row]) -> String {
                 rows.iter()
                     .find(|r| r.mode == *mode && &r.path == path)
                     .map_or("-".to_owned(), |r| {
-                        format!(
-                            "{} / {}",
-                            show_per_op(r.compiled.ir),
-                            show_per_op(r.runtime.ir)
-                        )
+                        let (c, rt) = (show_per_op(r.compiled.ir), show_per_op(r.runtime.ir));
+                        format!("{c} / {rt}")
                     })
             }));
             row

@@ -275,16 +275,10 @@ pub fn csv(summaries: &[Summary]) -> String {
     let num = |x: Option<f64>, p: usize| x.map(|v| format!("{v:.p$}")).unwrap_or_default();
     for s in summaries {
         let spread = min_max(&s.secs());
+        let library = s.column.run.library.as_ref();
         let row = [
             csv_field(&s.column.run.name),
-            csv_field(
-                &s.column
-                    .run
-                    .library
-                    .as_ref()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default(),
-            ),
+            csv_field(&library.map(|p| p.display().to_string()).unwrap_or_default()),
             s.samples.len().to_string(),
             num(s.median(), 4),
             num(spread.map(|x| x.0), 4),
