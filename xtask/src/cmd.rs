@@ -254,14 +254,10 @@ mod tests {
     fn children_run_from_the_root_without_the_mode() {
         assert!(workspace_root().join("Cargo.toml").is_file());
         assert!(workspace_root().join("xtask").is_dir());
-        assert_eq!(
-            show_cargo(&["fmt", "--all", "--check"], None),
-            "cargo fmt --all --check"
-        );
-        assert_eq!(
-            show_cargo(&["test", "-p", "hakmem"], Some("fast")),
-            "HAKMEM_MODE=fast cargo test -p hakmem"
-        );
+        let shown = show_cargo(&["fmt", "--all", "--check"], None);
+        assert_eq!(shown, "cargo fmt --all --check");
+        let shown = show_cargo(&["test", "-p", "hakmem"], Some("fast"));
+        assert_eq!(shown, "HAKMEM_MODE=fast cargo test -p hakmem");
         let cmd = cargo(&["test"], None);
         let envs: Vec<_> = cmd.get_envs().collect();
         assert_eq!(envs, [(OsStr::new(MODE_VAR), None)]);
@@ -282,16 +278,15 @@ mod tests {
     fn parsing_splicing_and_seconds() {
         assert_eq!(parse_collected(STDERR), Some(441_048));
         assert_eq!(parse_collected("Collected : 12"), Some(12));
-        assert_eq!(
-            parse_collected("==1== Collected : 1,234,567"),
-            Some(1_234_567)
-        );
-        assert_eq!(
-            parse_collected("==1== Events    : Ir\n==1== I   refs: 5"),
-            None
-        );
-        assert_eq!(parse_collected("==1== Collected : lots"), None);
-        assert_eq!(parse_collected(""), None);
+        let grouped = parse_collected("==1== Collected : 1,234,567");
+        assert_eq!(grouped, Some(1_234_567));
+        for none in [
+            "==1== Events    : Ir\n==1== I   refs: 5",
+            "==1== Collected : lots",
+            "",
+        ] {
+            assert_eq!(parse_collected(none), None, "{none}");
+        }
         let doc = "prose\n<!-- BEGIN generated: t -->\nold\n<!-- END generated: t -->\nmore\n";
         assert_eq!(
             splice(doc, "t", "new\n").unwrap(),

@@ -362,8 +362,7 @@ fn failed_note(c: &Cell) -> String {
 fn scenario_table(plan: &Plan, cells: &[Cell], cell: impl Fn(&Cell) -> String) -> String {
     let mut header = vec!["scenario".to_owned()];
     header.extend(plan.contenders.iter().map(|c| c.name.to_owned()));
-    let mut right = vec![false];
-    right.extend(plan.contenders.iter().map(|_| true));
+    let right: Vec<bool> = header.iter().enumerate().map(|(i, _)| i > 0).collect();
     let rows: Vec<Vec<String>> =
         plan.scenarios
             .iter()
@@ -430,10 +429,8 @@ pub fn pairs_table(plan: &Plan, pairs: &[ModePair]) -> String {
         ]);
         right.extend([true; 3]);
     }
-    header.push(format!(
-        "runtime/compiled, geomean of {} scenarios",
-        plan.scenarios.len()
-    ));
+    let n = plan.scenarios.len();
+    header.push(format!("runtime/compiled, geomean of {n} scenarios"));
     right.push(true);
     let rows: Vec<Vec<String>> = pairs
         .iter()
