@@ -296,15 +296,11 @@ pub fn pool_rule(figures: &Figures) -> Rule {
             }
         }
     };
-    check(
-        "fast",
-        Ok((POOL_BUDGET_IR * OPS, POOL_BUDGET_IR.to_string())),
-    );
+    let budget = (POOL_BUDGET_IR * OPS, POOL_BUDGET_IR.to_string());
+    check("fast", Ok(budget));
     for (mode, peer) in POOL_PEERS {
-        let bound = get(peer)
-            .map(|p| (p, format!("{peer} {:.1}", per_op(p))))
-            .ok_or(peer);
-        check(mode, bound);
+        let bound = get(peer).map(|p| (p, format!("{peer} {:.1}", per_op(p))));
+        check(mode, bound.ok_or(peer));
     }
     Rule {
         text: format!(
@@ -336,17 +332,14 @@ pub fn learning_rule(figures: &Figures) -> Rule {
         };
     };
     let ok = u128::from(learning) <= u128::from(off) + u128::from(LEARNING_BUDGET_IR * OPS);
-    let added = per_op(learning) - per_op(off);
-    let balanced = get("balanced")
-        .map(|b| format!("; balanced {:.1}", per_op(b)))
-        .unwrap_or_default();
+    let (learning, off) = (per_op(learning), per_op(off));
+    let balanced = get("balanced").map(|b| format!("; balanced {:.1}", per_op(b)));
+    let (balanced, op) = (balanced.unwrap_or_default(), if ok { "≤" } else { ">" });
     Rule {
         text: format!(
-            "{what}: learning {:.1} − {LEARNING_TWIN} {:.1} = {added:+.1} {} \
+            "{what}: learning {learning:.1} − {LEARNING_TWIN} {off:.1} = {:+.1} {op} \
              {LEARNING_BUDGET_IR}{balanced}",
-            per_op(learning),
-            per_op(off),
-            if ok { "≤" } else { ">" },
+            learning - off
         ),
         ok,
     }
