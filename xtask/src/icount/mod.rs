@@ -100,10 +100,8 @@ pub fn records_runner(crates_toml: &str) -> bool {
 /// The runner in `<target>/tools/bin`, installed first if it is missing or of another version.
 pub fn ensure_runner() -> Result<PathBuf, String> {
     let root = cmd::target_dir().join("tools");
-    let bin = root.join("bin").join(format!(
-        "iai-callgrind-runner{}",
-        std::env::consts::EXE_SUFFIX
-    ));
+    let exe = std::env::consts::EXE_SUFFIX;
+    let bin = root.join("bin").join(format!("iai-callgrind-runner{exe}"));
     let installed = || {
         bin.is_file()
             && std::fs::read_to_string(root.join(".crates.toml")).is_ok_and(|t| records_runner(&t))
@@ -125,17 +123,14 @@ pub fn ensure_runner() -> Result<PathBuf, String> {
     // Build in cargo's own temporary directory, not in the workspace's target.
     install.env_remove("CARGO_TARGET_DIR");
     cmd::run_inherited(&mut install, "cargo install iai-callgrind-runner")?;
-    println!(
-        "icount: installed iai-callgrind-runner in {} s",
-        cmd::seconds(start.elapsed())
-    );
-    if installed() {
-        Ok(bin)
-    } else {
-        Err(format!(
+    let took = cmd::seconds(start.elapsed());
+    println!("icount: installed iai-callgrind-runner in {took} s");
+    match installed() {
+        true => Ok(bin),
+        false => Err(format!(
             "cargo install succeeded but {} (version {RUNNER_VERSION}) is not there",
             bin.display()
-        ))
+        )),
     }
 }
 
