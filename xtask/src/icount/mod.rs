@@ -258,10 +258,10 @@ pub fn run(opts: &Options, invoked_as: &str) -> Result<bool, String> {
         cmd::write(&measured_path(), figures.to_json())?;
         figures
     };
+    let env_line = report::environment_line(&figures.env);
     println!(
-        "icount: {} benchmarks measured with {}",
-        figures.ir.len(),
-        report::environment_line(&figures.env)
+        "icount: {} benchmarks measured with {env_line}",
+        figures.ir.len()
     );
 
     let (rows, missing) = rules::rows(&figures);
@@ -275,10 +275,7 @@ pub fn run(opts: &Options, invoked_as: &str) -> Result<bool, String> {
     let blocks = report::regression_blocks(&figures, &rows, &rules, &date, invoked_as);
     let analysis = report::regression_analysis(&doc, &blocks).map_err(|e| format!("{DOC}: {e}"))?;
 
-    let mut md = format!(
-        "# cargo xtask icount\n\n`{invoked_as}`, {date}, {}.\n\n",
-        report::environment_line(&figures.env)
-    );
+    let mut md = format!("# cargo xtask icount\n\n`{invoked_as}`, {date}, {env_line}.\n\n");
     let compared = if opts.bless {
         let mut blessed = figures.clone();
         blessed.config.clear();
@@ -354,26 +351,21 @@ pub fn run(opts: &Options, invoked_as: &str) -> Result<bool, String> {
         println!("icount: a machine-independent rule FAILED (listed above)");
     }
     if !compared {
-        println!(
-            "icount: FAILED: a figure is more than {}% above the baseline",
-            compare::TOLERANCE_PCT
-        );
+        let pct = compare::TOLERANCE_PCT;
+        println!("icount: FAILED: a figure is more than {pct}% above the baseline");
     }
     if opts.self_test {
         // Before the reports are written: the tampered run writes its own.
-        let proved = self_test(&figures, &baseline_path)?;
-        ok &= proved;
+        ok &= self_test(&figures, &baseline_path)?;
     }
 
     let out = out_dir();
-    cmd::write(&out.join("report.md"), &md)?;
-    cmd::write(&out.join("regression-analysis.md"), &analysis)?;
-    println!(
-        "icount: wrote {} and {} ({} s)",
-        out.join("report.md").display(),
-        out.join("regression-analysis.md").display(),
-        cmd::seconds(start.elapsed())
-    );
+    let (report_md, analysis_md) = (out.join("report.md"), out.join("regression-analysis.md"));
+    cmd::write(&report_md, &md)?;
+    cmd::write(&analysis_md, &analysis)?;
+    let took = cmd::seconds(start.elapsed());
+    let (report_md, analysis_md) = (report_md.display(), analysis_md.display());
+    println!("icount: wrote {report_md} and {analysis_md} ({took} s)");
     Ok(ok)
 }
 
