@@ -86,6 +86,21 @@ pub fn first_line(line: &str) -> String {
     first.unwrap_or("unknown").to_owned()
 }
 
+/// Runs `cargo args…` (a build), then copies `built` to `dest` under a temporary name and renames
+/// it (a process that has the old file mapped keeps it); how long the build took.
+pub fn build_and_copy(args: &[&str], built: &Path, dest: &Path) -> Result<Duration, String> {
+    let start = Instant::now();
+    run_inherited(&mut cargo(args, None), "cargo build")
+        .map_err(|e| format!("{e} ({})", show_cargo(args, None)))?;
+    let took = start.elapsed();
+    create_dir(dest.parent().expect("a file in a directory"))?;
+    let tmp = dest.with_extension("tmp");
+    std::fs::copy(built, &tmp)
+        .and_then(|_| std::fs::rename(&tmp, dest))
+        .map_err(|e| format!("cannot copy {} to {}: {e}", built.display(), dest.display()))?;
+    Ok(took)
+}
+
 /// Whether `program` can be started at all (it is on `PATH`): tried with `--version`.
 pub fn is_installed(program: &str) -> bool {
     match Command::new(program).arg("--version").output() {

@@ -49,26 +49,15 @@ pub fn cargo_args(mode: &str, release: bool) -> Vec<&str> {
 /// `<target>/preload/debug-MODE/`) under a temporary name, then a rename (a process that has the
 /// old file mapped keeps it). Prints `MODE PATH (N s)` on stderr; returns the path.
 pub fn build(mode: &str, release: bool) -> Result<PathBuf, String> {
-    let start = Instant::now();
-    let args = cargo_args(mode, release);
-    cmd::run_inherited(&mut cmd::cargo(&args, None), "cargo build")
-        .map_err(|e| format!("{e} ({})", cmd::show_cargo(&args, None)))?;
     let profile = if release { "release" } else { "debug" };
     let built = cmd::target_dir().join(profile).join(LIBRARY);
     let dest = match release {
         true => library_path(mode),
         false => library_path(&format!("debug-{mode}")),
     };
-    cmd::create_dir(dest.parent().expect("a file in a directory"))?;
-    let tmp = dest.with_extension("so.tmp");
-    std::fs::copy(&built, &tmp)
-        .and_then(|_| std::fs::rename(&tmp, &dest))
-        .map_err(|e| format!("cannot copy {} to {}: {e}", built.display(), dest.display()))?;
-    eprintln!(
-        "preload: built {mode:<8} ({profile}) {} ({} s)",
-        dest.display(),
-        cmd::seconds(start.elapsed())
-    );
+    let took = cmd::build_and_copy(&cargo_args(mode, release), &built, &dest)?;
+    let (shown, took) = (dest.display(), cmd::seconds(took));
+    eprintln!("preload: built {mode:<8} ({profile}) {shown} ({took} s)");
     Ok(dest)
 }
 

@@ -4,7 +4,7 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::{bin_path, Binary};
 use crate::cmd;
@@ -46,18 +46,9 @@ pub fn build(bin: &Binary, n: usize, total: usize, bin_dir: &Path) -> Result<Dur
     let feature = bin.feature.unwrap_or("no feature: glibc");
     print!("build [{n}/{total}] bench-{} ({feature}) … ", bin.name);
     let _ = std::io::stdout().flush();
-    let args = cargo_args(bin);
-    let start = Instant::now();
-    cmd::run_inherited(&mut cmd::cargo(&args, None), "cargo build")
-        .map_err(|e| format!("{e} ({})", cmd::show_cargo(&args, None)))?;
-    let took = start.elapsed();
-    let built = cmd::target_dir()
-        .join("release")
-        .join(format!("bench{}", std::env::consts::EXE_SUFFIX));
-    cmd::create_dir(bin_dir)?;
-    let dest = bin_path(bin_dir, bin.name);
-    std::fs::copy(&built, &dest)
-        .map_err(|e| format!("cannot copy {} to {}: {e}", built.display(), dest.display()))?;
+    let built = cmd::target_dir().join("release");
+    let built = built.join(format!("bench{}", std::env::consts::EXE_SUFFIX));
+    let took = cmd::build_and_copy(&cargo_args(bin), &built, &bin_path(bin_dir, bin.name))?;
     println!("{} s", cmd::seconds(took));
     Ok(took)
 }
