@@ -68,6 +68,15 @@ pub struct Machine {
 }
 
 impl Machine {
+    /// The report's first lines: `- date: …`, `- machine: …` and `- command: …`.
+    pub fn markdown(&self, command: &str) -> String {
+        let m = self;
+        format!(
+            "- date: {}\n- machine: {}, {} cores; {}; glibc: {}\n- command: `{command}`\n",
+            m.date, m.cpu, m.cores, m.rustc, m.glibc
+        )
+    }
+
     /// Asks the system; what cannot be found reads `unknown`.
     pub fn describe() -> Machine {
         Machine {

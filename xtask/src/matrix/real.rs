@@ -361,12 +361,7 @@ pub fn run_only(opts: &Options, command_line: &str) -> Result<bool, super::Error
     let summaries = run(opts, &out).map_err(super::Error::Failed)?;
     let machine = super::build::Machine::describe();
     let mut md = String::from("# hakmem: the real-program row\n\n");
-    md += &format!("- date: {}\n", machine.date);
-    md += &format!(
-        "- machine: {}, {} cores; {}; glibc: {}\n",
-        machine.cpu, machine.cores, machine.rustc, machine.glibc
-    );
-    md += &format!("- command: `{command_line}`\n\n");
+    md += &(machine.markdown(command_line) + "\n");
     md += &markdown(&summaries, opts.reps, records(opts.scale));
     cmd::write(&out.join("real.csv"), csv(&summaries)).map_err(super::Error::Failed)?;
     cmd::write(&out.join("real.md"), &md).map_err(super::Error::Failed)?;

@@ -455,7 +455,6 @@ pub fn pairs_table(plan: &Plan, pairs: &[ModePair]) -> String {
 /// `report.md`: the header, the time table with its spread and memory tables, and the
 /// compiled-vs-runtime table, each with a paragraph saying what it shows.
 pub fn markdown(meta: &Meta, plan: &Plan, cells: &[Cell]) -> String {
-    let m = &meta.machine;
     let reps = meta.reps;
     let scale = match meta.scale {
         Some(f) => format!("scale {f} (iteration counts shrunk: a smoke run, not a measurement)"),
@@ -463,12 +462,7 @@ pub fn markdown(meta: &Meta, plan: &Plan, cells: &[Cell]) -> String {
     };
     let baseline_in = plan.contenders.iter().any(|c| c.name == BASELINE);
     let mut md = String::from("# hakmem benchmark matrix\n\n");
-    md += &format!("- date: {}\n", m.date);
-    md += &format!(
-        "- machine: {}, {} cores; {}; glibc: {}\n",
-        m.cpu, m.cores, m.rustc, m.glibc
-    );
-    md += &format!("- command: `{}`\n", meta.command);
+    md += &meta.machine.markdown(&meta.command);
     md += &format!(
         "- {} runs: {} scenarios × {} contenders × {reps} repetitions, {scale}; \
          run time {:.1} s, builds {:.1} s\n\n",
