@@ -222,10 +222,8 @@ pub fn judge(
         ));
     }
     if finished.stderr.contains("ERROR: ld.so:") {
-        return Err(format!(
-            "the library was not loaded: {}",
-            tail(&finished.stderr, 1)
-        ));
+        let why = tail(&finished.stderr, 1);
+        return Err(format!("the library was not loaded: {why}"));
     }
     let (rest, allocator) = split_stderr(&finished.stderr);
     if let Some(want) = allocator_line {
@@ -368,10 +366,8 @@ pub fn check_panic_free(lib: &Path) -> Result<(), String> {
         .filter(|e| !text.contains(&format!(" <{e}>:\n")))
         .collect();
     if !missing.is_empty() {
-        return Err(format!(
-            "exports not found in the disassembly: {}",
-            missing.join(", ")
-        ));
+        let missing = missing.join(", ");
+        return Err(format!("exports not found in the disassembly: {missing}"));
     }
     let roots: Vec<&str> = EXPORTS.iter().chain(&CALLBACKS).copied().collect();
     match panics_reachable(&text, &roots) {

@@ -36,8 +36,7 @@ fn nightly_cargo(args: &[&str]) -> Command {
 fn nightly_available() -> bool {
     nightly_cargo(&["--version"])
         .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
+        .is_ok_and(|o| o.status.success())
 }
 
 /// The host's target triple (`rustc -vV`), so that `-Zsanitizer` instruments the tests and not
@@ -276,8 +275,7 @@ fn cargo_fuzz_available() -> bool {
     nightly_cargo(&["fuzz", "--version"])
         .env("PATH", path_with_tools())
         .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
+        .is_ok_and(|o| o.status.success())
 }
 
 /// Runs the fuzz target `ops` for `secs` seconds (plus `extra` libFuzzer arguments), installing
