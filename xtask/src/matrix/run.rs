@@ -141,11 +141,8 @@ pub fn list_scenarios(bin: &Path) -> Result<Vec<ScenarioInfo>, String> {
         .output()
         .map_err(|e| format!("could not start: {e}"))?;
     if !out.status.success() {
-        return Err(format!(
-            "{}{}",
-            out.status,
-            last_line(&String::from_utf8_lossy(&out.stderr))
-        ));
+        let last = last_line(&String::from_utf8_lossy(&out.stderr));
+        return Err(format!("{}{last}", out.status));
     }
     parse_list(&String::from_utf8_lossy(&out.stdout))
 }
@@ -190,17 +187,14 @@ pub fn run_one(
     }
     let lines: Vec<&str> = stdout.lines().filter(|l| !l.trim().is_empty()).collect();
     let [line] = lines.as_slice() else {
-        return Err(format!(
-            "expected one line on stdout, got {}{}",
-            lines.len(),
-            last_line(&stdout)
-        ));
+        let (n, last) = (lines.len(), last_line(&stdout));
+        return Err(format!("expected one line on stdout, got {n}{last}"));
     };
     let parsed = parse_line(line).map_err(|e| format!("bad bench line ({e}): {line}"))?;
     if parsed.scenario != scenario {
+        let reported = &parsed.scenario;
         return Err(format!(
-            "asked for scenario {scenario}, bench reported {}",
-            parsed.scenario
+            "asked for scenario {scenario}, bench reported {reported}"
         ));
     }
     Ok(parsed)
