@@ -90,10 +90,8 @@ fn draw(
     root.fill(&WHITE)?;
     let (header, body) = root.split_vertically(HEADER);
 
-    let scale = plan
-        .scale
-        .map(|f| format!(", scale {f} (smoke)"))
-        .unwrap_or_default();
+    let scale = plan.scale.map(|f| format!(", scale {f} (smoke)"));
+    let scale = scale.unwrap_or_default();
     header.draw(&Text::new(
         format!(
             "Median time per op relative to {} (log scale; below 1 = faster), {} interleaved \
@@ -200,11 +198,7 @@ fn draw(
                 Some(r) => (fmt_ratio(*r).replace('×', ""), *r, VPos::Top),
                 None => ("fail".to_owned(), 1.0, VPos::Bottom),
             };
-            let text = if base_median.is_none() {
-                String::new()
-            } else {
-                text
-            };
+            let text = base_median.map_or(String::new(), |_| text);
             Text::new(
                 text,
                 (SegmentValue::CenterOf(i), y),
