@@ -3,10 +3,13 @@
 //! things took.
 
 use std::ffi::{OsStr, OsString};
+use std::fs::File;
 use std::io::ErrorKind;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
+use std::process::{Command, ExitStatus, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
 
 /// The environment variable that picks the mode of `Allocator<Runtime>`. Removed from every child's
 /// environment unless a step sets it on purpose, so the caller's shell cannot leak into a check.
@@ -69,14 +72,33 @@ pub fn run_inherited(cmd: &mut Command, what: &str) -> Result<(), String> {
     }
 }
 
-/// The first line `cmd` prints on stdout, trimmed, if it starts and succeeds.
-pub fn first_line(cmd: &mut Command) -> Option<String> {
-    let out = cmd.output().ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines().next().map(|l| l.trim().to_owned())
+/// The first line that `program args…` (`line`, split at spaces) prints on stdout, trimmed;
+/// `unknown` if it does not start or fails.
+pub fn first_line(line: &str) -> String {
+    let mut words = line.split(' ');
+    let program = words.next().unwrap_or_default();
+    let out = command(program, &words.collect::<Vec<_>>(), None).output();
+    let text = match out {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).into_owned(),
+        _ => String::new(),
+    };
+    let first = text.lines().next().map(str::trim);
+    first.unwrap_or("unknown").to_owned()
+}
+
+/// Runs `cargo args…` (a build), then copies `built` to `dest` under a temporary name and renames
+/// it (a process that has the old file mapped keeps it); how long the build took.
+pub fn build_and_copy(args: &[&str], built: &Path, dest: &Path) -> Result<Duration, String> {
+    let start = Instant::now();
+    run_inherited(&mut cargo(args, None), "cargo build")
+        .map_err(|e| format!("{e} ({})", show_cargo(args, None)))?;
+    let took = start.elapsed();
+    create_dir(dest.parent().expect("a file in a directory"))?;
+    let tmp = dest.with_extension("tmp");
+    std::fs::copy(built, &tmp)
+        .and_then(|_| std::fs::rename(&tmp, dest))
+        .map_err(|e| format!("cannot copy {} to {}: {e}", built.display(), dest.display()))?;
+    Ok(took)
 }
 
 /// Whether `program` can be started at all (it is on `PATH`): tried with `--version`.
@@ -104,8 +126,7 @@ pub fn build_probe(tool: &str, name: &str, out: &str) -> Result<(PathBuf, PathBu
         ));
     }
     let out_dir = target.join(out);
-    std::fs::create_dir_all(&out_dir)
-        .map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
+    create_dir(&out_dir)?;
     Ok((bin, out_dir))
 }
 
@@ -133,9 +154,111 @@ fn strip_pid(line: &str) -> &str {
     }
 }
 
+/// `create_dir_all`, its error naming the directory.
+pub fn create_dir(dir: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))
+}
+
+/// Writes `text` to `path`, creating its directory; the error names the file.
+pub fn write(path: &Path, text: impl AsRef<[u8]>) -> Result<(), String> {
+    create_dir(path.parent().unwrap_or(Path::new(".")))?;
+    std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// Reads `path` (lossily as UTF-8); the error names the file.
+pub fn read(path: &Path) -> Result<String, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// How a child ended.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+    pub took: Duration,
+}
+
+/// Runs `cmd` in its own process group with stdin closed and stdout/stderr written to
+/// `<stem>.out` and `<stem>.err` (files, not pipes: a grandchild that outlives the child cannot
+/// block us). Past `timeout`, the whole group is killed and this is an error.
+pub fn run_timed(mut cmd: Command, stem: &Path, timeout: Duration) -> Result<Finished, String> {
+    let out_path = stem.with_extension("out");
+    let err_path = stem.with_extension("err");
+    let create =
+        |p: &Path| File::create(p).map_err(|e| format!("cannot create {}: {e}", p.display()));
+    cmd.stdin(Stdio::null())
+        .stdout(create(&out_path)?)
+        .stderr(create(&err_path)?)
+        .process_group(0);
+    let start = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("could not start {:?}: {e}", cmd.get_program()))?;
+    let mut nap = Duration::from_millis(1);
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if start.elapsed() >= timeout => {
+                // The group is the child's pid: kill everything it started, then reap it.
+                let _ = Command::new("kill")
+                    .args(["-KILL", "--", &format!("-{}", child.id())])
+                    .status();
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "killed after {} s (hung?); output in {}",
+                    seconds(timeout),
+                    out_path.display()
+                ));
+            }
+            Ok(None) => {
+                thread::sleep(nap);
+                nap = (nap * 2).min(Duration::from_millis(20));
+            }
+            Err(e) => return Err(format!("wait failed: {e}")),
+        }
+    };
+    let took = start.elapsed();
+    Ok(Finished {
+        status,
+        stdout: read(&out_path)?,
+        stderr: read(&err_path)?,
+        took,
+    })
+}
+
 /// Seconds with one decimal, e.g. `12.3`.
 pub fn seconds(d: Duration) -> String {
     format!("{:.1}", d.as_secs_f64())
+}
+
+/// `doc` with the text between `<!-- BEGIN generated: NAME -->` and `<!-- END generated: NAME
+/// -->` (each on a line of its own) replaced by `body`: a generator rewrites its block and leaves
+/// the prose around it alone.
+pub fn splice(doc: &str, name: &str, body: &str) -> Result<String, String> {
+    let begin = format!("<!-- BEGIN generated: {name} -->\n");
+    let end = format!("<!-- END generated: {name} -->");
+    let missing = |marker: &str| format!("the document has no `{}` marker", marker.trim());
+    let start = doc.find(&begin).ok_or_else(|| missing(&begin))? + begin.len();
+    let stop = start + doc[start..].find(&end).ok_or_else(|| missing(&end))?;
+    Ok(format!("{}{body}{}", &doc[..start], &doc[stop..]))
+}
+
+/// A contender's name as a file-name part: `runtime (HAKMEM_MODE=fast)` → `runtime-fast`.
+pub fn slug(name: &str) -> String {
+    let mut out = String::new();
+    for word in name
+        .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+        .filter(|w| !w.is_empty() && *w != "HAKMEM_MODE")
+    {
+        if !out.is_empty() {
+            out.push('-');
+        }
+        out.push_str(word);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -143,25 +266,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn root_holds_the_workspace_manifest() {
+    fn children_run_from_the_root_without_the_mode() {
         assert!(workspace_root().join("Cargo.toml").is_file());
         assert!(workspace_root().join("xtask").is_dir());
-    }
-
-    #[test]
-    fn shows_commands_with_their_mode() {
-        assert_eq!(
-            show_cargo(&["fmt", "--all", "--check"], None),
-            "cargo fmt --all --check"
-        );
-        assert_eq!(
-            show_cargo(&["test", "-p", "hakmem"], Some("fast")),
-            "HAKMEM_MODE=fast cargo test -p hakmem"
-        );
-    }
-
-    #[test]
-    fn children_never_inherit_the_mode() {
+        let shown = show_cargo(&["fmt", "--all", "--check"], None);
+        assert_eq!(shown, "cargo fmt --all --check");
+        let shown = show_cargo(&["test", "-p", "hakmem"], Some("fast"));
+        assert_eq!(shown, "HAKMEM_MODE=fast cargo test -p hakmem");
         let cmd = cargo(&["test"], None);
         let envs: Vec<_> = cmd.get_envs().collect();
         assert_eq!(envs, [(OsStr::new(MODE_VAR), None)]);
@@ -179,23 +290,30 @@ mod tests {
         ==4176== I   refs:      441,048\n";
 
     #[test]
-    fn parses_the_collected_line() {
+    fn parsing_splicing_and_seconds() {
         assert_eq!(parse_collected(STDERR), Some(441_048));
         assert_eq!(parse_collected("Collected : 12"), Some(12));
+        let grouped = parse_collected("==1== Collected : 1,234,567");
+        assert_eq!(grouped, Some(1_234_567));
+        for none in [
+            "==1== Events    : Ir\n==1== I   refs: 5",
+            "==1== Collected : lots",
+            "",
+        ] {
+            assert_eq!(parse_collected(none), None, "{none}");
+        }
+        let doc = "prose\n<!-- BEGIN generated: t -->\nold\n<!-- END generated: t -->\nmore\n";
         assert_eq!(
-            parse_collected("==1== Collected : 1,234,567"),
-            Some(1_234_567)
+            splice(doc, "t", "new\n").unwrap(),
+            "prose\n<!-- BEGIN generated: t -->\nnew\n<!-- END generated: t -->\nmore\n"
         );
-        assert_eq!(
-            parse_collected("==1== Events    : Ir\n==1== I   refs: 5"),
-            None
-        );
-        assert_eq!(parse_collected("==1== Collected : lots"), None);
-        assert_eq!(parse_collected(""), None);
-    }
-
-    #[test]
-    fn seconds_have_one_decimal() {
+        assert!(splice(doc, "u", "x")
+            .unwrap_err()
+            .contains("BEGIN generated: u"));
+        let open = "<!-- BEGIN generated: t -->\nold\n";
+        assert!(splice(open, "t", "x")
+            .unwrap_err()
+            .contains("END generated: t"));
         assert_eq!(seconds(Duration::from_millis(12_345)), "12.3");
         assert_eq!(seconds(Duration::ZERO), "0.0");
     }

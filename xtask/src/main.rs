@@ -1,20 +1,10 @@
-//! `cargo xtask`: project automation for hakmem, std only.
+//! `cargo xtask`: project automation for hakmem.
 //!
-//! - `cargo xtask test [--no-icount] [--no-matrix] [--no-large] [--no-preload]
-//!   [--no-sanitizers] [--fuzz[=SECS]]`: the project's one test command (CI runs it via `.ci/run`).
-//! - `cargo xtask sanitizers [--asan] [--memcheck]`: the hakmem tests under AddressSanitizer
-//!   and valgrind memcheck ([`reliability`]).
-//! - `cargo xtask fuzz [--time SECS] [-- LIBFUZZER_ARGS]`: the cargo-fuzz target.
-//! - `cargo xtask preload [--mode M] [--check]`: the preload library, one `.so` per mode, and its
-//!   check under `LD_PRELOAD` ([`preload`]).
-//! - `cargo xtask icount [--bless] [--baseline FILE] [--no-run] [--self-test]`: the
-//!   instruction-count regression check of every mode's hot paths ([`icount`]).
-//! - `cargo xtask large [--check]`: the measured acceptance of the large-block path (faults,
-//!   system calls, RSS, THP, realloc without copying; [`large`]).
-//! - `cargo xtask bench-compare A B`: whether two matrix runs agree within their spreads.
-//! - `cargo xtask bench-matrix [OPTIONS]`: the wall-clock matrix of every mode, runtime twin and
-//!   peer allocator over the scenarios ([`matrix`]).
-//! - `cargo xtask help`: usage.
+//! The command line is [`Cli`], parsed by clap; `cargo xtask help` and `cargo xtask COMMAND
+//! --help` print the help generated from the doc comments below. The commands: `test` (the one
+//! CI runs through `.ci/run`), `sanitizers` and `fuzz` ([`reliability`]), `preload`
+//! ([`preload`]), `icount` ([`icount`]), `large` ([`large`]), `bench-matrix` and
+//! `bench-compare` ([`matrix`]).
 //!
 //! `cargo xtask` is an alias (`.cargo/config.toml`) for `cargo run --quiet --package xtask --`.
 
@@ -26,497 +16,252 @@ mod preload;
 mod reliability;
 mod test;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-const USAGE: &str = "\
-cargo xtask: project automation for hakmem
+use clap::{CommandFactory, Parser, Subcommand};
 
-USAGE:
-    cargo xtask <COMMAND> [OPTIONS]
+/// What `cargo xtask help` prints after the commands.
+const ENVIRONMENT: &str = "\
+Environment:
+  CARGO             the cargo to run (default: cargo)
+  CARGO_TARGET_DIR  where the probes are built, tools/, icount/, large/ and bench-matrix/
+                    written (default: target)
+  HAKMEM_MODE       removed from every child's environment unless a step sets it";
 
-COMMANDS:
-    test [--no-icount] [--no-matrix] [--no-large] [--no-preload] [--no-sanitizers]
-         [--fuzz[=SECS]]
-        The project's one test command (CI runs it through .ci/run). Every step runs even if
-        an earlier one failed: cargo fmt --check; clippy -D warnings (workspace, all features;
-        hakmem, default features); cargo test -p hakmem for each compiled mode (minimal, fast,
-        balanced, learning, research) with HAKMEM_MODE set to it; for the runtime feature;
-        cargo test --workspace --all-features; the hakmem tests under AddressSanitizer and
-        under valgrind memcheck (sanitizers); the matrix smoke run (bench-matrix --smoke);
-        the instruction-count check (icount --self-test); the large-block check (large
-        --check); the preload check (preload --check); and, only with --fuzz, a fuzz run. Ends
-        with a summary and the line `xtask test: N passed, M failed`; exit status 0 only if
-        all passed.
-            --no-icount      skip the instruction-count check (it needs valgrind)
-            --no-matrix      skip the matrix smoke run (it builds nine release binaries)
-            --no-large       skip the large-block check (it needs strace and valgrind)
-            --no-preload     skip the preload check (it needs cc, python3 and git)
-            --no-sanitizers  skip the AddressSanitizer and memcheck runs (nightly, valgrind)
-            --fuzz[=SECS]    add a fuzz run of SECS seconds (default 60) at the end
+/// cargo xtask: project automation for hakmem
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", after_help = ENVIRONMENT)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
 
-    sanitizers [--asan] [--memcheck]
-        The hakmem tests under AddressSanitizer (one nightly build with -Zsanitizer=address
-        and the runtime feature, run once per mode with HAKMEM_MODE set to it) and under
-        valgrind memcheck (the BALANCED build's test binaries, the pool tests one test per
-        process; invalid reads or writes, uninitialised values and leaks not in
-        xtask/valgrind.supp fail). Long tests run shrunk (QUICKCHECK_TESTS,
-        HAKMEM_TEST_SCALE). Without options, both. Needs the nightly toolchain and valgrind.
-            --asan          only the AddressSanitizer run
-            --memcheck      only the memcheck run
-
-    fuzz [--time SECS] [-- LIBFUZZER_ARGS...]
-        Runs the cargo-fuzz target `ops` (fuzz/: operation sequences against every mode,
-        checked against a shadow model) for SECS seconds (default 60) on one core, with the
-        nightly toolchain; installs cargo-fuzz into <target>/tools first if it is missing.
-        The corpus grows in fuzz/corpus/ops; a failing input lands in fuzz/artifacts/ops.
-        Arguments after `--` go to libFuzzer (e.g. -jobs=1, -rss_limit_mb=4096).
-
-    icount [--bless] [--baseline FILE] [--no-run] [--self-test]
-        The instruction-count regression check. Installs iai-callgrind-runner 0.16.1 into
-        <target>/tools if it is missing (cargo install, ~95 s once), runs the iai-callgrind
-        benches (benches/benches/icount.rs: every compiled mode, every runtime twin and, on
-        the small-object paths, glibc/mimalloc/jemalloc, over each hot path, the pool's
-        included), and compares every Ir count with the committed baseline
-        benches/baselines/icount.json: exit status 1 if
-        one is more than 2% above it (or missing from it), when the run's rustc, CPU, glibc
-        and valgrind are the baseline's; otherwise the comparison is a warning. Always checks
-        the machine-independent rules (compiled <= runtime twin on every path; MINIMAL
-        strictly less; compiled runs never read HAKMEM_MODE; BALANCED and FAST 2 MiB pair
-        <= 100 Ir/op; the pool's: FAST 32 B pair <= 60 Ir/op and <= jemalloc's, BALANCED's
-        <= mimalloc's, in the same run; learning adds <= 15 Ir/op to LEARNING's 32 B pair,
-        against LEARNING with learning off) and prints each with its figures. Writes
-        <target>/icount/{measured.json, report.md, regression-analysis.md}. Needs valgrind.
-            --bless          rewrite the baseline and docs/regression-analysis.md from this
-                             run instead of comparing (the rules are still checked)
-            --baseline FILE  compare with (or bless) FILE instead of the committed baseline
-            --no-run         use the last run's <target>/icount/measured.json
-            --self-test      then prove the check can fail: lower the baseline by 10% in a
-                             temporary copy, run `icount --no-run --baseline COPY`, and
-                             require exit status 1 with every checked figure flagged
-
-    large [--check]
-        The measured acceptance of the large-block path. Builds benches' `large` probe
-        (release) and measures, each in a fresh process: (a) page faults and (b) system calls
-        (strace -c, N=300 minus N=100) per 2 MiB alloc/touch/free at steady state: BALANCED
-        and FAST 0, MINIMAL >= 500 faults and >= 2 calls; (c) RSS kept after 300 x 2 MiB
-        were freed, BALANCED: <= 64 MiB + 2 MiB; (d) madvise + munmap calls to release 1000
-        x 256 KiB: <= 100; (e) faults to touch a cold 2 MiB block, RESEARCH and BALANCED:
-        <= 8 where the kernel's THP is always or madvise; (f) realloc growth: mremap seen by
-        strace, and callgrind Ir of one 32 -> 64 MiB doubling < 2x one of 2 -> 4 MiB (no
-        copy); (g) alloc_zeroed of a recycled dirty block reads zeros. Prints the table and
-        writes target/large/large.md. Needs strace and valgrind (apt-get install strace
-        valgrind).
-            --check         exit with status 1 if a check fails
-
-    bench-matrix [--quick | --full | --reps N] [--scenarios a,b] [--allocators a,b]
-                 [--out DIR] [--smoke] [--scale F] [--no-build] [--real | --real-only]
-        The wall-clock matrix: 13 contenders (minimal, fast, balanced, learning, research;
-        their runtime twins runtime-minimal … runtime-research, i.e. bench-runtime with
-        HAKMEM_MODE set; glibc, mimalloc, jemalloc) × the scenarios of `bench --list`. Builds
-        one release `bench` binary per allocator (hakmem-benches, a cargo feature each) into
-        <target>/bench-matrix/bin/, then runs every repetition of every cell in a fresh
-        process, interleaved: for each repetition, for each scenario, every contender, the
-        contender order rotated by one each repetition. A failed run is reported and the
-        matrix goes on (exit status 1 at the end). Writes results.csv, results.json,
-        report.md and matrix.svg to the output directory and prints the report's tables.
-            --quick            5 repetitions per cell (the default)
-            --full             11 repetitions per cell
-            --reps N           N repetitions per cell
-            --scenarios a,b    only these scenarios (names from `bench --list`)
-            --allocators a,b   only these contenders; `runtime` = all five runtime twins
-            --out DIR          output directory (default <target>/bench-matrix)
-            --smoke            1 repetition at --scale 0.05, into <target>/bench-matrix/smoke
-                               unless --out says otherwise (cargo xtask test runs this)
-            --scale F          shrink every scenario's iteration counts (0 < F <= 1)
-            --no-build         use the binaries already in <target>/bench-matrix/bin/
-                               (and the preload libraries in <target>/preload/)
-            --real             add the real-program row: python3 round-tripping a large
-                               JSON document (PYTHONMALLOC=malloc), whole-process wall time
-                               under each selected contender — hakmem modes and runtime twins
-                               through their preload library (cargo xtask preload), glibc,
-                               and Debian's libmimalloc / libjemalloc preload libraries where
-                               installed (apt-get install libmimalloc2.0 libjemalloc2) — with
-                               ratios to glibc and to Debian's mimalloc; writes real.csv and
-                               a section of report.md. --scale shrinks its document too.
-            --real-only        the real-program row alone (real.csv, real.md)
-        A bad option or name exits with status 2.
-
-    preload [--mode M] [--check]
-        Builds the preload library (crates/hakmem-preload; LD_PRELOAD it to make hakmem the
-        malloc of any program) once per mode — minimal, fast, balanced, learning, research,
-        runtime — each with `cargo build --release -p hakmem-preload --no-default-features
-        --features M`, copies it to <target>/preload/M/libhakmem_preload.so and prints that
-        path, one line per mode (build progress goes to stderr). docs/preload.md.
-            --mode M        only mode M
-            --check         then run the check: no export of a release library (nor the
-                            pool's thread-exit destructor) reaches a panic, from its objdump
-                            disassembly; the C test (crates/hakmem-preload/tests/
-                            preload_test.c, compiled with cc: glibc's own allocations, TLS,
-                            threads, pthread keys, fork, misuse, exit, a malloc/free storm),
-                            the contract (tests/conformance.c: every entry point's results
-                            and errno, realloc, calloc, alignment, usable sizes, exhaustion
-                            under RLIMIT_AS, a free at the map-count limit), python3
-                            round-tripping a large JSON document and git (init, add 1,000
-                            files, commit, log, gc), first without the library, then under
-                            each mode (runtime with HAKMEM_MODE=fast) and a debug build
-                            (balanced, or M): the C programs must pass with nothing on
-                            stderr, and python3 and git must print exactly what they print
-                            without the library, hakmem writing nothing of its own. Then
-                            the learning modes' log (LEARNING, RESEARCH, runtime with
-                            HAKMEM_MODE=learning): silent without HAKMEM_LOG, on stderr with
-                            HAKMEM_LOG=1, appended to the file HAKMEM_LOG=PATH names. Prints
-                            the cost of a failed malloc(3 TiB) per contender (a report).
-                            HAKMEM_LOG and HAKMEM_REPORT are removed from every child's
-                            environment. Every child is killed after 180 s. Exit status 1 if
-                            a run failed. Needs cc, python3, git and objdump.
-
-    bench-compare DIR_A DIR_B
-        Do two runs of the matrix agree? For every cell, whether one run's median lies within
-        the other's min-max: in ns/op (results.csv), and relative to mimalloc with each run
-        paired with mimalloc's run of the same scenario and repetition (samples.csv), which
-        cancels the host's drift. Lists the cells that do not agree.
-
-    help, -h, --help
-        Print this text.
-
-ENVIRONMENT:
-    CARGO              the cargo to run (default: cargo)
-    CARGO_TARGET_DIR   where the probes are built, tools/, icount/, large/ and
-                       bench-matrix/ written (default: target)
-    HAKMEM_MODE        removed from every child's environment unless a step sets it
-";
-
-/// A parsed command line.
-#[derive(Debug, Clone, PartialEq)]
-enum Cli {
-    Help,
-    Test(test::Selection),
+/// A command and its options.
+#[derive(Debug, PartialEq, Subcommand)]
+enum Command {
+    /// The project's one test command (CI runs it through .ci/run)
+    ///
+    /// Every step runs even if an earlier one failed: cargo fmt --check; clippy -D warnings
+    /// (workspace, all features; hakmem, default features); cargo test -p hakmem for each
+    /// compiled mode (minimal, fast, balanced, learning, research) with HAKMEM_MODE set to it;
+    /// for the runtime feature; cargo test --workspace --all-features; the hakmem tests under
+    /// AddressSanitizer and under valgrind memcheck (sanitizers); the matrix smoke run
+    /// (bench-matrix --smoke); the instruction-count check (icount --self-test); the large-block
+    /// check (large --check); the preload check (preload --check); and, only with --fuzz, a fuzz
+    /// run. Ends with a summary and the line `xtask test: N passed, M failed`; exit status 0
+    /// only if all passed.
+    Test(TestArgs),
+    /// The hakmem tests under AddressSanitizer and valgrind memcheck (without options, both)
+    ///
+    /// AddressSanitizer: one nightly build with -Zsanitizer=address and the runtime feature, run
+    /// once per mode with HAKMEM_MODE set to it. memcheck: the BALANCED build's test binaries,
+    /// the pool tests one test per process; invalid reads or writes, uninitialised values and
+    /// leaks not in xtask/valgrind.supp fail. Long tests run shrunk (QUICKCHECK_TESTS,
+    /// HAKMEM_TEST_SCALE). Needs the nightly toolchain and valgrind.
     Sanitizers {
+        /// Only the AddressSanitizer run
+        #[arg(long)]
         asan: bool,
+        /// Only the memcheck run
+        #[arg(long)]
         memcheck: bool,
     },
+    /// Runs the cargo-fuzz target `ops` on one core, with the nightly toolchain
+    ///
+    /// The target runs operation sequences against every mode, checked against a shadow model
+    /// (fuzz/). Installs cargo-fuzz into <target>/tools first if it is missing. The corpus grows
+    /// in fuzz/corpus/ops; a failing input lands in fuzz/artifacts/ops.
     Fuzz {
-        secs: u64,
+        /// Seconds to run
+        #[arg(long, value_name = "SECS", default_value_t = reliability::FUZZ_DEFAULT_SECS,
+              value_parser = clap::value_parser!(u64).range(1..))]
+        time: u64,
+        /// Arguments for libFuzzer (e.g. -jobs=1, -rss_limit_mb=4096)
+        #[arg(last = true, value_name = "LIBFUZZER_ARGS")]
         extra: Vec<String>,
     },
-    Icount(icount::Options),
-    Large {
-        check: bool,
-    },
+    /// Builds the preload library (crates/hakmem-preload) once per mode; docs/preload.md
+    ///
+    /// LD_PRELOAD the library to make hakmem the malloc of any program. Each mode (minimal,
+    /// fast, balanced, learning, research, runtime) is built with `cargo build --release -p
+    /// hakmem-preload --no-default-features --features M`, copied to
+    /// <target>/preload/M/libhakmem_preload.so, and that path printed, one line per mode (build
+    /// progress goes to stderr).
     Preload {
-        modes: Vec<&'static str>,
+        /// Only mode M
+        #[arg(long, value_name = "M",
+              value_parser = clap::builder::PossibleValuesParser::new(preload::MODES))]
+        mode: Option<String>,
+        /// Then run the check: no export of a release library reaches a panic (objdump); the C
+        /// test (crates/hakmem-preload/tests/preload_test.c), the contract
+        /// (tests/conformance.c), python3 round-tripping a large JSON document and git, first
+        /// without the library, then under each mode and a debug build: the C programs must
+        /// pass with nothing on stderr, python3 and git must print exactly what they print
+        /// without the library. Then the learning modes' log (HAKMEM_LOG unset, 1, a path),
+        /// and the cost of a failed malloc(3 TiB) per contender. Every child is killed after
+        /// 180 s. Needs cc, python3, git and objdump.
+        #[arg(long)]
         check: bool,
     },
-    BenchMatrix(matrix::Options),
-    BenchCompare(std::path::PathBuf, std::path::PathBuf),
-}
-
-/// Why a command line was rejected.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum CliError {
-    UnknownCommand(String),
-    UnknownOption {
-        command: &'static str,
-        option: String,
+    /// The instruction-count regression check of every mode's hot paths (needs valgrind)
+    ///
+    /// Installs iai-callgrind-runner into <target>/tools if it is missing, runs the
+    /// iai-callgrind benches (benches/benches/icount.rs: every compiled mode, every runtime
+    /// twin and, on the small-object paths, glibc/mimalloc/jemalloc) and compares every Ir
+    /// count with the committed baseline benches/baselines/icount.json: exit status 1 if one is
+    /// more than 2% above it (or missing from it), when the run's rustc, CPU, glibc and valgrind
+    /// are the baseline's; otherwise the comparison is a warning. Always checks the
+    /// machine-independent rules (docs/zero-overhead.md) and prints each with its figures.
+    /// Writes <target>/icount/{measured.json, report.md, regression-analysis.md}.
+    Icount(icount::Options),
+    /// The measured acceptance of the large-block path (needs strace and valgrind)
+    ///
+    /// Builds benches' `large` probe (release) and measures, each in a fresh process: page
+    /// faults and system calls per 2 MiB alloc/touch/free at steady state, RSS kept after
+    /// 300 x 2 MiB were freed, the calls to release 1000 x 256 KiB, faults to touch a cold 2 MiB
+    /// block under THP, realloc growth without copying (mremap, callgrind Ir), and
+    /// alloc_zeroed of a recycled dirty block. Prints the table and writes
+    /// <target>/large/large.md (docs/large-blocks.md).
+    Large {
+        /// Exit with status 1 if a check fails
+        #[arg(long)]
+        check: bool,
     },
-    BenchMatrix(matrix::UsageError),
-    Usage(String),
+    BenchMatrix(matrix::options::Args),
+    /// Do two runs of the matrix agree?
+    ///
+    /// For every cell, whether one run's median lies within the other's min-max: in ns/op
+    /// (results.csv), and relative to mimalloc with each run paired with mimalloc's run of the
+    /// same scenario and repetition (samples.csv), which cancels the host's drift. Lists the
+    /// cells that do not agree.
+    BenchCompare {
+        /// The first run's output directory
+        dir_a: PathBuf,
+        /// The second run's output directory
+        dir_b: PathBuf,
+    },
 }
 
-impl std::fmt::Display for CliError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            CliError::UnknownCommand(c) => write!(f, "unknown command `{c}`"),
-            CliError::UnknownOption { command, option } => {
-                write!(f, "unknown option `{option}` for `{command}`")
-            }
-            CliError::BenchMatrix(e) => write!(f, "{e}"),
-            CliError::Usage(e) => write!(f, "{e}"),
+/// The options of `cargo xtask test`: which optional steps to skip or add.
+#[derive(Debug, PartialEq, clap::Args)]
+struct TestArgs {
+    /// Skip the instruction-count check (it needs valgrind)
+    #[arg(long)]
+    no_icount: bool,
+    /// Skip the matrix smoke run (it builds nine release binaries)
+    #[arg(long)]
+    no_matrix: bool,
+    /// Skip the large-block check (it needs strace and valgrind)
+    #[arg(long)]
+    no_large: bool,
+    /// Skip the preload check (it needs cc, python3 and git)
+    #[arg(long)]
+    no_preload: bool,
+    /// Skip the AddressSanitizer and memcheck runs (nightly, valgrind)
+    #[arg(long)]
+    no_sanitizers: bool,
+    /// Add a fuzz run of SECS seconds (default 60) at the end
+    #[arg(long, value_name = "SECS", num_args = 0..=1, require_equals = true,
+          default_missing_value = "60", value_parser = clap::value_parser!(u64).range(1..))]
+    fuzz: Option<u64>,
+}
+
+impl TestArgs {
+    fn selection(&self) -> test::Selection {
+        test::Selection {
+            icount: !self.no_icount,
+            matrix: !self.no_matrix,
+            large: !self.no_large,
+            preload: !self.no_preload,
+            sanitizers: !self.no_sanitizers,
+            fuzz: self.fuzz,
         }
     }
 }
 
-fn parse(args: &[String]) -> Result<Cli, CliError> {
-    let Some((command, options)) = args.split_first() else {
-        return Ok(Cli::Help);
-    };
-    let is_help = |a: &String| matches!(a.as_str(), "-h" | "--help");
-    let unknown = |command: &'static str, option: &String| CliError::UnknownOption {
-        command,
-        option: option.clone(),
-    };
-    match command.as_str() {
-        "help" | "-h" | "--help" => Ok(Cli::Help),
-        "test" => {
-            let mut sel = test::Selection::ALL_CI;
-            for option in options {
-                match option.as_str() {
-                    "--no-icount" => sel.icount = false,
-                    "--no-matrix" => sel.matrix = false,
-                    "--no-large" => sel.large = false,
-                    "--no-preload" => sel.preload = false,
-                    "--no-sanitizers" => sel.sanitizers = false,
-                    "--fuzz" => sel.fuzz = Some(reliability::FUZZ_DEFAULT_SECS),
-                    _ if option.starts_with("--fuzz=") => {
-                        sel.fuzz = Some(seconds(&option["--fuzz=".len()..])?)
-                    }
-                    _ if is_help(option) => return Ok(Cli::Help),
-                    _ => return Err(unknown("test", option)),
-                }
-            }
-            Ok(Cli::Test(sel))
-        }
-        "sanitizers" => {
-            let (mut asan, mut memcheck) = (false, false);
-            for option in options {
-                match option.as_str() {
-                    "--asan" => asan = true,
-                    "--memcheck" => memcheck = true,
-                    _ if is_help(option) => return Ok(Cli::Help),
-                    _ => return Err(unknown("sanitizers", option)),
-                }
-            }
-            if !asan && !memcheck {
-                (asan, memcheck) = (true, true);
-            }
-            Ok(Cli::Sanitizers { asan, memcheck })
-        }
-        "fuzz" => {
-            let mut secs = reliability::FUZZ_DEFAULT_SECS;
-            let mut rest = options.iter();
-            while let Some(option) = rest.next() {
-                match option.as_str() {
-                    "--time" => {
-                        let value = rest.next().ok_or_else(|| {
-                            CliError::Usage("--time takes a number of seconds".into())
-                        })?;
-                        secs = seconds(value)?;
-                    }
-                    "--" => {
-                        return Ok(Cli::Fuzz {
-                            secs,
-                            extra: rest.cloned().collect(),
-                        })
-                    }
-                    _ if is_help(option) => return Ok(Cli::Help),
-                    _ => return Err(unknown("fuzz", option)),
-                }
-            }
-            Ok(Cli::Fuzz {
-                secs,
-                extra: Vec::new(),
-            })
-        }
-        "preload" => parse_preload(options),
-        "icount" => match icount::parse(options) {
-            Ok(Some(opts)) => Ok(Cli::Icount(opts)),
-            Ok(None) => Ok(Cli::Help),
-            Err(e) => Err(CliError::Usage(e)),
-        },
-        "overhead" => Err(CliError::Usage(
-            "`cargo xtask overhead` is now part of `cargo xtask icount`".into(),
-        )),
-        "large" => {
-            let mut check = false;
-            for option in options {
-                match option.as_str() {
-                    "--check" => check = true,
-                    _ if is_help(option) => return Ok(Cli::Help),
-                    _ => return Err(unknown("large", option)),
-                }
-            }
-            Ok(Cli::Large { check })
-        }
-        "bench-matrix" => match matrix::options::parse(options) {
-            Ok(matrix::Parsed::Help) => Ok(Cli::Help),
-            Ok(matrix::Parsed::Run(opts)) => Ok(Cli::BenchMatrix(opts)),
-            Err(e) => Err(CliError::BenchMatrix(e)),
-        },
-        "bench-compare" => match options {
-            [a, b] if !a.starts_with('-') && !b.starts_with('-') => {
-                Ok(Cli::BenchCompare(a.into(), b.into()))
-            }
-            [o] | [o, _] | [_, o] if is_help(o) => Ok(Cli::Help),
-            _ => Err(CliError::Usage(
-                "bench-compare takes two result directories".into(),
-            )),
-        },
-        _ => Err(CliError::UnknownCommand(command.clone())),
+/// The exit status of a check: `Ok(true)` passed, `Ok(false)` failed (after `failed` is printed,
+/// unless empty), `Err` could not run (printed as `error: …`).
+fn exit(result: Result<bool, String>, failed: &str) -> ExitCode {
+    match result {
+        Ok(true) => return ExitCode::SUCCESS,
+        Ok(false) if !failed.is_empty() => eprintln!("{failed}"),
+        Ok(false) => {}
+        Err(e) => eprintln!("error: {e}"),
     }
-}
-
-/// `preload [--mode M] [--check]`.
-fn parse_preload(options: &[String]) -> Result<Cli, CliError> {
-    let mut modes: Vec<&'static str> = preload::MODES.to_vec();
-    let mut check = false;
-    let mut it = options.iter();
-    while let Some(option) = it.next() {
-        let (flag, inline) = match option.split_once('=') {
-            Some((f, v)) if f == "--mode" => (f, Some(v.to_owned())),
-            _ => (option.as_str(), None),
-        };
-        match flag {
-            "--check" => check = true,
-            "--mode" => {
-                let Some(value) = inline.or_else(|| it.next().cloned()) else {
-                    return Err(CliError::Usage("`--mode` needs a value".into()));
-                };
-                let Some(mode) = preload::MODES.iter().find(|m| **m == value) else {
-                    return Err(CliError::Usage(format!(
-                        "unknown mode `{value}` for `preload --mode`; accepted: {}",
-                        preload::MODES.join(", ")
-                    )));
-                };
-                modes = vec![mode];
-            }
-            "-h" | "--help" => return Ok(Cli::Help),
-            _ => {
-                return Err(CliError::UnknownOption {
-                    command: "preload",
-                    option: option.clone(),
-                })
-            }
-        }
-    }
-    Ok(Cli::Preload { modes, check })
-}
-
-/// A positive number of seconds.
-fn seconds(text: &str) -> Result<u64, CliError> {
-    match text.parse::<u64>() {
-        Ok(secs) if secs > 0 => Ok(secs),
-        _ => Err(CliError::Usage(format!(
-            "`{text}` is not a positive number of seconds"
-        ))),
-    }
+    ExitCode::FAILURE
 }
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match parse(&args) {
-        Ok(Cli::Help) => {
-            print!("{USAGE}");
-            ExitCode::SUCCESS
-        }
-        Ok(Cli::Test(sel)) => {
-            if test::run(sel) {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            }
-        }
-        Ok(Cli::Sanitizers { asan, memcheck }) => {
+    let Some(command) = Cli::parse().command else {
+        let _ = Cli::command().print_help();
+        return ExitCode::SUCCESS;
+    };
+    match command {
+        Command::Test(t) => exit(Ok(test::run(t.selection())), ""),
+        Command::Sanitizers { asan, memcheck } => {
+            let both = !asan && !memcheck;
             let mut ok = true;
             for (on, name, run) in [
                 (asan, "AddressSanitizer", reliability::asan as fn() -> _),
                 (memcheck, "memcheck", reliability::memcheck),
             ] {
-                if !on {
-                    continue;
-                }
-                match run() {
-                    Ok(true) => println!("xtask sanitizers: {name}: ok"),
-                    Ok(false) => {
-                        println!("xtask sanitizers: {name}: FAILED");
-                        ok = false;
+                if on || both {
+                    let result = run();
+                    match result {
+                        Ok(true) => println!("xtask sanitizers: {name}: ok"),
+                        Ok(false) => println!("xtask sanitizers: {name}: FAILED"),
+                        Err(_) => {}
                     }
-                    Err(e) => {
-                        eprintln!("error: {e}");
-                        ok = false;
-                    }
+                    ok &= exit(result, "") == ExitCode::SUCCESS;
                 }
             }
-            if ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            }
+            exit(Ok(ok), "")
         }
-        Ok(Cli::Fuzz { secs, extra }) => match reliability::fuzz(secs, &extra) {
-            Ok(true) => ExitCode::SUCCESS,
-            Ok(false) => ExitCode::FAILURE,
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
-        },
-        Ok(Cli::Preload { modes, check }) => match preload::run(&modes, check) {
-            Ok(true) => ExitCode::SUCCESS,
-            Ok(false) => {
-                eprintln!("xtask preload: a check failed (listed above)");
-                ExitCode::FAILURE
-            }
-            Err(e) => {
-                eprintln!("xtask preload: {e}");
-                ExitCode::FAILURE
-            }
-        },
-        Ok(Cli::Icount(opts)) => {
+        Command::Fuzz { time, extra } => exit(reliability::fuzz(time, &extra), ""),
+        Command::Preload { mode, check } => {
+            let modes: Vec<&str> = match &mode {
+                Some(m) => vec![m.as_str()],
+                None => preload::MODES.to_vec(),
+            };
+            let failed = "xtask preload: a check failed (listed above)";
+            exit(preload::run(&modes, check), failed)
+        }
+        Command::Icount(opts) => {
             let invoked_as = format!("cargo xtask {}", args.join(" "));
             match icount::run(&opts, &invoked_as) {
-                Ok(true) => ExitCode::SUCCESS,
-                Ok(false) => {
-                    eprintln!("xtask icount: FAILED (see above)");
-                    ExitCode::FAILURE
-                }
                 Err(e) => {
                     eprintln!("error: {e}");
                     ExitCode::from(2)
                 }
+                ok => exit(ok, "xtask icount: FAILED (see above)"),
             }
         }
-        Ok(Cli::Large { check }) => {
-            let invoked_as = if check {
-                "cargo xtask large --check"
-            } else {
-                "cargo xtask large"
+        Command::Large { check } => {
+            let invoked_as = match check {
+                true => "cargo xtask large --check",
+                false => "cargo xtask large",
             };
-            match large::run(invoked_as) {
-                Ok(true) => ExitCode::SUCCESS,
-                Ok(false) if check => {
-                    eprintln!("xtask large: a check failed (--check)");
-                    ExitCode::FAILURE
-                }
-                Ok(false) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+            let result = large::run(invoked_as).map(|ok| ok || !check);
+            exit(result, "xtask large: a check failed (--check)")
         }
-        Ok(Cli::BenchMatrix(opts)) => {
+        Command::BenchMatrix(a) => {
             let line = matrix::options::command_line(&args[1..]);
-            match matrix::run(&opts, &line) {
-                Ok(true) => ExitCode::SUCCESS,
-                Ok(false) => {
-                    eprintln!("xtask bench-matrix: some builds or runs failed (listed above)");
-                    ExitCode::FAILURE
-                }
+            match matrix::run(&a.into(), &line) {
                 Err(matrix::Error::Usage(e)) => {
                     eprintln!("xtask bench-matrix: {e}");
                     ExitCode::from(2)
                 }
-                Err(matrix::Error::Failed(e)) => {
-                    eprintln!("error: {e}");
-                    ExitCode::FAILURE
+                Err(matrix::Error::Failed(e)) => exit(Err(e), ""),
+                Ok(ok) => {
+                    let failed = "xtask bench-matrix: some builds or runs failed (listed above)";
+                    exit(Ok(ok), failed)
                 }
             }
         }
-        Ok(Cli::BenchCompare(a, b)) => match matrix::compare::run(&a, &b) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("xtask bench-compare: {e}");
-                ExitCode::FAILURE
-            }
-        },
-        Err(e @ CliError::BenchMatrix(_)) => {
-            eprintln!("xtask bench-matrix: {e}\n(cargo xtask help describes every option)");
-            ExitCode::from(2)
-        }
-        Err(e) => {
-            eprintln!("xtask: {e}\n");
-            eprint!("{USAGE}");
-            ExitCode::from(2)
+        Command::BenchCompare { dir_a, dir_b } => {
+            exit(matrix::compare::run(&dir_a, &dir_b).map(|()| true), "")
         }
     }
 }
@@ -525,204 +270,106 @@ fn main() -> ExitCode {
 mod tests {
     use super::*;
 
-    fn parse_strs(args: &[&str]) -> Result<Cli, CliError> {
-        parse(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    fn parse(args: &[&str]) -> Result<Option<Command>, clap::Error> {
+        Cli::try_parse_from(std::iter::once("xtask").chain(args.iter().copied())).map(|c| c.command)
+    }
+
+    fn ok(args: &[&str]) -> Command {
+        parse(args)
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+            .unwrap()
+    }
+
+    fn is_help(args: &[&str]) -> bool {
+        parse(args).is_err_and(|e| e.kind() == clap::error::ErrorKind::DisplayHelp)
     }
 
     #[test]
-    fn preload_modes_and_check() {
-        assert_eq!(
-            parse_strs(&["preload"]),
-            Ok(Cli::Preload {
-                modes: preload::MODES.to_vec(),
-                check: false
-            })
-        );
-        let one = Ok(Cli::Preload {
-            modes: vec!["runtime"],
-            check: true,
-        });
-        assert_eq!(
-            parse_strs(&["preload", "--check", "--mode", "runtime"]),
-            one
-        );
-        assert_eq!(parse_strs(&["preload", "--mode=runtime", "--check"]), one);
-        assert!(matches!(
-            parse_strs(&["preload", "--mode", "turbo"]),
-            Err(CliError::Usage(m)) if m.contains("accepted: minimal, fast, balanced")
-        ));
-        assert!(matches!(
-            parse_strs(&["preload", "--mode"]),
-            Err(CliError::Usage(_))
-        ));
-        assert!(matches!(
-            parse_strs(&["preload", "--fast"]),
-            Err(CliError::UnknownOption {
-                command: "preload",
-                ..
-            })
-        ));
-        assert_eq!(parse_strs(&["preload", "-h"]), Ok(Cli::Help));
-        assert!(
-            USAGE.contains("\n    preload [--mode M] [--check]\n")
-                && USAGE.contains("--no-preload")
-        );
+    fn the_definition_is_consistent_and_help_is_everywhere() {
+        Cli::command().debug_assert();
+        assert!(matches!(parse(&[]), Ok(None)));
+        let helps = "--help|-h|help|help icount|test --help|bench-matrix --full -h|large --help|\
+                     bench-compare --help";
+        for args in helps.split('|') {
+            assert!(is_help(&args.split(' ').collect::<Vec<_>>()), "{args}");
+        }
+        let help = Cli::command().render_long_help().to_string();
+        for command in ["test", "sanitizers", "fuzz", "preload", "icount", "large"] {
+            assert!(
+                help.contains(&format!("\n  {command} ")),
+                "{command}: {help}"
+            );
+        }
+        assert!(help.contains("bench-matrix") && help.contains("bench-compare"));
+        assert!(help.contains("CARGO_TARGET_DIR") && !help.contains("overhead"));
     }
 
     #[test]
-    fn commands_and_options() {
-        assert_eq!(parse_strs(&[]), Ok(Cli::Help));
-        assert_eq!(parse_strs(&["help"]), Ok(Cli::Help));
-        assert_eq!(parse_strs(&["--help"]), Ok(Cli::Help));
-        assert_eq!(parse_strs(&["-h"]), Ok(Cli::Help));
+    fn commands_parse_to_their_options() {
+        let sel = |args: &[&str]| match ok(args) {
+            Command::Test(t) => t.selection(),
+            other => panic!("{other:?}"),
+        };
         let all = test::Selection::ALL_CI;
-        assert_eq!(parse_strs(&["test"]), Ok(Cli::Test(all)));
+        assert_eq!(sel(&["test"]), all);
+        let some = sel(&["test", "--no-matrix", "--no-icount"]);
+        assert!(!some.icount && !some.matrix && some.large && some.preload && some.sanitizers);
+        assert_eq!(some.fuzz, None);
+        let other = sel(&["test", "--no-large", "--no-preload", "--no-sanitizers"]);
+        assert!(!other.large && !other.preload && !other.sanitizers && other.icount);
+        assert_eq!(sel(&["test", "--fuzz"]).fuzz, Some(60));
+        assert_eq!(sel(&["test", "--fuzz=600"]).fuzz, Some(600));
+        // argv => the command, as Debug shows it.
+        const OK: &str = r#"
+sanitizers --memcheck => Sanitizers { asan: false, memcheck: true }
+fuzz => Fuzz { time: 60, extra: [] }
+fuzz --time 600 -- -jobs=1 => Fuzz { time: 600, extra: ["-jobs=1"] }
+large --check => Large { check: true }
+bench-compare a b => BenchCompare { dir_a: "a", dir_b: "b" }
+preload => Preload { mode: None, check: false }
+preload --check --mode runtime => Preload { mode: Some("runtime"), check: true }
+preload --mode=fast => Preload { mode: Some("fast"), check: false }
+icount => Icount(Options { bless: false, baseline: None, no_run: false, self_test: false })
+icount --bless => Icount(Options { bless: true, baseline: None, no_run: false, self_test: false })
+icount --self-test --baseline /b.json --no-run => Icount(Options { bless: false, baseline: Some("/b.json"), no_run: true, self_test: true })"#;
+        for case in OK.lines().skip(1) {
+            let (args, want) = case.split_once(" => ").unwrap();
+            let args: Vec<&str> = args.split(' ').collect();
+            assert_eq!(format!("{:?}", ok(&args)), want);
+        }
+        const ERR: &str = "test --fuzz=0, test --check, fuzz --time, large --no-large, \
+            bench-compare a, bench-compare a b c, overhead, bogus, preload --mode, \
+            preload --fast, icount --baseline, icount --baseline --bless, \
+            icount --bless --self-test, icount --check";
+        for args in ERR.split(", ") {
+            let args: Vec<&str> = args.split(' ').collect();
+            assert!(parse(&args).is_err(), "{args:?}");
+        }
+        let err = parse(&["preload", "--mode", "turbo"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("minimal, fast, balanced"), "{err}");
+        let matrix = |args: &[&str]| match ok(args) {
+            Command::BenchMatrix(a) => matrix::Options::from(a),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(matrix(&["bench-matrix"]), matrix::Options::default());
         assert_eq!(
-            parse_strs(&["test", "--no-icount"]),
-            Ok(Cli::Test(test::Selection {
-                icount: false,
-                ..all
-            }))
+            matrix(&["bench-matrix", "--smoke"]),
+            matrix::Options::smoke()
         );
-        assert_eq!(
-            parse_strs(&["test", "--no-matrix", "--no-icount"]),
-            Ok(Cli::Test(test::Selection {
-                icount: false,
-                matrix: false,
-                ..all
-            }))
-        );
-        assert_eq!(
-            parse_strs(&["test", "--no-large"]),
-            Ok(Cli::Test(test::Selection {
-                large: false,
-                ..all
-            }))
-        );
-        assert_eq!(
-            parse_strs(&["test", "--no-sanitizers", "--fuzz"]),
-            Ok(Cli::Test(test::Selection {
-                sanitizers: false,
-                fuzz: Some(60),
-                ..all
-            }))
-        );
-        assert_eq!(
-            parse_strs(&["test", "--fuzz=600"]),
-            Ok(Cli::Test(test::Selection {
-                fuzz: Some(600),
-                ..all
-            }))
-        );
-        assert!(parse_strs(&["test", "--fuzz=0"]).is_err());
-        assert_eq!(
-            parse_strs(&["sanitizers"]),
-            Ok(Cli::Sanitizers {
-                asan: true,
-                memcheck: true
-            })
-        );
-        assert_eq!(
-            parse_strs(&["sanitizers", "--memcheck"]),
-            Ok(Cli::Sanitizers {
-                asan: false,
-                memcheck: true
-            })
-        );
-        assert_eq!(
-            parse_strs(&["fuzz"]),
-            Ok(Cli::Fuzz {
-                secs: 60,
-                extra: vec![]
-            })
-        );
-        assert_eq!(
-            parse_strs(&["fuzz", "--time", "600", "--", "-jobs=1"]),
-            Ok(Cli::Fuzz {
-                secs: 600,
-                extra: vec!["-jobs=1".into()]
-            })
-        );
-        assert!(parse_strs(&["fuzz", "--time"]).is_err());
-        assert!(USAGE.contains("\n    sanitizers [--asan] [--memcheck]\n"));
-        assert!(USAGE.contains("\n    fuzz [--time SECS]"));
-        assert_eq!(parse_strs(&["large"]), Ok(Cli::Large { check: false }));
-        assert_eq!(
-            parse_strs(&["large", "--check"]),
-            Ok(Cli::Large { check: true })
-        );
-        assert_eq!(parse_strs(&["large", "--help"]), Ok(Cli::Help));
-        assert!(USAGE.contains("\n    large [--check]\n") && USAGE.contains("--no-large"));
-        assert_eq!(
-            parse_strs(&["bench-matrix"]),
-            Ok(Cli::BenchMatrix(matrix::Options::default()))
-        );
-        assert_eq!(
-            parse_strs(&["bench-matrix", "--smoke"]),
-            Ok(Cli::BenchMatrix(matrix::Options::smoke()))
-        );
-        assert_eq!(parse_strs(&["bench-matrix", "--help"]), Ok(Cli::Help));
-        assert_eq!(parse_strs(&["test", "--help"]), Ok(Cli::Help));
-        assert_eq!(
-            parse_strs(&["icount"]),
-            Ok(Cli::Icount(icount::Options::default()))
-        );
-        assert_eq!(
-            parse_strs(&["icount", "--bless"]),
-            Ok(Cli::Icount(icount::Options {
-                bless: true,
-                ..icount::Options::default()
-            }))
-        );
-        assert_eq!(parse_strs(&["icount", "--help"]), Ok(Cli::Help));
-        assert!(
-            USAGE.contains("\n    icount [--bless] [--baseline FILE] [--no-run] [--self-test]\n")
-        );
-        assert!(USAGE.contains("--no-icount") && !USAGE.contains("overhead"));
-    }
-
-    #[test]
-    fn rejects_unknown_commands_and_options() {
-        assert_eq!(
-            parse_strs(&["bogus"]),
-            Err(CliError::UnknownCommand("bogus".into()))
-        );
-        assert_eq!(
-            parse_strs(&["test", "--check"]),
-            Err(CliError::UnknownOption {
-                command: "test",
-                option: "--check".into()
-            })
-        );
-        let err = parse_strs(&["icount", "--fast"]).unwrap_err();
-        assert_eq!(err.to_string(), "unknown option `--fast` for `icount`");
-        let err = parse_strs(&["overhead", "--check"]).unwrap_err();
-        assert!(err.to_string().contains("now part of `cargo xtask icount`"));
-        let err = parse_strs(&["large", "--no-large"]).unwrap_err();
-        assert_eq!(err.to_string(), "unknown option `--no-large` for `large`");
-        assert_eq!(
-            parse_strs(&["bogus"]).unwrap_err().to_string(),
-            "unknown command `bogus`"
-        );
-        let err = parse_strs(&["bench-matrix", "--allocators", "tcmalloc"]).unwrap_err();
-        assert!(matches!(err, CliError::BenchMatrix(_)));
+        let o = matrix(&[
+            "bench-matrix",
+            "--scenarios",
+            "json,mir",
+            "--allocators",
+            "fast,mimalloc",
+            "--reps",
+            "21",
+        ]);
+        assert_eq!(o.reps, 21);
+        assert_eq!(o.contenders.len(), 2);
+        let err = parse(&["bench-matrix", "--allocators", "tcmalloc"]).unwrap_err();
         assert!(err.to_string().contains("unknown allocator `tcmalloc`"));
-    }
-
-    #[test]
-    fn bench_compare_takes_two_directories() {
-        assert_eq!(
-            parse_strs(&["bench-compare", "a", "b"]),
-            Ok(Cli::BenchCompare("a".into(), "b".into()))
-        );
-        assert!(matches!(
-            parse_strs(&["bench-compare", "a"]),
-            Err(CliError::Usage(_))
-        ));
-        assert!(matches!(
-            parse_strs(&["bench-compare", "a", "b", "c"]),
-            Err(CliError::Usage(_))
-        ));
-        assert_eq!(parse_strs(&["bench-compare", "--help"]), Ok(Cli::Help));
     }
 }

@@ -1,50 +1,17 @@
 //! `cargo xtask preload [--mode M] [--check]`: the preload library (`crates/hakmem-preload`),
-//! one `.so` per mode, and its check.
-//!
-//! Each mode is one `cargo build --release -p hakmem-preload --no-default-features --features
-//! MODE`, copied out of `<target>/release` (the next build overwrites it) to
-//! `<target>/preload/MODE/libhakmem_preload.so`. The check (`--check`, run by `cargo xtask
-//! test`) compiles `crates/hakmem-preload/tests/preload_test.c` and `conformance.c` with the
-//! system `cc` and runs, first without the library (the reference: the C programs'
-//! expectations are glibc's own behaviour, and the workloads' outputs are what the programs
-//! print on glibc), then under `LD_PRELOAD` of every selected mode:
-//!
-//! - the C test (`c-test`): glibc's own allocations, dynamic TLS in threads, thread exit, fork
-//!   from a threaded process, misuse, exit handlers, a malloc/free storm; it must pass, report
-//!   the expected mode through `hakmem_mode()` and write nothing on stderr;
-//! - the contract (`contract`, `tests/conformance.c`): every entry point's return values and
-//!   errno, free, realloc, calloc, alignment, usable sizes, recovery after exhaustion under
-//!   `RLIMIT_AS`, a free at the map-count limit; it must pass (`conformance: N passed, 0
-//!   failed`) with an empty stderr. Its `failed-malloc-ns:` line (the cost of a failed
-//!   `malloc(3 TiB)`) is collected and printed as a table at the end, beside glibc's: a report,
-//!   never a failure;
-//! - python3 (`tests/json_roundtrip.py`, `PYTHONMALLOC=malloc`): stdout identical to the
-//!   reference;
-//! - git (`tests/git_workload.sh`: init, add 1,000 files, commit, log, gc, fsck; dates and
-//!   config fixed): stdout identical to the reference;
-//! - the learning modes' log (`quiet`, `log`, `log-file`; LEARNING, RESEARCH and the runtime
-//!   build with `HAKMEM_MODE=learning`): a python3 script whose allocations make the learner
-//!   log (an idle freeze in LEARNING, new leaders in RESEARCH) writes nothing on stderr without
-//!   `HAKMEM_LOG`; with `HAKMEM_LOG=1`, `hakmem: learning: …` lines on stderr and nothing else;
-//!   with `HAKMEM_LOG=PATH`, those lines appended to PATH and nothing on stderr.
-//!
-//! stderr must match the reference's too, except the line by which each workload says which
-//! allocator it ran on (checked on its own: the library must really have been loaded). hakmem
-//! writes nothing on a program's stderr unless asked (`HAKMEM_LOG`, `HAKMEM_REPORT`), so its
-//! own lines are not set aside: a line of hakmem's fails the run. Every child gets `HAKMEM_LOG`
-//! and `HAKMEM_REPORT` removed from its environment (unless the run sets one on purpose), so
-//! the caller's shell cannot change the outcome. Every child runs in its own process group with
-//! a time limit; on expiry the whole group is killed, and that run fails: a hang after `fork`
-//! or at exit cannot stall CI.
+//! built once per mode and copied to `<target>/preload/MODE/libhakmem_preload.so`, and its check
+//! (docs/preload.md, "The check"): the C test, the contract, python3, git and the learning
+//! modes' log, first without the library (the reference), then under every selected mode and a
+//! debug build. stderr must match the reference's but for the workload's `allocator: …` line,
+//! checked on its own. Every child loses `HAKMEM_LOG` and `HAKMEM_REPORT` unless a run sets one,
+//! and runs in its own process group, killed with it after [`CHILD_TIMEOUT`].
 
-use std::fs::File;
-use std::os::unix::process::CommandExt;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
-use std::thread;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::cmd;
+use crate::cmd::{self, run_timed, Finished};
 
 /// The library's modes: its cargo features (as `hakmem`'s), in build order.
 pub const MODES: [&str; 6] = [
@@ -55,82 +22,54 @@ pub const MODES: [&str; 6] = [
 /// the variable arrive).
 pub const RUNTIME_CHECK_MODE: &str = "fast";
 
-/// The variable that turns hakmem's log on (`1` or `stderr`: stderr; another value: a file the
-/// lines are appended to; unset, empty or `0`: off). Removed from every child unless set on
-/// purpose.
+/// hakmem's log (`1`: stderr; a path: appended to it) and RESEARCH's report at exit: removed
+/// from every child unless a run sets one on purpose.
 pub const LOG_VAR: &str = "HAKMEM_LOG";
-
-/// The variable that asks RESEARCH for its report at exit. Removed from every child.
 pub const REPORT_VAR: &str = "HAKMEM_REPORT";
 
 /// A child that runs longer is killed (with its process group) and its run fails.
 pub const CHILD_TIMEOUT: Duration = Duration::from_secs(180);
 
-/// The library's file name.
 pub const LIBRARY: &str = "libhakmem_preload.so";
 
-/// Where the library of `mode` is copied: `<target>/preload/MODE/libhakmem_preload.so`.
+/// Where the release library of `mode` is copied.
 pub fn library_path(mode: &str) -> PathBuf {
     cmd::target_dir().join("preload").join(mode).join(LIBRARY)
 }
 
-/// The `cargo build` arguments for `mode`.
-pub fn cargo_args(mode: &str) -> Vec<&str> {
-    vec![
-        "build",
-        "--quiet",
-        "--release",
-        "-p",
-        "hakmem-preload",
-        "--no-default-features",
-        "--features",
-        mode,
-    ]
+/// The `cargo build` arguments for `mode` (release, or the dev profile).
+pub fn cargo_args(mode: &str, release: bool) -> Vec<&str> {
+    let mut args = vec!["build", "--quiet", "--release", "-p", "hakmem-preload"];
+    args.retain(|a| release || *a != "--release");
+    args.extend(["--no-default-features", "--features", mode]);
+    args
 }
 
-/// Builds the library of `mode` and copies it to [`library_path`]; returns that path.
-pub fn build(mode: &str) -> Result<PathBuf, String> {
-    let args = cargo_args(mode);
-    cmd::run_inherited(&mut cmd::cargo(&args, None), "cargo build")
-        .map_err(|e| format!("{e} ({})", cmd::show_cargo(&args, None)))?;
-    let built = cmd::target_dir().join("release").join(LIBRARY);
-    let dest = library_path(mode);
-    copy_library(&built, &dest)?;
+/// Builds the library of `mode` and copies it to [`library_path`] (a debug build: to
+/// `<target>/preload/debug-MODE/`) under a temporary name, then a rename (a process that has the
+/// old file mapped keeps it). Prints `MODE PATH (N s)` on stderr; returns the path.
+pub fn build(mode: &str, release: bool) -> Result<PathBuf, String> {
+    let profile = if release { "release" } else { "debug" };
+    let built = cmd::target_dir().join(profile).join(LIBRARY);
+    let dest = match release {
+        true => library_path(mode),
+        false => library_path(&format!("debug-{mode}")),
+    };
+    let took = cmd::build_and_copy(&cargo_args(mode, release), &built, &dest)?;
+    let (shown, took) = (dest.display(), cmd::seconds(took));
+    eprintln!("preload: built {mode:<8} ({profile}) {shown} ({took} s)");
     Ok(dest)
 }
 
-/// Copies a built library to `dest` (a temporary name, then a rename: a process that has the
-/// old file mapped keeps it).
-fn copy_library(built: &Path, dest: &Path) -> Result<(), String> {
-    if let Some(dir) = dest.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    }
-    let tmp = dest.with_extension("so.tmp");
-    std::fs::copy(built, &tmp)
-        .and_then(|_| std::fs::rename(&tmp, dest))
-        .map_err(|e| format!("cannot copy {} to {}: {e}", built.display(), dest.display()))
-}
-
-/// Builds the libraries of `modes`, printing one line per library (`MODE PATH (N s)`) on
-/// stderr and returning the paths in order.
+/// Builds the release libraries of `modes`; their paths, in order.
 pub fn build_all(modes: &[&str]) -> Result<Vec<PathBuf>, String> {
-    let mut paths = Vec::with_capacity(modes.len());
-    for mode in modes {
-        let start = Instant::now();
-        let path = build(mode)?;
-        eprintln!(
-            "preload: built {mode:<8} {} ({} s)",
-            path.display(),
-            cmd::seconds(start.elapsed())
-        );
-        paths.push(path);
-    }
-    Ok(paths)
+    modes.iter().map(|mode| build(mode, true)).collect()
 }
 
 /// `cargo xtask preload [--mode M] [--check]`: builds the libraries and prints each path on
-/// stdout (one per line); with `check`, then runs the check. `Ok(false)` if a check failed.
+/// stdout; with `check`, then runs the check with one debug build too (BALANCED, or the first
+/// mode asked for: its debug assertions and re-entry guard under the same workloads).
+/// `Ok(false)` if a check failed.
 pub fn run(modes: &[&str], check: bool) -> Result<bool, String> {
     let paths = build_all(modes)?;
     for path in &paths {
@@ -144,17 +83,8 @@ pub fn run(modes: &[&str], check: bool) -> Result<bool, String> {
         .zip(paths)
         .map(|(mode, path)| Contender::hakmem(mode, path))
         .collect();
-    // One debug build too (balanced, or the one mode asked for): its debug assertions and its
-    // re-entry guard run under the same workloads.
     let debug_mode = debug_mode(modes);
-    let start = Instant::now();
-    let path = build_debug(debug_mode)?;
-    eprintln!(
-        "preload: built {debug_mode} (debug) {} ({} s)",
-        path.display(),
-        cmd::seconds(start.elapsed())
-    );
-    let mut debug = Contender::hakmem(debug_mode, path);
+    let mut debug = Contender::hakmem(debug_mode, build(debug_mode, false)?);
     debug.name += " (debug build)";
     debug.release = false;
     contenders.push(debug);
@@ -163,35 +93,10 @@ pub fn run(modes: &[&str], check: bool) -> Result<bool, String> {
 
 /// The mode of the check's debug build: balanced if it is among `modes`, else the first.
 pub fn debug_mode<'a>(modes: &[&'a str]) -> &'a str {
-    modes
-        .iter()
-        .copied()
-        .find(|m| *m == "balanced")
-        .or(modes.first().copied())
-        .unwrap_or("balanced")
-}
-
-/// Builds the library of `mode` with the dev profile (debug assertions, the re-entry guard)
-/// and copies it to `<target>/preload/debug-MODE/`.
-pub fn build_debug(mode: &str) -> Result<PathBuf, String> {
-    let args = [
-        "build",
-        "--quiet",
-        "-p",
-        "hakmem-preload",
-        "--no-default-features",
-        "--features",
-        mode,
-    ];
-    cmd::run_inherited(&mut cmd::cargo(&args, None), "cargo build")
-        .map_err(|e| format!("{e} ({})", cmd::show_cargo(&args, None)))?;
-    let built = cmd::target_dir().join("debug").join(LIBRARY);
-    let dest = cmd::target_dir()
-        .join("preload")
-        .join(format!("debug-{mode}"))
-        .join(LIBRARY);
-    copy_library(&built, &dest)?;
-    Ok(dest)
+    match modes.contains(&"balanced") {
+        true => "balanced",
+        false => modes.first().copied().unwrap_or("balanced"),
+    }
 }
 
 // ---- the check -------------------------------------------------------------------------------
@@ -251,7 +156,7 @@ impl Contender {
 
     /// `program args…` from the workspace root under this contender: `LD_PRELOAD` set (or
     /// removed), `HAKMEM_MODE` set (or removed), `HAKMEM_LOG` and `HAKMEM_REPORT` removed.
-    pub fn command<S: AsRef<std::ffi::OsStr>>(&self, program: &Path, args: &[S]) -> Command {
+    pub fn command<S: AsRef<OsStr>>(&self, program: &Path, args: &[S]) -> Command {
         let mut c = cmd::command(program, args, self.hakmem_mode);
         match &self.library {
             Some(lib) => c.env("LD_PRELOAD", lib),
@@ -260,69 +165,6 @@ impl Contender {
         c.env_remove(LOG_VAR).env_remove(REPORT_VAR);
         c
     }
-}
-
-/// How a child ended.
-#[derive(Debug, Clone)]
-pub struct Finished {
-    pub status: ExitStatus,
-    pub stdout: String,
-    pub stderr: String,
-    pub took: Duration,
-}
-
-/// Runs `cmd` in its own process group with stdin closed and stdout/stderr written to
-/// `<stem>.out` and `<stem>.err` (files, not pipes: a grandchild that outlives the child cannot
-/// block us). Past `timeout`, the whole group is killed and this is an error.
-pub fn run_timed(mut cmd: Command, stem: &Path, timeout: Duration) -> Result<Finished, String> {
-    let out_path = stem.with_extension("out");
-    let err_path = stem.with_extension("err");
-    let create =
-        |p: &Path| File::create(p).map_err(|e| format!("cannot create {}: {e}", p.display()));
-    cmd.stdin(Stdio::null())
-        .stdout(create(&out_path)?)
-        .stderr(create(&err_path)?)
-        .process_group(0);
-    let start = Instant::now();
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("could not start {:?}: {e}", cmd.get_program()))?;
-    let mut nap = Duration::from_millis(1);
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if start.elapsed() >= timeout => {
-                // The group is the child's pid: kill everything it started, then reap it.
-                let _ = Command::new("kill")
-                    .args(["-KILL", "--", &format!("-{}", child.id())])
-                    .status();
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!(
-                    "killed after {} s (hung?); output in {}",
-                    cmd::seconds(timeout),
-                    out_path.display()
-                ));
-            }
-            Ok(None) => {
-                thread::sleep(nap);
-                nap = (nap * 2).min(Duration::from_millis(20));
-            }
-            Err(e) => return Err(format!("wait failed: {e}")),
-        }
-    };
-    let took = start.elapsed();
-    let read = |p: &Path| {
-        std::fs::read(p)
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .map_err(|e| format!("cannot read {}: {e}", p.display()))
-    };
-    Ok(Finished {
-        status,
-        stdout: read(&out_path)?,
-        stderr: read(&err_path)?,
-        took,
-    })
 }
 
 /// The last non-empty lines of `text` (at most `n`), for failure messages.
@@ -367,7 +209,7 @@ pub fn first_difference(a: &str, b: &str) -> String {
 }
 
 /// What a workload must see in a run, compared with the reference run.
-fn judge(
+pub fn judge(
     finished: &Finished,
     reference: Option<&Finished>,
     allocator_line: Option<&str>,
@@ -380,10 +222,8 @@ fn judge(
         ));
     }
     if finished.stderr.contains("ERROR: ld.so:") {
-        return Err(format!(
-            "the library was not loaded: {}",
-            tail(&finished.stderr, 1)
-        ));
+        let why = tail(&finished.stderr, 1);
+        return Err(format!("the library was not loaded: {why}"));
     }
     let (rest, allocator) = split_stderr(&finished.stderr);
     if let Some(want) = allocator_line {
@@ -526,10 +366,8 @@ pub fn check_panic_free(lib: &Path) -> Result<(), String> {
         .filter(|e| !text.contains(&format!(" <{e}>:\n")))
         .collect();
     if !missing.is_empty() {
-        return Err(format!(
-            "exports not found in the disassembly: {}",
-            missing.join(", ")
-        ));
+        let missing = missing.join(", ");
+        return Err(format!("exports not found in the disassembly: {missing}"));
     }
     let roots: Vec<&str> = EXPORTS.iter().chain(&CALLBACKS).copied().collect();
     match panics_reachable(&text, &roots) {
@@ -567,64 +405,38 @@ pub const CHECK_RECORDS: &str = "10000";
 /// The environment every python run gets, with or without the library.
 pub const PYTHON_ENV: [(&str, &str); 2] = [("PYTHONMALLOC", "malloc"), ("PYTHONHASHSEED", "0")];
 
-/// The check's C programs, compiled.
-struct CPrograms {
-    /// `preload_test`.
-    test: PathBuf,
-    /// Its TLS library (`preload_test.c` with `-DTLS_LIB -shared`).
-    tls: PathBuf,
-    /// `conformance`.
-    conformance: PathBuf,
-}
-
 /// The flags of the C test programs (the TLS library has its own).
 const CFLAGS: [&str; 6] = ["-O2", "-g", "-fno-builtin", "-pthread", "-Wall", "-Wextra"];
 
-/// Compiles the C test, its TLS library and the conformance program into `dir`.
-fn compile_c_programs(dir: &Path) -> Result<CPrograms, String> {
-    let source = tests_dir().join("preload_test.c");
-    let conformance_source = tests_dir().join("conformance.c");
-    let programs = CPrograms {
-        test: dir.join("preload_test"),
-        tls: dir.join("libpreload_test_tls.so"),
-        conformance: dir.join("conformance"),
-    };
-    let arg = |p: &Path| p.to_string_lossy().into_owned();
-    let (source_arg, conformance_arg) = (arg(&source), arg(&conformance_source));
-    let (exe_arg, tls_arg, conf_arg) = (
-        arg(&programs.test),
-        arg(&programs.tls),
-        arg(&programs.conformance),
-    );
-    fn program<'a>(out: &'a str, src: &'a str) -> Vec<&'a str> {
-        let mut args = CFLAGS.to_vec();
-        args.extend(["-o", out, src]);
-        args
-    }
-    let builds: [Vec<&str>; 3] = [
-        program(&exe_arg, &source_arg),
-        vec![
-            "-O2",
-            "-fPIC",
-            "-shared",
-            "-DTLS_LIB",
-            "-o",
-            &tls_arg,
-            &source_arg,
-        ],
-        program(&conf_arg, &conformance_arg),
+/// Compiles into `dir` the C test, its TLS library (`preload_test.c` with `-DTLS_LIB -shared`)
+/// and the conformance program; their paths, in that order.
+fn compile_c_programs(dir: &Path) -> Result<[PathBuf; 3], String> {
+    let tls_flags = ["-O2", "-fPIC", "-shared", "-DTLS_LIB"];
+    let programs = [
+        (&CFLAGS[..], "preload_test", "preload_test.c"),
+        (&tls_flags[..], "libpreload_test_tls.so", "preload_test.c"),
+        (&CFLAGS[..], "conformance", "conformance.c"),
     ];
-    for args in &builds {
-        eprintln!("preload check: cc {}", args.join(" "));
+    let out = programs.map(|(_, name, _)| dir.join(name));
+    for ((flags, _, source), out) in programs.iter().zip(&out) {
+        let source = tests_dir().join(source);
+        let shown = format!(
+            "{} -o {} {}",
+            flags.join(" "),
+            out.display(),
+            source.display()
+        );
+        eprintln!("preload check: cc {shown}");
         let status = Command::new("cc")
-            .args(args)
+            .args(*flags)
+            .args([OsStr::new("-o"), out.as_os_str(), source.as_os_str()])
             .status()
             .map_err(|e| format!("cc is needed (apt-get install gcc): {e}"))?;
         if !status.success() {
             return Err(format!("cc failed: {status}"));
         }
     }
-    Ok(programs)
+    Ok(out)
 }
 
 /// The last line of a passing conformance run starts with this, and says `0 failed`.
@@ -670,13 +482,15 @@ fn judge_contract(f: &Finished) -> Result<(), String> {
             checks.join(" | ")
         ));
     }
-    if !f.stderr.is_empty() {
-        return Err(format!(
-            "it passed, but stderr is not empty: {}",
-            tail(&f.stderr, 2)
-        ));
+    silent(f, "")
+}
+
+/// `Err` with the last lines of a stderr that must be empty (`when`: the condition, if any).
+fn silent(f: &Finished, when: &str) -> Result<(), String> {
+    match f.stderr.is_empty() {
+        true => Ok(()),
+        false => Err(format!("stderr is not empty{when}: {}", tail(&f.stderr, 2))),
     }
-    Ok(())
 }
 
 /// The failed-malloc table: contender, ns per failed `malloc(3 TiB)`, ratio to glibc's.
@@ -734,13 +548,10 @@ fn judge_log(f: &Finished, log_on_stderr: bool) -> Result<(), String> {
         if let Some(other) = f.stderr.lines().find(|l| !l.starts_with("hakmem: ")) {
             return Err(format!("stderr holds more than hakmem's log: {other:?}"));
         }
-    } else if !f.stderr.is_empty() {
-        return Err(format!(
-            "stderr is not empty without {LOG_VAR}=1: {}",
-            tail(&f.stderr, 2)
-        ));
+        Ok(())
+    } else {
+        silent(f, &format!(" without {LOG_VAR}=1"))
     }
-    Ok(())
 }
 
 /// The contenders whose learner logs: LEARNING and RESEARCH builds among `contenders`, and the
@@ -765,18 +576,15 @@ pub fn log_contenders(contenders: &[Contender]) -> Vec<Contender> {
 /// The logging check of `c`: the script without `HAKMEM_LOG` (silent), with `HAKMEM_LOG=1`
 /// (the log on stderr) and with `HAKMEM_LOG=PATH` (the log appended to PATH, stderr silent).
 fn check_log(c: &Contender, python: &Path, dir: &Path, tally: &mut Tally) {
-    let slug = slug(&c.name);
+    let slug = cmd::slug(&c.name);
     let run = |workload: &str, log: Option<&Path>| {
         let mut command = c.command(python, &["-c", LOG_SCRIPT]);
         command.envs(PYTHON_ENV);
         if let Some(value) = log {
             command.env(LOG_VAR, value);
         }
-        run_timed(
-            command,
-            &dir.join(format!("{workload}-{slug}")),
-            CHILD_TIMEOUT,
-        )
+        let stem = dir.join(format!("{workload}-{slug}"));
+        run_timed(command, &stem, CHILD_TIMEOUT)
     };
     let result = run("quiet", None).and_then(|f| judge_log(&f, false).map(|()| f.took));
     tally.add("quiet", c, result);
@@ -786,13 +594,11 @@ fn check_log(c: &Contender, python: &Path, dir: &Path, tally: &mut Tally) {
     // A file that already holds a line: the log is appended after it.
     let file = dir.join(format!("log-file-{slug}.log"));
     const FIRST: &str = "an earlier line\n";
-    let result = std::fs::write(&file, FIRST)
-        .map_err(|e| format!("cannot write {}: {e}", file.display()))
+    let result = cmd::write(&file, FIRST)
         .and_then(|()| run("log-file", Some(&file)))
         .and_then(|f| {
             judge_log(&f, false)?;
-            let text = std::fs::read_to_string(&file)
-                .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+            let text = cmd::read(&file)?;
             let Some(appended) = text.strip_prefix(FIRST) else {
                 return Err(format!(
                     "{} does not start with its earlier line: the log was not appended",
@@ -810,30 +616,14 @@ fn check_log(c: &Contender, python: &Path, dir: &Path, tally: &mut Tally) {
     tally.add("log-file", c, result);
 }
 
-/// One run's line: `[workload] contender  ok (N s)` or `FAILED: why`.
-fn report(workload: &str, contender: &str, result: &Result<Duration, String>) {
-    match result {
-        Ok(took) => eprintln!(
-            "{:<10} {contender:<30} ok ({} s)",
-            format!("[{workload}]"),
-            cmd::seconds(*took)
-        ),
-        Err(why) => eprintln!(
-            "{:<10} {contender:<30} FAILED: {why}",
-            format!("[{workload}]")
-        ),
-    }
-}
-
 /// Runs the check for `contenders` (glibc, the reference, is added first). `Ok(false)` if any
 /// run failed; `Err` if the check could not run at all (no `cc`, no python3, no git).
 pub fn check_all(contenders: &[Contender]) -> Result<bool, String> {
     let started = Instant::now();
     let dir = cmd::target_dir().join("preload").join("check");
     let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let programs = compile_c_programs(&dir)?;
-    let (exe, tls) = (&programs.test, &programs.tls);
+    cmd::create_dir(&dir)?;
+    let [exe, tls, conformance] = &compile_c_programs(&dir)?;
     let python = python()?;
     if !cmd::is_installed("git") {
         return Err("git is needed (apt-get install git)".to_owned());
@@ -841,7 +631,7 @@ pub fn check_all(contenders: &[Contender]) -> Result<bool, String> {
     eprintln!(
         "preload check: python {}; {}; outputs in {}",
         python.display(),
-        cmd::first_line(Command::new("git").arg("--version")).unwrap_or_default(),
+        cmd::first_line("git --version"),
         dir.display()
     );
     let mut all = vec![Contender::glibc()];
@@ -857,99 +647,65 @@ pub fn check_all(contenders: &[Contender]) -> Result<bool, String> {
         }
     }
 
-    // The C test: it checks everything itself; its expected mode is its second argument.
+    // The C test and the contract: glibc first (the programs' expectations must hold there).
+    let mut failed_malloc = Vec::with_capacity(all.len());
     for c in &all {
-        let stem = dir.join(format!("c-{}", slug(&c.name)));
-        let expected = c.expected_mode.unwrap_or("glibc");
-        let mut command = c.command(exe, &[tls.as_os_str(), expected.as_ref()]);
-        command.current_dir(&dir);
-        let result = run_timed(command, &stem, CHILD_TIMEOUT).and_then(|f| {
+        let run = |workload: &str, program: &Path, args: &[&OsStr]| {
+            let mut command = c.command(program, args);
+            command.current_dir(&dir);
+            let stem = dir.join(format!("{workload}-{}", cmd::slug(&c.name)));
+            run_timed(command, &stem, CHILD_TIMEOUT)
+        };
+        // The C test checks everything itself; its expected mode is its second argument.
+        let expected = OsStr::new(c.expected_mode.unwrap_or("glibc"));
+        let result = run("c", exe, &[tls.as_os_str(), expected]).and_then(|f| {
             judge(&f, None, None)?;
             let last = f.stdout.lines().last().unwrap_or_default();
             if !last.starts_with("preload_test: all ") {
                 return Err(format!("it did not finish: last line {last:?}"));
             }
-            if !f.stderr.is_empty() {
-                return Err(format!(
-                    "it passed, but stderr is not empty: {}",
-                    tail(&f.stderr, 2)
-                ));
-            }
-            Ok(f.took)
+            silent(&f, "").map(|()| f.took)
         });
         tally.add("c-test", c, result);
-    }
-
-    // The contract: glibc first (the program's expectations must hold there), then each mode.
-    let mut failed_malloc = Vec::with_capacity(all.len());
-    for c in &all {
-        let stem = dir.join(format!("contract-{}", slug(&c.name)));
-        let mut command = c.command(&programs.conformance, &[] as &[&str]);
-        command.current_dir(&dir);
-        let result = run_timed(command, &stem, CHILD_TIMEOUT).and_then(|f| {
+        let result = run("contract", conformance, &[]).and_then(|f| {
             failed_malloc.push((c.name.clone(), failed_malloc_ns(&f.stdout)));
             judge_contract(&f).map(|()| f.took)
         });
         tally.add("contract", c, result);
     }
 
-    // python3 and git: the reference first, then every mode against it.
+    // python3 and git: the reference (glibc) first, then every mode against it.
     let script = tests_dir().join("json_roundtrip.py");
     let git_script = tests_dir().join("git_workload.sh");
-    let mut python_ref: Option<Finished> = None;
-    let mut git_ref: Option<Finished> = None;
+    let mut references: [Option<Finished>; 2] = [None, None];
     for c in &all {
-        let hakmem = c.expected_mode.map(|m| format!("hakmem {m}"));
-        let stem = dir.join(format!("python-{}", slug(&c.name)));
-        let mut command = c.command(
-            &python,
-            &[
-                script.as_os_str(),
-                "--records".as_ref(),
-                CHECK_RECORDS.as_ref(),
-            ],
-        );
-        command.envs(PYTHON_ENV);
-        let result = run_timed(command, &stem, CHILD_TIMEOUT).and_then(|f| {
-            judge(
-                &f,
-                python_ref.as_ref(),
-                Some(hakmem.as_deref().unwrap_or("not hakmem")),
-            )?;
-            let took = f.took;
-            if python_ref.is_none() {
-                python_ref = Some(f);
-            }
-            Ok(took)
-        });
-        tally.add("python", c, result);
-
-        let repo_dir = dir.join(format!("git-{}", slug(&c.name)));
-        std::fs::create_dir_all(&repo_dir)
-            .map_err(|e| format!("cannot create {}: {e}", repo_dir.display()))?;
-        let stem = dir.join(format!("git-{}", slug(&c.name)));
-        let command = c.command(
-            Path::new("sh"),
-            &[git_script.as_os_str(), repo_dir.as_os_str()],
-        );
-        let result = run_timed(command, &stem, CHILD_TIMEOUT).and_then(|f| {
-            judge(
-                &f,
-                git_ref.as_ref(),
-                Some(if c.library.is_some() {
-                    "hakmem"
-                } else {
-                    "not hakmem"
-                }),
-            )?;
-            let took = f.took;
-            if git_ref.is_none() {
-                git_ref = Some(f);
-            }
-            Ok(took)
-        });
-        tally.add("git", c, result);
-        if python_ref.is_none() || git_ref.is_none() {
+        let slug = cmd::slug(&c.name);
+        let records = ["--records", CHECK_RECORDS].map(OsStr::new);
+        let mut python_run = c.command(&python, &[script.as_os_str(), records[0], records[1]]);
+        python_run.envs(PYTHON_ENV);
+        let repo_dir = dir.join(format!("git-{slug}"));
+        cmd::create_dir(&repo_dir)?;
+        let git_run = c.command(Path::new("sh"), &[&git_script, &repo_dir]);
+        // What each reports on its `allocator:` line: git only whether hakmem is loaded.
+        let python_says = c
+            .expected_mode
+            .map_or("not hakmem".into(), |m| format!("hakmem {m}"));
+        let git_says = c.library.as_ref().map_or("not hakmem", |_| "hakmem");
+        let runs = [
+            ("python", python_run, python_says.as_str()),
+            ("git", git_run, git_says),
+        ];
+        for ((workload, command, allocator), reference) in runs.into_iter().zip(&mut references) {
+            let stem = dir.join(format!("{workload}-{slug}"));
+            let result = run_timed(command, &stem, CHILD_TIMEOUT).and_then(|f| {
+                judge(&f, reference.as_ref(), Some(allocator))?;
+                let took = f.took;
+                reference.get_or_insert(f);
+                Ok(took)
+            });
+            tally.add(workload, c, result);
+        }
+        if references.iter().any(Option::is_none) {
             eprintln!("preload check: the reference run (glibc) failed; nothing to compare with");
             tally.failed += 1;
             break;
@@ -984,120 +740,87 @@ struct Tally {
 }
 
 impl Tally {
-    /// Reports one run and counts it.
+    /// Counts one run and reports it: `[workload] contender  ok (N s)` or `FAILED: why`.
     fn add(&mut self, workload: &str, c: &Contender, result: Result<Duration, String>) {
-        report(workload, &c.name, &result);
+        let outcome = match &result {
+            Ok(took) => format!("ok ({} s)", cmd::seconds(*took)),
+            Err(why) => format!("FAILED: {why}"),
+        };
+        eprintln!("{:<10} {:<30} {outcome}", format!("[{workload}]"), c.name);
         self.runs += 1;
         self.failed += usize::from(result.is_err());
     }
-}
-
-/// A contender's name as a file-name part: `runtime (HAKMEM_MODE=fast)` → `runtime-fast`.
-fn slug(name: &str) -> String {
-    let mut out = String::new();
-    for word in name
-        .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
-        .filter(|w| !w.is_empty() && *w != "HAKMEM_MODE")
-    {
-        if !out.is_empty() {
-            out.push('-');
-        }
-        out.push_str(word);
-    }
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The value `c` gives `var` in a child's environment: `Some(None)` if it removes it.
+    fn env(c: &Contender, var: &str) -> Option<Option<String>> {
+        let cmd = c.command(Path::new("true"), &[] as &[&str]);
+        let found = cmd.get_envs().find(|(k, _)| *k == var);
+        found.map(|(_, v)| v.map(|v| v.to_string_lossy().into_owned()))
+    }
+
+    /// `sh -c script`, its output kept at `stem`.{out,err}.
+    fn run_sh(stem: &Path, script: &str) -> Finished {
+        let mut c = Command::new("sh");
+        c.args(["-c", script]);
+        run_timed(c, stem, Duration::from_secs(30)).unwrap()
+    }
+
     #[test]
-    fn libraries_live_per_mode() {
+    fn libraries_live_per_mode_and_contenders_preload_set_the_mode_and_lose_the_log_and_report() {
         let p = library_path("fast");
         assert!(p.ends_with("preload/fast/libhakmem_preload.so"), "{p:?}");
-        assert_eq!(
-            cargo_args("research")[3..],
-            [
-                "-p",
-                "hakmem-preload",
-                "--no-default-features",
-                "--features",
-                "research"
-            ]
-        );
-    }
-
-    #[test]
-    fn contenders_preload_and_set_the_mode() {
+        let tail = "-p hakmem-preload --no-default-features --features fast";
+        assert_eq!(cargo_args("fast", true)[3..].join(" "), tail);
+        assert_eq!(cargo_args("fast", false)[2..].join(" "), tail);
+        assert!(library_path("debug-fast").ends_with("preload/debug-fast/libhakmem_preload.so"));
+        assert_eq!(debug_mode(&["fast", "balanced"]), "balanced");
+        assert_eq!(debug_mode(&["fast"]), "fast");
         let c = Contender::hakmem("runtime", PathBuf::from("/x/lib.so"));
         assert_eq!(c.expected_mode, Some(RUNTIME_CHECK_MODE));
-        assert_eq!(slug(&c.name), format!("runtime-{RUNTIME_CHECK_MODE}"));
-        let cmd = c.command(Path::new("true"), &[] as &[&str]);
-        let envs: Vec<_> = cmd.get_envs().collect();
-        assert!(envs.contains(&(
-            std::ffi::OsStr::new("LD_PRELOAD"),
-            Some(std::ffi::OsStr::new("/x/lib.so"))
-        )));
-        assert!(envs.contains(&(
-            std::ffi::OsStr::new(cmd::MODE_VAR),
-            Some(std::ffi::OsStr::new(RUNTIME_CHECK_MODE))
-        )));
-        let g = Contender::glibc().command(Path::new("true"), &[] as &[&str]);
-        assert!(g
-            .get_envs()
-            .any(|(k, v)| k == std::ffi::OsStr::new("LD_PRELOAD") && v.is_none()));
+        assert_eq!(cmd::slug(&c.name), format!("runtime-{RUNTIME_CHECK_MODE}"));
+        assert_eq!(env(&c, "LD_PRELOAD"), Some(Some("/x/lib.so".into())));
         assert_eq!(
-            Contender::hakmem("fast", "/y".into()).expected_mode,
-            Some("fast")
+            env(&c, cmd::MODE_VAR),
+            Some(Some(RUNTIME_CHECK_MODE.into()))
+        );
+        assert_eq!(env(&Contender::glibc(), "LD_PRELOAD"), Some(None));
+        let fast = Contender::hakmem("fast", "/y".into());
+        assert_eq!(fast.expected_mode, Some("fast"));
+        for c in [Contender::glibc(), fast] {
+            for var in [LOG_VAR, REPORT_VAR] {
+                assert_eq!(env(&c, var), Some(None), "{var} for {}", c.name);
+            }
+        }
+        let r = Contender::runtime("/r.so".into(), "learning");
+        assert_eq!(r.name, "runtime (HAKMEM_MODE=learning)");
+        assert_eq!(
+            (r.hakmem_mode, r.expected_mode),
+            (Some("learning"), Some("learning"))
         );
     }
 
     #[test]
-    fn stderr_is_compared_without_the_allocator_line_but_with_hakmem_lines() {
+    fn stderr_contract_and_log_runs_are_judged_on_their_output() {
         let (rest, allocator) =
             split_stderr("allocator: hakmem fast\nhakmem: lifecycle LEARN\nwarning: x\n");
         assert_eq!(allocator.as_deref(), Some("hakmem fast"));
         assert_eq!(rest, "hakmem: lifecycle LEARN\nwarning: x\n");
-        assert_eq!(first_difference("a\nb\n", "a\nb\n"), "identical");
-        assert_eq!(
-            first_difference("a\nb\n", "a\nc\n"),
-            "line 2: reference \"b\", got \"c\""
-        );
-        assert_eq!(
-            first_difference("a\n", "a\nextra\n"),
-            "line 2: reference \"<end>\", got \"extra\""
-        );
-    }
-
-    #[test]
-    fn children_lose_the_log_and_report_variables() {
-        for c in [
-            Contender::glibc(),
-            Contender::hakmem("learning", "/l.so".into()),
-        ] {
-            let cmd = c.command(Path::new("true"), &[] as &[&str]);
-            let removed: Vec<_> = cmd
-                .get_envs()
-                .filter(|(_, v)| v.is_none())
-                .map(|(k, _)| k.to_owned())
-                .collect();
-            for var in [LOG_VAR, REPORT_VAR] {
-                assert!(removed.iter().any(|k| k == var), "{var} for {}", c.name);
-            }
-        }
-        let r = Contender::runtime("/r.so".into(), "learning");
-        assert_eq!(
-            (r.name.as_str(), r.hakmem_mode, r.expected_mode),
+        for (a, b, want) in [
+            ("a\nb\n", "a\nb\n", "identical"),
+            ("a\nb\n", "a\nc\n", "line 2: reference \"b\", got \"c\""),
             (
-                "runtime (HAKMEM_MODE=learning)",
-                Some("learning"),
-                Some("learning")
-            )
-        );
-    }
-
-    #[test]
-    fn the_log_check_runs_the_learning_builds_and_the_runtime_one_as_learning() {
+                "a\n",
+                "a\nextra\n",
+                "line 2: reference \"<end>\", got \"extra\"",
+            ),
+        ] {
+            assert_eq!(first_difference(a, b), want);
+        }
         let all: Vec<Contender> = MODES
             .iter()
             .map(|m| Contender::hakmem(m, format!("/{m}.so").into()))
@@ -1109,17 +832,6 @@ mod tests {
         );
         let only_fast = [Contender::hakmem("fast", "/f.so".into())];
         assert!(log_contenders(&only_fast).is_empty());
-    }
-
-    /// `sh -c script`, its output kept at `stem`.{out,err}.
-    fn run_sh(stem: &Path, script: &str) -> Finished {
-        let mut c = Command::new("sh");
-        c.args(["-c", script]);
-        run_timed(c, stem, Duration::from_secs(30)).unwrap()
-    }
-
-    #[test]
-    fn contract_runs_are_judged_on_the_tally_and_stderr_and_the_cost_is_tabled() {
         let dir = std::env::temp_dir().join(format!("xtask-contract-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let run = |script: &str| run_sh(&dir.join("c"), script);
@@ -1157,10 +869,6 @@ mod tests {
         );
         assert!(lines[2].ends_with("20000     20.00"), "{table}");
         assert!(lines[3].ends_with("-         -"), "{table}");
-    }
-
-    #[test]
-    fn the_log_is_judged_by_where_it_must_go() {
         let dir = std::env::temp_dir().join(format!("xtask-log-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let run = |script: &str| run_sh(&dir.join("l"), script);

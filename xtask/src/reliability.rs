@@ -1,20 +1,7 @@
-//! `cargo xtask sanitizers` and `cargo xtask fuzz`: the hakmem test suite under
-//! AddressSanitizer and under valgrind memcheck, and the cargo-fuzz target (docs/reliability.md).
-//!
-//! - AddressSanitizer: one nightly build of the hakmem tests with `-Zsanitizer=address` and the
-//!   `runtime` feature (`--cfg hakmem_sanitizer` turns off the tests whose subject the sanitizer
-//!   changes: address-space limits, RSS, and misuse, which it reports itself), run once per mode
-//!   with `HAKMEM_MODE` set to it: every mode, one build.
-//! - memcheck: the hakmem tests of the BALANCED build (the one `cargo xtask test` has already
-//!   built), each test binary under `valgrind --tool=memcheck` (the pool tests one test per
-//!   process: [`ONE_TEST_PER_PROCESS`]); any invalid read or write, any use of uninitialised
-//!   memory, any definite or possible leak not in `xtask/valgrind.supp` fails it. Child
-//!   processes (death tests, the exhaustion cases) run without valgrind.
-//! - fuzz: `cargo fuzz run ops` (fuzz/), installing cargo-fuzz into `<target>/tools` first if it
-//!   is missing.
-//!
-//! Both sanitizer runs shrink the long tests with `QUICKCHECK_TESTS` and `HAKMEM_TEST_SCALE`:
-//! the figures the tests promise are checked at full size by the ordinary per-mode runs.
+//! `cargo xtask sanitizers` and `cargo xtask fuzz` (docs/reliability.md): the hakmem tests under
+//! AddressSanitizer (one nightly build with the `runtime` feature, run once per mode) and under
+//! valgrind memcheck (the BALANCED build's test binaries), and the cargo-fuzz target. Both
+//! sanitizer runs shrink the long tests; the ordinary per-mode runs check them at full size.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -38,8 +25,6 @@ pub const FUZZ_DEFAULT_SECS: u64 = 60;
 
 const NIGHTLY_MISSING: &str = "the AddressSanitizer and fuzz runs need the nightly toolchain: \
                                rustup toolchain install nightly (.ci/run installs it)";
-const VALGRIND_MISSING: &str =
-    "valgrind is required for the memcheck run: apt-get install valgrind (.ci/run installs it)";
 
 /// `rustup run nightly cargo args…` from the workspace root, `HAKMEM_MODE` removed.
 fn nightly_cargo(args: &[&str]) -> Command {
@@ -51,8 +36,7 @@ fn nightly_cargo(args: &[&str]) -> Command {
 fn nightly_available() -> bool {
     nightly_cargo(&["--version"])
         .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
+        .is_ok_and(|o| o.status.success())
 }
 
 /// The host's target triple (`rustc -vV`), so that `-Zsanitizer` instruments the tests and not
@@ -77,19 +61,10 @@ pub fn asan() -> Result<bool, String> {
     let host = host_triple()?;
     let target_dir = cmd::target_dir().join("asan");
     let target_dir = target_dir.to_string_lossy().into_owned();
-    let args = [
-        "test",
-        "-p",
-        "hakmem",
-        "--no-default-features",
-        "--features",
-        "runtime",
-        "--tests",
-        "--target",
-        host.as_str(),
-        "--target-dir",
-        target_dir.as_str(),
-    ];
+    let mut args: Vec<&str> = "test -p hakmem --no-default-features --features runtime --tests"
+        .split(' ')
+        .collect();
+    args.extend(["--target", &host, "--target-dir", &target_dir]);
     let rustflags = "-Zsanitizer=address --cfg hakmem_sanitizer";
     let shown = format!(
         "RUSTFLAGS=\"{rustflags}\" cargo +nightly {}",
@@ -113,13 +88,8 @@ pub fn asan() -> Result<bool, String> {
             .env("QUICKCHECK_TESTS", ASAN_QUICKCHECK_TESTS)
             .env("HAKMEM_TEST_SCALE", ASAN_SCALE)
             .env("ASAN_OPTIONS", "detect_leaks=1");
-        run_one(
-            "asan",
-            mode.to_owned(),
-            &mut run,
-            "cargo test under AddressSanitizer",
-            &mut failed,
-        );
+        let context = "cargo test under AddressSanitizer";
+        run_one("asan", mode.to_owned(), &mut run, context, &mut failed);
     }
     if !failed.is_empty() {
         println!("asan: failed in {}", failed.join(", "));
@@ -138,18 +108,10 @@ fn test_binaries(args: &[&str]) -> Result<Vec<(String, PathBuf)>, String> {
     if !out.status.success() {
         return Err(format!("cargo {}: {}", all.join(" "), out.status));
     }
-    let mut bins = Vec::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        if !line.contains(r#""reason":"compiler-artifact""#) || !line.contains(r#""test":true"#) {
-            continue;
-        }
-        let Some(exe) = json_string(line, "executable") else {
-            continue;
-        };
-        let path = PathBuf::from(exe);
-        let name = binary_name(&path);
-        bins.push((name, path));
-    }
+    let mut bins: Vec<(String, PathBuf)> = (String::from_utf8_lossy(&out.stdout).lines())
+        .filter_map(test_executable)
+        .map(|path| (binary_name(&path), path))
+        .collect();
     bins.sort();
     Ok(bins)
 }
@@ -175,12 +137,24 @@ fn parse_test_list(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// The string value of `"key":"…"` in one line of cargo's JSON (paths without escapes).
-fn json_string<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    let tag = format!("\"{key}\":\"");
-    let start = line.find(&tag)? + tag.len();
-    let len = line[start..].find('"')?;
-    Some(&line[start..start + len])
+/// The part of a line of cargo's `--message-format=json` that names a test binary.
+#[derive(serde::Deserialize)]
+struct Artifact {
+    reason: String,
+    profile: Option<Profile>,
+    executable: Option<PathBuf>,
+}
+
+#[derive(serde::Deserialize)]
+struct Profile {
+    test: bool,
+}
+
+/// The executable of a test binary's `compiler-artifact` message; `None` for any other line.
+fn test_executable(line: &str) -> Option<PathBuf> {
+    let a: Artifact = serde_json::from_str(line).ok()?;
+    let is_test = a.reason == "compiler-artifact" && a.profile.is_some_and(|p| p.test);
+    a.executable.filter(|_| is_test)
 }
 
 /// `fork` for `…/deps/fork-0123abcd`.
@@ -218,17 +192,11 @@ pub fn memcheck_args(binary: &str, test: Option<&str>, suppressions: &Path) -> V
 /// The memcheck run over the BALANCED build's test binaries. `Ok(false)` if one failed.
 pub fn memcheck() -> Result<bool, String> {
     if !cmd::is_installed("valgrind") {
-        return Err(VALGRIND_MISSING.to_owned());
+        return Err(crate::large::VALGRIND_MISSING.to_owned());
     }
-    let args = [
-        "test",
-        "-p",
-        "hakmem",
-        "--no-default-features",
-        "--features",
-        "balanced",
-        "--tests",
-    ];
+    let args: Vec<&str> = "test -p hakmem --no-default-features --features balanced --tests"
+        .split(' ')
+        .collect();
     println!("memcheck: building: {}", cmd::show_cargo(&args, None));
     let bins = test_binaries(&args)?;
     let suppressions = cmd::workspace_root().join(SUPPRESSIONS);
@@ -241,31 +209,23 @@ pub fn memcheck() -> Result<bool, String> {
             vec![None]
         };
         for test in tests {
-            let what = match &test {
-                Some(t) => format!("{name} {t}"),
-                None => name.clone(),
-            };
-            let vg = memcheck_args(name, test.as_deref(), &suppressions);
-            let exact = match &test {
-                Some(t) => format!(" --exact {t}"),
-                None => String::new(),
-            };
+            let mut vg = memcheck_args(name, test.as_deref(), &suppressions);
+            vg.push(path.display().to_string());
+            vg.extend(test.iter().flat_map(|t| ["--exact".to_owned(), t.clone()]));
+            vg.push("-q".into());
             println!(
                 "memcheck: QUICKCHECK_TESTS={MEMCHECK_QUICKCHECK_TESTS} \
-                 HAKMEM_TEST_SCALE={MEMCHECK_SCALE} HAKMEM_TEST_UNDER_VALGRIND=1 valgrind {} \
-                 {}{exact} -q",
-                vg.join(" "),
-                path.display()
+                 HAKMEM_TEST_SCALE={MEMCHECK_SCALE} HAKMEM_TEST_UNDER_VALGRIND=1 valgrind {}",
+                vg.join(" ")
             );
             let mut run = cmd::command("valgrind", &vg, None);
-            run.arg(path);
-            if let Some(t) = &test {
-                run.args(["--exact", t]);
-            }
-            run.arg("-q")
-                .env("QUICKCHECK_TESTS", MEMCHECK_QUICKCHECK_TESTS)
+            run.env("QUICKCHECK_TESTS", MEMCHECK_QUICKCHECK_TESTS)
                 .env("HAKMEM_TEST_SCALE", MEMCHECK_SCALE)
                 .env("HAKMEM_TEST_UNDER_VALGRIND", "1");
+            let what = format!(
+                "{name}{}",
+                test.map(|t| format!(" {t}")).unwrap_or_default()
+            );
             run_one("memcheck", what, &mut run, "valgrind", &mut failed);
         }
     }
@@ -315,8 +275,7 @@ fn cargo_fuzz_available() -> bool {
     nightly_cargo(&["fuzz", "--version"])
         .env("PATH", path_with_tools())
         .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
+        .is_ok_and(|o| o.status.success())
 }
 
 /// Runs the fuzz target `ops` for `secs` seconds (plus `extra` libFuzzer arguments), installing
@@ -347,13 +306,14 @@ pub fn fuzz(secs: u64, extra: &[String]) -> Result<bool, String> {
     let result = cmd::run_inherited(&mut run, "cargo fuzz run");
     let corpus = cmd::workspace_root().join("fuzz/corpus/ops");
     let entries = std::fs::read_dir(&corpus).map(|d| d.count()).unwrap_or(0);
+    let verdict = if result.is_ok() {
+        "no failure"
+    } else {
+        "FAILED"
+    };
     println!(
-        "fuzz: {} after {} s; corpus {} ({entries} inputs); crashes, if any, in fuzz/artifacts/ops",
-        if result.is_ok() {
-            "no failure"
-        } else {
-            "FAILED"
-        },
+        "fuzz: {verdict} after {} s; corpus {} ({entries} inputs); crashes, if any, in \
+         fuzz/artifacts/ops",
         cmd::seconds(start.elapsed()),
         corpus.display()
     );
@@ -365,7 +325,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_and_json() {
+    fn test_binaries_their_lists_and_the_memcheck_arguments() {
         assert_eq!(
             binary_name(Path::new("/t/debug/deps/fork-0123abcd")),
             "fork"
@@ -375,12 +335,13 @@ mod tests {
             "memory_bound"
         );
         let line = r#"{"reason":"compiler-artifact","profile":{"test":true},"executable":"/t/deps/x-1","fresh":true}"#;
-        assert_eq!(json_string(line, "executable"), Some("/t/deps/x-1"));
-        assert_eq!(json_string(line, "missing"), None);
-    }
-
-    #[test]
-    fn only_the_fork_tests_skip_the_leak_check() {
+        assert_eq!(test_executable(line), Some(PathBuf::from("/t/deps/x-1")));
+        assert_eq!(test_executable(&line.replace("true}", "false}")), None);
+        assert_eq!(
+            test_executable(r#"{"reason":"build-finished","success":true}"#),
+            None
+        );
+        assert_eq!(test_executable("Compiling x"), None);
         let supp = Path::new("/s");
         let no = "--leak-check=no".to_owned();
         assert!(memcheck_args("fork", None, supp).contains(&no));
@@ -392,17 +353,9 @@ mod tests {
         assert!(args.contains(&"--leak-check=full".to_owned()));
         assert!(args.contains(&"--error-exitcode=99".to_owned()));
         assert!(args.contains(&"--suppressions=/s".to_owned()));
-    }
-
-    #[test]
-    fn test_lists_and_the_pool_binary_one_test_per_process() {
         let listed = "a_ninth_pool: test\nchild_churn: test\nbench_x: bench\n\n";
         assert_eq!(parse_test_list(listed), ["a_ninth_pool", "child_churn"]);
         assert_eq!(ONE_TEST_PER_PROCESS, ["pool"]);
-    }
-
-    #[test]
-    fn the_suppressions_file_exists() {
         assert!(cmd::workspace_root().join(SUPPRESSIONS).is_file());
     }
 }

@@ -1,14 +1,5 @@
-//! `cargo xtask test`: the project's one test command, the one CI runs (through `.ci/run`).
-//!
-//! Runs every step even after one fails — rustfmt, clippy (all features; default features),
-//! `cargo test -p hakmem` once per compiled mode with `HAKMEM_MODE` naming it, once for the
-//! `runtime` feature, `cargo test --workspace --all-features`, the hakmem tests under
-//! AddressSanitizer (every mode) and under valgrind memcheck (`cargo xtask sanitizers`), the
-//! benchmark matrix's smoke run (`cargo xtask bench-matrix --smoke`, in this process, so that
-//! the command cannot rot), the instruction-count check with its self-test (`cargo xtask icount
-//! --self-test`), the large-block check (`cargo xtask large --check`), the preload check (`cargo
-//! xtask preload --check`) and, only if asked for, a fuzz run (`cargo xtask fuzz`) — then prints a summary table and, as the very last line,
-//! `xtask test: N passed, M failed`.
+//! `cargo xtask test`: the project's one test command, the one CI runs (through `.ci/run`); its
+//! steps are listed by `cargo xtask test --help`. Every step runs even after one fails.
 
 use std::time::{Duration, Instant};
 
@@ -39,20 +30,32 @@ pub enum Action {
         args: Vec<&'static str>,
         mode: Option<&'static str>,
     },
-    /// `cargo xtask bench-matrix --smoke`, in this process.
+    // The rest run their `cargo xtask` command in this process (their titles name it).
     Matrix,
-    /// `cargo xtask icount --self-test`, in this process.
     Icount,
-    /// `cargo xtask large --check`, in this process.
     Large,
-    /// `cargo xtask preload --check`, in this process.
     Preload,
-    /// `cargo xtask sanitizers --asan`, in this process.
     Asan,
-    /// `cargo xtask sanitizers --memcheck`, in this process.
     Memcheck,
-    /// `cargo xtask fuzz --time SECS`, in this process.
     Fuzz(u64),
+}
+
+impl Action {
+    /// An in-process step's title: what it checks and the command it stands for (the cargo
+    /// steps are titled where they are made).
+    fn title(&self) -> String {
+        use Action::*;
+        match self {
+            Cargo { args, mode } => cmd::show_cargo(args, *mode),
+            Asan => "AddressSanitizer, every mode (cargo xtask sanitizers --asan)".into(),
+            Memcheck => "valgrind memcheck, BALANCED (cargo xtask sanitizers --memcheck)".into(),
+            Matrix => "matrix smoke run (cargo xtask bench-matrix --smoke)".into(),
+            Icount => "instruction counts (cargo xtask icount --self-test)".into(),
+            Large => "large-block check (cargo xtask large --check)".into(),
+            Preload => "preload check (cargo xtask preload --check)".into(),
+            Fuzz(secs) => format!("fuzz run, {secs} s (cargo xtask fuzz --time {secs})"),
+        }
+    }
 }
 
 /// Which of the optional steps run (the rest always do).
@@ -61,16 +64,15 @@ pub struct Selection {
     pub icount: bool,
     pub matrix: bool,
     pub large: bool,
-    /// The preload library's check (C test, contract, python3, git under every mode; the
-    /// learning modes' log).
     pub preload: bool,
     /// The AddressSanitizer and memcheck runs.
     pub sanitizers: bool,
-    /// A fuzz run of this many seconds (off unless asked for: not in CI, docs/reliability.md).
+    /// A fuzz run of this many seconds (not in CI).
     pub fuzz: Option<u64>,
 }
 
 impl Selection {
+    #[cfg(test)]
     /// What `cargo xtask test` runs without options, i.e. what CI runs.
     pub const ALL_CI: Selection = Selection {
         icount: true,
@@ -82,138 +84,58 @@ impl Selection {
     };
 }
 
-/// The steps, in order: after the workspace tests the sanitizer runs (if `sanitizers`), the
-/// matrix smoke run (if `matrix`), the instruction-count check (if `icount`), the large-block
-/// check (if `large`), the preload check (if `preload`), and last the fuzz run (if `fuzz`).
+/// The steps, in order: the cargo steps, then the selected optional ones, the fuzz run last.
 pub fn steps(sel: Selection) -> Vec<Step> {
-    let Selection {
-        icount,
-        matrix,
-        large,
-        preload,
-        sanitizers,
-        fuzz,
-    } = sel;
-    let cargo = |title: String, args: &[&'static str], mode: Option<&'static str>| Step {
-        title,
-        action: Action::Cargo {
-            args: args.to_vec(),
-            mode,
-        },
+    let cargo = |title: String, args: &'static str, mode: Option<&'static str>| {
+        let mut args: Vec<&'static str> = args.split(' ').collect();
+        args.extend(mode);
+        let action = Action::Cargo { args, mode };
+        Step { title, action }
     };
+    let per_mode = "test -p hakmem --no-default-features --features";
     let mut steps = vec![
-        cargo(
-            "cargo fmt --all --check".into(),
-            &["fmt", "--all", "--check"],
-            None,
-        ),
+        cargo("cargo fmt --all --check".into(), "fmt --all --check", None),
         cargo(
             "cargo clippy --workspace --all-targets --all-features".into(),
-            &[
-                "clippy",
-                "--workspace",
-                "--all-targets",
-                "--all-features",
-                "--",
-                "-D",
-                "warnings",
-            ],
+            "clippy --workspace --all-targets --all-features -- -D warnings",
             None,
         ),
         cargo(
             "cargo clippy -p hakmem --all-targets (default features)".into(),
-            &[
-                "clippy",
-                "-p",
-                "hakmem",
-                "--all-targets",
-                "--",
-                "-D",
-                "warnings",
-            ],
+            "clippy -p hakmem --all-targets -- -D warnings",
             None,
         ),
     ];
     for mode in MODES {
-        steps.push(cargo(
-            format!("cargo test -p hakmem (feature {mode}, HAKMEM_MODE={mode})"),
-            &[
-                "test",
-                "-p",
-                "hakmem",
-                "--no-default-features",
-                "--features",
-                mode,
-            ],
-            Some(mode),
-        ));
+        let title = format!("cargo test -p hakmem (feature {mode}, HAKMEM_MODE={mode})");
+        steps.push(cargo(title, per_mode, Some(mode)));
     }
     steps.push(cargo(
         "cargo test -p hakmem (feature runtime, HAKMEM_MODE unset)".into(),
-        &[
-            "test",
-            "-p",
-            "hakmem",
-            "--no-default-features",
-            "--features",
-            "runtime",
-        ],
+        "test -p hakmem --no-default-features --features runtime",
         None,
     ));
     steps.push(cargo(
         "cargo test --workspace --all-features (HAKMEM_MODE unset)".into(),
-        &["test", "--workspace", "--all-features"],
+        "test --workspace --all-features",
         None,
     ));
-    if sanitizers {
-        steps.push(Step {
-            title: "AddressSanitizer, every mode (cargo xtask sanitizers --asan)".into(),
-            action: Action::Asan,
-        });
-        steps.push(Step {
-            title: "valgrind memcheck, BALANCED (cargo xtask sanitizers --memcheck)".into(),
-            action: Action::Memcheck,
-        });
-    }
-    if matrix {
-        steps.push(Step {
-            title: MATRIX_TITLE.into(),
-            action: Action::Matrix,
-        });
-    }
-    if icount {
-        steps.push(Step {
-            title: ICOUNT_TITLE.into(),
-            action: Action::Icount,
-        });
-    }
-    if large {
-        steps.push(Step {
-            title: "large-block check (cargo xtask large --check)".into(),
-            action: Action::Large,
-        });
-    }
-    if preload {
-        steps.push(Step {
-            title: PRELOAD_TITLE.into(),
-            action: Action::Preload,
-        });
-    }
-    if let Some(secs) = fuzz {
-        steps.push(Step {
-            title: format!("fuzz run, {secs} s (cargo xtask fuzz --time {secs})"),
-            action: Action::Fuzz(secs),
-        });
+    use Action::*;
+    let optional = [
+        (sel.sanitizers, Asan),
+        (sel.sanitizers, Memcheck),
+        (sel.matrix, Matrix),
+        (sel.icount, Icount),
+        (sel.large, Large),
+        (sel.preload, Preload),
+    ];
+    let fuzz = sel.fuzz.map(|secs| (true, Fuzz(secs)));
+    for (_, action) in optional.into_iter().chain(fuzz).filter(|o| o.0) {
+        let title = action.title();
+        steps.push(Step { title, action });
     }
     steps
 }
-
-/// The matrix step's title.
-const MATRIX_TITLE: &str = "matrix smoke run (cargo xtask bench-matrix --smoke)";
-/// The instruction-count step's title.
-const ICOUNT_TITLE: &str = "instruction counts (cargo xtask icount --self-test)";
-/// The preload step's title.
-const PRELOAD_TITLE: &str = "preload check (cargo xtask preload --check)";
 
 /// How one step ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -239,8 +161,7 @@ pub fn run(sel: Selection) -> bool {
     let mut results: Vec<(String, Outcome, Duration)> = Vec::new();
     for (i, step) in steps.iter().enumerate() {
         let tag = format!("[{}/{total}]", i + 1);
-        println!();
-        println!("{tag} {} …", step.title);
+        println!("\n{tag} {} …", step.title);
         let start = Instant::now();
         let result = match &step.action {
             Action::Cargo { args, mode } => {
@@ -252,46 +173,28 @@ pub fn run(sel: Selection) -> bool {
                 );
                 cmd::run_inherited(&mut cmd::cargo(args, *mode), "cargo")
             }
-            Action::Matrix => {
-                let invoked_as =
-                    "cargo xtask test (its matrix step: cargo xtask bench-matrix --smoke)";
-                match matrix::run(&matrix::Options::smoke(), invoked_as) {
-                    Ok(true) => Ok(()),
-                    Ok(false) => Err("some matrix builds or runs failed".to_owned()),
-                    Err(e) => {
-                        eprintln!("error: {e}");
-                        Err(e.to_string())
-                    }
-                }
-            }
-            Action::Icount => {
-                let invoked_as =
-                    "cargo xtask test (its icount step: cargo xtask icount --self-test)";
-                let opts = icount::Options {
-                    self_test: true,
-                    ..icount::Options::default()
-                };
-                match icount::run(&opts, invoked_as) {
-                    Ok(true) => Ok(()),
-                    Ok(false) => Err("an instruction-count check failed".to_owned()),
-                    Err(e) => {
-                        eprintln!("error: {e}");
-                        Err(e)
-                    }
-                }
-            }
-            Action::Large => {
-                let invoked_as =
-                    "cargo xtask test (its large-block step: cargo xtask large --check)";
-                match large::run(invoked_as) {
-                    Ok(true) => Ok(()),
-                    Ok(false) => Err("a large-block check failed".to_owned()),
-                    Err(e) => {
-                        eprintln!("error: {e}");
-                        Err(e)
-                    }
-                }
-            }
+            Action::Matrix => verdict(
+                matrix::run(
+                    &matrix::Options::smoke(),
+                    "cargo xtask test (its matrix step: cargo xtask bench-matrix --smoke)",
+                )
+                .map_err(|e| e.to_string()),
+                "some matrix builds or runs failed",
+            ),
+            Action::Icount => verdict(
+                icount::run(
+                    &icount::Options {
+                        self_test: true,
+                        ..icount::Options::default()
+                    },
+                    "cargo xtask test (its icount step: cargo xtask icount --self-test)",
+                ),
+                "an instruction-count check failed",
+            ),
+            Action::Large => verdict(
+                large::run("cargo xtask test (its large-block step: cargo xtask large --check)"),
+                "a large-block check failed",
+            ),
             Action::Preload => verdict(preload::run(&preload::MODES, true), "a preload run failed"),
             Action::Asan => verdict(reliability::asan(), "a mode failed under AddressSanitizer"),
             Action::Memcheck => verdict(reliability::memcheck(), "a test failed under memcheck"),
@@ -310,49 +213,22 @@ pub fn run(sel: Selection) -> bool {
         };
         results.push((step.title.clone(), outcome, took));
     }
-    if !matrix {
-        println!();
-        println!("[--] matrix smoke run skipped (--no-matrix)");
-        results.push((
-            "matrix smoke run".to_owned(),
-            Outcome::Skipped,
-            Duration::ZERO,
-        ));
+    let skipped = [
+        (matrix, "matrix smoke run", "--no-matrix"),
+        (icount, "instruction counts", "--no-icount"),
+        (large, "large-block check", "--no-large"),
+        (preload, "preload check", "--no-preload"),
+        (
+            sanitizers,
+            "AddressSanitizer and memcheck runs",
+            "--no-sanitizers",
+        ),
+    ];
+    for (_, what, flag) in skipped.into_iter().filter(|(on, ..)| !on) {
+        println!("\n[--] {what} skipped ({flag})");
+        results.push((what.to_owned(), Outcome::Skipped, Duration::ZERO));
     }
-    if !icount {
-        println!();
-        println!("[--] instruction counts skipped (--no-icount)");
-        results.push((
-            "instruction counts".to_owned(),
-            Outcome::Skipped,
-            Duration::ZERO,
-        ));
-    }
-    if !large {
-        println!();
-        println!("[--] large-block check skipped (--no-large)");
-        results.push((
-            "large-block check".to_owned(),
-            Outcome::Skipped,
-            Duration::ZERO,
-        ));
-    }
-    if !preload {
-        println!();
-        println!("[--] preload check skipped (--no-preload)");
-        results.push((PRELOAD_TITLE.to_owned(), Outcome::Skipped, Duration::ZERO));
-    }
-    if !sanitizers {
-        println!();
-        println!("[--] AddressSanitizer and memcheck runs skipped (--no-sanitizers)");
-        results.push((
-            "AddressSanitizer and memcheck runs".to_owned(),
-            Outcome::Skipped,
-            Duration::ZERO,
-        ));
-    }
-    println!();
-    print!("{}", summary(&results));
+    print!("\n{}", summary(&results));
     let (passed, failed) = counts(&results);
     println!("xtask test: {passed} passed, {failed} failed");
     failed == 0
@@ -406,104 +282,60 @@ pub fn summary(results: &[(String, Outcome, Duration)]) -> String {
 mod tests {
     use super::*;
 
-    fn sel(icount: bool, matrix: bool, large: bool) -> Selection {
-        Selection {
-            icount,
-            matrix,
-            large,
-            ..Selection::ALL_CI
-        }
-    }
-
     #[test]
-    fn sixteen_steps_sanitizers_after_the_tests_then_matrix_icount_large_preload() {
+    fn the_steps_in_order_as_selected_and_their_summary() {
+        use Action::*;
         let all = steps(Selection::ALL_CI);
-        assert_eq!(all.len(), 16);
-        assert_eq!(all.last().map(|s| &s.action), Some(&Action::Preload));
-        assert_eq!(all[14].action, Action::Large);
-        assert_eq!(all[13].action, Action::Icount);
-        assert_eq!(all[12].action, Action::Matrix);
-        assert_eq!(all[11].action, Action::Memcheck);
-        assert_eq!(all[10].action, Action::Asan);
         assert!(matches!(
             &all[9].action,
-            Action::Cargo { args, .. } if args[..2] == ["test", "--workspace"]
+            Cargo { args, .. } if args[..2] == ["test", "--workspace"]
         ));
-        let without = steps(sel(false, true, true));
-        assert_eq!(without.len(), 15);
-        assert!(without.iter().all(|s| s.action != Action::Icount));
-        let without = steps(sel(true, false, true));
-        assert_eq!(without.len(), 15);
-        assert!(without.iter().all(|s| s.action != Action::Matrix));
-        let without = steps(sel(true, true, false));
-        assert_eq!(without.len(), 15);
-        assert!(without.iter().all(|s| s.action != Action::Large));
-        let without = steps(Selection {
-            preload: false,
-            ..Selection::ALL_CI
-        });
-        assert_eq!(without.len(), 15);
-        assert_eq!(without.last().map(|s| &s.action), Some(&Action::Large));
-        assert_eq!(steps(sel(false, false, false)).len(), 13);
-        let quick = Selection {
-            sanitizers: false,
-            preload: false,
-            ..sel(false, false, false)
-        };
-        assert_eq!(steps(quick).len(), 10);
-    }
-
-    #[test]
-    fn fuzzing_only_when_asked_for_and_last() {
-        assert!(steps(Selection::ALL_CI)
-            .iter()
-            .all(|s| !matches!(s.action, Action::Fuzz(_))));
-        let with = steps(Selection {
-            fuzz: Some(30),
-            ..Selection::ALL_CI
-        });
-        assert_eq!(with.last().map(|s| &s.action), Some(&Action::Fuzz(30)));
-    }
-
-    #[test]
-    fn only_the_per_mode_tests_set_the_mode() {
+        // Only the per-mode tests set the mode; clippy denies warnings.
         let mut with_mode = Vec::new();
-        for step in steps(Selection::ALL_CI) {
-            if let Action::Cargo {
-                args,
-                mode: Some(mode),
-            } = step.action
-            {
-                assert_eq!(
+        for step in &all {
+            match &step.action {
+                Cargo {
                     args,
-                    [
-                        "test",
-                        "-p",
-                        "hakmem",
-                        "--no-default-features",
-                        "--features",
-                        mode
-                    ]
-                );
-                with_mode.push(mode);
+                    mode: Some(m),
+                } => {
+                    let want = format!("test -p hakmem --no-default-features --features {m}");
+                    assert_eq!(args.join(" "), want);
+                    with_mode.push(*m);
+                }
+                Cargo { args, .. } if args[0] == "clippy" => {
+                    assert!(args.ends_with(&["--", "-D", "warnings"]), "{args:?}")
+                }
+                _ => {}
             }
         }
         assert_eq!(with_mode, MODES);
-    }
-
-    #[test]
-    fn clippy_denies_warnings() {
-        for step in steps(Selection::ALL_CI) {
-            if let Action::Cargo { args, .. } = step.action {
-                if args[0] == "clippy" {
-                    assert!(args.ends_with(&["--", "-D", "warnings"]), "{args:?}");
-                }
-            }
+        // The ten cargo steps always run; the optional ones follow, as selected (`toggled`: from
+        // what CI runs).
+        for (toggled, optional) in [
+            ("", "Asan Memcheck Matrix Icount Large Preload"),
+            ("icount", "Asan Memcheck Matrix Large Preload"),
+            ("matrix", "Asan Memcheck Icount Large Preload"),
+            ("large", "Asan Memcheck Matrix Icount Preload"),
+            ("preload", "Asan Memcheck Matrix Icount Large"),
+            ("icount matrix large", "Asan Memcheck Preload"),
+            ("icount matrix large preload sanitizers", ""),
+            ("sanitizers fuzz", "Matrix Icount Large Preload Fuzz(30)"),
+        ] {
+            let on = |step| !toggled.split(' ').any(|o| o == step);
+            let selection = Selection {
+                icount: on("icount"),
+                matrix: on("matrix"),
+                large: on("large"),
+                preload: on("preload"),
+                sanitizers: on("sanitizers"),
+                fuzz: (!on("fuzz")).then_some(30),
+            };
+            let got: Vec<String> = steps(selection)[10..]
+                .iter()
+                .map(|s| format!("{:?}", s.action))
+                .collect();
+            assert_eq!(got.join(" "), optional, "{toggled}");
         }
-    }
-
-    #[test]
-    fn summary_counts_and_lists_every_step() {
         let results = vec![
             ("a".to_owned(), Outcome::Passed, Duration::from_millis(1500)),
             (

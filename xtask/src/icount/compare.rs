@@ -1,16 +1,7 @@
 //! The regression check: every count of a run against the baseline's, failing when one is more
-//! than [`TOLERANCE_PCT`]% above it.
-//!
-//! Enforced only when the run's environment (rustc, CPU, glibc, valgrind) is the baseline's: a
-//! count measured with another compiler or another glibc is not a regression of the code, so
-//! then the comparison is shown as a warning and the machine-independent rules alone decide.
-//! The reference rows (glibc, mimalloc, jemalloc) are shown and never fail: they measure other
-//! allocators, and one of them moving says the environment moved. A learning mode on a path its
-//! learner routes (LEARNING and RESEARCH on `vm_pair`) is allowed
-//! [`CONTESTED_TOLERANCE_PCT`]%: which strategies serve there depends on measured times, so its
-//! count moves a little between runs. RESEARCH (and its twin) on the paths where it poisons
-//! 1 KiB system blocks is allowed [`POISONED_TOLERANCE_PCT`]%: glibc's `memset` loop count
-//! follows the block's address, which moves with the checkout's path.
+//! than [`TOLERANCE_PCT`]% above it (the contested and poisoned paths: their own allowance). It
+//! is enforced only when the run's environment (rustc, CPU, glibc, valgrind) is the baseline's;
+//! otherwise it is a warning. The reference rows (the peer allocators) are shown, never checked.
 
 use std::collections::BTreeSet;
 
@@ -228,40 +219,7 @@ impl Comparison {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
-    use super::super::figures::Environment;
-    use super::super::OPS;
     use super::*;
-
-    fn env() -> Environment {
-        Environment {
-            rustc: "rustc 1.95.0".into(),
-            cpu: "AMD EPYC".into(),
-            glibc: "glibc 2.36".into(),
-            valgrind: "valgrind-3.19.0".into(),
-        }
-    }
-
-    fn figures(entries: &[(&str, u64)]) -> Figures {
-        let ir: BTreeMap<String, u64> = entries
-            .iter()
-            .map(|(id, per_op)| (id.to_string(), per_op * OPS))
-            .collect();
-        let mut paths: Vec<String> = Vec::new();
-        for (id, _) in entries {
-            let path = id.split('/').next().unwrap().to_owned();
-            if !paths.contains(&path) {
-                paths.push(path);
-            }
-        }
-        Figures {
-            env: env(),
-            paths,
-            ir,
-            config: BTreeMap::new(),
-        }
-    }
 
     /// Lines more than the tolerance above the baseline, reference rows included.
     fn regressed(c: &Comparison) -> usize {
@@ -278,19 +236,20 @@ mod tests {
         ("vm_pair/fast", 82),
     ];
 
-    fn exceeds(current: u64, baseline: u64) -> bool {
-        exceeds_by(current, baseline, TOLERANCE_PCT)
-    }
-
     #[test]
     fn two_percent_is_the_limit_exactly() {
-        assert!(!exceeds(102, 100));
-        assert!(exceeds(103, 100));
-        assert!(!exceeds(10_200, 10_000));
-        assert!(exceeds(10_201, 10_000));
-        assert!(!exceeds(90, 100));
-        assert!(!exceeds(0, 0));
-        assert!(exceeds(1, 0));
+        for (current, baseline, want) in [
+            (102, 100, false),
+            (103, 100, true),
+            (90, 100, false),
+            (10_200, 10_000, false),
+            (10_201, 10_000, true),
+            (0, 0, false),
+            (1, 0, true),
+        ] {
+            let got = exceeds_by(current, baseline, TOLERANCE_PCT);
+            assert_eq!(got, want, "{current} against {baseline}");
+        }
     }
 
     /// A line of `id` measuring `current` against a baseline of 10,000.
@@ -303,59 +262,35 @@ mod tests {
     }
 
     #[test]
-    fn research_on_a_poisoned_path_is_allowed_five_percent() {
-        assert_eq!(line("small_fill/research", 10_500).status(), Status::Within);
-        assert_eq!(
-            line("small_pair/runtime_research", 10_500).status(),
-            Status::Within
-        );
-        assert_eq!(
-            line("small_pair/research", 10_501).status(),
-            Status::Regressed
-        );
-        assert_eq!(
-            line("tiny_pair/research", 10_201).status(),
-            Status::Regressed
-        );
-        assert_eq!(
-            line("small_fill/minimal", 10_201).status(),
-            Status::Regressed
-        );
-    }
-
-    #[test]
-    fn a_learning_mode_on_vm_pair_is_allowed_five_percent() {
-        assert_eq!(line("vm_pair/learning", 10_500).status(), Status::Within);
-        assert_eq!(
-            line("vm_pair/runtime_research", 10_501).status(),
-            Status::Regressed
-        );
-        assert_eq!(line("vm_pair/balanced", 10_201).status(), Status::Regressed);
-        assert_eq!(
-            line("tiny_pair/learning", 10_201).status(),
-            Status::Regressed
-        );
-        assert_eq!(
-            line("vm_pair/learning_off", 10_201).status(),
-            Status::Regressed
-        );
+    fn learning_modes_on_vm_pair_and_research_on_a_poisoned_path_are_allowed_five_percent() {
+        use Status::{Regressed, Within};
+        for (id, current, want) in [
+            ("small_fill/research", 10_500, Within),
+            ("small_pair/runtime_research", 10_500, Within),
+            ("small_pair/research", 10_501, Regressed),
+            ("tiny_pair/research", 10_201, Regressed),
+            ("small_fill/minimal", 10_201, Regressed),
+            ("vm_pair/learning", 10_500, Within),
+            ("vm_pair/runtime_research", 10_501, Regressed),
+            ("vm_pair/balanced", 10_201, Regressed),
+            ("tiny_pair/learning", 10_201, Regressed),
+            ("vm_pair/learning_off", 10_201, Regressed),
+        ] {
+            assert_eq!(line(id, current).status(), want, "{id}");
+        }
         assert!(contender_rank("learning_off") < contender_rank("runtime_minimal"));
         assert!(contender_rank("research") < contender_rank("learning_off"));
     }
 
     #[test]
-    fn the_same_figures_pass() {
-        let c = Comparison::new(&figures(&BASE), &figures(&BASE));
+    fn regressions_new_and_gone_figures_fail_where_enforced_in_path_and_contender_order() {
+        let c = Comparison::new(&Figures::of(&BASE), &Figures::of(&BASE));
         assert!(c.ok() && c.enforced() && c.failures().is_empty());
         assert_eq!(
             c.summary(),
             "0 of 3 figures more than 2% above the baseline (1 reference rows not checked)"
         );
-    }
-
-    #[test]
-    fn a_baseline_lowered_by_ten_percent_fails_every_checked_figure() {
-        let base = figures(&BASE);
+        let base = Figures::of(&BASE);
         let c = Comparison::new(&base, &base.scaled(90));
         assert!(!c.ok());
         assert_eq!(c.failures().len(), 3);
@@ -365,14 +300,10 @@ mod tests {
         assert!(table.contains("| tiny_pair/minimal "), "{table}");
         assert!(table.contains("+11.11% | REGRESSED (> +2%)"), "{table}");
         assert!(table.contains("reference (not checked)"), "{table}");
-    }
-
-    #[test]
-    fn new_and_gone_benchmarks_fail_until_blessed() {
         let mut now = BASE.to_vec();
         now.retain(|(id, _)| *id != "vm_pair/fast");
         now.push(("tiny_pair/fast", 149));
-        let c = Comparison::new(&figures(&now), &figures(&BASE));
+        let c = Comparison::new(&Figures::of(&now), &Figures::of(&BASE));
         let failed: Vec<(&str, Status)> = c
             .failures()
             .iter()
@@ -389,11 +320,7 @@ mod tests {
         assert!(c
             .summary()
             .contains(", 1 not in the baseline, 1 in the baseline but not measured"));
-    }
-
-    #[test]
-    fn another_environment_warns_instead_of_failing() {
-        let base = figures(&BASE);
+        let base = Figures::of(&BASE);
         let mut other = base.scaled(50);
         other.env.cpu = "Intel Xeon".into();
         let c = Comparison::new(&base, &other);
@@ -407,19 +334,11 @@ mod tests {
             c.env_differences,
             [("CPU", "AMD EPYC".to_owned(), "Intel Xeon".to_owned())]
         );
-    }
-
-    #[test]
-    fn reference_rows_never_fail() {
         let mut worse = BASE.to_vec();
         worse[2].1 = 200;
-        let c = Comparison::new(&figures(&worse), &figures(&BASE));
+        let c = Comparison::new(&Figures::of(&worse), &Figures::of(&BASE));
         assert!(c.ok());
         assert_eq!(regressed(&c), 1);
-    }
-
-    #[test]
-    fn rows_follow_the_paths_then_modes_twins_and_peers() {
         let ids = [
             ("tiny_pair/jemalloc", 1),
             ("tiny_pair/runtime_fast", 1),
@@ -428,9 +347,9 @@ mod tests {
             ("tiny_pair/runtime_minimal", 1),
             ("small_pair/minimal", 1),
         ];
-        let f = figures(&ids);
+        let f = Figures::of(&ids);
         assert_eq!(
-            ordered_ids(&f, &figures(&[("pool/minimal", 1)])),
+            ordered_ids(&f, &Figures::of(&[("pool/minimal", 1)])),
             [
                 "tiny_pair/minimal",
                 "tiny_pair/fast",

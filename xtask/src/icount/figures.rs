@@ -1,41 +1,18 @@
 //! A set of instruction counts — a run's, or the committed baseline's — with the environment it
-//! was measured in, and its JSON file format.
-//!
-//! The format is meant to be diffed and merged by people: one `"path/contender": Ir` entry per
-//! line, sorted by key, and the environment as plain strings at the top.
-//!
-//! ```json
-//! {
-//!   "about": "…",
-//!   "ops": 1024,
-//!   "rustc": "rustc 1.95.0 (59807616e 2026-04-14)",
-//!   "cpu": "AMD EPYC",
-//!   "glibc": "ldd (Debian GLIBC 2.36-9+deb12u14) 2.36",
-//!   "valgrind": "valgrind-3.19.0",
-//!   "paths": ["tiny_pair", "small_pair"],
-//!   "ir": {
-//!     "small_pair/balanced": 338944,
-//!     "tiny_pair/balanced": 152576
-//!   }
-//! }
-//! ```
-//!
-//! A run's file (`target/icount/measured.json`) also has `"config"`: per benchmark, what its
-//! teardown found (`untouched` or `read:MODE`).
+//! was measured in, and its JSON file: serde_json's pretty form, sorted, one `"path/contender":
+//! Ir` entry per line, for people to diff and merge (docs/zero-overhead.md). A run's file also
+//! has `"config"`: per benchmark, what its teardown found (`untouched` or `read:MODE`).
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::process::Command;
 
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
 
 use super::OPS;
 use crate::cmd;
-use crate::matrix::report::json_str;
 
 /// What the figures depend on besides the code: a different value of any of these can move a
 /// count without the code having changed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Environment {
     /// `rustc -V`: the code generator.
     pub rustc: String,
@@ -50,17 +27,11 @@ pub struct Environment {
 impl Environment {
     /// This machine's.
     pub fn detect() -> Environment {
-        let unknown = || "unknown".to_owned();
         Environment {
-            rustc: cmd::first_line(&mut cmd::command("rustc", &["-V"], None))
-                .unwrap_or_else(unknown),
-            cpu: std::fs::read_to_string("/proc/cpuinfo")
-                .ok()
-                .and_then(|s| crate::matrix::build::cpu_model(&s))
-                .unwrap_or_else(unknown),
-            glibc: cmd::first_line(Command::new("ldd").arg("--version")).unwrap_or_else(unknown),
-            valgrind: cmd::first_line(Command::new("valgrind").arg("--version"))
-                .unwrap_or_else(unknown),
+            rustc: cmd::first_line("rustc -V"),
+            cpu: crate::matrix::build::cpu(),
+            glibc: cmd::first_line("ldd --version"),
+            valgrind: cmd::first_line("valgrind --version"),
         }
     }
 
@@ -80,14 +51,28 @@ impl Environment {
 }
 
 /// Instruction counts by benchmark id (`path/contender`), each the `Ir` of [`OPS`] operations.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Figures {
+    #[serde(flatten)]
     pub env: Environment,
-    /// The paths in the benchmarks' order (for tables; the counts are keyed by id).
+    /// The paths in the benchmarks' order (for tables; the counts are keyed by id). A file
+    /// without it gets the paths of its counts.
+    #[serde(default)]
     pub paths: Vec<String>,
     pub ir: BTreeMap<String, u64>,
     /// What each benchmark's teardown found: `untouched` or `read:MODE` (empty in a baseline).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub config: BTreeMap<String, String>,
+}
+
+/// The file: the figures after what they count.
+#[derive(Serialize, Deserialize)]
+struct File<'a> {
+    #[serde(default)]
+    about: &'a str,
+    ops: u64,
+    #[serde(flatten)]
+    figures: Figures,
 }
 
 /// The `about` line of a baseline file.
@@ -101,6 +86,16 @@ pub fn split_id(id: &str) -> Option<(&str, &str)> {
 }
 
 impl Figures {
+    /// Adds the count of `id` (`path/contender`), its path after those already known.
+    pub fn insert(&mut self, id: &str, ir: u64) -> Result<(), String> {
+        let (path, _) = split_id(id).ok_or(format!("`{id}` is not `path/contender`"))?;
+        if !self.paths.iter().any(|p| p == path) {
+            self.paths.push(path.to_owned());
+        }
+        self.ir.insert(id.to_owned(), ir);
+        Ok(())
+    }
+
     /// The count of `path/contender`.
     pub fn get(&self, path: &str, contender: &str) -> Option<u64> {
         self.ir.get(&format!("{path}/{contender}")).copied()
@@ -108,110 +103,30 @@ impl Figures {
 
     /// The JSON file: sorted, one entry per line; `config` only if there is one.
     pub fn to_json(&self) -> String {
-        let mut out = String::from("{\n");
-        let _ = writeln!(out, "  \"about\": {},", json_str(ABOUT));
-        let _ = writeln!(out, "  \"ops\": {OPS},");
-        for (key, value) in [
-            ("rustc", &self.env.rustc),
-            ("cpu", &self.env.cpu),
-            ("glibc", &self.env.glibc),
-            ("valgrind", &self.env.valgrind),
-        ] {
-            let _ = writeln!(out, "  \"{key}\": {},", json_str(value));
-        }
-        let paths: Vec<String> = self.paths.iter().map(|p| json_str(p)).collect();
-        let _ = writeln!(out, "  \"paths\": [{}],", paths.join(", "));
-        let map = |out: &mut String, name: &str, entries: Vec<(String, String)>, last: bool| {
-            let _ = writeln!(out, "  \"{name}\": {{");
-            let n = entries.len();
-            for (i, (k, v)) in entries.into_iter().enumerate() {
-                let comma = if i + 1 < n { "," } else { "" };
-                let _ = writeln!(out, "    {}: {v}{comma}", json_str(&k));
-            }
-            let _ = writeln!(out, "  }}{}", if last { "" } else { "," });
+        let file = File {
+            about: ABOUT,
+            ops: OPS,
+            figures: self.clone(),
         };
-        let ir = self
-            .ir
-            .iter()
-            .map(|(k, v)| (k.clone(), v.to_string()))
-            .collect();
-        map(&mut out, "ir", ir, self.config.is_empty());
-        if !self.config.is_empty() {
-            let config = self
-                .config
-                .iter()
-                .map(|(k, v)| (k.clone(), json_str(v)))
-                .collect();
-            map(&mut out, "config", config, true);
-        }
-        out + "}\n"
+        serde_json::to_string_pretty(&file).expect("plain data serializes") + "\n"
     }
 
-    /// Reads a file written by [`Figures::to_json`] (`config` optional).
+    /// Reads a file written by [`Figures::to_json`]; it must count [`OPS`] operations.
     pub fn from_json(text: &str) -> Result<Figures, String> {
-        let v: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
-        let ops = v.get("ops").and_then(Value::as_u64);
-        if ops != Some(OPS) {
+        let file: File =
+            serde_json::from_str(text).map_err(|e| format!("not a figures file: {e}"))?;
+        if file.ops != OPS {
             return Err(format!(
-                "`ops` is {ops:?}, the benchmarks run {OPS} operations: the file is from another \
-                 version of the benchmarks (bless it again)"
+                "`ops` is {}, the benchmarks run {OPS} operations: the file is from another \
+                 version of the benchmarks (bless it again)",
+                file.ops
             ));
         }
-        let string = |key: &str| -> Result<String, String> {
-            v.get(key)
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-                .ok_or_else(|| format!("no string `{key}`"))
-        };
-        let env = Environment {
-            rustc: string("rustc")?,
-            cpu: string("cpu")?,
-            glibc: string("glibc")?,
-            valgrind: string("valgrind")?,
-        };
-        let mut ir = BTreeMap::new();
-        for (id, n) in v
-            .get("ir")
-            .and_then(Value::as_object)
-            .ok_or("no object `ir`")?
-        {
-            if split_id(id).is_none() {
-                return Err(format!("`ir`: `{id}` is not `path/contender`"));
-            }
-            let n = n
-                .as_u64()
-                .ok_or_else(|| format!("`ir`: `{id}` is not a count"))?;
-            ir.insert(id.clone(), n);
+        let mut figures = file.figures;
+        for (id, n) in std::mem::take(&mut figures.ir) {
+            figures.insert(&id, n).map_err(|e| format!("`ir`: {e}"))?;
         }
-        let mut config = BTreeMap::new();
-        if let Some(map) = v.get("config").and_then(Value::as_object) {
-            for (id, seen) in map {
-                let seen = seen
-                    .as_str()
-                    .ok_or_else(|| format!("`config`: `{id}` is not a string"))?;
-                config.insert(id.clone(), seen.to_owned());
-            }
-        }
-        let mut paths: Vec<String> = match v.get("paths").and_then(Value::as_array) {
-            Some(list) => list
-                .iter()
-                .filter_map(Value::as_str)
-                .map(str::to_owned)
-                .collect(),
-            None => Vec::new(),
-        };
-        for id in ir.keys() {
-            let (path, _) = split_id(id).expect("checked above");
-            if !paths.iter().any(|p| p == path) {
-                paths.push(path.to_owned());
-            }
-        }
-        Ok(Figures {
-            env,
-            paths,
-            ir,
-            config,
-        })
+        Ok(figures)
     }
 
     /// A copy with every count multiplied by `percent` / 100, rounded down (the self-test lowers
@@ -226,16 +141,32 @@ impl Figures {
 }
 
 #[cfg(test)]
+impl Figures {
+    /// Test figures: `(path/contender, Ir per operation)`, the paths in their order, measured in
+    /// one fixed environment.
+    pub fn of<S: AsRef<str>>(entries: &[(S, u64)]) -> Figures {
+        let mut f = Figures {
+            env: Environment {
+                rustc: "rustc 1.95.0".into(),
+                cpu: "AMD EPYC".into(),
+                glibc: "glibc 2.36".into(),
+                valgrind: "valgrind-3.19.0".into(),
+            },
+            ..Figures::default()
+        };
+        for (id, per_op) in entries {
+            f.insert(id.as_ref(), per_op * OPS).unwrap();
+        }
+        f
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
-    pub fn env() -> Environment {
-        Environment {
-            rustc: "rustc 1.95.0 (59807616e 2026-04-14)".into(),
-            cpu: "AMD EPYC".into(),
-            glibc: "ldd (Debian GLIBC 2.36-9+deb12u14) 2.36".into(),
-            valgrind: "valgrind-3.19.0".into(),
-        }
+    fn env() -> Environment {
+        Figures::of::<&str>(&[]).env
     }
 
     fn figures() -> Figures {
@@ -252,7 +183,7 @@ mod tests {
     }
 
     #[test]
-    fn round_trips_one_entry_per_line_sorted() {
+    fn the_file_round_trips_and_rejects_other_shapes_scaling_and_environments() {
         let f = figures();
         let text = f.to_json();
         assert_eq!(Figures::from_json(&text), Ok(f.clone()));
@@ -273,10 +204,6 @@ mod tests {
         assert!(text
             .contains("  },\n  \"config\": {\n    \"tiny_pair/minimal\": \"untouched\"\n  }\n}\n"));
         assert_eq!(Figures::from_json(&text), Ok(with_config));
-    }
-
-    #[test]
-    fn rejects_files_of_other_benchmarks_or_shapes() {
         let text = figures().to_json();
         let err = Figures::from_json(&text.replace("\"ops\": 1024", "\"ops\": 1000")).unwrap_err();
         assert!(err.contains("another version"), "{err}");
@@ -284,28 +211,18 @@ mod tests {
         assert!(err.contains("not `path/contender`"), "{err}");
         assert!(Figures::from_json("{").is_err());
         let err = Figures::from_json(&text.replace("\"cpu\"", "\"gpu\"")).unwrap_err();
-        assert_eq!(err, "no string `cpu`");
-    }
-
-    #[test]
-    fn paths_default_to_those_of_the_counts() {
-        let text = figures()
-            .to_json()
-            .replace("  \"paths\": [\"tiny_pair\", \"vm_pair\"],\n", "");
+        assert!(err.contains("missing field `cpu`"), "{err}");
+        let text = figures().to_json().replace(
+            "  \"paths\": [\n    \"tiny_pair\",\n    \"vm_pair\"\n  ],\n",
+            "",
+        );
+        assert!(!text.contains("paths"));
         let f = Figures::from_json(&text).unwrap();
         assert_eq!(f.paths, ["tiny_pair", "vm_pair"]);
-    }
-
-    #[test]
-    fn scaling_lowers_every_count() {
         let lowered = figures().scaled(90);
         assert_eq!(lowered.get("tiny_pair", "minimal"), Some(136_422));
         assert_eq!(lowered.get("vm_pair", "fast"), Some(75_571));
         assert_eq!(lowered.env, env());
-    }
-
-    #[test]
-    fn names_the_differences() {
         let mut other = env();
         assert!(env().differences(&other).is_empty());
         other.cpu = "Intel Xeon".into();

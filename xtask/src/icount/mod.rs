@@ -1,33 +1,19 @@
-//! `cargo xtask icount`: the instruction-count regression check (CI runs it through
-//! `cargo xtask test`).
-//!
-//! 1. Installs the `iai-callgrind-runner` matching the `iai-callgrind` library (exactly
-//!    [`RUNNER_VERSION`]) into `<target>/tools` if it is not there (`cargo install`, ~95 s once).
-//! 2. Runs the iai-callgrind benchmarks `benches/benches/icount.rs` (`cargo bench -p
-//!    hakmem-benches --bench icount -- --output-format=json`) and reads the `Ir` count of each
-//!    from iai-callgrind's JSON summary lines, and what each benchmark's teardown recorded about
-//!    the runtime configuration. The run goes to `<target>/icount/measured.json`.
-//! 3. Compares every count with the committed baseline `benches/baselines/icount.json`
-//!    ([`compare`]: fails above +2%, enforced when the environment is the baseline's), and checks
-//!    the machine-independent [`rules`] (always enforced).
-//! 4. Prints the tables and the rules, and writes `<target>/icount/report.md` and
-//!    `<target>/icount/regression-analysis.md` ([`report`]).
-//!
-//! `--bless` rewrites the baseline (and docs/regression-analysis.md) from the run instead of
-//! comparing; `--self-test` then proves the check can fail: it lowers the baseline by 10% in a
-//! temporary copy and runs `cargo xtask icount --no-run --baseline COPY`, which must exit with
-//! status 1 and flag every checked figure.
+//! `cargo xtask icount`: the instruction-count regression check (its `--help` says what it
+//! does). Installs the runner ([`ensure_runner`]), runs `benches/benches/icount.rs` and reads
+//! each benchmark's `Ir` from iai-callgrind's JSON summary lines and what its teardown recorded
+//! of the runtime configuration ([`measure`]), compares with the baseline ([`compare`]), checks
+//! the [`rules`] and writes the reports ([`report`]). `--self-test` lowers the baseline by 10% in
+//! a temporary copy and requires `cargo xtask icount --no-run --baseline COPY` to fail.
 
 pub mod compare;
 pub mod figures;
 pub mod report;
 pub mod rules;
 
-use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Instant;
 
 use serde_json::Value;
@@ -68,43 +54,27 @@ pub fn show_per_op(ir: u64) -> String {
 
 /// The committed baseline, relative to the workspace root.
 pub const BASELINE: &str = "benches/baselines/icount.json";
-/// The committed copy of the generated regression analysis.
+/// The regression analysis: prose, and the blocks [`report::regression_blocks`] fills.
 pub const DOC: &str = "docs/regression-analysis.md";
 
 /// The options of `cargo xtask icount`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
 pub struct Options {
-    /// Rewrite the baseline (and docs/regression-analysis.md) instead of comparing.
+    /// Rewrite the baseline and docs/regression-analysis.md's generated blocks from this run
+    /// instead of comparing (the rules are still checked)
+    #[arg(long, conflicts_with = "self_test")]
     pub bless: bool,
-    /// Compare with (or bless) this file instead of [`BASELINE`].
+    /// Compare with (or bless) FILE instead of the committed baseline
+    #[arg(long, value_name = "FILE")]
     pub baseline: Option<PathBuf>,
-    /// Do not run the benchmarks: use the last run's `<target>/icount/measured.json`.
+    /// Use the last run's <target>/icount/measured.json instead of running the benchmarks
+    #[arg(long)]
     pub no_run: bool,
-    /// After the check, prove it can fail against a baseline lowered by 10%.
+    /// Then prove the check can fail: lower the baseline by 10% in a temporary copy, run
+    /// `icount --no-run --baseline COPY`, and require exit status 1 with every checked figure
+    /// flagged
+    #[arg(long)]
     pub self_test: bool,
-}
-
-/// Parses the options after `icount`; `Ok(None)` for `--help`.
-pub fn parse(options: &[String]) -> Result<Option<Options>, String> {
-    let mut opts = Options::default();
-    let mut it = options.iter();
-    while let Some(option) = it.next() {
-        match option.as_str() {
-            "--bless" => opts.bless = true,
-            "--no-run" => opts.no_run = true,
-            "--self-test" => opts.self_test = true,
-            "--baseline" => match it.next() {
-                Some(file) if !file.starts_with('-') => opts.baseline = Some(file.into()),
-                _ => return Err("--baseline needs a file".into()),
-            },
-            "-h" | "--help" => return Ok(None),
-            other => return Err(format!("unknown option `{other}` for `icount`")),
-        }
-    }
-    if opts.bless && opts.self_test {
-        return Err("--bless and --self-test do not go together".into());
-    }
-    Ok(Some(opts))
 }
 
 /// `<target>/icount`.
@@ -119,17 +89,7 @@ fn measured_path() -> PathBuf {
 
 /// Reads a figures file, with its path in any error.
 pub fn read_figures(path: &Path) -> Result<Figures, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    Figures::from_json(&text).map_err(|e| format!("{}: {e}", path.display()))
-}
-
-fn write(path: &Path, text: &str) -> Result<(), String> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    }
-    std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    Figures::from_json(&cmd::read(path)?).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Whether `.crates.toml` (cargo install's record) lists the runner at [`RUNNER_VERSION`].
@@ -140,10 +100,8 @@ pub fn records_runner(crates_toml: &str) -> bool {
 /// The runner in `<target>/tools/bin`, installed first if it is missing or of another version.
 pub fn ensure_runner() -> Result<PathBuf, String> {
     let root = cmd::target_dir().join("tools");
-    let bin = root.join("bin").join(format!(
-        "iai-callgrind-runner{}",
-        std::env::consts::EXE_SUFFIX
-    ));
+    let exe = std::env::consts::EXE_SUFFIX;
+    let bin = root.join("bin").join(format!("iai-callgrind-runner{exe}"));
     let installed = || {
         bin.is_file()
             && std::fs::read_to_string(root.join(".crates.toml")).is_ok_and(|t| records_runner(&t))
@@ -152,16 +110,8 @@ pub fn ensure_runner() -> Result<PathBuf, String> {
         return Ok(bin);
     }
     let root_arg = root.to_string_lossy().into_owned();
-    let args = [
-        "install",
-        "--locked",
-        "--force",
-        "--root",
-        &root_arg,
-        "--version",
-        RUNNER_VERSION,
-        "iai-callgrind-runner",
-    ];
+    let mut args = vec!["install", "--locked", "--force", "--root", &root_arg];
+    args.extend(["--version", RUNNER_VERSION, "iai-callgrind-runner"]);
     println!(
         "icount: iai-callgrind-runner {RUNNER_VERSION} is not in {}: installing it (it takes \
          ~95 s on 2 cores, once per target directory):\nicount: $ {}",
@@ -173,17 +123,14 @@ pub fn ensure_runner() -> Result<PathBuf, String> {
     // Build in cargo's own temporary directory, not in the workspace's target.
     install.env_remove("CARGO_TARGET_DIR");
     cmd::run_inherited(&mut install, "cargo install iai-callgrind-runner")?;
-    println!(
-        "icount: installed iai-callgrind-runner in {} s",
-        cmd::seconds(start.elapsed())
-    );
-    if installed() {
-        Ok(bin)
-    } else {
-        Err(format!(
+    let took = cmd::seconds(start.elapsed());
+    println!("icount: installed iai-callgrind-runner in {took} s");
+    match installed() {
+        true => Ok(bin),
+        false => Err(format!(
             "cargo install succeeded but {} (version {RUNNER_VERSION}) is not there",
             bin.display()
-        ))
+        )),
     }
 }
 
@@ -223,17 +170,9 @@ fn new_metric(metrics: &Value) -> Option<u64> {
 fn measure(runner: &Path, env: Environment) -> Result<Figures, String> {
     let config_dir = out_dir().join("config");
     let _ = std::fs::remove_dir_all(&config_dir);
-    std::fs::create_dir_all(&config_dir)
-        .map_err(|e| format!("cannot create {}: {e}", config_dir.display()))?;
-    let args = [
-        "bench",
-        "-p",
-        "hakmem-benches",
-        "--bench",
-        BENCH,
-        "--",
-        "--output-format=json",
-    ];
+    cmd::create_dir(&config_dir)?;
+    let args = ["bench", "-p", "hakmem-benches", "--bench", BENCH];
+    let args = [&args[..], &["--", "--output-format=json"]].concat();
     println!(
         "icount: $ IAI_CALLGRIND_RUNNER={} {}",
         runner.display(),
@@ -254,8 +193,10 @@ fn measure(runner: &Path, env: Environment) -> Result<Figures, String> {
         .spawn()
         .map_err(|e| format!("cargo bench could not start: {e}"))?;
     let stdout = child.stdout.take().expect("stdout is piped");
-    let mut paths: Vec<String> = Vec::new();
-    let mut ir = BTreeMap::new();
+    let mut figures = Figures {
+        env,
+        ..Figures::default()
+    };
     let mut problems = Vec::new();
     for line in BufReader::new(stdout).lines() {
         let line = line.map_err(|e| format!("reading cargo bench's output: {e}"))?;
@@ -266,11 +207,7 @@ fn measure(runner: &Path, env: Environment) -> Result<Figures, String> {
         match parse_summary(&line) {
             Ok((id, count)) => {
                 println!("icount: {id:<28} {:>10.1} Ir/op", per_op(count));
-                let (path, _) = figures::split_id(&id).expect("built as path/id");
-                if !paths.iter().any(|p| p == path) {
-                    paths.push(path.to_owned());
-                }
-                ir.insert(id, count);
+                figures.insert(&id, count)?;
             }
             Err(e) => problems.push(e),
         }
@@ -287,22 +224,16 @@ fn measure(runner: &Path, env: Environment) -> Result<Figures, String> {
             problems.len()
         ));
     }
-    if ir.is_empty() {
+    if figures.ir.is_empty() {
         return Err("cargo bench reported no benchmark".into());
     }
-    let mut config = BTreeMap::new();
-    for id in ir.keys() {
+    for id in figures.ir.keys() {
         let file = config_dir.join(id.replacen('/', ".", 1));
         if let Ok(seen) = std::fs::read_to_string(&file) {
-            config.insert(id.clone(), seen.trim().to_owned());
+            figures.config.insert(id.clone(), seen.trim().to_owned());
         }
     }
-    Ok(Figures {
-        env,
-        paths,
-        ir,
-        config,
-    })
+    Ok(figures)
 }
 
 /// Runs `cargo xtask icount` with `opts`: `Ok(true)` if every check passed (and, with
@@ -324,13 +255,13 @@ pub fn run(opts: &Options, invoked_as: &str) -> Result<bool, String> {
         }
         let runner = ensure_runner()?;
         let figures = measure(&runner, Environment::detect())?;
-        write(&measured_path(), &figures.to_json())?;
+        cmd::write(&measured_path(), figures.to_json())?;
         figures
     };
+    let env_line = report::environment_line(&figures.env);
     println!(
-        "icount: {} benchmarks measured with {}",
-        figures.ir.len(),
-        report::environment_line(&figures.env)
+        "icount: {} benchmarks measured with {env_line}",
+        figures.ir.len()
     );
 
     let (rows, missing) = rules::rows(&figures);
@@ -339,25 +270,23 @@ pub fn run(opts: &Options, invoked_as: &str) -> Result<bool, String> {
     rules.push(rules::learning_rule(&figures));
     let rules_ok = rules.iter().all(|r| r.ok);
     let baseline_path = opts.baseline.clone().unwrap_or_else(|| root.join(BASELINE));
-    let date = cmd::first_line(Command::new("date").args(["-u", "+%F"]))
-        .unwrap_or_else(|| "(unknown date)".into());
-    let analysis = report::regression_analysis(&figures, &rows, &rules, &date, invoked_as);
+    let date = cmd::first_line("date -u +%F");
+    let doc = cmd::read(&root.join(DOC))?;
+    let blocks = report::regression_blocks(&figures, &rows, &rules, &date, invoked_as);
+    let analysis = report::regression_analysis(&doc, &blocks).map_err(|e| format!("{DOC}: {e}"))?;
 
-    let mut md = format!(
-        "# cargo xtask icount\n\n`{invoked_as}`, {date}, {}.\n\n",
-        report::environment_line(&figures.env)
-    );
+    let mut md = format!("# cargo xtask icount\n\n`{invoked_as}`, {date}, {env_line}.\n\n");
     let compared = if opts.bless {
         let mut blessed = figures.clone();
         blessed.config.clear();
-        write(&baseline_path, &blessed.to_json())?;
+        cmd::write(&baseline_path, blessed.to_json())?;
         println!(
             "icount: --bless: wrote {} ({} figures)",
             baseline_path.display(),
             blessed.ir.len()
         );
         if opts.baseline.is_none() {
-            write(&root.join(DOC), &analysis)?;
+            cmd::write(&root.join(DOC), &analysis)?;
             println!("icount: --bless: wrote {DOC}");
         }
         md += &format!("Blessed: wrote {}.\n\n", baseline_path.display());
@@ -367,8 +296,7 @@ pub fn run(opts: &Options, invoked_as: &str) -> Result<bool, String> {
             format!("{e}\n(to create or refresh the baseline: cargo xtask icount --bless)")
         })?;
         let comparison = Comparison::new(&figures, &baseline);
-        println!();
-        println!("icount: against the baseline {}", baseline_path.display());
+        println!("\nicount: against the baseline {}", baseline_path.display());
         if !comparison.enforced() {
             println!("icount: WARNING: this run's environment differs from the baseline's:");
             for (what, here, there) in &comparison.env_differences {
@@ -385,8 +313,7 @@ pub fn run(opts: &Options, invoked_as: &str) -> Result<bool, String> {
         println!();
         let table = comparison.table();
         print!("{table}");
-        println!();
-        println!("icount: {}", comparison.summary());
+        println!("\nicount: {}", comparison.summary());
         if comparison.enforced() && !comparison.failures().is_empty() {
             println!(
                 "icount: a figure above the baseline is a regression to fix; a new, gone or \
@@ -402,58 +329,43 @@ pub fn run(opts: &Options, invoked_as: &str) -> Result<bool, String> {
         comparison.ok()
     };
 
-    let regression = report::regression_table(&rows);
-    println!();
-    println!("icount: each compiled mode against its runtime twin (Ir/op):");
-    println!();
-    print!("{regression}");
+    // Each table on stdout and in report.md under one title.
+    let mut section = |title: &str, body: &str| {
+        print!("\nicount: {title}:\n\n{body}");
+        md += &format!("## {title}\n\n{body}\n");
+    };
+    section(
+        "Compiled modes against their runtime twins (Ir/op)",
+        &report::regression_table(&rows),
+    );
     let reference = report::reference_table(&figures);
     if !reference.is_empty() {
-        println!();
-        println!(
-            "icount: reference allocators (never compared with the baseline; rule vi reads them):"
-        );
-        println!();
-        print!("{reference}");
+        let title = "Reference allocators (never compared with the baseline; rule vi reads them)";
+        section(title, &reference);
     }
-    println!();
-    for rule in &rules {
-        println!("{rule}");
-    }
-    md += &format!("## Compiled modes against their runtime twins\n\n{regression}\n");
-    if !reference.is_empty() {
-        md += &format!("## Reference allocators\n\n{reference}\n");
-    }
-    md += "## Rules\n\n";
-    for rule in &rules {
-        md += &format!("- {rule}\n");
-    }
+    let rules_list: String = rules.iter().map(|rule| format!("- {rule}\n")).collect();
+    section("Rules", &rules_list);
 
     let mut ok = rules_ok && compared;
     if !rules_ok {
         println!("icount: a machine-independent rule FAILED (listed above)");
     }
     if !compared {
-        println!(
-            "icount: FAILED: a figure is more than {}% above the baseline",
-            compare::TOLERANCE_PCT
-        );
+        let pct = compare::TOLERANCE_PCT;
+        println!("icount: FAILED: a figure is more than {pct}% above the baseline");
     }
     if opts.self_test {
         // Before the reports are written: the tampered run writes its own.
-        let proved = self_test(&figures, &baseline_path)?;
-        ok &= proved;
+        ok &= self_test(&figures, &baseline_path)?;
     }
 
     let out = out_dir();
-    write(&out.join("report.md"), &md)?;
-    write(&out.join("regression-analysis.md"), &analysis)?;
-    println!(
-        "icount: wrote {} and {} ({} s)",
-        out.join("report.md").display(),
-        out.join("regression-analysis.md").display(),
-        cmd::seconds(start.elapsed())
-    );
+    let (report_md, analysis_md) = (out.join("report.md"), out.join("regression-analysis.md"));
+    cmd::write(&report_md, &md)?;
+    cmd::write(&analysis_md, &analysis)?;
+    let took = cmd::seconds(start.elapsed());
+    let (report_md, analysis_md) = (report_md.display(), analysis_md.display());
+    println!("icount: wrote {report_md} and {analysis_md} ({took} s)");
     Ok(ok)
 }
 
@@ -461,36 +373,25 @@ pub fn run(opts: &Options, invoked_as: &str) -> Result<bool, String> {
 /// `cargo xtask icount --no-run --baseline COPY` (this very program), which must exit with
 /// status 1 having flagged every checked figure. `Ok(true)` if it did.
 fn self_test(figures: &Figures, baseline_path: &Path) -> Result<bool, String> {
-    println!();
     let baseline = read_figures(baseline_path)?;
-    let (source, what) = if baseline.env == figures.env {
-        (
-            &baseline,
-            format!("the baseline {}", baseline_path.display()),
-        )
-    } else {
-        (
-            figures,
-            "this run's own figures (the baseline is from another environment, where the \
-             comparison is not enforced)"
-                .to_owned(),
-        )
+    // A baseline from another environment is not enforced: then this run's figures are lowered.
+    let same_env = baseline.env == figures.env;
+    let what = match same_env {
+        true => format!("the baseline {}", baseline_path.display()),
+        false => "this run's own figures (the baseline's environment differs)".to_owned(),
     };
+    let source = if same_env { &baseline } else { figures };
     let tampered = source.scaled(SELF_TEST_PERCENT);
     let expected = Comparison::new(figures, &tampered);
     let checked = expected.failures().len();
     let dir = std::env::temp_dir().join(format!("hakmem-icount-self-test-{}", std::process::id()));
     let copy = dir.join("icount.json");
-    write(&copy, &tampered.to_json())?;
+    cmd::write(&copy, tampered.to_json())?;
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
-    let args: Vec<OsString> = vec![
-        "icount".into(),
-        "--no-run".into(),
-        "--baseline".into(),
-        copy.clone().into(),
-    ];
+    let mut args: Vec<OsString> = ["icount", "--no-run", "--baseline"].map(Into::into).into();
+    args.push(copy.clone().into());
     println!(
-        "icount: --self-test: {what} lowered by {}% into {}; running `cargo xtask icount \
+        "\nicount: --self-test: {what} lowered by {}% into {}; running `cargo xtask icount \
          --no-run --baseline {}`, which must fail:",
         100 - SELF_TEST_PERCENT,
         copy.display(),
@@ -513,10 +414,7 @@ fn self_test(figures: &Figures, baseline_path: &Path) -> Result<bool, String> {
     );
     let proved = out.status.code() == Some(1) && checked > 0 && stdout.contains(&flagged);
     if proved {
-        println!(
-            "icount: --self-test: ok: it exited with status 1 and flagged all {checked} checked \
-             figures"
-        );
+        println!("icount: --self-test: ok: it exited with status 1 and flagged all {checked}");
     } else {
         println!(
             "icount: --self-test: FAILED: expected exit status 1 and `{flagged}`; got {} \
@@ -532,41 +430,8 @@ fn self_test(figures: &Figures, baseline_path: &Path) -> Result<bool, String> {
 mod tests {
     use super::*;
 
-    fn strs(args: &[&str]) -> Vec<String> {
-        args.iter().map(|s| s.to_string()).collect()
-    }
-
     #[test]
-    fn options() {
-        assert_eq!(parse(&[]), Ok(Some(Options::default())));
-        assert_eq!(
-            parse(&strs(&["--bless", "--no-run"])),
-            Ok(Some(Options {
-                bless: true,
-                no_run: true,
-                ..Options::default()
-            }))
-        );
-        assert_eq!(
-            parse(&strs(&["--self-test", "--baseline", "/tmp/b.json"])),
-            Ok(Some(Options {
-                self_test: true,
-                baseline: Some("/tmp/b.json".into()),
-                ..Options::default()
-            }))
-        );
-        assert_eq!(parse(&strs(&["--help"])), Ok(None));
-        assert!(parse(&strs(&["--baseline"])).is_err());
-        assert!(parse(&strs(&["--baseline", "--bless"])).is_err());
-        assert!(parse(&strs(&["--bless", "--self-test"])).is_err());
-        assert_eq!(
-            parse(&strs(&["--check"])),
-            Err("unknown option `--check` for `icount`".into())
-        );
-    }
-
-    #[test]
-    fn reads_iai_callgrinds_json_summary() {
+    fn summaries_runner_ops_and_the_committed_baseline() {
         // Abridged from a real line of `cargo bench --bench icount -- --output-format=json`.
         let first_run = r#"{"function_name":"tiny_pair","id":"minimal","module_path":"icount::tiny_pair::tiny_pair","profiles":[{"summaries":{"total":{"regressions":[],"summary":{"Callgrind":{"Dr":{"diffs":null,"metrics":{"Left":{"Int":40971}}},"Ir":{"diffs":null,"metrics":{"Left":{"Int":151580}}}}}}}}]}"#;
         assert_eq!(
@@ -587,27 +452,15 @@ mod tests {
             .contains("no callgrind `Ir`"));
         assert!(parse_summary("{}").unwrap_err().contains("function_name"));
         assert!(parse_summary("nope").is_err());
-    }
-
-    #[test]
-    fn per_op_figures_for_people() {
         assert_eq!(show_per_op(148 * OPS), "148.0");
         assert_eq!(show_per_op(835 * OPS + 102), "835.1");
         assert_eq!(show_per_op(131_467 * OPS), "131,467");
         assert_eq!(show_per_op(9_999 * OPS), "9999.0");
-    }
-
-    #[test]
-    fn recognises_the_installed_runner() {
         let toml = "[v1]\n\"iai-callgrind-runner 0.16.1 (registry+https://github.com/rust-lang/crates.io-index)\" = [\"iai-callgrind-runner\"]\n";
         assert!(records_runner(toml));
         assert!(!records_runner(&toml.replace("0.16.1", "0.16.0")));
         assert!(!records_runner(&toml.replace("0.16.1", "0.16.10")));
         assert!(!records_runner(""));
-    }
-
-    #[test]
-    fn ops_and_version_match_the_benches() {
         let root = cmd::workspace_root();
         let bench = std::fs::read_to_string(root.join("benches/benches/icount.rs")).unwrap();
         assert!(
@@ -620,10 +473,8 @@ mod tests {
             manifest.contains(&format!("iai-callgrind = \"={RUNNER_VERSION}\"")),
             "the runner must be the library's exact version"
         );
-    }
-
-    #[test]
-    fn the_committed_baseline_is_readable_and_complete() {
+        let doc = std::fs::read_to_string(root.join(DOC)).unwrap();
+        assert!(doc.contains(&format!("divided by the {OPS} operations")));
         let baseline = read_figures(&cmd::workspace_root().join(BASELINE)).unwrap();
         let (rows, missing) = rules::rows(&baseline);
         assert!(missing.is_empty(), "{missing:?}");

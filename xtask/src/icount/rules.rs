@@ -1,23 +1,8 @@
-//! The machine-independent rules: what must hold whatever the toolchain, CPU or glibc, because
-//! it compares figures of one run with each other (or with a budget far from any noise):
-//!
-//! - (i) on every path, each compiled mode costs no more than its runtime twin;
-//! - (ii) MINIMAL costs strictly less (the twin's flag checks are visible);
-//! - (iii) no compiled benchmark ever read the runtime configuration (`HAKMEM_MODE`);
-//! - (iv) every runtime benchmark read it and got its mode;
-//! - (v) BALANCED and FAST spend at most [`BUDGET_IR`] instructions on a 2 MiB pair (a BigCache
-//!   hit on each side; `mmap` + `munmap` cost more);
-//! - (vi) the small-object pool's acceptance (issue 9, [`pool_rule`]): on the 32-byte pair FAST
-//!   spends at most [`POOL_BUDGET_IR`] instructions and no more than jemalloc, BALANCED no more
-//!   than mimalloc — against the reference rows measured in the same run;
-//! - (vii) learning's acceptance (issue 4, [`learning_rule`]): on the 32-byte pair learning adds
-//!   at most [`LEARNING_BUDGET_IR`] instructions to LEARNING, against [`LEARNING_TWIN`] (LEARNING
-//!   with learning off) in the same run.
-//!
-//! Comparisons are exact, on the counts of [`OPS`](super::OPS) operations — except rule (i) for
-//! a learning mode on a path its learner routes ([`CONTESTED_PATHS`]): which strategies serve
-//! there depends on the costs the learner measured, times included, so the count moves a little
-//! between runs, and the compiled mode may exceed its twin by [`CONTESTED_TOLERANCE_PCT`]%.
+//! The machine-independent rules (i)–(vii) of docs/zero-overhead.md: each compares figures of
+//! one run with each other or with a budget far from any noise, so it holds whatever the
+//! toolchain, CPU or glibc. Comparisons are exact, on the counts of [`OPS`](super::OPS)
+//! operations, but for a learning mode on a path its learner routes ([`CONTESTED_PATHS`]),
+//! whose count moves with the times the learner measured ([`CONTESTED_TOLERANCE_PCT`]).
 
 use std::fmt;
 
@@ -34,7 +19,7 @@ pub const BUDGET_MODES: [&str; 2] = ["balanced", "fast"];
 
 /// Rule (vi): the path it is about (`alloc` + `dealloc` of 32 B).
 pub const POOL_PATH: &str = "tiny_pair";
-/// Rule (vi): the most instructions FAST's 32-byte pair may cost per operation (issue 9).
+/// Rule (vi): the most instructions FAST's 32-byte pair may cost per operation.
 pub const POOL_BUDGET_IR: u64 = 60;
 /// Rule (vi): each pool mode and the reference allocator it may cost no more than.
 pub const POOL_PEERS: [(&str, &str); 2] = [("fast", "jemalloc"), ("balanced", "mimalloc")];
@@ -43,7 +28,7 @@ pub const POOL_PEERS: [(&str, &str); 2] = [("fast", "jemalloc"), ("balanced", "m
 pub const LEARNING_TWIN: &str = "learning_off";
 /// Rule (vii): the path it is about.
 pub const LEARNING_PATH: &str = "tiny_pair";
-/// Rule (vii): the most instructions learning may add to LEARNING's 32-byte pair (issue 4).
+/// Rule (vii): the most instructions learning may add to LEARNING's 32-byte pair.
 pub const LEARNING_BUDGET_IR: u64 = 15;
 /// The modes that learn the threshold.
 pub const LEARNING_MODES: [&str; 2] = ["learning", "research"];
@@ -63,8 +48,7 @@ pub fn contested(path: &str, contender: &str) -> bool {
 /// The paths where RESEARCH's poisoning fills system blocks of 1 KiB with glibc's `memset`,
 /// whose loop count depends on the block's address modulo 32: the same code measured from
 /// another checkout path (whose length shifts what the harness puts on the heap first) moves
-/// by ~3% there (research `small_pair` 528.1 / 542.1, `small_fill` 259.3 / 266.3 Ir/op, from
-/// /work/main and from /work/ci-clone).
+/// by ~3% there.
 pub const POISONED_PATHS: [&str; 2] = ["small_pair", "small_fill"];
 /// The baseline's allowance, in percent, for RESEARCH and its twin on a poisoned path.
 pub const POISONED_TOLERANCE_PCT: u64 = 5;
@@ -203,8 +187,7 @@ pub fn rules(rows: &[Row], missing: &[String]) -> Vec<Rule> {
 
     // (ii)
     let minimal: Vec<&Row> = rows.iter().filter(|r| r.mode == "minimal").collect();
-    let figures: Vec<String> = minimal
-        .iter()
+    let figures: Vec<String> = (minimal.iter())
         .map(|r| {
             let (c, rt) = both(r);
             let op = if r.compiled.ir < r.runtime.ir {
@@ -215,81 +198,64 @@ pub fn rules(rows: &[Row], missing: &[String]) -> Vec<Rule> {
             format!("{} {c:.1} {op} {rt:.1}", r.path)
         })
         .collect();
+    let figures = match figures.is_empty() {
+        true => "no minimal rows measured".to_owned(),
+        false => figures.join(", "),
+    };
     let second = Rule {
-        text: format!(
-            "(ii) minimal: compiled Ir/op < runtime Ir/op on every path: {}",
-            if figures.is_empty() {
-                "no minimal rows measured".to_owned()
-            } else {
-                figures.join(", ")
-            }
-        ),
+        text: format!("(ii) minimal: compiled Ir/op < runtime Ir/op on every path: {figures}"),
         ok: !minimal.is_empty() && minimal.iter().all(|r| r.compiled.ir < r.runtime.ir),
     };
 
-    // (iii) and (iv)
-    let records = |expect: &dyn Fn(&Row) -> String,
-                   probe: fn(&Row) -> &Probe,
-                   id: &dyn Fn(&Row) -> String| {
-        rows.iter()
-            .filter(|r| probe(r).config != expect(r))
-            .map(|r| {
-                let seen = match probe(r).config.as_str() {
+    // (iii) and (iv): what each benchmark's teardown recorded.
+    let [third, fourth] = [
+        (
+            "(iii) every compiled benchmark left the runtime configuration untouched",
+            false,
+        ),
+        (
+            "(iv) every runtime benchmark read HAKMEM_MODE and got its mode",
+            true,
+        ),
+    ]
+    .map(|(what, runtime)| {
+        let bad: Vec<String> = (rows.iter())
+            .filter_map(|r| {
+                let (probe, expected, id) = match runtime {
+                    false => (&r.compiled, UNTOUCHED.to_owned(), r.mode.to_owned()),
+                    true => (&r.runtime, format!("read:{}", r.mode), twin(r.mode)),
+                };
+                let seen = match probe.config.as_str() {
+                    s if s == expected => return None,
                     "" => "no record".to_owned(),
                     s => format!("`{s}`"),
                 };
-                format!("{}/{} {seen}", r.path, id(r))
+                Some(format!("{}/{id} {seen}", r.path))
             })
-            .collect::<Vec<_>>()
-    };
-    let bad = records(&|_| UNTOUCHED.to_owned(), |r| &r.compiled, &|r| {
-        r.mode.to_owned()
+            .collect();
+        Rule {
+            text: verdict_text(what, rows.len(), &bad, nothing),
+            ok: bad.is_empty() && !rows.is_empty(),
+        }
     });
-    let third = Rule {
-        text: verdict_text(
-            "(iii) every compiled benchmark left the runtime configuration untouched",
-            rows.len(),
-            &bad,
-            nothing,
-        ),
-        ok: bad.is_empty() && !rows.is_empty(),
-    };
-    let bad = records(&|r| format!("read:{}", r.mode), |r| &r.runtime, &|r| {
-        twin(r.mode)
-    });
-    let fourth = Rule {
-        text: verdict_text(
-            "(iv) every runtime benchmark read HAKMEM_MODE and got its mode",
-            rows.len(),
-            &bad,
-            nothing,
-        ),
-        ok: bad.is_empty() && !rows.is_empty(),
-    };
 
     // (v)
     let budget = u128::from(BUDGET_IR) * u128::from(OPS);
     let mut figures = Vec::new();
     let mut fifth_ok = true;
     for mode in BUDGET_MODES {
-        match rows
+        let row = rows
             .iter()
-            .find(|r| r.path == BUDGET_PATH && r.mode == mode)
-        {
-            Some(r) => {
-                let within = u128::from(r.compiled.ir) <= budget;
-                fifth_ok &= within;
-                let op = if within { "≤" } else { ">" };
-                figures.push(format!(
-                    "{mode} {:.1} {op} {BUDGET_IR}",
-                    per_op(r.compiled.ir)
-                ));
-            }
-            None => {
-                fifth_ok = false;
-                figures.push(format!("{mode} not measured"));
-            }
-        }
+            .find(|r| r.path == BUDGET_PATH && r.mode == mode);
+        let Some(r) = row else {
+            fifth_ok = false;
+            figures.push(format!("{mode} not measured"));
+            continue;
+        };
+        let within = u128::from(r.compiled.ir) <= budget;
+        fifth_ok &= within;
+        let (ir, op) = (per_op(r.compiled.ir), if within { "≤" } else { ">" });
+        figures.push(format!("{mode} {ir:.1} {op} {BUDGET_IR}"));
     }
     let fifth = Rule {
         text: format!(
@@ -302,7 +268,7 @@ pub fn rules(rows: &[Row], missing: &[String]) -> Vec<Rule> {
     vec![first, second, third, fourth, fifth]
 }
 
-/// Rule (vi), the pool's acceptance (issue 9): on [`POOL_PATH`], compiled FAST costs at most
+/// Rule (vi), the pool's acceptance: on [`POOL_PATH`], compiled FAST costs at most
 /// [`POOL_BUDGET_IR`] Ir/op and no more than jemalloc, compiled BALANCED no more than mimalloc
 /// ([`POOL_PEERS`]). The peers' counts are the reference rows of the same run (`figures`); a
 /// missing figure fails the rule.
@@ -330,15 +296,11 @@ pub fn pool_rule(figures: &Figures) -> Rule {
             }
         }
     };
-    check(
-        "fast",
-        Ok((POOL_BUDGET_IR * OPS, POOL_BUDGET_IR.to_string())),
-    );
+    let budget = (POOL_BUDGET_IR * OPS, POOL_BUDGET_IR.to_string());
+    check("fast", Ok(budget));
     for (mode, peer) in POOL_PEERS {
-        let bound = get(peer)
-            .map(|p| (p, format!("{peer} {:.1}", per_op(p))))
-            .ok_or(peer);
-        check(mode, bound);
+        let bound = get(peer).map(|p| (p, format!("{peer} {:.1}", per_op(p))));
+        check(mode, bound.ok_or(peer));
     }
     Rule {
         text: format!(
@@ -350,7 +312,7 @@ pub fn pool_rule(figures: &Figures) -> Rule {
     }
 }
 
-/// Rule (vii), learning's acceptance (issue 4): on [`LEARNING_PATH`], compiled LEARNING costs
+/// Rule (vii), learning's acceptance: on [`LEARNING_PATH`], compiled LEARNING costs
 /// at most [`LEARNING_BUDGET_IR`] Ir/op more than [`LEARNING_TWIN`] — the same policy with
 /// learning off — in the same run; BALANCED's count is shown beside it. A missing figure fails.
 pub fn learning_rule(figures: &Figures) -> Rule {
@@ -370,17 +332,14 @@ pub fn learning_rule(figures: &Figures) -> Rule {
         };
     };
     let ok = u128::from(learning) <= u128::from(off) + u128::from(LEARNING_BUDGET_IR * OPS);
-    let added = per_op(learning) - per_op(off);
-    let balanced = get("balanced")
-        .map(|b| format!("; balanced {:.1}", per_op(b)))
-        .unwrap_or_default();
+    let (learning, off) = (per_op(learning), per_op(off));
+    let balanced = get("balanced").map(|b| format!("; balanced {:.1}", per_op(b)));
+    let (balanced, op) = (balanced.unwrap_or_default(), if ok { "≤" } else { ">" });
     Rule {
         text: format!(
-            "{what}: learning {:.1} − {LEARNING_TWIN} {:.1} = {added:+.1} {} \
+            "{what}: learning {learning:.1} − {LEARNING_TWIN} {off:.1} = {:+.1} {op} \
              {LEARNING_BUDGET_IR}{balanced}",
-            per_op(learning),
-            per_op(off),
-            if ok { "≤" } else { ">" },
+            learning - off
         ),
         ok,
     }
@@ -426,12 +385,18 @@ mod tests {
         ]
     }
 
-    fn verdicts(rows: &[Row]) -> Vec<bool> {
-        rules(rows, &[]).iter().map(|r| r.ok).collect()
+    /// Asserts that of the five rules over `rows` only rule `failing` fails (`None`: none), its
+    /// text containing `fragment`.
+    fn only_fails(rows: &[Row], failing: Option<usize>, fragment: &str) {
+        let rules = rules(rows, &[]);
+        let failed: Vec<usize> = (0..5).filter(|&i| !rules[i].ok).collect();
+        assert_eq!(failed, Vec::from_iter(failing), "{rules:#?}");
+        let text = &rules[failing.unwrap_or(0)].text;
+        assert!(text.contains(fragment), "{text}");
     }
 
     #[test]
-    fn all_rules_hold_on_good_figures() {
+    fn all_rules_hold_on_good_figures_and_each_fails_on_its_own() {
         let rules = rules(&good_rows(), &[]);
         assert!(rules.iter().all(|r| r.ok), "{rules:#?}");
         assert_eq!(
@@ -455,118 +420,87 @@ mod tests {
             "rule: (v) BALANCED and FAST vm_pair (2 MiB) ≤ 100 Ir/op (compiled): \
              balanced 100.0 ≤ 100, fast 94.0 ≤ 100 — ok"
         );
-    }
-
-    #[test]
-    fn caching_modes_must_keep_the_2_mib_pair_within_budget() {
-        // Before BigCache: every 2 MiB pair is mmap + munmap.
+        let nothing = super::rules(&[], &[]);
+        assert!(
+            nothing.iter().all(|r| !r.ok),
+            "nothing measured fails every rule"
+        );
+        // (v): the 2 MiB pair over budget (every pair an mmap + munmap), by one instruction in
+        // 1024 operations (comparisons are exact); a missing vm_pair row fails; MINIMAL and the
+        // runtime twins are not bound by it.
         let mut rows = good_rows();
         rows[4] = row("vm_pair", "balanced", 143, 173);
-        assert_eq!(verdicts(&rows), [true, true, true, true, false]);
-        assert!(rules(&rows, &[])[4]
-            .to_string()
-            .ends_with("balanced 143.0 > 100, fast 94.0 ≤ 100 — FAILED"));
-        // One instruction over in 1024 operations is enough: the comparison is exact.
+        only_fails(&rows, Some(4), "balanced 143.0 > 100, fast 94.0 ≤ 100");
         let mut rows = good_rows();
         rows[4].compiled.ir = BUDGET_IR * OPS + 1;
         rows[4].runtime.ir = rows[4].compiled.ir + 1;
-        assert_eq!(verdicts(&rows), [true, true, true, true, false]);
-        // Only the vm_pair rows count; a missing one fails.
+        only_fails(&rows, Some(4), "balanced 100.0 > 100");
         let mut rows = good_rows();
         rows.push(row("tiny_pair", "fast", 148, 178));
         rows.remove(3);
-        assert_eq!(verdicts(&rows), [true, true, true, true, false]);
-        assert!(rules(&rows, &[])[4].text.ends_with("fast not measured"));
-        // MINIMAL and the runtime twins are not bound by it.
+        only_fails(&rows, Some(4), "fast not measured");
         let mut rows = good_rows();
         rows[2] = row("vm_pair", "minimal", 300, 500);
         rows[3].runtime = probe(500, "read:fast");
-        assert!(rules(&rows, &[])[4].ok);
-    }
-
-    #[test]
-    fn a_compiled_mode_dearer_than_its_twin_fails_rule_one() {
+        only_fails(&rows, None, "");
+        // (i): a compiled mode dearer than its twin, by one instruction too.
         let mut rows = good_rows();
         rows[1] = row("tiny_pair", "research", 207, 206);
-        assert_eq!(verdicts(&rows), [false, true, true, true, true]);
-        let text = rules(&rows, &[])[0].to_string();
-        assert!(
-            text.contains("4/5 hold; violated by tiny_pair research: 207.0 > 206.0 — FAILED"),
-            "{text}"
-        );
-        // One instruction in 1024 operations is enough: comparisons are exact.
+        let violated = "4/5 hold; violated by tiny_pair research: 207.0 > 206.0";
+        only_fails(&rows, Some(0), violated);
         rows[1].compiled.ir = rows[1].runtime.ir + 1;
-        assert_eq!(verdicts(&rows), [false, true, true, true, true]);
-    }
-
-    #[test]
-    fn a_path_without_all_policies_fails_rule_one() {
+        only_fails(&rows, Some(0), "violated by tiny_pair research");
+        // (ii): MINIMAL not strictly cheaper, or not measured.
+        let mut rows = good_rows();
+        rows[2] = row("vm_pair", "minimal", 241, 241);
+        only_fails(&rows, Some(1), "vm_pair 241.0 ≮ 241.0");
+        let mut rows = good_rows();
+        rows.retain(|r| r.mode != "minimal");
+        only_fails(&rows, Some(1), "no minimal rows measured");
+        // (iii) and (iv): the configuration records of every benchmark.
+        let mut rows = good_rows();
+        rows[0].compiled.config = "read:balanced".into();
+        let not = "4/5 benchmarks; not: tiny_pair/minimal `read:balanced`";
+        only_fails(&rows, Some(2), not);
+        for (i, config) in [(1, "read:balanced"), (3, UNTOUCHED), (3, "")] {
+            let mut rows = good_rows();
+            rows[i].runtime.config = config.into();
+            let seen = if config.is_empty() {
+                "no record"
+            } else {
+                config
+            };
+            only_fails(&rows, Some(3), seen);
+        }
         let missing = ["json_pair/runtime_fast".to_owned()];
-        let rules = rules(&good_rows(), &missing);
+        let rules = super::rules(&good_rows(), &missing);
         assert!(!rules[0].ok);
         assert!(rules[0]
             .text
             .ends_with("; not measured: json_pair/runtime_fast"));
         assert!(rules[1..].iter().all(|r| r.ok));
-    }
-
-    #[test]
-    fn minimal_must_be_strictly_cheaper() {
-        let mut rows = good_rows();
-        rows[2] = row("vm_pair", "minimal", 241, 241);
-        assert_eq!(verdicts(&rows), [true, false, true, true, true]);
-        assert!(rules(&rows, &[])[1].text.contains("vm_pair 241.0 ≮ 241.0"));
-        let no_minimal: Vec<Row> = good_rows()
-            .into_iter()
-            .filter(|r| r.mode != "minimal")
-            .collect();
-        assert_eq!(verdicts(&no_minimal), [true, false, true, true, true]);
-    }
-
-    #[test]
-    fn config_records_are_checked_on_every_benchmark() {
-        let mut rows = good_rows();
-        rows[0].compiled.config = "read:balanced".into();
-        assert_eq!(verdicts(&rows), [true, true, false, true, true]);
-        assert!(rules(&rows, &[])[2]
-            .text
-            .ends_with("4/5 benchmarks; not: tiny_pair/minimal `read:balanced`"));
-
-        let mut rows = good_rows();
-        rows[1].runtime.config = "read:balanced".into();
-        assert_eq!(verdicts(&rows), [true, true, true, false, true]);
-        let mut rows = good_rows();
-        rows[3].runtime.config = UNTOUCHED.into();
-        assert_eq!(verdicts(&rows), [true, true, true, false, true]);
-        let mut rows = good_rows();
-        rows[3].runtime.config = String::new();
-        assert!(rules(&rows, &[])[3]
-            .text
-            .ends_with("not: vm_pair/runtime_fast no record"));
-    }
-
-    #[test]
-    fn learning_modes_on_a_contested_path_have_an_allowance() {
-        let mut rows = good_rows();
         // 4% over the twin on vm_pair: allowed; 6%: not; a path the learner does not route,
         // and a mode that does not learn, stay exact.
+        let mut rows = good_rows();
         rows.push(row("vm_pair", "learning", 728, 700));
-        assert!(verdicts(&rows)[0], "{}", rules(&rows, &[])[0]);
+        only_fails(&rows, None, "");
         rows.push(row("vm_pair", "research", 742, 700));
-        assert!(!verdicts(&rows)[0]);
-        assert!(rules(&rows, &[])[0]
-            .text
-            .contains("violated by vm_pair research: 742.0 > 700.0"));
-        let mut rows = good_rows();
-        rows.push(row("tiny_pair", "learning", 156, 155));
-        assert!(!verdicts(&rows)[0]);
-        let mut rows = good_rows();
-        rows.push(row("vm_pair", "balanced", 101, 100));
-        assert!(!verdicts(&rows)[0]);
+        only_fails(
+            &rows,
+            Some(0),
+            "violated by vm_pair research: 742.0 > 700.0",
+        );
+        for extra in [
+            row("tiny_pair", "learning", 156, 155),
+            row("vm_pair", "balanced", 101, 100),
+        ] {
+            let mut rows = good_rows();
+            rows.push(extra);
+            only_fails(&rows, Some(0), "violated by");
+        }
         assert!(contested("vm_pair", "runtime_research") && !contested("vm_pair", "fast"));
         assert!(!contested("tiny_pair", "learning"));
     }
-
     /// Figures with the tiny pair of LEARNING, its twin with learning off, and BALANCED.
     fn learning_figures(learning: u64, off: u64) -> Figures {
         let mut f = pool_figures(45, 46, 68, 75);
@@ -596,39 +530,24 @@ mod tests {
         );
     }
 
-    #[test]
-    fn nothing_measured_fails_every_rule() {
-        assert_eq!(verdicts(&[]), [false; 5]);
-    }
-
     /// Figures with the tiny pair of FAST, BALANCED and the two peers rule (vi) reads.
     fn pool_figures(fast: u64, balanced: u64, jemalloc: u64, mimalloc: u64) -> Figures {
-        use super::super::figures::Environment;
-        let mut ir = std::collections::BTreeMap::new();
-        for (who, per_op) in [
+        let who = [
             ("fast", fast),
             ("balanced", balanced),
             ("jemalloc", jemalloc),
-            ("mimalloc", mimalloc),
-            ("glibc", 140),
-        ] {
-            ir.insert(format!("{POOL_PATH}/{who}"), per_op * OPS);
-        }
-        Figures {
-            env: Environment {
-                rustc: String::new(),
-                cpu: String::new(),
-                glibc: String::new(),
-                valgrind: String::new(),
-            },
-            paths: vec![POOL_PATH.into()],
-            ir,
-            config: Default::default(),
-        }
+        ];
+        let who = who
+            .into_iter()
+            .chain([("mimalloc", mimalloc), ("glibc", 140)]);
+        Figures::of(
+            &who.map(|(w, n)| (format!("{POOL_PATH}/{w}"), n))
+                .collect::<Vec<_>>(),
+        )
     }
 
     #[test]
-    fn the_pool_rule_holds_on_good_figures() {
+    fn the_pool_rule_holds_on_good_figures_and_fails_over_budget_over_a_peer_or_unmeasured() {
         let rule = pool_rule(&pool_figures(45, 46, 68, 75));
         assert!(rule.ok, "{rule}");
         assert_eq!(
@@ -639,58 +558,37 @@ mod tests {
         );
         // The bounds are inclusive.
         assert!(pool_rule(&pool_figures(60, 75, 60, 75)).ok);
-    }
-
-    #[test]
-    fn the_pool_rule_fails_over_budget_over_a_peer_or_unmeasured() {
-        // Over the budget, though under jemalloc.
-        let rule = pool_rule(&pool_figures(61, 46, 68, 75));
-        assert!(!rule.ok);
-        assert!(
-            rule.text
-                .contains("fast 61.0 > 60, fast 61.0 ≤ jemalloc 68.0"),
-            "{rule}"
-        );
-        // Within the budget, over jemalloc.
-        let rule = pool_rule(&pool_figures(55, 46, 54, 75));
-        assert!(!rule.ok);
-        assert!(
-            rule.text
-                .contains("fast 55.0 ≤ 60, fast 55.0 > jemalloc 54.0"),
-            "{rule}"
-        );
-        // BALANCED over mimalloc: the system path's 148 (before the pool).
-        let rule = pool_rule(&pool_figures(45, 148, 68, 75));
-        assert!(!rule.ok);
-        assert!(
-            rule.text.ends_with("balanced 148.0 > mimalloc 75.0"),
-            "{rule}"
-        );
+        // fast balanced jemalloc mimalloc | what the rule says.
+        const CASES: &str = "
+            61 46 68 75 | fast 61.0 > 60, fast 61.0 ≤ jemalloc 68.0
+            55 46 54 75 | fast 55.0 ≤ 60, fast 55.0 > jemalloc 54.0
+            45 148 68 75 | balanced 148.0 > mimalloc 75.0";
+        for case in CASES.trim().lines() {
+            let (figures, want) = case.split_once(" | ").unwrap();
+            let n: Vec<u64> = figures
+                .split_whitespace()
+                .map(|n| n.parse().unwrap())
+                .collect();
+            let rule = pool_rule(&pool_figures(n[0], n[1], n[2], n[3]));
+            assert!(!rule.ok && rule.text.contains(want), "{rule}");
+        }
         // One instruction over in 1024 operations is enough: the comparison is exact.
         let mut f = pool_figures(45, 46, 68, 75);
         f.ir.insert(format!("{POOL_PATH}/balanced"), 75 * OPS + 1);
         assert!(!pool_rule(&f).ok);
         // A missing mode or peer fails.
-        let mut f = pool_figures(45, 46, 68, 75);
-        f.ir.remove(&format!("{POOL_PATH}/jemalloc"));
-        let rule = pool_rule(&f);
-        assert!(
-            !rule.ok && rule.text.contains("jemalloc not measured"),
-            "{rule}"
-        );
-        let mut f = pool_figures(45, 46, 68, 75);
-        f.ir.remove(&format!("{POOL_PATH}/fast"));
-        let rule = pool_rule(&f);
-        assert!(
-            !rule.ok && rule.text.contains("fast not measured"),
-            "{rule}"
-        );
+        for who in ["jemalloc", "fast"] {
+            let mut f = pool_figures(45, 46, 68, 75);
+            f.ir.remove(&format!("{POOL_PATH}/{who}"));
+            let rule = pool_rule(&f);
+            let want = format!("{who} not measured");
+            assert!(!rule.ok && rule.text.contains(&want), "{rule}");
+        }
         // Figures of another path do not count.
         let mut f = pool_figures(45, 46, 68, 75);
-        f.ir =
-            f.ir.into_iter()
-                .map(|(k, v)| (k.replace(POOL_PATH, "small_pair"), v))
-                .collect();
+        f.ir = (f.ir.into_iter())
+            .map(|(k, v)| (k.replace(POOL_PATH, "small_pair"), v))
+            .collect();
         assert!(!pool_rule(&f).ok);
     }
 
@@ -698,12 +596,7 @@ mod tests {
     fn rows_pair_each_mode_with_its_twin() {
         use super::super::figures::Environment;
         let mut figures = Figures {
-            env: Environment {
-                rustc: String::new(),
-                cpu: String::new(),
-                glibc: String::new(),
-                valgrind: String::new(),
-            },
+            env: Environment::default(),
             paths: vec!["tiny_pair".into()],
             ir: Default::default(),
             config: Default::default(),

@@ -4,8 +4,7 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::{bin_path, Binary};
 use crate::cmd;
@@ -47,19 +46,9 @@ pub fn build(bin: &Binary, n: usize, total: usize, bin_dir: &Path) -> Result<Dur
     let feature = bin.feature.unwrap_or("no feature: glibc");
     print!("build [{n}/{total}] bench-{} ({feature}) … ", bin.name);
     let _ = std::io::stdout().flush();
-    let args = cargo_args(bin);
-    let start = Instant::now();
-    cmd::run_inherited(&mut cmd::cargo(&args, None), "cargo build")
-        .map_err(|e| format!("{e} ({})", cmd::show_cargo(&args, None)))?;
-    let took = start.elapsed();
-    let built = cmd::target_dir()
-        .join("release")
-        .join(format!("bench{}", std::env::consts::EXE_SUFFIX));
-    std::fs::create_dir_all(bin_dir)
-        .map_err(|e| format!("cannot create {}: {e}", bin_dir.display()))?;
-    let dest = bin_path(bin_dir, bin.name);
-    std::fs::copy(&built, &dest)
-        .map_err(|e| format!("cannot copy {} to {}: {e}", built.display(), dest.display()))?;
+    let built = cmd::target_dir().join("release");
+    let built = built.join(format!("bench{}", std::env::consts::EXE_SUFFIX));
+    let took = cmd::build_and_copy(&cargo_args(bin), &built, &bin_path(bin_dir, bin.name))?;
     println!("{} s", cmd::seconds(took));
     Ok(took)
 }
@@ -79,22 +68,31 @@ pub struct Machine {
 }
 
 impl Machine {
+    /// The report's first lines: `- date: …`, `- machine: …` and `- command: …`.
+    pub fn markdown(&self, command: &str) -> String {
+        let m = self;
+        format!(
+            "- date: {}\n- machine: {}, {} cores; {}; glibc: {}\n- command: `{command}`\n",
+            m.date, m.cpu, m.cores, m.rustc, m.glibc
+        )
+    }
+
     /// Asks the system; what cannot be found reads `unknown`.
     pub fn describe() -> Machine {
-        let unknown = || "unknown".to_owned();
         Machine {
-            date: cmd::first_line(Command::new("date").args(["-u", "+%FT%TZ"]))
-                .unwrap_or_else(unknown),
-            cpu: std::fs::read_to_string("/proc/cpuinfo")
-                .ok()
-                .and_then(|s| cpu_model(&s))
-                .unwrap_or_else(unknown),
+            date: cmd::first_line("date -u +%FT%TZ"),
+            cpu: cpu(),
             cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
-            rustc: cmd::first_line(&mut cmd::command("rustc", &["-V"], None))
-                .unwrap_or_else(unknown),
-            glibc: cmd::first_line(Command::new("ldd").arg("--version")).unwrap_or_else(unknown),
+            rustc: cmd::first_line("rustc -V"),
+            glibc: cmd::first_line("ldd --version"),
         }
     }
+}
+
+/// This machine's CPU model, or `unknown`.
+pub fn cpu() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    cpu_model(&cpuinfo).unwrap_or_else(|| "unknown".into())
 }
 
 /// The first `model name` (x86) or `Model`/`CPU part` line's value of a /proc/cpuinfo text.
@@ -113,16 +111,12 @@ mod tests {
     use crate::matrix::binary;
 
     #[test]
-    fn glibc_is_built_without_features() {
+    fn glibc_is_built_without_features_and_the_cpu_model_is_read() {
         let args = cargo_args(binary("glibc").unwrap());
         assert!(args.ends_with(&["--bin", "bench", "--no-default-features"]));
         let args = cargo_args(binary("fast").unwrap());
         assert!(args.ends_with(&["--no-default-features", "--features", "hakmem-fast"]));
         assert!(args.contains(&"--release"));
-    }
-
-    #[test]
-    fn reads_the_cpu_model() {
         let text = "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel\t\t: 1\n\
                     model name\t: AMD EPYC 7B13\nprocessor\t: 1\nmodel name\t: AMD EPYC 7B13\n";
         assert_eq!(cpu_model(text).as_deref(), Some("AMD EPYC 7B13"));

@@ -1,18 +1,11 @@
-//! `cargo xtask bench-compare A B`: do two runs of the matrix agree?
-//!
-//! For every cell (scenario × contender) both runs measured, two questions:
-//!
-//! - **absolute**: do the medians (ns/op, `results.csv`) agree within the spread the reports
-//!   themselves show — run B's median inside run A's min–max, or A's inside B's?
-//! - **paired with mimalloc**: the same for the cell's time relative to mimalloc, where each run
-//!   is divided by mimalloc's run of the same scenario in the same repetition (`samples.csv`).
-//!   The two ran seconds apart, so the host's drift — up to ~1.8× over minutes on these VMs —
-//!   cancels; this is the figure the report's ratios stand on.
-//!
-//! A difference between contenders smaller than the spread is no difference, and a cell whose
-//! figure moves by more than its spread between two runs is a cell to distrust.
+//! `cargo xtask bench-compare A B`: do two runs of the matrix agree? For every cell both
+//! measured: is one run's median inside the other's min–max, in ns/op (`results.csv`) and
+//! relative to mimalloc's run of the same scenario and repetition (`samples.csv`), which cancels
+//! the host's drift (docs/benchmarks.md).
 
 use std::path::Path;
+
+use super::report::md_table;
 
 /// One row of results.csv: the figures this comparison needs.
 #[derive(Debug, Clone, PartialEq)]
@@ -156,49 +149,47 @@ pub fn pair(a: &[Row], b: &[Row]) -> Vec<Pair> {
 
 /// The report of one comparison: a summary line, then the cells that disagree.
 pub fn report(what: &str, unit: &str, pairs: &[Pair]) -> String {
-    let agree = pairs.iter().filter(|p| p.agrees()).count();
-    let mut out = format!(
-        "{what}: {agree} of {} cells agree (one run's median within the other's min–max).\n",
+    let bad: Vec<&Pair> = pairs.iter().filter(|p| !p.agrees()).collect();
+    let out = format!(
+        "{what}: {} of {} cells agree (one run's median within the other's min–max).\n",
+        pairs.len() - bad.len(),
         pairs.len()
     );
-    let bad: Vec<&Pair> = pairs.iter().filter(|p| !p.agrees()).collect();
-    if !bad.is_empty() {
-        out.push_str(&format!(
-            "\n| scenario | allocator | A median (min–max), {unit} | B median (min–max), {unit} | B vs A |\n"
-        ));
-        out.push_str("|---|---|--:|--:|--:|\n");
-        for p in bad {
-            let n = |x: f64| {
-                if x >= 100.0 {
-                    format!("{x:.0}")
-                } else {
-                    format!("{x:.3}")
-                }
-            };
-            out.push_str(&format!(
-                "| {} | {} | {} ({}–{}) | {} ({}–{}) | {:+.1}% |\n",
-                p.a.scenario,
-                p.a.allocator,
-                n(p.a.median),
-                n(p.a.min),
-                n(p.a.max),
-                n(p.b.median),
-                n(p.b.min),
-                n(p.b.max),
-                p.change_pct()
-            ));
-        }
+    if bad.is_empty() {
+        return out;
     }
-    out
+    let n = |x: f64| match x >= 100.0 {
+        true => format!("{x:.0}"),
+        false => format!("{x:.3}"),
+    };
+    let cell = |r: &Row| format!("{} ({}–{})", n(r.median), n(r.min), n(r.max));
+    let header = [
+        "scenario",
+        "allocator",
+        "A median (min–max)",
+        "B median (min–max)",
+        "B vs A",
+    ]
+    .map(|h| h.replace("(min–max)", &format!("(min–max), {unit}")));
+    let rows: Vec<Vec<String>> = (bad.iter())
+        .map(|p| {
+            let change = format!("{:+.1}%", p.change_pct());
+            vec![
+                p.a.scenario.clone(),
+                p.a.allocator.clone(),
+                cell(&p.a),
+                cell(&p.b),
+                change,
+            ]
+        })
+        .collect();
+    out + "\n" + &md_table(&header, &[false, false, true, true, true], &rows)
 }
 
 /// Compares the runs in two output directories; prints both reports. `Err` if a file is
 /// unreadable or the runs share no cell.
 pub fn run(a: &Path, b: &Path) -> Result<(), String> {
-    let read = |dir: &Path, name: &str| {
-        let path = dir.join(name);
-        std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))
-    };
+    let read = |dir: &Path, name: &str| crate::cmd::read(&dir.join(name));
     let absolute = pair(
         &parse_csv(&read(a, "results.csv")?)?,
         &parse_csv(&read(b, "results.csv")?)?,
@@ -243,16 +234,9 @@ mod tests {
             tiny,fast,1,1.0,0,1\n";
         let rows = paired(samples, "mimalloc").unwrap();
         // Drift doubled both in repetition 2: the ratio stays 2; tiny has no baseline run.
-        assert_eq!(
-            rows,
-            [Row {
-                scenario: "vm".into(),
-                allocator: "fast".into(),
-                median: 2.0,
-                min: 2.0,
-                max: 3.0
-            }]
-        );
+        let want =
+            r#"[Row { scenario: "vm", allocator: "fast", median: 2.0, min: 2.0, max: 3.0 }]"#;
+        assert_eq!(format!("{rows:?}"), want);
         assert!(paired("a,b\n", "mimalloc").is_err());
     }
 
@@ -263,24 +247,13 @@ mod tests {
         tiny,glibc,3,,,,0\n";
 
     #[test]
-    fn parses_and_skips_failed_cells() {
+    fn parses_skips_failed_cells_and_agrees_on_a_median_within_the_other_spread() {
         let rows = parse_csv(A).unwrap();
         assert_eq!(rows.len(), 2);
-        assert_eq!(
-            rows[0],
-            Row {
-                scenario: "vm".into(),
-                allocator: "fast".into(),
-                median: 100.0,
-                min: 90.0,
-                max: 110.0
-            }
-        );
+        let want =
+            r#"Row { scenario: "vm", allocator: "fast", median: 100.0, min: 90.0, max: 110.0 }"#;
+        assert_eq!(format!("{:?}", rows[0]), want);
         assert!(parse_csv("scenario,allocator\nvm,fast\n").is_err());
-    }
-
-    #[test]
-    fn agreement_is_a_median_within_the_other_spread() {
         let a = parse_csv(A).unwrap();
         let b = parse_csv(
             "scenario,allocator,median_ns_per_op,min_ns_per_op,max_ns_per_op\n\
@@ -299,6 +272,6 @@ mod tests {
         assert!((pairs[1].change_pct() - 40.0).abs() < 1e-9);
         let text = report("absolute", "ns/op", &pairs);
         assert!(text.starts_with("absolute: 1 of 2 cells agree"), "{text}");
-        assert!(text.contains("| tiny | fast |"), "{text}");
+        assert!(text.contains("| tiny     | fast      |"), "{text}");
     }
 }

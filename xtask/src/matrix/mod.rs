@@ -1,18 +1,6 @@
-//! `cargo xtask bench-matrix`: the wall-clock matrix of every hakmem mode, every runtime twin
-//! and the peers (glibc, mimalloc, jemalloc) over the scenarios of SPEC §5.
-//!
-//! One `bench` binary is built per allocator (`benches/src/bin/bench.rs`, the allocator chosen
-//! by a cargo feature of `hakmem-benches`) and copied to `<target>/bench-matrix/bin/bench-BIN`.
-//! Every run is one repetition of one scenario in a fresh process, which prints one line
-//! (`allocator=… scenario=… ops=… ns=… faults=… maxrss_kib=… threads=…`). Repetitions are
-//! interleaved — for each repetition, for each scenario, every contender in an order rotated by
-//! one per repetition — so that host drift hits all contenders alike; a cell's figure is the
-//! median over its repetitions, with min–max as its spread.
-//!
-//! Modules: [`options`] (the command line), [`build`] (cargo builds, the machine's description),
-//! [`run`] (one process per repetition, the schedule, parsing the bench line), [`stats`] (pure
-//! statistics), [`report`] (CSV, JSON, markdown), [`svg`] (the chart), [`compare`] (two runs
-//! against each other: `cargo xtask bench-compare`).
+//! `cargo xtask bench-matrix` (docs/benchmarks.md): one `bench` binary per allocator, every
+//! repetition of every cell in a fresh process, interleaved and rotated so that host drift hits
+//! all contenders alike; a cell's figure is the median over its repetitions, min–max its spread.
 
 pub mod build;
 pub mod compare;
@@ -28,7 +16,7 @@ use std::time::Instant;
 
 use crate::cmd;
 
-pub use options::{Options, Parsed, RealRow, UsageError};
+pub use options::{Options, RealRow};
 
 /// A `bench` binary: `bench-NAME`, built with `--features FEATURE` (none: glibc).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,7 +158,6 @@ pub fn run_in(opts: &Options, bins: &Path, command_line: &str) -> Result<bool, E
         return real::run_only(opts, command_line);
     }
     let started = Instant::now();
-    let bins = bins.to_path_buf();
     let needed = binaries_for(&opts.contenders);
     let out = opts.out_dir();
 
@@ -184,9 +171,9 @@ pub fn run_in(opts: &Options, bins: &Path, command_line: &str) -> Result<bool, E
     let mut scenarios: Option<Vec<run::ScenarioInfo>> = None;
     let mut list_error = None;
     for (i, b) in needed.iter().enumerate() {
-        let path = bin_path(&bins, b.name);
+        let path = bin_path(bins, b.name);
         if opts.build {
-            match build::build(b, i + 1, needed.len(), &bins) {
+            match build::build(b, i + 1, needed.len(), bins) {
                 Ok(took) => build_secs += took.as_secs_f64(),
                 Err(e) => {
                     println!("FAILED: {e}");
@@ -204,7 +191,7 @@ pub fn run_in(opts: &Options, bins: &Path, command_line: &str) -> Result<bool, E
             match run::list_scenarios(&path) {
                 Ok(list) => {
                     let chosen = options::select_scenarios(&list, opts.scenarios.as_deref())
-                        .map_err(|e| Error::Usage(e.to_string()))?;
+                        .map_err(Error::Usage)?;
                     scenarios = Some(chosen);
                 }
                 Err(e) => list_error = Some(format!("bench-{} --list: {e}", b.name)),
@@ -229,25 +216,23 @@ pub fn run_in(opts: &Options, bins: &Path, command_line: &str) -> Result<bool, E
     let plan = run::Plan {
         reps: opts.reps,
         scale: opts.scale,
-        scenarios: scenarios.clone(),
+        scenarios,
         contenders: opts.contenders.clone(),
     };
     let run_started = Instant::now();
-    let samples = run::run_all(&plan, &bins, &broken);
+    let samples = run::run_all(&plan, bins, &broken);
     let run_secs = run_started.elapsed().as_secs_f64();
 
     let cells = stats::summarize(&plan, &samples);
-    let machine = build::Machine::describe();
     let meta = report::Meta {
-        machine,
+        machine: build::Machine::describe(),
         reps: opts.reps,
         scale: opts.scale,
         command: command_line.to_owned(),
         build_secs,
         run_secs,
     };
-    std::fs::create_dir_all(&out)
-        .map_err(|e| Error::Failed(format!("cannot create {}: {e}", out.display())))?;
+    cmd::create_dir(&out).map_err(Error::Failed)?;
     let mut md = report::markdown(&meta, &plan, &cells);
     // The real-program row (`--real`): after the scenarios, in the same report.
     let mut real_ok = true;
@@ -256,7 +241,7 @@ pub fn run_in(opts: &Options, bins: &Path, command_line: &str) -> Result<bool, E
             Ok(summaries) => {
                 md += "\n";
                 md += &real::markdown(&summaries, opts.reps, real::records(opts.scale));
-                real::write(&out, &summaries, None)?;
+                cmd::write(&out.join("real.csv"), real::csv(&summaries)).map_err(Error::Failed)?;
                 real_ok = real::all_ok(&summaries);
             }
             Err(e) => {
@@ -265,37 +250,27 @@ pub fn run_in(opts: &Options, bins: &Path, command_line: &str) -> Result<bool, E
             }
         }
     }
+    let chart = svg::chart(&plan, &cells).map_err(Error::Failed)?;
     let files = [
         ("results.csv", report::csv(&cells)),
         ("samples.csv", report::samples_csv(&plan, &samples)),
         ("results.json", report::json(&meta, &plan, &cells, &samples)),
         ("report.md", md.clone()),
-        (
-            "matrix.svg",
-            svg::chart(&plan, &cells).map_err(Error::Failed)?,
-        ),
+        ("matrix.svg", chart),
     ];
     for (name, text) in &files {
-        let path = out.join(name);
-        std::fs::write(&path, text)
-            .map_err(|e| Error::Failed(format!("cannot write {}: {e}", path.display())))?;
+        cmd::write(&out.join(name), text).map_err(Error::Failed)?;
     }
 
-    println!();
-    print!("{md}");
+    print!("\n{md}\n");
     let failed_runs: usize = cells.iter().map(|c| c.failures.len()).sum();
-    println!();
     for (b, e) in &build_failures {
         println!("bench-matrix: build of bench-{b} FAILED: {e}");
     }
     for c in cells.iter().filter(|c| !c.failures.is_empty()) {
-        println!(
-            "bench-matrix: {} × {}: {} failed run(s): {}",
-            c.scenario,
-            c.contender.name,
-            c.failures.len(),
-            c.failures[0]
-        );
+        let (n, first) = (c.failures.len(), &c.failures[0]);
+        let cell = format!("{} × {}", c.scenario, c.contender.name);
+        println!("bench-matrix: {cell}: {n} failed run(s): {first}");
     }
     println!(
         "bench-matrix: {} runs ({failed_runs} failed) in {run_secs:.1} s, builds {build_secs:.1} s, \
@@ -350,7 +325,7 @@ mod tests {
     }
 
     #[test]
-    fn runs_the_whole_matrix_against_fake_benches() {
+    fn only_needed_binaries_are_built_and_the_whole_matrix_runs_against_fake_benches() {
         let dir = std::env::temp_dir().join(format!("xtask-matrix-{}", std::process::id()));
         let bins = dir.join("bin");
         fake_bins(&bins);
@@ -420,10 +395,6 @@ mod tests {
         let err = run_in(&opts, &dir.join("nowhere"), "x").unwrap_err();
         assert!(matches!(err, Error::Failed(m) if m.starts_with("--no-build: ")));
         std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn only_needed_binaries_are_built() {
         let picked = [
             contender("runtime-fast").unwrap(),
             contender("jemalloc").unwrap(),

@@ -1,10 +1,9 @@
-//! The command line of `cargo xtask bench-matrix` and the choice of scenarios and contenders.
+//! The command line of `cargo xtask bench-matrix` ([`Args`], parsed by clap) and the choice of
+//! scenarios and contenders it resolves to ([`Options`]).
 //!
-//! Everything here is pure: [`parse`] turns the arguments after `bench-matrix` into [`Options`]
-//! (or a [`UsageError`] naming the bad argument and the accepted values), and
-//! [`select_scenarios`] checks `--scenarios` against what a bench binary's `--list` printed.
+//! Later options override earlier ones (`--full --reps 5` runs 5, `--reps 5 --full` runs 11);
+//! `--smoke` sets one repetition and `--scale 0.05` unless `--reps`/`--scale` say otherwise.
 
-use std::fmt;
 use std::path::PathBuf;
 
 use super::run::ScenarioInfo;
@@ -20,7 +19,90 @@ pub const SMOKE_SCALE: f64 = 0.05;
 /// What `--allocators` accepts besides the contenders' names: all five runtime twins.
 pub const RUNTIME_GROUP: &str = "runtime";
 
-/// What `cargo xtask bench-matrix …` asked for.
+/// The wall-clock matrix of every mode, runtime twin and peer allocator over the scenarios
+///
+/// 13 contenders (minimal, fast, balanced, learning, research; their
+/// runtime twins runtime-minimal … runtime-research, i.e. bench-runtime with HAKMEM_MODE set;
+/// glibc, mimalloc, jemalloc) × the scenarios of `bench --list`.
+///
+/// Builds one release `bench` binary per allocator (hakmem-benches, a cargo feature each) into
+/// <target>/bench-matrix/bin/, then runs every repetition of every cell in a fresh process,
+/// interleaved: for each repetition, for each scenario, every contender, the contender order
+/// rotated by one each repetition. A failed run is reported and the matrix goes on (exit status
+/// 1 at the end). Writes results.csv, samples.csv, results.json, report.md and matrix.svg to the
+/// output directory and prints the report's tables. A bad option or name exits with status 2.
+#[derive(Debug, Clone, Default, PartialEq, clap::Args)]
+#[command(args_override_self = true)]
+pub struct Args {
+    /// 5 repetitions per cell (the default)
+    #[arg(long, overrides_with_all = ["full", "reps"])]
+    quick: bool,
+    /// 11 repetitions per cell
+    #[arg(long, overrides_with_all = ["quick", "reps"])]
+    full: bool,
+    /// N repetitions per cell
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..),
+          overrides_with_all = ["quick", "full"])]
+    reps: Option<u32>,
+    /// Only these scenarios (names from `bench --list`)
+    #[arg(long, value_name = "a,b", value_parser = names)]
+    scenarios: Option<Names>,
+    /// Only these contenders; `runtime` = all five runtime twins
+    #[arg(long, value_name = "a,b", value_parser = contenders)]
+    allocators: Option<Contenders>,
+    /// Output directory [default: <target>/bench-matrix]
+    #[arg(long, value_name = "DIR", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    out: Option<String>,
+    /// 1 repetition at --scale 0.05, into <target>/bench-matrix/smoke unless --out says otherwise
+    /// (cargo xtask test runs this)
+    #[arg(long)]
+    smoke: bool,
+    /// Shrink every scenario's iteration counts (0 < F <= 1)
+    #[arg(long, value_name = "F", value_parser = scale)]
+    scale: Option<f64>,
+    /// Use the binaries already in <target>/bench-matrix/bin/ (and the preload libraries in
+    /// <target>/preload/)
+    #[arg(long)]
+    no_build: bool,
+    /// Add the real-program row: python3 round-tripping a large JSON document
+    /// (PYTHONMALLOC=malloc), whole-process wall time under each selected contender (hakmem
+    /// through its preload library, glibc, Debian's libmimalloc / libjemalloc where installed),
+    /// with ratios to glibc and to Debian's mimalloc; writes real.csv and a section of report.md
+    #[arg(long, overrides_with = "real_only")]
+    real: bool,
+    /// The real-program row alone (real.csv, real.md)
+    #[arg(long, overrides_with = "real")]
+    real_only: bool,
+}
+
+/// A non-empty comma-separated list of names.
+#[derive(Debug, Clone, PartialEq)]
+struct Names(Vec<String>);
+
+/// The contenders `--allocators` selected, in report order.
+#[derive(Debug, Clone, PartialEq)]
+struct Contenders(Vec<&'static Contender>);
+
+fn names(text: &str) -> Result<Names, String> {
+    let list = split_list(text);
+    if list.is_empty() {
+        return Err("names nothing".into());
+    }
+    Ok(Names(list))
+}
+
+fn contenders(text: &str) -> Result<Contenders, String> {
+    select_contenders(&split_list(text)).map(Contenders)
+}
+
+fn scale(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(f) if f > 0.0 && f <= 1.0 => Ok(f),
+        _ => Err("expected a number in (0, 1]".into()),
+    }
+}
+
+/// What `cargo xtask bench-matrix …` asked for, resolved.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Options {
     /// Repetitions of every cell.
@@ -53,30 +135,48 @@ pub enum RealRow {
     Only,
 }
 
+impl From<Args> for Options {
+    fn from(a: Args) -> Options {
+        let reps = match (a.reps, a.full, a.quick) {
+            (Some(n), _, _) => n,
+            (None, true, _) => FULL_REPS,
+            (None, false, true) => QUICK_REPS,
+            _ if a.smoke => 1,
+            _ => QUICK_REPS,
+        };
+        Options {
+            reps,
+            scale: a.scale.or(a.smoke.then_some(SMOKE_SCALE)),
+            scenarios: a.scenarios.map(|n| n.0),
+            contenders: a
+                .allocators
+                .map_or_else(|| CONTENDERS.iter().collect(), |c| c.0),
+            out: a.out.map(PathBuf::from),
+            build: !a.no_build,
+            smoke: a.smoke,
+            real: match (a.real, a.real_only) {
+                (true, _) => RealRow::With,
+                (_, true) => RealRow::Only,
+                _ => RealRow::Off,
+            },
+        }
+    }
+}
+
 impl Default for Options {
     fn default() -> Self {
-        Options {
-            reps: QUICK_REPS,
-            scale: None,
-            scenarios: None,
-            contenders: CONTENDERS.iter().collect(),
-            out: None,
-            build: true,
-            smoke: false,
-            real: RealRow::Off,
-        }
+        Args::default().into()
     }
 }
 
 impl Options {
     /// What `cargo xtask test` runs: `--smoke`.
     pub fn smoke() -> Options {
-        Options {
-            reps: 1,
-            scale: Some(SMOKE_SCALE),
+        Args {
             smoke: true,
-            ..Options::default()
+            ..Args::default()
         }
+        .into()
     }
 
     /// `--out`, or `<target>/bench-matrix` (`<target>/bench-matrix/smoke` for `--smoke`, so that
@@ -90,172 +190,6 @@ impl Options {
     }
 }
 
-/// A parsed `bench-matrix` command line.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Parsed {
-    Help,
-    Run(Options),
-}
-
-/// A rejected `bench-matrix` command line (or `--scenarios` value).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum UsageError {
-    UnknownOption(String),
-    MissingValue(&'static str),
-    BadValue {
-        option: &'static str,
-        value: String,
-        expected: &'static str,
-    },
-    UnknownAllocator(String),
-    UnknownScenario {
-        name: String,
-        accepted: Vec<String>,
-    },
-    Empty(&'static str),
-}
-
-impl fmt::Display for UsageError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            UsageError::UnknownOption(o) => write!(
-                f,
-                "unknown option `{o}` for `bench-matrix`; accepted: --quick, --full, --reps N, \
-                 --scale F, --scenarios a,b, --allocators a,b, --out DIR, --smoke, --no-build, \
-                 --real, --real-only, --help"
-            ),
-            UsageError::MissingValue(o) => write!(f, "`{o}` needs a value"),
-            UsageError::BadValue {
-                option,
-                value,
-                expected,
-            } => write!(f, "`{option} {value}`: expected {expected}"),
-            UsageError::UnknownAllocator(a) => {
-                let names: Vec<&str> = CONTENDERS.iter().map(|c| c.name).collect();
-                write!(
-                    f,
-                    "unknown allocator `{a}` in --allocators; accepted: {}, or `{RUNTIME_GROUP}` \
-                     for all five runtime twins",
-                    names.join(", ")
-                )
-            }
-            UsageError::UnknownScenario { name, accepted } => write!(
-                f,
-                "unknown scenario `{name}` in --scenarios; accepted (from bench --list): {}",
-                accepted.join(", ")
-            ),
-            UsageError::Empty(o) => write!(f, "`{o}` names nothing"),
-        }
-    }
-}
-
-/// Parses the arguments after `bench-matrix`. Later options override earlier ones (`--full
-/// --reps 5` runs 5); `--smoke` sets one repetition and `--scale 0.05` unless `--reps`/`--scale`
-/// say otherwise. Values are given as `--opt VALUE` or `--opt=VALUE`.
-pub fn parse(args: &[String]) -> Result<Parsed, UsageError> {
-    let mut opts = Options::default();
-    let mut reps: Option<u32> = None;
-    let mut preset: Option<u32> = None;
-    let mut scale: Option<f64> = None;
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_owned())),
-            _ => (arg.as_str(), None),
-        };
-        let mut value = |option: &'static str| -> Result<String, UsageError> {
-            match &inline {
-                Some(v) => Ok(v.clone()),
-                None => it.next().cloned().ok_or(UsageError::MissingValue(option)),
-            }
-        };
-        match flag {
-            "-h" | "--help" => return Ok(Parsed::Help),
-            "--quick" => preset = Some(QUICK_REPS),
-            "--full" => preset = Some(FULL_REPS),
-            "--smoke" => opts.smoke = true,
-            "--no-build" => opts.build = false,
-            "--real" => opts.real = RealRow::With,
-            "--real-only" => opts.real = RealRow::Only,
-            "--reps" => {
-                let v = value("--reps")?;
-                match v.parse::<u32>() {
-                    Ok(n) if n >= 1 => {
-                        reps = Some(n);
-                    }
-                    _ => {
-                        return Err(UsageError::BadValue {
-                            option: "--reps",
-                            value: v,
-                            expected: "a whole number ≥ 1",
-                        })
-                    }
-                }
-            }
-            "--scale" => {
-                let v = value("--scale")?;
-                match v.parse::<f64>() {
-                    Ok(f) if f > 0.0 && f <= 1.0 => scale = Some(f),
-                    _ => {
-                        return Err(UsageError::BadValue {
-                            option: "--scale",
-                            value: v,
-                            expected: "a number in (0, 1]",
-                        })
-                    }
-                }
-            }
-            "--scenarios" => {
-                let list = split_list(&value("--scenarios")?);
-                if list.is_empty() {
-                    return Err(UsageError::Empty("--scenarios"));
-                }
-                opts.scenarios = Some(list);
-            }
-            "--allocators" => {
-                opts.contenders = select_contenders(&split_list(&value("--allocators")?))?;
-            }
-            "--out" => {
-                let v = value("--out")?;
-                if v.is_empty() {
-                    return Err(UsageError::Empty("--out"));
-                }
-                opts.out = Some(PathBuf::from(v));
-            }
-            _ => return Err(UsageError::UnknownOption(arg.clone())),
-        }
-        // A `--flag=value` form of a flag that takes no value.
-        if inline.is_some()
-            && matches!(
-                flag,
-                "--quick"
-                    | "--full"
-                    | "--smoke"
-                    | "--no-build"
-                    | "--real"
-                    | "--real-only"
-                    | "-h"
-                    | "--help"
-            )
-        {
-            return Err(UsageError::UnknownOption(arg.clone()));
-        }
-        // `--reps N` after `--full` wins, and `--full` after `--reps N` wins: the later one.
-        if matches!(flag, "--quick" | "--full") {
-            reps = None;
-        } else if flag == "--reps" {
-            preset = None;
-        }
-    }
-    opts.reps = match (reps, preset) {
-        (Some(n), _) | (None, Some(n)) => n,
-        (None, None) if opts.smoke => 1,
-        (None, None) => QUICK_REPS,
-    };
-    opts.scale = scale.or(if opts.smoke { Some(SMOKE_SCALE) } else { None });
-    Ok(Parsed::Run(opts))
-}
-
 /// `a,b, c` → `["a", "b", "c"]` (empty items dropped).
 pub fn split_list(s: &str) -> Vec<String> {
     s.split(',')
@@ -266,10 +200,10 @@ pub fn split_list(s: &str) -> Vec<String> {
 }
 
 /// The contenders named in `names` (or all five runtime twins for `runtime`), in report order,
-/// each once.
-pub fn select_contenders(names: &[String]) -> Result<Vec<&'static Contender>, UsageError> {
+/// each once; an error names the unknown one and the accepted names.
+pub fn select_contenders(names: &[String]) -> Result<Vec<&'static Contender>, String> {
     if names.is_empty() {
-        return Err(UsageError::Empty("--allocators"));
+        return Err("names nothing".into());
     }
     let mut wanted = [false; CONTENDERS.len()];
     for name in names {
@@ -281,7 +215,14 @@ pub fn select_contenders(names: &[String]) -> Result<Vec<&'static Contender>, Us
         }
         match CONTENDERS.iter().position(|c| c.name == name) {
             Some(i) => wanted[i] = true,
-            None => return Err(UsageError::UnknownAllocator(name.clone())),
+            None => {
+                let accepted: Vec<&str> = CONTENDERS.iter().map(|c| c.name).collect();
+                return Err(format!(
+                    "unknown allocator `{name}`; accepted: {}, or `{RUNTIME_GROUP}` for all five \
+                     runtime twins",
+                    accepted.join(", ")
+                ));
+            }
         }
     }
     Ok(CONTENDERS
@@ -297,17 +238,19 @@ pub fn select_contenders(names: &[String]) -> Result<Vec<&'static Contender>, Us
 pub fn select_scenarios(
     listed: &[ScenarioInfo],
     wanted: Option<&[String]>,
-) -> Result<Vec<ScenarioInfo>, UsageError> {
+) -> Result<Vec<ScenarioInfo>, String> {
     let Some(wanted) = wanted else {
         return Ok(listed.to_vec());
     };
-    for name in wanted {
-        if !listed.iter().any(|s| &s.name == name) {
-            return Err(UsageError::UnknownScenario {
-                name: name.clone(),
-                accepted: listed.iter().map(|s| s.name.clone()).collect(),
-            });
-        }
+    if let Some(name) = wanted
+        .iter()
+        .find(|n| !listed.iter().any(|s| &s.name == *n))
+    {
+        let accepted: Vec<&str> = listed.iter().map(|s| s.name.as_str()).collect();
+        return Err(format!(
+            "unknown scenario `{name}` in --scenarios; accepted (from bench --list): {}",
+            accepted.join(", ")
+        ));
     }
     Ok(listed
         .iter()
@@ -338,16 +281,21 @@ pub fn command_line(args: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
 
-    fn parse_strs(args: &[&str]) -> Result<Parsed, UsageError> {
-        parse(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn parse(args: &[&str]) -> Result<Options, clap::Error> {
+        let argv = std::iter::once("bench-matrix").chain(args.iter().copied());
+        Cli::try_parse_from(argv).map(|c| c.args.into())
     }
 
     fn opts(args: &[&str]) -> Options {
-        match parse_strs(args) {
-            Ok(Parsed::Run(o)) => o,
-            other => panic!("{args:?}: {other:?}"),
-        }
+        parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}"))
     }
 
     fn names(o: &Options) -> Vec<&str> {
@@ -355,29 +303,32 @@ mod tests {
     }
 
     #[test]
-    fn defaults_are_quick_with_everything() {
+    fn defaults_repetitions_the_real_row_smoke_and_allocators() {
         let o = opts(&[]);
         assert_eq!(o, Options::default());
-        assert_eq!(o.reps, 5);
-        assert_eq!(o.scale, None);
-        assert_eq!(o.contenders.len(), 13);
+        assert_eq!((o.reps, o.scale, o.contenders.len()), (5, None, 13));
         assert!(o.build && !o.smoke && o.scenarios.is_none() && o.out.is_none());
-    }
-
-    #[test]
-    fn repetitions() {
-        assert_eq!(opts(&["--quick"]).reps, 5);
-        assert_eq!(opts(&["--full"]).reps, 11);
-        assert_eq!(opts(&["--reps", "5"]).reps, 5);
-        assert_eq!(opts(&["--reps=7"]).reps, 7);
-        assert_eq!(opts(&["--full", "--reps", "5"]).reps, 5);
-        assert_eq!(opts(&["--reps", "5", "--full"]).reps, 11);
-        assert_eq!(opts(&["--smoke"]).reps, 1);
-        assert_eq!(opts(&["--smoke", "--reps", "2"]).reps, 2);
-    }
-
-    #[test]
-    fn smoke_is_one_small_repetition() {
+        // argv => repetitions, real row.
+        const CASES: &str = "
+            => 5 Off
+            --quick => 5 Off
+            --full => 11 Off
+            --reps=7 => 7 Off
+            --full --reps 5 => 5 Off
+            --reps 5 --full => 11 Off
+            --full --quick => 5 Off
+            --smoke => 1 Off
+            --smoke --reps 2 => 2 Off
+            --full --full => 11 Off
+            --real => 5 With
+            --real-only --reps 3 => 3 Only
+            --real-only --real => 5 With
+            --real --real-only => 5 Only";
+        for case in CASES.trim().lines().map(str::trim) {
+            let (args, want) = case.split_once("=> ").unwrap();
+            let o = opts(&args.split_whitespace().collect::<Vec<_>>());
+            assert_eq!(format!("{} {:?}", o.reps, o.real), want, "{args}");
+        }
         let o = opts(&["--smoke"]);
         assert_eq!((o.reps, o.scale, o.smoke), (1, Some(0.05), true));
         assert_eq!(o, Options::smoke());
@@ -386,123 +337,52 @@ mod tests {
         assert_eq!(opts(&["--smoke", "--scale", "0.5"]).scale, Some(0.5));
         assert_eq!(opts(&["--out", "x/y"]).out_dir(), PathBuf::from("x/y"));
         assert!(!opts(&["--no-build"]).build);
-    }
-
-    #[test]
-    fn the_real_row() {
-        assert_eq!(opts(&[]).real, RealRow::Off);
-        assert_eq!(opts(&["--real"]).real, RealRow::With);
-        assert_eq!(opts(&["--real-only", "--reps", "3"]).real, RealRow::Only);
-        assert_eq!(opts(&["--real-only", "--real"]).real, RealRow::With);
-        assert_eq!(
-            parse_strs(&["--real=1"]),
-            Err(UsageError::UnknownOption("--real=1".into()))
-        );
-    }
-
-    #[test]
-    fn allocators_in_report_order_and_the_runtime_group() {
         assert_eq!(
             names(&opts(&["--allocators", "jemalloc,fast, fast"])),
             ["fast", "jemalloc"]
         );
-        assert_eq!(
-            names(&opts(&["--allocators=runtime,mimalloc"])),
-            [
-                "runtime-minimal",
-                "runtime-fast",
-                "runtime-balanced",
-                "runtime-learning",
-                "runtime-research",
-                "mimalloc"
-            ]
-        );
+        let twins = opts(&["--allocators=runtime,mimalloc"]);
+        assert_eq!(names(&twins)[..2], ["runtime-minimal", "runtime-fast"]);
+        assert_eq!(names(&twins).len(), 6);
+        assert_eq!(names(&twins)[5], "mimalloc");
     }
 
     #[test]
-    fn scenarios_are_checked_against_the_list() {
-        let listed: Vec<ScenarioInfo> = ["json", "vm", "tiny"]
-            .iter()
-            .map(|n| ScenarioInfo {
-                name: n.to_string(),
-                about: String::new(),
-            })
-            .collect();
+    fn bad_names_and_values_are_refused_and_the_command_line_is_shell_quoted() {
+        let listed = super::super::run::Plan::of(1, None, &["json", "vm", "tiny"]).scenarios;
         let o = opts(&["--scenarios", "tiny,json"]);
         assert_eq!(o.scenarios, Some(vec!["tiny".into(), "json".into()]));
         let picked = select_scenarios(&listed, o.scenarios.as_deref()).unwrap();
         let picked: Vec<_> = picked.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(picked, ["json", "tiny"]);
         assert_eq!(select_scenarios(&listed, None).unwrap(), listed);
-        let err = select_scenarios(&listed, Some(&["vmm".to_owned()])).unwrap_err();
         assert_eq!(
-            err.to_string(),
+            select_scenarios(&listed, Some(&["vmm".to_owned()])).unwrap_err(),
             "unknown scenario `vmm` in --scenarios; accepted (from bench --list): json, vm, tiny"
         );
-    }
-
-    #[test]
-    fn errors_name_the_culprit_and_the_accepted_values() {
-        let err = parse_strs(&["--allocators", "fast,tcmalloc"]).unwrap_err();
-        assert_eq!(err, UsageError::UnknownAllocator("tcmalloc".into()));
-        let text = err.to_string();
+        let text = parse(&["--allocators", "fast,tcmalloc"])
+            .unwrap_err()
+            .to_string();
         assert!(text.contains("`tcmalloc`") && text.contains("runtime-research, glibc"));
-        let err = parse_strs(&["--fast"]).unwrap_err();
-        assert!(err.to_string().starts_with("unknown option `--fast`"));
-        assert!(err.to_string().contains("--allocators a,b"));
-        assert_eq!(
-            parse_strs(&["--reps"]),
-            Err(UsageError::MissingValue("--reps"))
-        );
+        assert!(parse(&["--fast"]).is_err());
+        assert!(parse(&["--reps"]).is_err());
         for bad in ["0", "-1", "x", ""] {
-            assert!(matches!(
-                parse_strs(&["--reps", bad]),
-                Err(UsageError::BadValue {
-                    option: "--reps",
-                    ..
-                })
-            ));
+            assert!(parse(&["--reps", bad]).is_err(), "--reps {bad}");
         }
         for bad in ["0", "1.5", "nan", "-0.1"] {
-            assert!(matches!(
-                parse_strs(&["--scale", bad]),
-                Err(UsageError::BadValue {
-                    option: "--scale",
-                    ..
-                })
-            ));
+            assert!(parse(&["--scale", bad]).is_err(), "--scale {bad}");
         }
-        assert_eq!(
-            parse_strs(&["--scenarios", " , "]),
-            Err(UsageError::Empty("--scenarios"))
-        );
-        assert_eq!(
-            parse_strs(&["--allocators="]),
-            Err(UsageError::Empty("--allocators"))
-        );
-        assert_eq!(
-            parse_strs(&["--smoke=1"]),
-            Err(UsageError::UnknownOption("--smoke=1".into()))
-        );
-        assert_eq!(
-            parse_strs(&["--reps", "2", "extra"]),
-            Err(UsageError::UnknownOption("extra".into()))
-        );
-    }
-
-    #[test]
-    fn the_command_line_is_shell_quoted() {
+        assert!(parse(&["--scenarios", " , "]).is_err());
+        assert!(parse(&["--allocators="]).is_err());
+        assert!(parse(&["--out="]).is_err());
+        assert!(parse(&["--smoke=1"]).is_err());
+        assert!(parse(&["--reps", "2", "extra"]).is_err());
+        assert!(parse(&["--real=1"]).is_err());
         let args = ["--scenarios", "vm,tiny", "--out", "my dir", "it's"].map(String::from);
         assert_eq!(
             command_line(&args),
             "cargo xtask bench-matrix --scenarios vm,tiny --out 'my dir' 'it'\\''s'"
         );
         assert_eq!(command_line(&[]), "cargo xtask bench-matrix");
-    }
-
-    #[test]
-    fn help_anywhere() {
-        assert_eq!(parse_strs(&["--help"]), Ok(Parsed::Help));
-        assert_eq!(parse_strs(&["--full", "-h"]), Ok(Parsed::Help));
     }
 }

@@ -1,20 +1,7 @@
-//! The real-program row of the matrix (`--real`, or `--real-only` for the row alone): python3
-//! building and round-tripping a large JSON document (`crates/hakmem-preload/tests/
-//! json_roundtrip.py`, with `PYTHONMALLOC=malloc` so that every Python object goes through
-//! `malloc`), its whole-process wall time under each selected contender:
-//!
-//! - a hakmem mode: `LD_PRELOAD` of that mode's preload library (`cargo xtask preload`); a
-//!   runtime twin: the runtime library with its `HAKMEM_MODE`;
-//! - glibc: no library;
-//! - mimalloc and jemalloc: Debian's preload libraries (`libmimalloc.so.2` of package
-//!   libmimalloc2.0, `libjemalloc.so.2` of libjemalloc2) when installed, else not run (said so
-//!   below the table, not a failure). They are Debian's builds (mimalloc 2.0, jemalloc 5.3), not
-//!   the crates the rest of the matrix links, so their column names say `(Debian)`.
-//!
-//! Repetitions are interleaved and rotated as in the rest of the matrix. The figures: the median
-//! wall time, its min–max, the ratio to glibc and to Debian's mimalloc, page faults and peak RSS
-//! (from the workload's own `getrusage`). Written to `real.csv` and a section of `report.md`
-//! (`real.md` with `--real-only`).
+//! The real-program row of the matrix (`--real`, `--real-only`; docs/benchmarks.md): python3
+//! round-tripping a large JSON document, its whole-process wall time under each contender's
+//! preload library (glibc: none; mimalloc and jemalloc: Debian's, when installed, so their
+//! columns say `(Debian)`), interleaved and rotated as in the rest of the matrix.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -23,7 +10,7 @@ use super::report::{csv_field, fmt_kib, fmt_ratio, md_table};
 use super::run::schedule;
 use super::stats::{median, min_max, ratio};
 use super::{Contender, Options};
-use crate::preload;
+use crate::{cmd, preload};
 
 /// The workload's records at full size (`--scale F` multiplies it).
 pub const RECORDS: usize = 20_000;
@@ -59,12 +46,8 @@ pub fn find_library(dirs: &[&str], file: &str) -> Option<PathBuf> {
 /// How one column of the row runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Column {
-    /// The contender's name (`mimalloc (Debian)` for a Debian library).
-    pub name: String,
-    /// `LD_PRELOAD`, if any.
-    pub library: Option<PathBuf>,
-    /// `HAKMEM_MODE` (runtime twins).
-    pub hakmem_mode: Option<&'static str>,
+    /// Its name (`mimalloc (Debian)` for a Debian library), `LD_PRELOAD` and `HAKMEM_MODE`.
+    pub run: preload::Contender,
     /// What the workload's `allocator:` line must say (`None`: not checked).
     pub allocator: Option<String>,
     /// Why it is not run (a peer library that is not installed).
@@ -81,16 +64,18 @@ pub fn columns(
         .iter()
         .map(|c| {
             let mut col = Column {
-                name: c.name.to_owned(),
-                library: None,
-                hakmem_mode: c.mode,
+                run: preload::Contender {
+                    hakmem_mode: c.mode,
+                    ..preload::Contender::glibc()
+                },
                 allocator: None,
                 missing: None,
             };
+            col.run.name = c.name.to_owned();
             if let Some((file, package)) = peer_library(c.name) {
-                col.name = format!("{} (Debian)", c.name);
+                col.run.name = format!("{} (Debian)", c.name);
                 match find_library(&LIB_DIRS, file) {
-                    Some(path) => col.library = Some(path),
+                    Some(path) => col.run.library = Some(path),
                     None => {
                         col.missing = Some(format!("{file} not found (apt-get install {package})"))
                     }
@@ -98,7 +83,7 @@ pub fn columns(
             } else if c.name == "glibc" {
                 col.allocator = Some("not hakmem".to_owned());
             } else {
-                col.library = Some(library(c.bin));
+                col.run.library = Some(library(c.bin));
                 let mode = c.mode.or(c.compiled).unwrap_or(c.name);
                 col.allocator = Some(format!("hakmem {mode}"));
             }
@@ -159,6 +144,20 @@ impl Summary {
     pub fn median(&self) -> Option<f64> {
         median(&self.secs())
     }
+
+    fn faults(&self) -> Option<f64> {
+        median(
+            &self
+                .samples
+                .iter()
+                .map(|x| x.faults as f64)
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    fn peak_rss_kib(&self) -> Option<u64> {
+        self.samples.iter().map(|x| x.maxrss_kib).max()
+    }
 }
 
 /// The records of a run at `scale`.
@@ -176,13 +175,10 @@ pub fn run(opts: &Options, out: &Path) -> Result<Vec<Summary>, String> {
     let script = preload::tests_dir().join("json_roundtrip.py");
     // The hakmem libraries needed: one per compiled mode selected, and the runtime library for
     // the twins.
-    let mut modes: Vec<&str> = Vec::new();
-    for c in &opts.contenders {
-        let is_hakmem = peer_library(c.name).is_none() && c.name != "glibc";
-        if is_hakmem && !modes.contains(&c.bin) {
-            modes.push(c.bin);
-        }
-    }
+    let modes: Vec<&str> = (super::binaries_for(&opts.contenders).into_iter())
+        .filter(|b| b.feature.is_some_and(|f| f.starts_with("hakmem-")))
+        .map(|b| b.name)
+        .collect();
     if opts.build {
         preload::build_all(&modes)?;
     } else if let Some(m) = modes.iter().find(|m| !preload::library_path(m).is_file()) {
@@ -194,8 +190,7 @@ pub fn run(opts: &Options, out: &Path) -> Result<Vec<Summary>, String> {
     let columns = columns(&opts.contenders, &preload::library_path);
     let records = records(opts.scale).to_string();
     let runs_dir = out.join("real-runs");
-    std::fs::create_dir_all(&runs_dir)
-        .map_err(|e| format!("cannot create {}: {e}", runs_dir.display()))?;
+    cmd::create_dir(&runs_dir)?;
     let mut summaries: Vec<Summary> = columns
         .iter()
         .map(|c| Summary {
@@ -223,19 +218,12 @@ pub fn run(opts: &Options, out: &Path) -> Result<Vec<Summary>, String> {
         print!(
             "[{:>w$}/{total}] python-json × {} (rep {}/{}) … ",
             i + 1,
-            col.name,
+            col.run.name,
             slot.rep + 1,
             opts.reps,
             w = total.to_string().len()
         );
-        let contender = preload::Contender {
-            name: col.name.clone(),
-            library: col.library.clone(),
-            hakmem_mode: col.hakmem_mode,
-            expected_mode: None,
-            release: true,
-        };
-        let mut command = contender.command(
+        let mut command = col.run.command(
             &python,
             &[
                 script.as_os_str(),
@@ -245,27 +233,9 @@ pub fn run(opts: &Options, out: &Path) -> Result<Vec<Summary>, String> {
             ],
         );
         command.envs(preload::PYTHON_ENV);
-        let stem = runs_dir.join(format!("{}-{}", slug(&col.name), slot.rep + 1));
-        let result = preload::run_timed(command, &stem, TIMEOUT).and_then(|f| {
-            if !f.status.success() {
-                return Err(format!(
-                    "{}: {}",
-                    f.status,
-                    f.stderr.lines().last().unwrap_or("")
-                ));
-            }
-            if f.stderr.contains("ERROR: ld.so:") {
-                return Err("the library was not loaded".to_owned());
-            }
-            let (_, allocator) = preload::split_stderr(&f.stderr);
-            if let Some(want) = &col.allocator {
-                if allocator.as_deref() != Some(want.as_str()) {
-                    return Err(format!(
-                        "the workload reports allocator {:?}, expected {want:?}",
-                        allocator.unwrap_or_default()
-                    ));
-                }
-            }
+        let stem = runs_dir.join(format!("{}-{}", cmd::slug(&col.run.name), slot.rep + 1));
+        let result = cmd::run_timed(command, &stem, TIMEOUT).and_then(|f| {
+            preload::judge(&f, None, col.allocator.as_deref())?;
             let (faults, maxrss_kib) = parse_stats(&f.stdout)?;
             Ok(RealSample {
                 secs: f.took.as_secs_f64(),
@@ -287,17 +257,10 @@ pub fn run(opts: &Options, out: &Path) -> Result<Vec<Summary>, String> {
     Ok(summaries)
 }
 
-fn slug(name: &str) -> String {
-    name.split(|c: char| !c.is_ascii_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .collect::<Vec<_>>()
-        .join("-")
-}
-
 fn median_of(summaries: &[Summary], name: &str) -> Option<f64> {
     summaries
         .iter()
-        .find(|s| s.column.name == name)
+        .find(|s| s.column.run.name == name)
         .and_then(Summary::median)
 }
 
@@ -312,29 +275,18 @@ pub fn csv(summaries: &[Summary]) -> String {
     let num = |x: Option<f64>, p: usize| x.map(|v| format!("{v:.p$}")).unwrap_or_default();
     for s in summaries {
         let spread = min_max(&s.secs());
-        let faults: Vec<f64> = s.samples.iter().map(|x| x.faults as f64).collect();
+        let library = s.column.run.library.as_ref();
         let row = [
-            csv_field(&s.column.name),
-            csv_field(
-                &s.column
-                    .library
-                    .as_ref()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default(),
-            ),
+            csv_field(&s.column.run.name),
+            csv_field(&library.map(|p| p.display().to_string()).unwrap_or_default()),
             s.samples.len().to_string(),
             num(s.median(), 4),
             num(spread.map(|x| x.0), 4),
             num(spread.map(|x| x.1), 4),
             num(ratio(s.median(), glibc), 4),
             num(ratio(s.median(), mimalloc), 4),
-            num(median(&faults), 0),
-            s.samples
-                .iter()
-                .map(|x| x.maxrss_kib)
-                .max()
-                .map(|k| k.to_string())
-                .unwrap_or_default(),
+            num(s.faults(), 0),
+            s.peak_rss_kib().map(|k| k.to_string()).unwrap_or_default(),
             s.failures.len().to_string(),
             csv_field(s.column.missing.as_deref().unwrap_or("")),
         ];
@@ -349,38 +301,23 @@ pub fn markdown(summaries: &[Summary], reps: u32, records: usize) -> String {
     let glibc = median_of(summaries, "glibc");
     let mimalloc = median_of(summaries, "mimalloc (Debian)");
     let mut md = String::from("## Real program: python3 JSON round trip (`--real`)\n\n");
-    let header: Vec<String> = [
-        "allocator",
-        "median s",
-        "min–max s",
-        "vs glibc",
-        "vs mimalloc (Debian)",
-        "page faults",
-        "peak RSS",
-    ]
-    .map(String::from)
-    .to_vec();
+    let header = "allocator|median s|min–max s|vs glibc|vs mimalloc (Debian)|page faults|peak RSS";
+    let header: Vec<String> = header.split('|').map(String::from).collect();
     let mut rows = Vec::new();
     for s in summaries.iter().filter(|s| s.column.missing.is_none()) {
-        let faults: Vec<f64> = s.samples.iter().map(|x| x.faults as f64).collect();
-        let failed = if s.failures.is_empty() {
-            String::new()
-        } else {
-            format!(" ({} failed)", s.failures.len())
+        let failed = match s.failures.len() {
+            0 => String::new(),
+            n => format!(" ({n} failed)"),
         };
         rows.push(vec![
-            s.column.name.clone(),
+            s.column.run.name.clone(),
             s.median()
                 .map_or("—".to_owned(), |m| format!("{m:.3}{failed}")),
             min_max(&s.secs()).map_or("—".to_owned(), |(lo, hi)| format!("{lo:.3}–{hi:.3}")),
             ratio(s.median(), glibc).map_or("—".to_owned(), fmt_ratio),
             ratio(s.median(), mimalloc).map_or("—".to_owned(), fmt_ratio),
-            median(&faults).map_or("—".to_owned(), |f| format!("{f:.0}")),
-            s.samples
-                .iter()
-                .map(|x| x.maxrss_kib)
-                .max()
-                .map_or("—".to_owned(), fmt_kib),
+            s.faults().map_or("—".to_owned(), |f| format!("{f:.0}")),
+            s.peak_rss_kib().map_or("—".to_owned(), fmt_kib),
         ]);
     }
     md += &md_table(&header, &[false, true, true, true, true, true, true], &rows);
@@ -395,7 +332,7 @@ pub fn markdown(summaries: &[Summary], reps: u32, records: usize) -> String {
     );
     for s in summaries {
         if let Some(why) = &s.column.missing {
-            md += &format!("\n{}: not run — {why}.\n", s.column.name);
+            md += &format!("\n{}: not run — {why}.\n", s.column.run.name);
         }
     }
     md
@@ -410,36 +347,16 @@ pub fn all_ok(summaries: &[Summary]) -> bool {
 /// in the output directory.
 pub fn run_only(opts: &Options, command_line: &str) -> Result<bool, super::Error> {
     let out = opts.out_dir();
-    std::fs::create_dir_all(&out)
-        .map_err(|e| super::Error::Failed(format!("cannot create {}: {e}", out.display())))?;
+    cmd::create_dir(&out).map_err(super::Error::Failed)?;
     let summaries = run(opts, &out).map_err(super::Error::Failed)?;
     let machine = super::build::Machine::describe();
     let mut md = String::from("# hakmem: the real-program row\n\n");
-    md += &format!("- date: {}\n", machine.date);
-    md += &format!(
-        "- machine: {}, {} cores; {}; glibc: {}\n",
-        machine.cpu, machine.cores, machine.rustc, machine.glibc
-    );
-    md += &format!("- command: `{command_line}`\n\n");
+    md += &(machine.markdown(command_line) + "\n");
     md += &markdown(&summaries, opts.reps, records(opts.scale));
-    write(&out, &summaries, Some(&md))?;
-    println!();
-    print!("{md}");
+    cmd::write(&out.join("real.csv"), csv(&summaries)).map_err(super::Error::Failed)?;
+    cmd::write(&out.join("real.md"), &md).map_err(super::Error::Failed)?;
+    print!("\n{md}");
     Ok(all_ok(&summaries))
-}
-
-/// Writes `real.csv` (and `real.md` if given) to `out`.
-pub fn write(out: &Path, summaries: &[Summary], md: Option<&str>) -> Result<(), super::Error> {
-    let mut files = vec![("real.csv", csv(summaries))];
-    if let Some(md) = md {
-        files.push(("real.md", md.to_owned()));
-    }
-    for (name, text) in files {
-        let path = out.join(name);
-        std::fs::write(&path, text)
-            .map_err(|e| super::Error::Failed(format!("cannot write {}: {e}", path.display())))?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -448,30 +365,22 @@ mod tests {
     use crate::matrix::contender;
 
     #[test]
-    fn columns_map_contenders_to_libraries() {
-        let picked = [
-            contender("fast").unwrap(),
-            contender("runtime-learning").unwrap(),
-            contender("glibc").unwrap(),
-            contender("mimalloc").unwrap(),
-        ];
+    fn columns_stats_and_the_section_compared_with_glibc_and_mimalloc() {
+        let picked =
+            ["fast", "runtime-learning", "glibc", "mimalloc"].map(|n| contender(n).unwrap());
         let cols = columns(&picked, &|m| PathBuf::from(format!("/lib/{m}.so")));
-        assert_eq!(cols[0].library, Some(PathBuf::from("/lib/fast.so")));
+        assert_eq!(cols[0].run.library, Some(PathBuf::from("/lib/fast.so")));
         assert_eq!(cols[0].allocator.as_deref(), Some("hakmem fast"));
-        assert_eq!(cols[1].library, Some(PathBuf::from("/lib/runtime.so")));
-        assert_eq!(cols[1].hakmem_mode, Some("learning"));
+        assert_eq!(cols[1].run.library, Some(PathBuf::from("/lib/runtime.so")));
+        assert_eq!(cols[1].run.hakmem_mode, Some("learning"));
         assert_eq!(cols[1].allocator.as_deref(), Some("hakmem learning"));
         assert_eq!(
-            (cols[2].library.clone(), cols[2].allocator.as_deref()),
+            (cols[2].run.library.clone(), cols[2].allocator.as_deref()),
             (None, Some("not hakmem"))
         );
-        assert_eq!(cols[3].name, "mimalloc (Debian)");
-        assert!(cols[3].library.is_some() != cols[3].missing.is_some());
+        assert_eq!(cols[3].run.name, "mimalloc (Debian)");
+        assert!(cols[3].run.library.is_some() != cols[3].missing.is_some());
         assert!(find_library(&["/nonexistent"], "libmimalloc.so.2").is_none());
-    }
-
-    #[test]
-    fn parses_the_stats_line() {
         assert_eq!(
             parse_stats("records 5\nsummary {}\nrecords=5 faults=123 maxrss_kib=4567\n"),
             Ok((123, 4567))
@@ -482,43 +391,41 @@ mod tests {
         assert_eq!(records(None), RECORDS);
         assert_eq!(records(Some(0.5)), RECORDS / 2);
         assert_eq!(records(Some(0.0001)), 500);
-    }
-
-    #[test]
-    fn the_section_compares_with_glibc_and_mimalloc() {
-        let col = |name: &str, missing: Option<&str>| Column {
-            name: name.to_owned(),
-            library: None,
-            hakmem_mode: None,
-            allocator: None,
-            missing: missing.map(str::to_owned),
+        // A column's name, why it was not run, its runs' seconds and failures.
+        let summary = |name: &str, missing: Option<&str>, secs: &[f64], failures: &[&str]| {
+            let run = preload::Contender {
+                name: name.to_owned(),
+                ..preload::Contender::glibc()
+            };
+            let missing = missing.map(str::to_owned);
+            let column = Column {
+                run,
+                allocator: None,
+                missing,
+            };
+            let sample = |&secs| RealSample {
+                secs,
+                faults: 10,
+                maxrss_kib: 2048,
+            };
+            let samples = secs.iter().map(sample).collect();
+            let failures = failures.iter().map(|f| f.to_string()).collect();
+            Summary {
+                column,
+                samples,
+                failures,
+            }
         };
-        let sample = |secs| RealSample {
-            secs,
-            faults: 10,
-            maxrss_kib: 2048,
-        };
-        let summaries = vec![
-            Summary {
-                column: col("fast", None),
-                samples: vec![sample(1.0), sample(1.2), sample(0.9)],
-                failures: vec![],
-            },
-            Summary {
-                column: col("glibc", None),
-                samples: vec![sample(2.0)],
-                failures: vec!["boom".into()],
-            },
-            Summary {
-                column: col("mimalloc (Debian)", None),
-                samples: vec![sample(0.5)],
-                failures: vec![],
-            },
-            Summary {
-                column: col("jemalloc (Debian)", Some("libjemalloc.so.2 not found")),
-                samples: vec![],
-                failures: vec![],
-            },
+        let summaries = [
+            summary("fast", None, &[1.0, 1.2, 0.9], &[]),
+            summary("glibc", None, &[2.0], &["boom"]),
+            summary("mimalloc (Debian)", None, &[0.5], &[]),
+            summary(
+                "jemalloc (Debian)",
+                Some("libjemalloc.so.2 not found"),
+                &[],
+                &[],
+            ),
         ];
         let md = markdown(&summaries, 3, 1000);
         let fast = md.lines().find(|l| l.starts_with("| fast ")).unwrap();
@@ -536,10 +443,6 @@ mod tests {
             .unwrap()
             .starts_with("fast,,3,1.0000,0.9000,1.2000,0.5000,2.0000,10,2048,0,"));
         assert!(!all_ok(&summaries));
-    }
-
-    #[test]
-    fn the_workload_reports_its_stats() {
         let python = preload::python().unwrap();
         let out = std::process::Command::new(python)
             .arg(preload::tests_dir().join("json_roundtrip.py"))

@@ -7,11 +7,10 @@
 //! `HAKMEM_MODE=fast`); anything else fails that one run, which is recorded and the matrix goes
 //! on.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
 use std::process::Stdio;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::report::fmt_ns;
 use super::{bin_path, Contender};
@@ -21,7 +20,7 @@ use crate::cmd;
 pub const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A scenario as `bench --list` describes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ScenarioInfo {
     pub name: String,
     /// Its one-line description.
@@ -29,7 +28,7 @@ pub struct ScenarioInfo {
 }
 
 /// What one run measured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Sample {
     pub ops: u64,
     /// Wall time of the measured part.
@@ -142,11 +141,8 @@ pub fn list_scenarios(bin: &Path) -> Result<Vec<ScenarioInfo>, String> {
         .output()
         .map_err(|e| format!("could not start: {e}"))?;
     if !out.status.success() {
-        return Err(format!(
-            "{}{}",
-            out.status,
-            last_line(&String::from_utf8_lossy(&out.stderr))
-        ));
+        let last = last_line(&String::from_utf8_lossy(&out.stderr));
+        return Err(format!("{}{last}", out.status));
     }
     parse_list(&String::from_utf8_lossy(&out.stdout))
 }
@@ -169,68 +165,36 @@ pub fn run_args(scenario: &str, scale: Option<f64>) -> Vec<String> {
     args
 }
 
-/// Runs `bin SCENARIO [--scale F]` once (with `HAKMEM_MODE=mode` or without it), killing it after
-/// `timeout`, and parses its line.
+/// Runs `bin SCENARIO [--scale F]` once (with `HAKMEM_MODE=mode` or without it), its output
+/// kept at `stem`.{out,err}, killing it after `timeout`, and parses its line.
 pub fn run_one(
     bin: &Path,
     scenario: &str,
     mode: Option<&str>,
     scale: Option<f64>,
     timeout: Duration,
+    stem: &Path,
 ) -> Result<BenchLine, String> {
-    let mut child = cmd::command(bin, &run_args(scenario, scale), mode)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("could not start {}: {e}", bin.display()))?;
-    // Both pipes are drained while it runs: a chatty stderr (RESEARCH logs) must not block it.
-    let drain = |pipe: Option<Box<dyn Read + Send>>| {
-        thread::spawn(move || {
-            let mut text = Vec::new();
-            if let Some(mut p) = pipe {
-                let _ = p.read_to_end(&mut text);
-            }
-            String::from_utf8_lossy(&text).into_owned()
-        })
-    };
-    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
-    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
-    let deadline = Instant::now() + timeout;
-    let mut nap = Duration::from_micros(200);
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("killed after {} s", cmd::seconds(timeout)));
-            }
-            Ok(None) => {
-                thread::sleep(nap);
-                nap = (nap * 2).min(Duration::from_millis(5));
-            }
-            Err(e) => return Err(format!("wait failed: {e}")),
-        }
-    };
-    let stdout = stdout.join().unwrap_or_default();
-    let stderr = stderr.join().unwrap_or_default();
+    let command = cmd::command(bin, &run_args(scenario, scale), mode);
+    let cmd::Finished {
+        status,
+        stdout,
+        stderr,
+        ..
+    } = cmd::run_timed(command, stem, timeout)?;
     if !status.success() {
         return Err(format!("{status}{}", last_line(&stderr)));
     }
     let lines: Vec<&str> = stdout.lines().filter(|l| !l.trim().is_empty()).collect();
     let [line] = lines.as_slice() else {
-        return Err(format!(
-            "expected one line on stdout, got {}{}",
-            lines.len(),
-            last_line(&stdout)
-        ));
+        let (n, last) = (lines.len(), last_line(&stdout));
+        return Err(format!("expected one line on stdout, got {n}{last}"));
     };
     let parsed = parse_line(line).map_err(|e| format!("bad bench line ({e}): {line}"))?;
     if parsed.scenario != scenario {
+        let reported = &parsed.scenario;
         return Err(format!(
-            "asked for scenario {scenario}, bench reported {}",
-            parsed.scenario
+            "asked for scenario {scenario}, bench reported {reported}"
         ));
     }
     Ok(parsed)
@@ -309,7 +273,16 @@ pub fn run_all(plan: &Plan, bin_dir: &Path, broken: &[&str]) -> Vec<Record> {
             Err(format!("bench-{} did not build", contender.bin))
         } else {
             let bin = bin_path(bin_dir, contender.bin);
-            run_one(&bin, scenario, contender.mode, plan.scale, RUN_TIMEOUT).and_then(|line| {
+            let stem = bin_dir.with_file_name("last-run");
+            run_one(
+                &bin,
+                scenario,
+                contender.mode,
+                plan.scale,
+                RUN_TIMEOUT,
+                &stem,
+            )
+            .and_then(|line| {
                 // A binary built with the wrong allocator, or a twin that did not see its
                 // HAKMEM_MODE, would otherwise pass for the contender.
                 if line.allocator == contender.name {
@@ -345,6 +318,58 @@ pub fn run_all(plan: &Plan, bin_dir: &Path, broken: &[&str]) -> Vec<Record> {
     records
 }
 
+#[cfg(test)]
+impl Plan {
+    /// Every contender over `scenarios` (without descriptions).
+    pub fn of(reps: u32, scale: Option<f64>, scenarios: &[&str]) -> Plan {
+        let scenarios = (scenarios.iter())
+            .map(|n| ScenarioInfo {
+                name: n.to_string(),
+                about: String::new(),
+            })
+            .collect();
+        let contenders = super::CONTENDERS.iter().collect();
+        Plan {
+            reps,
+            scale,
+            scenarios,
+            contenders,
+        }
+    }
+
+    /// Every run of the schedule, `run` giving each slot's outcome.
+    pub fn records(&self, run: impl Fn(Slot, &str) -> Result<Sample, String>) -> Vec<Record> {
+        let slots = schedule(self.reps, self.scenarios.len(), self.contenders.len());
+        (slots.into_iter())
+            .map(|slot| {
+                let name = self.contenders[slot.contender].name;
+                let result = run(slot, name);
+                let allocator = result.is_ok().then(|| name.to_owned());
+                Record {
+                    slot,
+                    allocator,
+                    result,
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+impl Sample {
+    /// `ns` over `ops` operations, one thread.
+    pub fn of(ops: u64, ns: u64, faults: u64, maxrss_kib: u64) -> Sample {
+        let threads = 1;
+        Sample {
+            ops,
+            ns,
+            faults,
+            maxrss_kib,
+            threads,
+        }
+    }
+}
+
 /// Writes an executable shell script (for tests that need a fake bench).
 #[cfg(test)]
 pub fn write_script(path: &Path, body: &str) {
@@ -361,64 +386,32 @@ mod tests {
         "allocator=fast scenario=vm ops=100 ns=123456 faults=512 maxrss_kib=4096 threads=2";
 
     #[test]
-    fn parses_the_bench_line() {
+    fn parses_the_bench_line_and_the_list_and_rejects_bad_ones() {
         let p = parse_line(LINE).unwrap();
         assert_eq!(p.allocator, "fast");
         assert_eq!(p.scenario, "vm");
-        assert_eq!(
-            p.sample,
-            Sample {
-                ops: 100,
-                ns: 123_456,
-                faults: 512,
-                maxrss_kib: 4096,
-                threads: 2
-            }
-        );
+        let want = Sample::of(100, 123_456, 512, 4096);
+        assert_eq!(p.sample, Sample { threads: 2, ..want });
         assert_eq!(p.sample.ns_per_op(), 1234.56);
         assert_eq!(p.sample.faults_per_op(), 5.12);
         // Any order, surrounding blanks.
         let shuffled =
             "  threads=1 ns=5 ops=5 scenario=tiny faults=0 maxrss_kib=1 allocator=glibc\n";
         assert_eq!(parse_line(shuffled).unwrap().sample.ns_per_op(), 1.0);
-    }
-
-    #[test]
-    fn rejects_bad_bench_lines() {
-        let bad = [
-            (
-                "",
-                "missing allocator, scenario, ops, ns, faults, maxrss_kib, threads",
-            ),
-            (
-                "allocator=a scenario=b ops=1 ns=1 faults=1 maxrss_kib=1",
-                "missing threads",
-            ),
-            (
-                "allocator=a scenario=b ops=0 ns=1 faults=1 maxrss_kib=1 threads=1",
-                "ops=0",
-            ),
-            (
-                "allocator=a scenario=b ops=1 ns=-1 faults=1 maxrss_kib=1 threads=1",
-                "`ns=-1` is not a whole number",
-            ),
-            (
-                "allocator=a scenario=b ops=1 ns=1 faults=1 maxrss_kib=1 threads=1 x=2",
-                "unknown key `x`",
-            ),
-            (
-                "allocator=a scenario=b ops=1 ops=1 ns=1 faults=1 maxrss_kib=1 threads=1",
-                "`ops` given twice",
-            ),
-            ("hello", "`hello` is not key=value"),
-        ];
-        for (line, why) in bad {
-            assert_eq!(parse_line(line), Err(why.to_owned()), "{line}");
+        // `…` stands for `allocator=a scenario=b`; each line, then why it is refused.
+        const BAD: &str = "
+ | missing allocator, scenario, ops, ns, faults, maxrss_kib, threads
+… ops=1 ns=1 faults=1 maxrss_kib=1 | missing threads
+… ops=0 ns=1 faults=1 maxrss_kib=1 threads=1 | ops=0
+… ops=1 ns=-1 faults=1 maxrss_kib=1 threads=1 | `ns=-1` is not a whole number
+… ops=1 ns=1 faults=1 maxrss_kib=1 threads=1 x=2 | unknown key `x`
+… ops=1 ops=1 ns=1 faults=1 maxrss_kib=1 threads=1 | `ops` given twice
+hello | `hello` is not key=value";
+        for case in BAD.lines().skip(1) {
+            let (line, why) = case.split_once(" | ").unwrap();
+            let line = line.replace('…', "allocator=a scenario=b");
+            assert_eq!(parse_line(&line), Err(why.to_owned()), "{line}");
         }
-    }
-
-    #[test]
-    fn parses_the_list() {
         let list = parse_list("json\tC original's JSON\nvm\t2 MiB\n\ntiny\n").unwrap();
         let names: Vec<_> = list.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["json", "vm", "tiny"]);
@@ -430,7 +423,7 @@ mod tests {
     }
 
     #[test]
-    fn schedule_interleaves_and_rotates() {
+    fn schedule_interleaves_and_rotates_and_runs_report_failures() {
         let s = schedule(3, 2, 4);
         assert_eq!(s.len(), 24);
         let order = |rep: u32, scenario: usize| -> Vec<usize> {
@@ -455,16 +448,8 @@ mod tests {
                 assert_eq!(n, 3);
             }
         }
-    }
-
-    #[test]
-    fn run_args_pass_the_scale() {
         assert_eq!(run_args("vm", None), ["vm"]);
         assert_eq!(run_args("vm", Some(0.05)), ["vm", "--scale", "0.05"]);
-    }
-
-    #[test]
-    fn runs_a_process_and_reports_failures() {
         let dir = std::env::temp_dir().join(format!("xtask-run-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let bin = dir.join("bench-fake");
@@ -480,6 +465,10 @@ mod tests {
              esac\n",
         );
         let long = Duration::from_secs(30);
+        let stem = dir.join("run");
+        let run_one = |bin: &Path, scenario, mode, scale, timeout| {
+            run_one(bin, scenario, mode, scale, timeout, &stem)
+        };
         let ok = run_one(&bin, "ok", Some("fast"), None, long).unwrap();
         assert_eq!(ok.allocator, "fast");
         assert_eq!(ok.sample.ns_per_op(), 10.0);
@@ -497,7 +486,7 @@ mod tests {
             "{err}"
         );
         let err = run_one(&bin, "slow", None, None, Duration::from_millis(100)).unwrap_err();
-        assert_eq!(err, "killed after 0.1 s");
+        assert!(err.starts_with("killed after 0.1 s"), "{err}");
         let missing = run_one(&dir.join("nope"), "ok", None, None, long).unwrap_err();
         assert!(missing.starts_with("could not start"));
         std::fs::remove_dir_all(&dir).unwrap();

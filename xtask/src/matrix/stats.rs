@@ -191,25 +191,20 @@ pub fn mode_pairs(plan: &Plan, cells: &[Cell]) -> Vec<ModePair> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::matrix::run::ScenarioInfo;
-    use crate::matrix::{contender, CONTENDERS};
+    use crate::matrix::contender;
 
     fn close(a: f64, b: f64) -> bool {
         (a - b).abs() < 1e-9 * b.abs().max(1.0)
     }
 
     #[test]
-    fn median_of_odd_and_even_counts() {
+    fn median_spread_geomean_and_ratios() {
         assert_eq!(median(&[]), None);
         assert_eq!(median(&[4.0]), Some(4.0));
         assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
         assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
         assert_eq!(median(&[1.0, 100.0]), Some(50.5));
         assert_eq!(median(&[5.0, 5.0, 1.0, 9.0, 5.0]), Some(5.0));
-    }
-
-    #[test]
-    fn spread_geomean_and_ratios() {
         assert_eq!(min_max(&[]), None);
         assert_eq!(min_max(&[3.0, 1.0, 2.0]), Some((1.0, 3.0)));
         assert_eq!(geomean(&[]), None);
@@ -223,25 +218,15 @@ mod tests {
         assert_eq!(ratio(Some(3.0), None), None);
     }
 
-    fn sample(ns: u64, ops: u64, faults: u64, rss: u64) -> Sample {
-        Sample {
-            ops,
-            ns,
-            faults,
-            maxrss_kib: rss,
-            threads: 1,
-        }
-    }
-
     #[test]
     fn a_cell_summarizes_its_samples() {
         let c = Cell::new(
             "vm",
             contender("fast").unwrap(),
             vec![
-                sample(300, 100, 10, 900),
-                sample(100, 100, 30, 1000),
-                sample(200, 100, 20, 800),
+                Sample::of(100, 300, 10, 900),
+                Sample::of(100, 100, 30, 1000),
+                Sample::of(100, 200, 20, 800),
             ],
             vec!["exit status: 1".into()],
         );
@@ -256,33 +241,15 @@ mod tests {
     /// A plan of two scenarios and all contenders where contender `k` takes `(k + 1) × base` ns
     /// per op (base 10 in `a`, 20 in `b`), except one failing cell.
     fn plan_and_records() -> (Plan, Vec<Record>) {
-        let plan = Plan {
-            reps: 2,
-            scale: None,
-            scenarios: ["a", "b"]
-                .map(|n| ScenarioInfo {
-                    name: n.into(),
-                    about: String::new(),
-                })
-                .to_vec(),
-            contenders: CONTENDERS.iter().collect(),
-        };
-        let mut records = Vec::new();
-        for slot in crate::matrix::run::schedule(2, 2, CONTENDERS.len()) {
+        let plan = Plan::of(2, None, &["a", "b"]);
+        let records = plan.records(|slot, name| {
             let base = 10 * (slot.scenario as u64 + 1);
             let ns = base * (slot.contender as u64 + 1) * 10 + u64::from(slot.rep);
-            let name = CONTENDERS[slot.contender].name;
-            let result = if slot.scenario == 1 && name == "jemalloc" {
-                Err("signal: 11 (SIGSEGV)".to_owned())
-            } else {
-                Ok(sample(ns, 10, 0, 100))
-            };
-            records.push(Record {
-                slot,
-                allocator: None,
-                result,
-            });
-        }
+            match slot.scenario == 1 && name == "jemalloc" {
+                true => Err("signal: 11 (SIGSEGV)".to_owned()),
+                false => Ok(Sample::of(10, ns, 0, 100)),
+            }
+        });
         (plan, records)
     }
 
@@ -320,10 +287,6 @@ mod tests {
         let expected = ((70.05_f64 / 20.05) * (140.05 / 40.05)).sqrt();
         assert!(close(fast.geomean.unwrap(), expected));
         assert_eq!(fast.get("zzz"), (None, None));
-    }
-
-    #[test]
-    fn no_pair_without_both_halves() {
         let (mut plan, records) = plan_and_records();
         // Only the twins and mimalloc: no compiled mode to compare with.
         plan.contenders.retain(|c| c.is_runtime());

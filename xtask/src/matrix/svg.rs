@@ -90,10 +90,8 @@ fn draw(
     root.fill(&WHITE)?;
     let (header, body) = root.split_vertically(HEADER);
 
-    let scale = plan
-        .scale
-        .map(|f| format!(", scale {f} (smoke)"))
-        .unwrap_or_default();
+    let scale = plan.scale.map(|f| format!(", scale {f} (smoke)"));
+    let scale = scale.unwrap_or_default();
     header.draw(&Text::new(
         format!(
             "Median time per op relative to {} (log scale; below 1 = faster), {} interleaved \
@@ -200,11 +198,7 @@ fn draw(
                 Some(r) => (fmt_ratio(*r).replace('×', ""), *r, VPos::Top),
                 None => ("fail".to_owned(), 1.0, VPos::Bottom),
             };
-            let text = if base_median.is_none() {
-                String::new()
-            } else {
-                text
-            };
+            let text = base_median.map_or(String::new(), |_| text);
             Text::new(
                 text,
                 (SegmentValue::CenterOf(i), y),
@@ -223,11 +217,11 @@ fn draw(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::matrix::run::{schedule, Record, Sample, ScenarioInfo};
+    use crate::matrix::run::Sample;
     use crate::matrix::{contender, CONTENDERS};
 
     #[test]
-    fn twins_are_paler_than_their_mode() {
+    fn twins_are_paler_the_y_range_holds_every_bar_and_a_panel_per_scenario() {
         let fast = colour(contender("fast").unwrap());
         let twin = colour(contender("runtime-fast").unwrap());
         assert!(twin.0 > fast.0 && twin.1 > fast.1 && twin.2 > fast.2);
@@ -239,47 +233,20 @@ mod tests {
             short_name(contender("runtime-learning").unwrap()),
             "rt-learning"
         );
-    }
-
-    #[test]
-    fn y_range_holds_every_bar_and_one() {
         let (lo, hi) = y_range(&[]);
         assert!(lo < 1.0 && hi > 1.0);
         let (lo, hi) = y_range(&[0.5, 3.0]);
         assert!(lo < 0.5 && hi > 3.0);
-    }
-
-    #[test]
-    fn draws_a_panel_per_scenario() {
-        let plan = Plan {
-            reps: 1,
-            scale: None,
-            scenarios: ["vm", "tiny", "xmalloc", "json"]
-                .map(|n| ScenarioInfo {
-                    name: n.into(),
-                    about: String::new(),
-                })
-                .to_vec(),
-            contenders: CONTENDERS.iter().collect(),
-        };
-        let records: Vec<Record> = schedule(1, 4, CONTENDERS.len())
-            .into_iter()
-            .map(|slot| Record {
-                slot,
-                allocator: None,
-                result: if slot.contender == 3 {
-                    Err("boom".into())
-                } else {
-                    Ok(Sample {
-                        ops: 10,
-                        ns: 100 + 37 * slot.contender as u64 * (slot.scenario as u64 + 1),
-                        faults: 0,
-                        maxrss_kib: 1,
-                        threads: 1,
-                    })
-                },
-            })
-            .collect();
+        let plan = Plan::of(1, None, &["vm", "tiny", "xmalloc", "json"]);
+        let records = plan.records(|slot, _| match slot.contender {
+            3 => Err("boom".into()),
+            k => Ok(Sample::of(
+                10,
+                100 + 37 * k as u64 * (slot.scenario as u64 + 1),
+                0,
+                1,
+            )),
+        });
         let cells = stats::summarize(&plan, &records);
         let svg = chart(&plan, &cells).unwrap();
         assert!(svg.starts_with("<svg"));
