@@ -168,6 +168,16 @@ pub(crate) mod slot {
         /// The component, if present. A constant for each slot type, so `if let Some(c) =
         /// slot.get()` compiles to nothing or to its body.
         fn get(&self) -> Option<&T>;
+
+        /// The component, if present and `on` (the configuration turns it on).
+        #[inline(always)]
+        fn when(&self, on: bool) -> Option<&T> {
+            if on {
+                self.get()
+            } else {
+                None
+            }
+        }
     }
 
     /// A present component.

@@ -156,61 +156,37 @@ impl<P: Policy> Allocator<P> {
     /// The pool, if the mode uses one.
     #[inline(always)]
     fn pool(&self, cfg: &Config) -> Option<&Pool> {
-        if cfg.pool {
-            self.pool.get()
-        } else {
-            None
-        }
+        self.pool.when(cfg.pool)
     }
 
     /// BigCache, if the mode uses it.
     #[inline(always)]
     fn cache(&self, cfg: &Config) -> Option<&BigCache> {
-        if cfg.bigcache {
-            self.cache.get()
-        } else {
-            None
-        }
+        self.cache.when(cfg.bigcache)
     }
 
     /// The release batch, if the mode batches.
     #[inline(always)]
     fn batch(&self, cfg: &Config) -> Option<&Batch> {
-        if cfg.batch_madvise {
-            self.batch.get()
-        } else {
-            None
-        }
+        self.batch.when(cfg.batch_madvise)
     }
 
     /// The learner, if the mode learns its threshold.
     #[inline(always)]
     fn learner(&self, cfg: &Config) -> Option<&Learner> {
-        if cfg.evolution.learns() {
-            self.learner.get()
-        } else {
-            None
-        }
+        self.learner.when(cfg.evolution.learns())
     }
 
     /// The per-site profile, if the mode keeps one.
     #[inline(always)]
     fn profile(&self, cfg: &Config) -> Option<&Profile> {
-        if cfg.stats >= StatsLevel::PerSite {
-            self.sites.get()
-        } else {
-            None
-        }
+        self.sites.when(cfg.stats >= StatsLevel::PerSite)
     }
 
     /// The counters, if the mode counts events of `level`.
     #[inline(always)]
     fn counters(&self, cfg: &Config, level: StatsLevel) -> Option<&Counters> {
-        if cfg.stats >= level {
-            self.counters.get()
-        } else {
-            None
-        }
+        self.counters.when(cfg.stats >= level)
     }
 
     // ---- what the program asks ---------------------------------------------------------------
@@ -327,7 +303,7 @@ impl<P: Policy> Allocator<P> {
             return 0;
         };
         let _guard = Guard::enter();
-        // SAFETY: a live block of ours or a misuse to be reported (caller): `capacity`'s
+        // SAFETY: a live block of ours or a misuse to be reported (caller): `classify`'s
         // contract.
         unsafe { self.classify(P::config(), user, Capacity { op: "usable_size" }) }
     }
@@ -361,20 +337,10 @@ impl<P: Policy> Allocator<P> {
     /// longer valid.
     #[inline]
     pub unsafe fn realloc_ptr(&self, ptr: *mut u8, new_size: usize) -> *mut u8 {
-        const ALIGN: usize = crate::system::MALLOC_ALIGN;
         let _guard = Guard::enter();
-        let old_size = match NonNull::new(ptr) {
-            // SAFETY: a live block of ours (caller).
-            Some(user) => unsafe { self.classify(P::config(), user, Capacity { op: "realloc" }) },
-            None => 0,
-        };
-        // SAFETY: a capacity is a size the block holds, so it is a valid size with a 16-byte
-        // alignment (blocks never come near `isize::MAX`), and every block is 16-aligned: the
-        // block is live and `old` describes it, as `reallocate` requires.
-        unsafe {
-            let old = Layout::from_size_align_unchecked(old_size, ALIGN);
-            self.reallocate(ptr, old, new_size)
-        }
+        // SAFETY: null or a live block of ours (caller), 16-aligned like every block; without
+        // a `Layout`, no size is claimed for it; the guard is held.
+        unsafe { self.reallocate(ptr, crate::system::MALLOC_ALIGN, None, new_size) }
     }
 
     // ---- the hot path ------------------------------------------------------------------------
@@ -556,7 +522,8 @@ unsafe impl<P: Policy> GlobalAlloc for Allocator<P> {
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let _guard = Guard::enter();
-        // SAFETY: `GlobalAlloc::realloc`'s contract is `reallocate`'s; the guard is held.
-        unsafe { self.reallocate(ptr, layout, new_size) }
+        // SAFETY: null or a live block of ours allocated with `layout` (caller), so aligned to
+        // `layout.align()` and holding `layout.size()` bytes; the guard is held.
+        unsafe { self.reallocate(ptr, layout.align(), Some(layout.size()), new_size) }
     }
 }

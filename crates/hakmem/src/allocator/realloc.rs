@@ -18,43 +18,58 @@ use crate::stats::Event;
 use crate::system;
 
 impl<P: Policy> Allocator<P> {
+    /// Resizes the block at `ptr` to `new_size` bytes aligned to `align`: in place where its
+    /// kind allows, else by a move that copies what both blocks hold. `old` is the size the
+    /// block was allocated with where the caller knows it (`GlobalAlloc::realloc`); without
+    /// it (C's `realloc`) the block's capacity is what is kept. The pointer is classified once.
+    ///
     /// # Safety
-    /// The contract of [`GlobalAlloc::realloc`](core::alloc::GlobalAlloc::realloc) (null `ptr`
-    /// allowed: it allocates); the caller holds the re-entry guard.
+    /// `ptr` is null (then this allocates) or a live block of this allocator, aligned to
+    /// `align` and holding at least `old` bytes where given; `align` is a power of two; the
+    /// caller holds the re-entry guard.
     #[inline(always)]
     pub(super) unsafe fn reallocate(
         &self,
         ptr: *mut u8,
-        layout: Layout,
+        align: usize,
+        old: Option<usize>,
         new_size: usize,
     ) -> *mut u8 {
         let cfg = P::config();
-        let Ok(new_layout) = Layout::from_size_align(new_size, layout.align()) else {
+        let Ok(new) = Layout::from_size_align(new_size, align) else {
             return out_of_memory();
         };
         let Some(user) = NonNull::new(ptr) else {
             // SAFETY: realloc of nothing is an allocation of a valid layout.
-            return unsafe { self.allocate(new_layout, Site::NONE, false) };
+            return unsafe { self.allocate(new, Site::NONE, false) };
         };
-        // SAFETY: a live block of ours holding at least `layout.size()` bytes (caller).
-        let (old, new) = (layout.size(), new_layout);
-        // SAFETY: a live block of ours holding at least `layout.size()` bytes (caller).
-        let resized = unsafe { self.classify(cfg, user, Resize { user, old, new }) };
-        if let Some(p) = resized {
-            return p.as_ptr();
-        }
+        // What the block holds for the program, if it has to move. (Each caller passes a
+        // constant kind of `old`, so one branch remains.)
+        // SAFETY: a live block of ours holding at least `old` bytes where given (caller).
+        let kept = unsafe {
+            match old {
+                Some(old) => match self.classify(cfg, user, Resize { old, new }) {
+                    Some(p) => return p.as_ptr(),
+                    None => old,
+                },
+                None => match self.classify(cfg, user, ResizeUnsized { new }) {
+                    Ok(p) => return p.as_ptr(),
+                    Err(capacity) => capacity,
+                },
+            }
+        };
         // Move: new block, copy what both hold, free the old one.
-        // SAFETY: `new_layout` is valid.
-        let new = unsafe { self.allocate(new_layout, Site::NONE, false) };
-        if !new.is_null() {
+        // SAFETY: `new` is valid.
+        let moved = unsafe { self.allocate(new, Site::NONE, false) };
+        if !moved.is_null() {
             // SAFETY: both blocks are live, distinct, and hold at least the copied length; the
-            // old one holds `layout.size()` bytes, as `deallocate` requires.
+            // old one holds `kept` bytes, as `deallocate` requires.
             unsafe {
-                ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
-                self.deallocate(ptr, layout.size());
+                ptr::copy_nonoverlapping(ptr, moved, kept.min(new_size));
+                self.deallocate(ptr, kept);
             }
         }
-        new
+        moved
     }
 
     /// A system block resized by `realloc`, if it stays small and has the plain offset (which
@@ -147,11 +162,10 @@ impl<P: Policy> Allocator<P> {
     }
 }
 
-/// Resize the block at `user`, which holds at least `old` bytes, in place to `new`, if its
-/// kind allows; `None` means "move it".
+/// Resize a block that holds `old` bytes in place to `new`, if its kind allows; `None`
+/// means "move it".
 #[derive(Clone, Copy)]
 struct Resize {
-    user: NonNull<u8>,
     old: usize,
     new: Layout,
 }
@@ -170,18 +184,65 @@ impl<P: Policy> Then<P> for Resize {
 
     #[inline(always)]
     unsafe fn then(self, a: &Allocator<P>, cfg: &Config, kind: Kind<'_>) -> Self::Output {
-        let Resize { user, new, .. } = self;
-        // SAFETY: the live block its kind describes (caller); `new` is its layout after.
+        // SAFETY: forwarded: the live block `kind` describes.
+        unsafe { a.resize_in_place(cfg, kind, self.new) }
+    }
+}
+
+/// [`Resize`] without a `Layout` (C's `realloc`): the pool's address is checked to be a live
+/// block, and `Err` carries the block's capacity, all of which moves.
+#[derive(Clone, Copy)]
+struct ResizeUnsized {
+    new: Layout,
+}
+
+impl<P: Policy> Then<P> for ResizeUnsized {
+    type Output = Result<NonNull<u8>, usize>;
+
+    fn op(&self) -> &'static str {
+        "realloc"
+    }
+
+    fn size(&self) -> Option<usize> {
+        None
+    }
+
+    unsafe fn then(self, a: &Allocator<P>, cfg: &Config, kind: Kind<'_>) -> Self::Output {
+        let capacity = match kind {
+            Kind::Pool(pool, block) => pool.checked_size(block, "realloc"),
+            Kind::System(block) => block.capacity,
+            // (Checked by `resize_mapping` before anything uses it.)
+            Kind::Mapping(block) => block.capacity(),
+        };
+        // SAFETY: forwarded: the live block `kind` describes.
+        unsafe { a.resize_in_place(cfg, kind, self.new) }.ok_or(capacity)
+    }
+}
+
+impl<P: Policy> Allocator<P> {
+    /// The block of `kind` resized to `new` where it is, if its kind allows: a pool block
+    /// stays put while the new size fits and still needs more than half of it (else it moves
+    /// to a smaller class, or out of the pool); system blocks and mappings as their backend
+    /// allows. `None` means "move it".
+    ///
+    /// # Safety
+    /// `kind` describes a live block of ours.
+    #[inline(always)]
+    unsafe fn resize_in_place(
+        &self,
+        cfg: &Config,
+        kind: Kind<'_>,
+        new: Layout,
+    ) -> Option<NonNull<u8>> {
+        // SAFETY: the live block its kind describes (caller).
         unsafe {
             match kind {
-                // A pool block stays put while the new size fits and still needs more than
-                // half of it (else it moves to a smaller class, or out of the pool).
                 Kind::Pool(_, block) => {
                     let size = block.size();
-                    (new.size() <= size && new.size() > size / 2).then_some(user)
+                    (new.size() <= size && new.size() > size / 2).then_some(block.ptr())
                 }
-                Kind::System(block) => a.resize_system(cfg, block, new),
-                Kind::Mapping(block) => a.resize_mapping(cfg, block, new),
+                Kind::System(block) => self.resize_system(cfg, block, new),
+                Kind::Mapping(block) => self.resize_mapping(cfg, block, new),
             }
         }
     }
