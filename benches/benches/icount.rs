@@ -3,13 +3,12 @@
 //!
 //! Every path is measured for every policy type — the five compiled modes and `Runtime` in each
 //! of the five modes (`HAKMEM_MODE` set per benchmark through iai-callgrind's environment
-//! configuration; iai-callgrind clears the rest of the environment), and [`LearningOff`]
-//! (LEARNING with learning off, so that learning's own cost shows apart) — and, on the small-object
+//! configuration; iai-callgrind clears the rest of the environment) — and, on the small-object
 //! paths, for glibc (`std::alloc::System`), mimalloc and jemalloc (configured by
 //! [`JEMALLOC_CONF`]) as reference rows. Each
 //! allocator is a `static` value used through `GlobalAlloc`; the bench binary's own global
 //! allocator stays glibc's and is never called inside the measured function. In FAST and
-//! BALANCED the pairs up to 256 KiB go through the small-object pool; [`Batch`], [`Fill`] and
+//! BALANCED, LEARNING and RESEARCH the pairs up to 256 KiB go through the small-object pool; [`Batch`], [`Fill`] and
 //! [`RemoteFree`] exercise what a pair does not (a deep free list, carving and new spans, a free
 //! from another thread).
 //!
@@ -29,7 +28,7 @@ use std::sync::mpsc;
 use std::thread;
 
 use hakmem::mode::{Balanced, Fast, Learning, Minimal, Research, Runtime};
-use hakmem::{Allocator, Config, Evolution, Policy};
+use hakmem::Allocator;
 use iai_callgrind::{
     library_benchmark, library_benchmark_group, main, Callgrind, LibraryBenchmarkConfig,
 };
@@ -50,27 +49,12 @@ static BALANCED: Allocator<Balanced> = Allocator::new();
 static LEARNING: Allocator<Learning> = Allocator::new();
 static RESEARCH: Allocator<Research> = Allocator::new();
 static RUNTIME: Allocator<Runtime> = Allocator::new();
-static LEARNING_OFF: Allocator<LearningOff> = Allocator::new();
 static GLIBC: System = System;
 static MIMALLOC: MiMalloc = MiMalloc;
 static JEMALLOC: Jemalloc = Jemalloc;
 
 const KIB: usize = 1024;
 const MIB: usize = 1024 * 1024;
-
-/// LEARNING with `evolution: Evolution::Off`: the same statistics, caches and log level, the
-/// threshold fixed at LEARNING's configured 2 MiB. `learning` − `learning_off` is what learning
-/// itself costs (learning's acceptance: `cargo xtask icount`'s rule vii).
-pub struct LearningOff;
-
-impl Policy for LearningOff {
-    const NAME: &'static str = "learning-off";
-    type Parts = hakmem::parts::Learning;
-    const CONFIG: Config = Config {
-        evolution: Evolution::Off,
-        ..Config::LEARNING
-    };
-}
 
 /// One hot path: how to warm it, the measured operation, and the clean-up.
 pub trait Op {
@@ -428,7 +412,7 @@ pub fn setup_jemalloc<O: Op>(
 }
 
 /// `path!(name: Op)` defines the benchmark `name` (a group of the same name) with one bench id
-/// per policy: `minimal` … `research`, `learning_off`, `runtime_minimal` … `runtime_research`;
+/// per policy: `minimal` … `research`, `runtime_minimal` … `runtime_research`;
 /// `path!(name: Op, peers)` adds `glibc`, `mimalloc` and `jemalloc`.
 macro_rules! path {
     ($name:ident: $op:ty) => {
@@ -463,8 +447,6 @@ macro_rules! path {
             #[bench::learning(args = (&LEARNING, concat!(stringify!($name), ".learning")),
                 setup = setup::<$op, _>, teardown = teardown::<$op, _>)]
             #[bench::research(args = (&RESEARCH, concat!(stringify!($name), ".research")),
-                setup = setup::<$op, _>, teardown = teardown::<$op, _>)]
-            #[bench::learning_off(args = (&LEARNING_OFF, concat!(stringify!($name), ".learning_off")),
                 setup = setup::<$op, _>, teardown = teardown::<$op, _>)]
             #[bench::runtime_minimal(args = (&RUNTIME, concat!(stringify!($name), ".runtime_minimal")),
                 config = runtime("minimal"), setup = setup::<$op, _>, teardown = teardown::<$op, _>)]

@@ -105,13 +105,13 @@ impl Config {
         ..Config::FAST
     };
 
-    /// LEARNING: learns the mmap threshold, then freezes it; small requests go to the system.
+    /// LEARNING: BALANCED plus learning: learns the mmap threshold over the contested range
+    /// (512 KiB and up), then freezes it; small requests go to the pool.
     pub const LEARNING: Config = Config {
         mode: Mode::Learning,
         threshold: 2 << 20,
         evolution: Evolution::LearnThenFreeze,
         bigcache_bytes: 64 << 20,
-        pool: false,
         stats: StatsLevel::Full,
         log: LogLevel::Lifecycle,
         ..Config::FAST

@@ -235,21 +235,54 @@ impl Event {
     }
 }
 
-/// One relaxed atomic per [`Event`].
-pub(crate) struct Counters([AtomicU64; EVENTS]);
+/// Shards of [`Counters`]: threads spread over them, so that two threads rarely update the same
+/// cache line.
+const SHARDS: usize = 32;
+
+/// One relaxed atomic per [`Event`], on cache lines of their own.
+#[repr(align(128))]
+struct Shard([AtomicU64; EVENTS]);
+
+/// The event counters: [`SHARDS`] copies of one relaxed atomic per [`Event`], summed when read.
+///
+/// A thread adds to the shard its stack pointer picks (`Counters::shard`). Stacks are distinct
+/// per thread, megabytes apart, and reading the stack pointer costs no thread-local access (no
+/// `__tls_get_addr` in a shared library). A thread whose stack spans two granules, or two
+/// threads that pick the same shard, only share a line, never lose an update: every shard is
+/// atomic, so the sum is exact at any moment, not only when the process is quiescent. The pool's own events (the busiest: one
+/// per small allocation and free) are not counted here but in each thread's heap, with plain
+/// stores (`pool::Counts`).
+pub(crate) struct Counters {
+    shards: [Shard; SHARDS],
+}
 
 impl Counters {
     pub(crate) const fn new() -> Self {
-        Counters([const { AtomicU64::new(0) }; EVENTS])
+        Counters {
+            shards: [const { Shard([const { AtomicU64::new(0) }; EVENTS]) }; SHARDS],
+        }
+    }
+
+    /// The calling thread's shard: the 2 MiB granule of its stack pointer, modulo [`SHARDS`].
+    /// Thread stacks are at least that far apart (Rust's default is 2 MiB, glibc's 8 MiB), so
+    /// up to 32 threads of Rust's stacks, or 8 of glibc's, each have a shard of their own; no
+    /// hashing, so that counting costs three instructions more than a shared counter.
+    #[inline(always)]
+    fn shard(&self) -> &Shard {
+        &self.shards[(stack_pointer() >> 21) % SHARDS]
     }
 
     #[inline(always)]
     pub(crate) fn add(&self, event: Event, n: u64) {
-        self.0[event as usize].fetch_add(n, Ordering::Relaxed);
+        self.shard().0[event as usize].fetch_add(n, Ordering::Relaxed);
     }
 
+    /// The sum over the shards.
     fn get(&self, event: Event) -> u64 {
-        self.0[event as usize].load(Ordering::Relaxed)
+        self.shards
+            .iter()
+            .map(|s| s.0[event as usize].load(Ordering::Relaxed))
+            .fold(0, u64::wrapping_add)
     }
 
     /// A snapshot with these counters and the given state.
@@ -299,6 +332,33 @@ impl Counters {
             matches: 0,
             samples: 0,
             explored: 0,
+        }
+    }
+}
+
+/// Somewhere on the calling thread's stack: the stack pointer (one instruction, and no stack
+/// slot to make, so a function without a frame keeps none).
+#[inline(always)]
+fn stack_pointer() -> usize {
+    cfg_if::cfg_if! {
+        if #[cfg(target_arch = "x86_64")] {
+            let sp: usize;
+            // SAFETY: reads a register into another; touches no memory, the stack or the flags.
+            unsafe {
+                core::arch::asm!("mov {}, rsp", out(reg) sp, options(nomem, nostack, preserves_flags));
+            }
+            sp
+        } else if #[cfg(target_arch = "aarch64")] {
+            let sp: usize;
+            // SAFETY: as above.
+            unsafe {
+                core::arch::asm!("mov {}, sp", out(reg) sp, options(nomem, nostack, preserves_flags));
+            }
+            sp
+        } else {
+            // The address of a local: on the stack too, at the cost of a stack slot.
+            let marker = 0u8;
+            core::hint::black_box(&marker) as *const u8 as usize
         }
     }
 }

@@ -453,7 +453,11 @@ fn research_profiles_every_site_and_globalalloc_by_size() {
     let rows: Vec<_> = a.sites().collect();
     let row = |k: SiteKey| rows.iter().find(|r| r.site == k).copied();
     let r1 = row(SiteKey::Caller(one.id())).expect("site one");
-    assert_eq!((r1.allocs, r1.bytes, r1.system), (3, 300, 3));
+    assert_eq!(
+        (r1.allocs, r1.bytes, r1.pool),
+        (3, 300, 3),
+        "the pool serves them"
+    );
     let r2 = row(SiteKey::Caller(two.id())).expect("site two");
     assert_eq!((r2.allocs, r2.bytes), (1, 3 * MIB as u64));
     assert_eq!(r2.system + r2.mmap + r2.cached, 1, "one path taken");

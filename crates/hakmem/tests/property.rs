@@ -480,9 +480,11 @@ fn six_policies_side_by_side() {
         0,
         "MINIMAL keeps no statistics"
     );
-    assert!(
-        LEARNING.stats().system_allocs >= 12,
-        "LEARNING counts every allocation"
+    let learning = LEARNING.stats();
+    assert_eq!(
+        (learning.pool_allocs, learning.pool_frees),
+        (12, 12),
+        "LEARNING counts every small allocation and free (its pool serves the three small sizes)"
     );
 }
 

@@ -6,9 +6,7 @@
 use std::collections::BTreeSet;
 
 use super::figures::{split_id, Figures};
-use super::rules::{
-    contested, poisoned, CONTESTED_TOLERANCE_PCT, LEARNING_TWIN, POISONED_TOLERANCE_PCT,
-};
+use super::rules::{contested, poisoned, CONTESTED_TOLERANCE_PCT, POISONED_TOLERANCE_PCT};
 use super::show_per_op;
 use crate::matrix::report::md_table;
 use crate::test::MODES;
@@ -75,14 +73,13 @@ pub fn exceeds_by(current: u64, baseline: u64, pct: u64) -> bool {
     u128::from(current) * 100 > u128::from(baseline) * u128::from(100 + pct)
 }
 
-/// The order of contenders in the tables: the modes, LEARNING with learning off, the modes'
-/// twins, the peers, anything else.
+/// The order of contenders in the tables: the modes, the modes' twins, the peers, anything
+/// else.
 pub fn contender_rank(contender: &str) -> (usize, String) {
     let twins = MODES.map(|m| format!("runtime_{m}"));
     let rank = MODES
         .iter()
         .position(|m| *m == contender)
-        .or_else(|| (contender == LEARNING_TWIN).then_some(5))
         .or_else(|| twins.iter().position(|t| t == contender).map(|i| i + 6))
         .or_else(|| PEERS.iter().position(|p| *p == contender).map(|i| i + 11))
         .unwrap_or(usize::MAX);
@@ -274,12 +271,10 @@ mod tests {
             ("vm_pair/runtime_research", 10_501, Regressed),
             ("vm_pair/balanced", 10_201, Regressed),
             ("tiny_pair/learning", 10_201, Regressed),
-            ("vm_pair/learning_off", 10_201, Regressed),
         ] {
             assert_eq!(line(id, current).status(), want, "{id}");
         }
-        assert!(contender_rank("learning_off") < contender_rank("runtime_minimal"));
-        assert!(contender_rank("research") < contender_rank("learning_off"));
+        assert!(contender_rank("research") < contender_rank("runtime_minimal"));
     }
 
     #[test]

@@ -268,6 +268,7 @@ pub fn run(opts: &Options, invoked_as: &str) -> Result<bool, String> {
     let mut rules = rules::rules(&rows, &missing);
     rules.push(rules::pool_rule(&figures));
     rules.push(rules::learning_rule(&figures));
+    rules.push(rules::research_rule(&figures));
     let rules_ok = rules.iter().all(|r| r.ok);
     let baseline_path = opts.baseline.clone().unwrap_or_else(|| root.join(BASELINE));
     let date = cmd::first_line("date -u +%F");

@@ -1,4 +1,4 @@
-//! The machine-independent rules (i)–(vii) of docs/zero-overhead.md: each compares figures of
+//! The machine-independent rules (i)–(viii) of docs/zero-overhead.md: each compares figures of
 //! one run with each other or with a budget far from any noise, so it holds whatever the
 //! toolchain, CPU or glibc. Comparisons are exact, on the counts of [`OPS`](super::OPS)
 //! operations, but for a learning mode on a path its learner routes ([`CONTESTED_PATHS`]),
@@ -24,12 +24,15 @@ pub const POOL_BUDGET_IR: u64 = 60;
 /// Rule (vi): each pool mode and the reference allocator it may cost no more than.
 pub const POOL_PEERS: [(&str, &str); 2] = [("fast", "jemalloc"), ("balanced", "mimalloc")];
 
-/// Rule (vii): the contender that is LEARNING with learning off.
-pub const LEARNING_TWIN: &str = "learning_off";
-/// Rule (vii): the path it is about.
+/// Rules (vii) and (viii): the mode the learning modes are held against (LEARNING is BALANCED
+/// plus learning; RESEARCH is LEARNING plus its profile, poisoning and never freezing).
+pub const LEARNING_TWIN: &str = "balanced";
+/// Rules (vii) and (viii): the path they are about.
 pub const LEARNING_PATH: &str = "tiny_pair";
 /// Rule (vii): the most instructions learning may add to LEARNING's 32-byte pair.
 pub const LEARNING_BUDGET_IR: u64 = 15;
+/// Rule (viii): the most instructions RESEARCH may add to BALANCED's 32-byte pair.
+pub const RESEARCH_BUDGET_IR: u64 = 60;
 /// The modes that learn the threshold.
 pub const LEARNING_MODES: [&str; 2] = ["learning", "research"];
 /// The paths whose requests a learning mode's learner routes (512 KiB and more).
@@ -312,17 +315,29 @@ pub fn pool_rule(figures: &Figures) -> Rule {
     }
 }
 
-/// Rule (vii), learning's acceptance: on [`LEARNING_PATH`], compiled LEARNING costs
-/// at most [`LEARNING_BUDGET_IR`] Ir/op more than [`LEARNING_TWIN`] — the same policy with
-/// learning off — in the same run; BALANCED's count is shown beside it. A missing figure fails.
+/// Rule (vii), learning's acceptance: on [`LEARNING_PATH`], compiled LEARNING costs at most
+/// [`LEARNING_BUDGET_IR`] Ir/op more than [`LEARNING_TWIN`] (BALANCED) in the same run. A missing
+/// figure fails.
 pub fn learning_rule(figures: &Figures) -> Rule {
+    over_twin(figures, "vii", "learning", LEARNING_BUDGET_IR)
+}
+
+/// Rule (viii): on [`LEARNING_PATH`], compiled RESEARCH costs at most [`RESEARCH_BUDGET_IR`]
+/// Ir/op more than [`LEARNING_TWIN`] (BALANCED) in the same run. A missing figure fails.
+pub fn research_rule(figures: &Figures) -> Rule {
+    over_twin(figures, "viii", "research", RESEARCH_BUDGET_IR)
+}
+
+/// Rule `numeral`: `mode` costs at most `budget` Ir/op more than [`LEARNING_TWIN`] on
+/// [`LEARNING_PATH`].
+fn over_twin(figures: &Figures, numeral: &str, mode: &str, budget: u64) -> Rule {
     let get = |who: &str| figures.get(LEARNING_PATH, who);
     let what = format!(
-        "(vii) learning adds ≤ {LEARNING_BUDGET_IR} Ir/op to LEARNING's {LEARNING_PATH} (32 B; \
-         compiled, against {LEARNING_TWIN} in the same run)"
+        "({numeral}) {mode} adds ≤ {budget} Ir/op to {LEARNING_TWIN}'s {LEARNING_PATH} (32 B; \
+         compiled, same run)"
     );
-    let (Some(learning), Some(off)) = (get("learning"), get(LEARNING_TWIN)) else {
-        let absent: Vec<&str> = ["learning", LEARNING_TWIN]
+    let (Some(cost), Some(twin)) = (get(mode), get(LEARNING_TWIN)) else {
+        let absent: Vec<&str> = [mode, LEARNING_TWIN]
             .into_iter()
             .filter(|who| get(who).is_none())
             .collect();
@@ -331,15 +346,13 @@ pub fn learning_rule(figures: &Figures) -> Rule {
             ok: false,
         };
     };
-    let ok = u128::from(learning) <= u128::from(off) + u128::from(LEARNING_BUDGET_IR * OPS);
-    let (learning, off) = (per_op(learning), per_op(off));
-    let balanced = get("balanced").map(|b| format!("; balanced {:.1}", per_op(b)));
-    let (balanced, op) = (balanced.unwrap_or_default(), if ok { "≤" } else { ">" });
+    let ok = u128::from(cost) <= u128::from(twin) + u128::from(budget * OPS);
+    let (cost, twin) = (per_op(cost), per_op(twin));
+    let op = if ok { "≤" } else { ">" };
     Rule {
         text: format!(
-            "{what}: learning {learning:.1} − {LEARNING_TWIN} {off:.1} = {:+.1} {op} \
-             {LEARNING_BUDGET_IR}{balanced}",
-            learning - off
+            "{what}: {mode} {cost:.1} − {LEARNING_TWIN} {twin:.1} = {:+.1} {op} {budget}",
+            cost - twin
         ),
         ok,
     }
@@ -501,31 +514,44 @@ mod tests {
         assert!(contested("vm_pair", "runtime_research") && !contested("vm_pair", "fast"));
         assert!(!contested("tiny_pair", "learning"));
     }
-    /// Figures with the tiny pair of LEARNING, its twin with learning off, and BALANCED.
-    fn learning_figures(learning: u64, off: u64) -> Figures {
-        let mut f = pool_figures(45, 46, 68, 75);
+    /// Figures with the tiny pair of LEARNING and RESEARCH (counts of `OPS` operations) and
+    /// BALANCED (per operation).
+    fn learning_figures(learning: u64, research: u64, balanced: u64) -> Figures {
+        let mut f = pool_figures(45, balanced, 68, 75);
         f.ir.insert(format!("{LEARNING_PATH}/learning"), learning);
-        f.ir.insert(format!("{LEARNING_PATH}/{LEARNING_TWIN}"), off);
+        f.ir.insert(format!("{LEARNING_PATH}/research"), research);
         f
     }
 
     #[test]
-    fn the_learning_rule_allows_fifteen_instructions() {
-        let rule = learning_rule(&learning_figures(160 * OPS, 145 * OPS));
-        assert!(rule.ok, "{rule}");
+    fn the_learning_rules_allow_fifteen_and_sixty_instructions_over_balanced() {
+        let f = learning_figures(61 * OPS, 106 * OPS, 46);
+        let (learning, research) = (learning_rule(&f), research_rule(&f));
+        assert!(learning.ok && research.ok, "{learning} {research}");
         assert_eq!(
-            rule.to_string(),
-            "rule: (vii) learning adds ≤ 15 Ir/op to LEARNING's tiny_pair (32 B; compiled, \
-             against learning_off in the same run): learning 160.0 − learning_off 145.0 = +15.0 \
-             ≤ 15; balanced 46.0 — ok"
+            learning.to_string(),
+            "rule: (vii) learning adds ≤ 15 Ir/op to balanced's tiny_pair (32 B; compiled, same \
+             run): learning 61.0 − balanced 46.0 = +15.0 ≤ 15 — ok"
+        );
+        assert_eq!(
+            research.to_string(),
+            "rule: (viii) research adds ≤ 60 Ir/op to balanced's tiny_pair (32 B; compiled, same \
+             run): research 106.0 − balanced 46.0 = +60.0 ≤ 60 — ok"
         );
         // One instruction more in 1,024 operations fails: the comparison is exact.
-        assert!(!learning_rule(&learning_figures(160 * OPS + 1, 145 * OPS)).ok);
-        let mut f = learning_figures(150 * OPS, 145 * OPS);
+        let f = learning_figures(61 * OPS + 1, 106 * OPS + 1, 46);
+        assert!(!learning_rule(&f).ok && !research_rule(&f).ok);
+        let mut f = learning_figures(50 * OPS, 90 * OPS, 46);
         f.ir.remove(&format!("{LEARNING_PATH}/{LEARNING_TWIN}"));
         let rule = learning_rule(&f);
         assert!(
-            !rule.ok && rule.text.ends_with("learning_off not measured"),
+            !rule.ok && rule.text.ends_with("balanced not measured"),
+            "{rule}"
+        );
+        f.ir.remove(&format!("{LEARNING_PATH}/research"));
+        let rule = research_rule(&f);
+        assert!(
+            !rule.ok && rule.text.ends_with("research and balanced not measured"),
             "{rule}"
         );
     }

@@ -30,7 +30,7 @@ use crate::header;
 use crate::learner::Learner;
 use crate::parts::slot::Slot;
 use crate::parts::{Parts, SlotOf};
-use crate::policy::{self, Config, Evolution, Policy, StatsLevel};
+use crate::policy::{self, Config, Evolution, Policy, StatsLevel, Thp};
 use crate::pool::{Pool, PoolBlock};
 use crate::reentry::Guard;
 use crate::report;
@@ -202,6 +202,13 @@ impl<P: Policy> Allocator<P> {
             None => snapshot(&Counters::new()),
         };
         if let (Some(pool), true) = (self.pool(cfg), cfg.stats >= StatsLevel::Counters) {
+            if cfg.stats >= StatsLevel::Full {
+                // Counted in each thread's heap (the shared counters hold only frees by threads
+                // with no heap in the pool).
+                let counts = pool.counts();
+                stats.pool_allocs = stats.pool_allocs.wrapping_add(counts.allocs);
+                stats.pool_frees = stats.pool_frees.wrapping_add(counts.frees);
+            }
             if let Some(usage) = pool.usage() {
                 stats.pool_held_bytes = usage.held_bytes;
                 stats.pool_dirty_bytes = usage.dirty_bytes;
@@ -350,16 +357,93 @@ impl<P: Policy> Allocator<P> {
     #[inline(always)]
     unsafe fn allocate(&self, layout: Layout, site: Site, zeroed: bool) -> *mut u8 {
         let cfg = P::config();
+        if self.learner(cfg).is_some() && Learner::due() {
+            // A learning mode counts every allocation: a tick every 1,024 of this thread's.
+            // SAFETY: as this function's.
+            return unsafe { self.allocate_after_tick(layout, site, zeroed) };
+        }
+        // SAFETY: as this function's.
+        unsafe { self.allocate_now(cfg, layout, site, zeroed) }
+    }
+
+    /// [`Self::allocate`] when this thread's tick is due: the tick, then the allocation. Out of
+    /// line, so that the hot path keeps no state across the call.
+    ///
+    /// # Safety
+    /// As [`Self::allocate`].
+    #[cold]
+    #[inline(never)]
+    unsafe fn allocate_after_tick(&self, layout: Layout, site: Site, zeroed: bool) -> *mut u8 {
+        let cfg = P::config();
+        if let Some(learner) = self.learner(cfg) {
+            learner.tick(cfg);
+        }
+        // SAFETY: as this function's.
+        unsafe { self.allocate_now(cfg, layout, site, zeroed) }
+    }
+
+    /// [`Self::allocate`] past the tick: the pool's fast path, or the rest out of line.
+    ///
+    /// # Safety
+    /// As [`Self::allocate`].
+    #[inline(always)]
+    unsafe fn allocate_now(
+        &self,
+        cfg: &Config,
+        layout: Layout,
+        site: Site,
+        zeroed: bool,
+    ) -> *mut u8 {
         if let Some(pool) = self.pool(cfg) {
-            if let Some(p) = self.alloc_pool(cfg, pool, layout, site, zeroed) {
-                return p;
+            if Pool::takes(layout.size(), self.pool_limit(cfg)) {
+                let count = self.counts_pool(cfg);
+                if let Some(p) = pool.alloc_fast(layout, zeroed, count) {
+                    return self.pool_served(cfg, p, layout, site, zeroed);
+                }
+                // SAFETY: as this function's.
+                return unsafe { self.allocate_missed(layout, site, zeroed) };
             }
         }
+        // SAFETY: as this function's.
+        unsafe { self.allocate_unpooled(cfg, layout, site, zeroed) }
+    }
+
+    /// [`Self::allocate`] where the pool takes the request but its fast path did not serve it:
+    /// the pool's slow path (a refill, an over-aligned request, the first use of the pool or of
+    /// a thread), else as if there were no pool. Out of line, so that the fast path makes no
+    /// call and saves no register.
+    ///
+    /// # Safety
+    /// As [`Self::allocate`].
+    #[inline(never)]
+    unsafe fn allocate_missed(&self, layout: Layout, site: Site, zeroed: bool) -> *mut u8 {
+        let cfg = P::config();
+        if let Some(pool) = self.pool(cfg) {
+            let huge = || cfg.thp != Thp::Off;
+            if let Some(p) = pool.alloc_missed(layout, zeroed, huge, self.counts_pool(cfg)) {
+                return self.pool_served(cfg, p, layout, site, zeroed);
+            }
+        }
+        // SAFETY: as this function's.
+        unsafe { self.allocate_unpooled(cfg, layout, site, zeroed) }
+    }
+
+    /// [`Self::allocate`] for a request the pool does not serve: a learning mode routes the
+    /// contested ones, other modes go by the threshold.
+    ///
+    /// # Safety
+    /// As [`Self::allocate`].
+    #[inline(always)]
+    unsafe fn allocate_unpooled(
+        &self,
+        cfg: &Config,
+        layout: Layout,
+        site: Site,
+        zeroed: bool,
+    ) -> *mut u8 {
         if let Some(learner) = self.learner(cfg) {
-            // A learning mode: count the allocation (a tick every 1,024 of this thread's).
             // Below the smallest candidate threshold every strategy agrees: small. The rest is
             // contested: the learner routes it.
-            learner.tick(cfg);
             if layout.size() >= CONTESTED || layout.align() > MAX_SYSTEM_ALIGN {
                 // SAFETY: `layout` is valid and the guard held (caller).
                 return unsafe { self.alloc_contested(cfg, learner, layout, site, zeroed) };

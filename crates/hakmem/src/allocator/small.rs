@@ -5,9 +5,10 @@ use core::alloc::Layout;
 use core::ptr::{self, NonNull};
 
 use super::{Allocator, SystemBlock, MAX_SYSTEM_ALIGN};
+use crate::elo::CONTESTED;
 use crate::header::{self, Method, HEADER_SIZE};
 use crate::os;
-use crate::policy::{Config, Policy, Thp};
+use crate::policy::{Config, Policy, StatsLevel};
 use crate::pool::{Pool, PoolBlock};
 use crate::site::{Path, Site};
 use crate::stats::Event;
@@ -21,24 +22,45 @@ const POISON_FREED: u8 = 0xDF;
 const POISON_FRESH: u8 = 0xA5;
 
 impl<P: Policy> Allocator<P> {
-    /// A pool block for `layout`, counted (and poisoned where the policy poisons), or `None`
-    /// when the pool does not serve it.
+    /// Whether the pool counts its blocks in each thread's heap (statistics level `Full`).
     #[inline(always)]
-    pub(super) fn alloc_pool(
+    pub(super) fn counts_pool(&self, cfg: &Config) -> bool {
+        self.counters(cfg, StatsLevel::Full).is_some()
+    }
+
+    /// What follows a pool allocation: the per-site profile and the poison, where the policy
+    /// keeps them.
+    #[inline(always)]
+    pub(super) fn pool_served(
         &self,
         cfg: &Config,
-        pool: &Pool,
+        p: NonNull<u8>,
         layout: Layout,
         site: Site,
         zeroed: bool,
-    ) -> Option<*mut u8> {
-        let p = pool.alloc(layout, zeroed, self.threshold(cfg), || cfg.thp != Thp::Off)?;
-        self.count_alloc(cfg, Event::PoolAlloc, site, layout.size(), Path::Pool);
+    ) -> *mut u8 {
+        if self.counts_pool(cfg) {
+            // (The profile's test nested in the counter's, as in `count_alloc`.)
+            self.record(cfg, site.id32(), layout.size(), Path::Pool);
+        }
         if cfg.poison && !zeroed {
             // SAFETY: the block holds `layout.size()` bytes.
             unsafe { ptr::write_bytes(p.as_ptr(), POISON_FRESH, layout.size()) };
         }
-        Some(p.as_ptr())
+        p.as_ptr()
+    }
+
+    /// The size from which the pool declines a request: the mmap threshold in effect, except in
+    /// a learning mode, where it is where the contested range begins (the learned threshold
+    /// never falls below it, and the pool's classes reach it): a constant, so that the pool's
+    /// fast path does not read the learner, and every contested request is the learner's.
+    #[inline(always)]
+    pub(super) fn pool_limit(&self, cfg: &Config) -> usize {
+        static_assertions::const_assert!(CONTESTED <= crate::pool::MAX_SIZE + 1);
+        match self.learner(cfg) {
+            Some(_) => CONTESTED,
+            None => self.threshold(cfg),
+        }
     }
 
     /// Frees the pool block `block` (poisoned first where the policy poisons).
@@ -52,10 +74,14 @@ impl<P: Policy> Allocator<P> {
             // SAFETY: a live pool block of `block.size()` bytes (caller), released now.
             unsafe { ptr::write_bytes(block.ptr().as_ptr(), POISON_FREED, block.size()) };
         }
+        let counters = self.counters(cfg, StatsLevel::Full);
         // SAFETY: `block` is `pool`'s block of a live allocation, released now and not used
         // again (caller): `Pool::free`'s contract.
-        unsafe { pool.free(block) };
-        self.count(cfg, Event::PoolFree, 1);
+        let counted = unsafe { pool.free(block, counters.is_some()) };
+        if let (Some(counters), false) = (counters, counted) {
+            // A thread with no heap in the pool: the shared counters count it.
+            counters.add(Event::PoolFree, 1);
+        }
     }
 
     /// A system block with a header for `layout`; on failure, retried once after the caches

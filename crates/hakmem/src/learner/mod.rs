@@ -183,15 +183,23 @@ impl Learner {
         }
     }
 
-    /// The hot-path hook: counts one allocation; every [`TICK`] allocations of a thread, a tick.
+    /// The hot-path hook: counts one allocation of this thread; `true` every [`TICK`]th, when
+    /// the caller is to [`tick`](Self::tick). (Split so that the caller can make the call where
+    /// it costs its fast path nothing: out of line, at its end.)
     #[inline(always)]
-    pub(crate) fn tick(&self, cfg: &Config) {
+    pub(crate) fn due() -> bool {
         let left = COUNTDOWN.get();
         if left != 0 {
             COUNTDOWN.set(left - 1);
-            return;
+            return false;
         }
         COUNTDOWN.set(TICK - 1);
+        true
+    }
+
+    /// The tick: every [`TICK`] allocations of a thread (when [`due`](Self::due) says so).
+    #[inline(always)]
+    pub(crate) fn tick(&self, cfg: &Config) {
         self.tick_slow(cfg)
     }
 

@@ -28,7 +28,7 @@
 
 use core::cell::Cell;
 use core::ptr;
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use super::class::{self, CLASSES, KINDS};
 use super::region::Region;
@@ -50,6 +50,12 @@ pub(crate) struct Heap {
     cache: [Cell<*mut Span>; KINDS],
     /// Link of the region's stack of free heap slots.
     link: AtomicU32,
+    /// Blocks handed out and taken back through this heap, where the policy counts them: its
+    /// thread's plain stores (atomics only so that [`Region::counts`] may read them from another
+    /// thread). Never reset: a slot's later threads add to them, so the sum over the slots is
+    /// every count ever made.
+    allocs: AtomicU64,
+    frees: AtomicU64,
 }
 
 impl Heap {
@@ -85,7 +91,27 @@ impl Heap {
         &self.link
     }
 
-    /// Sets up a freshly claimed heap slot: no spans.
+    /// Counts a block handed out.
+    #[inline(always)]
+    pub(crate) fn count_alloc(&self) {
+        bump(&self.allocs);
+    }
+
+    /// Counts a block taken back.
+    #[inline(always)]
+    pub(crate) fn count_free(&self) {
+        bump(&self.frees);
+    }
+
+    /// The blocks counted out and back so far (`allocs`, `frees`).
+    pub(crate) fn counts(&self) -> (u64, u64) {
+        (
+            self.allocs.load(Ordering::Relaxed),
+            self.frees.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Sets up a freshly claimed heap slot: no spans. (Its counts stay: see `allocs`.)
     ///
     /// # Safety
     /// `heap` was just claimed from `region`: nobody else refers to it.
@@ -379,6 +405,16 @@ impl Heap {
         s.prev.set(ptr::null_mut());
         s.next.set(ptr::null_mut());
     }
+}
+
+/// Adds one to a counter only the calling thread writes: a plain load and store, no atomic
+/// read-modify-write.
+#[inline(always)]
+fn bump(counter: &AtomicU64) {
+    counter.store(
+        counter.load(Ordering::Relaxed).wrapping_add(1),
+        Ordering::Relaxed,
+    );
 }
 
 /// Pops from the span just installed, carving first if it has no free block.

@@ -36,7 +36,7 @@ use core::alloc::Layout;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-pub(crate) use region::Usage;
+pub(crate) use region::{Counts, Usage};
 
 use heap::Heap;
 use region::Region;
@@ -91,22 +91,68 @@ impl Pool {
     /// `huge` (does the policy advise transparent huge pages?) is asked once, on the slow path
     /// that reserves the region: the region's span memory is then advised `MADV_HUGEPAGE` as it
     /// is committed. (A closure, so that a runtime policy's fast path does not read it.)
-    #[inline(always)]
+    /// With `count`, the block is counted in the thread's heap ([`Pool::counts`]).
+    ///
+    /// The allocator composes the same three steps itself, the last out of line.
+    #[cfg(test)]
     pub(crate) fn alloc(
         &self,
         layout: Layout,
         zeroed: bool,
         limit: usize,
         huge: impl Fn() -> bool,
+        count: bool,
     ) -> Option<NonNull<u8>> {
-        let size = layout.size();
-        if size >= limit.min(MAX_SIZE + 1) {
+        if !Pool::takes(layout.size(), limit) {
             return None;
         }
+        self.alloc_fast(layout, zeroed, count)
+            .or_else(|| self.alloc_missed(layout, zeroed, huge, count))
+    }
+
+    /// Whether the pool takes a request of `size` bytes under `limit` (the policy's mmap
+    /// threshold): [`Pool::alloc`] declines the others at once.
+    #[inline(always)]
+    pub(crate) fn takes(size: usize, limit: usize) -> bool {
+        size < limit.min(MAX_SIZE + 1)
+    }
+
+    /// [`Pool::alloc`]'s fast path alone, for a request the pool [`takes`](Pool::takes): `None`
+    /// when it is over-aligned or the current span of its class has no free block, where
+    /// [`Pool::alloc`] would go on (which the caller does out of line, so that this path makes
+    /// no call).
+    #[inline(always)]
+    pub(crate) fn alloc_fast(
+        &self,
+        layout: Layout,
+        zeroed: bool,
+        count: bool,
+    ) -> Option<NonNull<u8>> {
+        let size = layout.size();
+        if layout.align() > class::MIN_ALIGN {
+            return None;
+        }
+        let block = NonNull::new(self.pop(class::of(size), count))?.cast();
+        if zeroed {
+            // SAFETY: the block holds at least `size` bytes.
+            unsafe { ptr::write_bytes(block.as_ptr(), 0, size) };
+        }
+        Some(block)
+    }
+
+    /// [`Pool::alloc`] after its fast path missed: straight to the slow path.
+    pub(crate) fn alloc_missed(
+        &self,
+        layout: Layout,
+        zeroed: bool,
+        huge: impl Fn() -> bool,
+        count: bool,
+    ) -> Option<NonNull<u8>> {
+        let size = layout.size();
         let block = if layout.align() <= class::MIN_ALIGN {
-            self.alloc_class(class::of(size), huge)?
+            self.alloc_slow(class::of(size), huge, count)?
         } else {
-            self.alloc_aligned(layout, huge)?
+            self.alloc_aligned(layout, huge, count)?
         };
         if zeroed {
             // SAFETY: the block holds at least `size` bytes.
@@ -115,22 +161,39 @@ impl Pool {
         Some(block)
     }
 
-    /// A block of `class`: from this thread's heap's current span when this pool is the fast
-    /// slot's and the span has a free block, else the slow path.
+    /// A block of `class` from this thread's heap's current span when this pool is the fast
+    /// slot's and the span has a free block, else null.
     #[inline(always)]
-    fn alloc_class(&self, class: usize, huge: impl Fn() -> bool) -> Option<NonNull<u8>> {
+    fn pop(&self, class: usize, count: bool) -> *mut span::Block {
         let base = self.base.load(Ordering::Relaxed);
-        let block = thread::CACHE.with(|t| {
+        thread::CACHE.with(|t| {
             if t.base.get() == base {
+                let heap = t.heap.get();
                 // SAFETY: the fast slot holds this thread's heap in the region at `base`.
-                unsafe { Heap::pop(t.heap.get(), class) }
+                unsafe {
+                    let block = Heap::pop(heap, class);
+                    if count && !block.is_null() {
+                        (*heap).count_alloc();
+                    }
+                    block
+                }
             } else {
                 ptr::null_mut()
             }
-        });
-        match NonNull::new(block) {
+        })
+    }
+
+    /// A block of `class`: [`Pool::pop`], else the slow path.
+    #[inline(always)]
+    fn alloc_class(
+        &self,
+        class: usize,
+        huge: impl Fn() -> bool,
+        count: bool,
+    ) -> Option<NonNull<u8>> {
+        match NonNull::new(self.pop(class, count)) {
             Some(b) => Some(b.cast()),
-            None => self.alloc_slow(class, huge),
+            None => self.alloc_slow(class, huge, count),
         }
     }
 
@@ -138,18 +201,37 @@ impl Pool {
     /// alignment.
     #[cold]
     #[inline(never)]
-    fn alloc_aligned(&self, layout: Layout, huge: impl Fn() -> bool) -> Option<NonNull<u8>> {
-        self.alloc_class(class::of_aligned(layout.size(), layout.align())?, huge)
+    fn alloc_aligned(
+        &self,
+        layout: Layout,
+        huge: impl Fn() -> bool,
+        count: bool,
+    ) -> Option<NonNull<u8>> {
+        self.alloc_class(
+            class::of_aligned(layout.size(), layout.align())?,
+            huge,
+            count,
+        )
     }
 
     /// Reserves the region or makes the thread's heap if need be, then refills.
     #[cold]
     #[inline(never)]
-    fn alloc_slow(&self, class: usize, huge: impl Fn() -> bool) -> Option<NonNull<u8>> {
+    fn alloc_slow(
+        &self,
+        class: usize,
+        huge: impl Fn() -> bool,
+        count: bool,
+    ) -> Option<NonNull<u8>> {
         let region = self.region(huge)?;
         let heap = thread::heap_in(region)?;
         // SAFETY: this thread's heap in `region`.
-        NonNull::new(unsafe { (*heap).refill(region, class) }).map(NonNull::cast)
+        let block = NonNull::new(unsafe { (*heap).refill(region, class) })?;
+        if count {
+            // SAFETY: as above.
+            unsafe { (*heap).count_alloc() };
+        }
+        Some(block.cast())
     }
 
     /// The region, reserved now (with `huge()` as its THP advice) if it is not yet.
@@ -212,12 +294,14 @@ impl Pool {
     }
 
     /// Returns a pool block: onto its span's free list if this thread owns the span (the fast
-    /// path), else onto the span's remote stack.
+    /// path), else onto the span's remote stack. With `count`, the free is counted in this
+    /// thread's heap in the pool; `false` if it has none (a thread that only frees into this
+    /// pool), for the caller to count it elsewhere.
     ///
     /// # Safety
     /// `b` is a live block of this pool (misuse is reported where it shows; docs/pool.md).
     #[inline(always)]
-    pub(crate) unsafe fn free(&self, b: PoolBlock) {
+    pub(crate) unsafe fn free(&self, b: PoolBlock, count: bool) -> bool {
         // SAFETY: descriptors are always readable.
         let span = unsafe { &*b.span };
         let mine = thread::CACHE.with(|t| t.heap.get());
@@ -225,14 +309,18 @@ impl Pool {
             // SAFETY: this thread's heap owns the span; the block is one of its blocks, handed
             // out (caller).
             unsafe {
+                if count {
+                    (*mine).count_free();
+                }
                 if span.push_local(b.ptr.as_ptr().cast()) == 0 {
                     (*mine).emptied(self.region_unchecked(), span);
                 }
             }
+            true
         } else {
             // SAFETY: `b` is a block of this pool, released now (caller): `free_slow` checks
             // the rest.
-            unsafe { self.free_slow(b) }
+            unsafe { self.free_slow(b, count) }
         }
     }
 
@@ -253,6 +341,16 @@ impl Pool {
         size <= MAX_SIZE
     }
 
+    /// The blocks counted out and back (`count` of [`Pool::alloc`] and [`Pool::free`]) by every
+    /// heap so far; zero if the region is not reserved.
+    pub(crate) fn counts(&self) -> Counts {
+        match self.base.load(Ordering::Acquire) {
+            NOT_MAPPED | DISABLED => Counts::default(),
+            // SAFETY: published by `reserve`.
+            base => unsafe { Region::at(base) }.counts(),
+        }
+    }
+
     /// The region's memory figures, if it is reserved.
     pub(crate) fn usage(&self) -> Option<Usage> {
         match self.base.load(Ordering::Acquire) {
@@ -271,26 +369,31 @@ impl Pool {
     /// As [`Pool::free`].
     #[cold]
     #[inline(never)]
-    unsafe fn free_slow(&self, b: PoolBlock) {
+    unsafe fn free_slow(&self, b: PoolBlock, count: bool) -> bool {
         // SAFETY: `b` is in the region (found by `block`).
         let region = unsafe { self.region_unchecked() };
         check_live(region, b, "free");
         // SAFETY: checked live: an owned span of the region.
         let span = unsafe { &*b.span };
         let block = b.ptr.as_ptr().cast();
-        if let Some(mine) = thread::heap_of(region) {
-            if span.heap.load(Ordering::Relaxed) == mine {
+        let mine = thread::heap_of(region);
+        if let (Some(mine), true) = (mine, count) {
+            // SAFETY: this thread's heap in the region.
+            unsafe { (*mine).count_free() };
+        }
+        match mine {
+            Some(mine) if span.heap.load(Ordering::Relaxed) == mine => {
                 // SAFETY: as in `Pool::free`.
                 unsafe {
                     if span.push_local(block) == 0 {
                         (*mine).emptied(region, span);
                     }
                 }
-                return;
             }
+            // SAFETY: a handed-out block of an owned span (caller, checked).
+            _ => unsafe { span.push_remote(block) },
         }
-        // SAFETY: a handed-out block of an owned span (caller, checked).
-        unsafe { span.push_remote(block) }
+        mine.is_some()
     }
 }
 
@@ -358,16 +461,18 @@ mod tests {
         let a = Pool::new();
         let b = Pool::new();
         let l = |size| Layout::from_size_align(size, 8).unwrap();
-        let p = a.alloc(l(100), false, usize::MAX, || false).unwrap();
+        let p = a.alloc(l(100), false, usize::MAX, || false, true).unwrap();
         assert_eq!(a.usable_size(p, "usable_size"), Some(112));
         assert_eq!(b.usable_size(p, "usable_size"), None, "not b's block");
-        let big = a.alloc(l(300_000), true, usize::MAX, || false).unwrap();
+        let big = a
+            .alloc(l(300_000), true, usize::MAX, || false, true)
+            .unwrap();
         assert_eq!(a.usable_size(big, "usable_size"), Some(327_680));
         assert!(a
-            .alloc(l(MAX_SIZE + 1), false, usize::MAX, || false)
+            .alloc(l(MAX_SIZE + 1), false, usize::MAX, || false, true)
             .is_none());
         assert!(
-            a.alloc(l(1000), false, 1000, || false).is_none(),
+            a.alloc(l(1000), false, 1000, || false, true).is_none(),
             "at the limit: not the pool's"
         );
         let mut local = 0u64;
@@ -377,9 +482,16 @@ mod tests {
         );
         // SAFETY: blocks of `a`, freed once.
         unsafe {
-            a.free(a.block(p).unwrap());
-            a.free(a.block(big).unwrap());
+            assert!(a.free(a.block(p).unwrap(), true));
+            assert!(a.free(a.block(big).unwrap(), false));
         }
+        assert_eq!(
+            a.counts(),
+            Counts {
+                allocs: 2,
+                frees: 1
+            }
+        );
         let held = a.usage().unwrap().held_bytes;
         assert!(held > 0 && b.usage().is_none());
     }

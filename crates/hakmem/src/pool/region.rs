@@ -167,6 +167,13 @@ pub(crate) struct Usage {
     pub purged_bytes: u64,
 }
 
+/// Pool blocks handed out and taken back, counted per heap ([`Region::counts`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Counts {
+    pub allocs: u64,
+    pub frees: u64,
+}
+
 /// Reserves [`REGION`] bytes at a [`REGION_ALIGN`] boundary: reserves that much more, then gives
 /// back the pages before the boundary and after the region.
 fn reserve_aligned() -> Option<NonNull<u8>> {
@@ -596,6 +603,21 @@ impl Region {
                 );
             }
         }
+    }
+
+    /// The blocks every heap slot ever handed out and took back where the policy counts them
+    /// (`Heap::counts`), summed: exact once the threads counting are quiescent.
+    pub(crate) fn counts(self) -> Counts {
+        let n = self.header().heap_count.load(Ordering::Acquire);
+        (0..n).fold(Counts::default(), |sum, i| {
+            // SAFETY: slots below `heap_count` were handed out: in the committed metadata, never
+            // unmapped.
+            let (allocs, frees) = unsafe { (*self.heap_at(i)).counts() };
+            Counts {
+                allocs: sum.allocs.wrapping_add(allocs),
+                frees: sum.frees.wrapping_add(frees),
+            }
+        })
     }
 
     /// The figures for [`crate::Stats`].
