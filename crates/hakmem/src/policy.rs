@@ -109,7 +109,6 @@ impl Config {
     /// (512 KiB and up), then freezes it; small requests go to the pool.
     pub const LEARNING: Config = Config {
         mode: Mode::Learning,
-        threshold: 2 << 20,
         evolution: Evolution::LearnThenFreeze,
         bigcache_bytes: 64 << 20,
         stats: StatsLevel::Full,

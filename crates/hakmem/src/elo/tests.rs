@@ -23,7 +23,7 @@ fn thresholds_are_geometric_512_kib_to_32_mib() {
     assert_eq!(
         start_index(2 << 20),
         3,
-        "LEARNING's 2 MiB starts at 1592 KiB"
+        "a 2 MiB threshold starts at 1592 KiB"
     );
     assert_eq!(start_index(0), 0);
     assert_eq!(start_index(usize::MAX), CANDIDATES - 1);
