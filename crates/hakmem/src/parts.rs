@@ -12,11 +12,11 @@
 //! | parts | BigCache | batch | learner | site profile | pool | counters | `size_of` |
 //! |---|---|---|---|---|---|---|---|
 //! | [`Minimal`] | – | – | – | – | – | – | a few bytes |
-//! | [`Fast`] | ✓ | ✓ | – | – | ✓ | – | ≈ 270 KiB |
-//! | [`Balanced`] | ✓ | ✓ | – | – | ✓ | ✓ | ≈ 270 KiB |
-//! | [`Learning`] | ✓ | ✓ | ✓ | – | ✓ | ✓ | ≈ 275 KiB |
-//! | [`Research`] | ✓ | ✓ | ✓ | ✓ | ✓ | ✓ | ≈ 290 KiB |
-//! | [`All`] | ✓ | ✓ | ✓ | ✓ | ✓ | ✓ | ≈ 280 KiB |
+//! | [`Fast`] | ✓ | ✓ | – | – | ✓ | – | ≈ 260 KiB |
+//! | [`Balanced`] | ✓ | ✓ | – | – | ✓ | ✓ | ≈ 264 KiB |
+//! | [`Learning`] | ✓ | ✓ | ✓ | – | ✓ | ✓ | ≈ 269 KiB |
+//! | [`Research`] | ✓ | ✓ | ✓ | ✓ | ✓ | ✓ | ≈ 283 KiB |
+//! | [`All`] | ✓ | ✓ | ✓ | ✓ | ✓ | ✓ | ≈ 283 KiB |
 //!
 //! (BigCache's slot table is most of it; `cargo test -p hakmem --test parts -- --nocapture`
 //! prints the exact sizes, docs/design.md lists them.)
