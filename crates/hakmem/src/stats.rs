@@ -2,7 +2,8 @@
 //!
 //! Which events are counted is the policy's [`StatsLevel`]: `Counters` counts the large-block
 //! path only (rare, expensive events), `Full` every allocation and free. A level that does not
-//! count an event compiles its counter update away. The learning modes add what their learner
+//! count an event compiles its counter update away. Nothing is a shared counter threads fight
+//! over: the pool counts in each thread's heap, the rest goes to [`Counters`]' shards. The learning modes add what their learner
 //! knows: the lifecycle, the ratings, the transitions (see `learner`).
 
 use core::fmt;
@@ -119,9 +120,10 @@ pub struct Stats {
     pub system_allocs: u64,
     /// Blocks returned to the system allocator (level `Full`).
     pub system_frees: u64,
-    /// Blocks allocated from the small-object pool (level `Full`).
+    /// Blocks allocated from the small-object pool (level `Full`; counted in each thread's heap,
+    /// exact once the threads allocating are quiescent).
     pub pool_allocs: u64,
-    /// Blocks returned to the small-object pool (level `Full`).
+    /// Blocks returned to the small-object pool (level `Full`; as `pool_allocs`).
     pub pool_frees: u64,
     /// Large blocks mapped fresh with `mmap`.
     pub mmap_allocs: u64,

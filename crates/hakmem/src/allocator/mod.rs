@@ -10,7 +10,10 @@
 //! Routing (SPEC §4): a request below the mmap threshold (and aligned to at most a page) goes to
 //! the small-object path ([`small`]) — the pool where the mode has one and it serves the size,
 //! else the system allocator with a 16-byte header; anything else is a large block ([`large`]):
-//! BigCache where the mode has it, else a fresh mapping. A freed or resized pointer is
+//! BigCache where the mode has it, else a fresh mapping. A learning mode's request of at least
+//! 512 KiB is contested: its learner routes it. The pool's fast path is inlined and makes no
+//! call; its miss, and everything the pool does not take, continue out of line
+//! ([`Allocator::allocate`]). A freed or resized pointer is
 //! classified once ([`Allocator::classify`]) and handed to the path its [`Kind`] names;
 //! resizing lives in [`realloc`].
 

@@ -1,5 +1,5 @@
-//! The pool: hakmem's own thread-local small-object allocator (FAST and BALANCED; any policy with
-//! `Config::pool`). docs/pool.md has the design and the figures.
+//! The pool: hakmem's own thread-local small-object allocator (every built-in mode but MINIMAL;
+//! any policy with `Config::pool`). docs/pool.md has the design and the figures.
 //!
 //! - **Classes** ([`class`]): 56 size classes, 16 B to 512 KiB, no header: a block is found by
 //!   its address alone.
@@ -18,11 +18,13 @@
 //!
 //! The fast paths (inlined into the allocator):
 //!
-//! - alloc: size and alignment checks, the class (a table load up to 1 KiB), the fast slot's
-//!   region compared with this pool's, the class's current span, pop its free list, count.
+//! - alloc ([`Pool::alloc_fast`]): size and alignment checks, the class (a table load up to
+//!   1 KiB), the fast slot's region compared with this pool's, the class's current span, pop its
+//!   free list, count (level `Full`: one `inc` in the heap). A miss makes no call here: the
+//!   allocator continues out of line with [`Pool::alloc_missed`].
 //! - free: the region check, the table load, the span's owner compared with the fast slot's
-//!   heap, a double-free check against the list head, push, count, and a branch taken only when
-//!   a span that is not current empties.
+//!   heap, a double-free check against the list head, push, count (level `Full`), and a branch
+//!   taken only when a span that is not current empties.
 //!
 //! Nothing takes a lock: `fork` in any state leaves a usable pool in the child.
 
