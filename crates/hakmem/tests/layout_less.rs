@@ -327,30 +327,47 @@ fn pool_blocks_cross_threads<P: Policy>(a: &'static Allocator<P>) {
 /// leaked box would be a leak to valgrind's memcheck.
 fn pool_entry_points<P: Policy>(a: &'static Allocator<P>) {
     if !P::config().pool {
-        return; // MINIMAL, LEARNING, RESEARCH (or a runtime mode without the pool)
+        return; // MINIMAL (or the runtime twin in MINIMAL)
     }
     pool_blocks_by_address(a);
     pool_realloc(a);
     pool_blocks_cross_threads(a);
 }
 
+// One allocator per mode for this file's tests, the pool's and the others': each pool reserves a
+// 16 GiB region, and valgrind's address space holds six (docs/reliability.md), so that
+// `cargo xtask sanitizers --memcheck` runs these tests as they are.
+static MINIMAL: Allocator<Minimal> = Allocator::new();
+static FAST: Allocator<Fast> = Allocator::new();
+static BALANCED: Allocator<Balanced> = Allocator::new();
+static LEARNING: Allocator<Learning> = Allocator::new();
+static RESEARCH: Allocator<Research> = Allocator::new();
+static RUNTIME: Allocator<Runtime> = Allocator::new();
+
 #[test]
 fn fast_pool_blocks() {
-    static A: Allocator<Fast> = Allocator::new();
-    pool_entry_points(&A);
+    pool_entry_points(&FAST);
 }
 
 #[test]
 fn balanced_pool_blocks() {
-    static A: Allocator<Balanced> = Allocator::new();
-    pool_entry_points(&A);
+    pool_entry_points(&BALANCED);
+}
+
+#[test]
+fn learning_pool_blocks() {
+    pool_entry_points(&LEARNING);
+}
+
+#[test]
+fn research_pool_blocks() {
+    pool_entry_points(&RESEARCH);
 }
 
 /// The runtime twin with the pool when `HAKMEM_MODE` names a pool mode (unset: BALANCED).
 #[test]
 fn runtime_pool_blocks() {
-    static A: Allocator<Runtime> = Allocator::new();
-    pool_entry_points(&A);
+    pool_entry_points(&RUNTIME);
 }
 
 fn holds_zero(p: *const u8, n: usize) -> bool {
@@ -366,38 +383,32 @@ fn every_entry_point<P: Policy>(a: &'static Allocator<P>) {
 
 #[test]
 fn minimal() {
-    static A: Allocator<Minimal> = Allocator::new();
-    every_entry_point(&A);
+    every_entry_point(&MINIMAL);
 }
 
 #[test]
 fn fast() {
-    static A: Allocator<Fast> = Allocator::new();
-    every_entry_point(&A);
+    every_entry_point(&FAST);
 }
 
 #[test]
 fn balanced() {
-    static A: Allocator<Balanced> = Allocator::new();
-    every_entry_point(&A);
+    every_entry_point(&BALANCED);
 }
 
 #[test]
 fn learning() {
-    static A: Allocator<Learning> = Allocator::new();
-    every_entry_point(&A);
+    every_entry_point(&LEARNING);
 }
 
 #[test]
 fn research() {
-    static A: Allocator<Research> = Allocator::new();
-    every_entry_point(&A);
+    every_entry_point(&RESEARCH);
 }
 
 #[test]
 fn runtime() {
-    static A: Allocator<Runtime> = Allocator::new();
-    every_entry_point(&A);
+    every_entry_point(&RUNTIME);
 }
 
 // ---- misuse: each in a child process, which must abort with one line --------------------------
