@@ -3,8 +3,9 @@
 //! Which events are counted is the policy's [`StatsLevel`]: `Counters` counts the large-block
 //! path only (rare, expensive events), `Full` every allocation and free. A level that does not
 //! count an event compiles its counter update away. Nothing is a shared counter threads fight
-//! over: the pool counts in each thread's heap, the rest goes to [`Counters`]' shards. The learning modes add what their learner
-//! knows: the lifecycle, the ratings, the transitions (see `learner`).
+//! over: the pool counts in each thread's heap, the rest goes to [`Counters`]' shards. The
+//! learning modes add what their learner knows: the lifecycle, the ratings, the transitions
+//! (see `learner`).
 
 use core::fmt;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -206,7 +207,6 @@ impl Stats {
 pub(crate) enum Event {
     SystemAlloc,
     SystemFree,
-    PoolAlloc,
     PoolFree,
     MmapAlloc,
     MmapFree,
@@ -229,9 +229,7 @@ impl Event {
     #[inline(always)]
     pub(crate) const fn level(self) -> StatsLevel {
         match self {
-            Event::SystemAlloc | Event::SystemFree | Event::PoolAlloc | Event::PoolFree => {
-                StatsLevel::Full
-            }
+            Event::SystemAlloc | Event::SystemFree | Event::PoolFree => StatsLevel::Full,
             _ => StatsLevel::Counters,
         }
     }
@@ -251,9 +249,10 @@ struct Shard([AtomicU64; EVENTS]);
 /// per thread, megabytes apart, and reading the stack pointer costs no thread-local access (no
 /// `__tls_get_addr` in a shared library). A thread whose stack spans two granules, or two
 /// threads that pick the same shard, only share a line, never lose an update: every shard is
-/// atomic, so the sum is exact at any moment, not only when the process is quiescent. The pool's own events (the busiest: one
-/// per small allocation and free) are not counted here but in each thread's heap, with plain
-/// stores (`pool::Counts`).
+/// atomic, so the sum is exact at any moment, not only when the process is quiescent. The pool's
+/// own events (the busiest: one per small allocation and free) are counted in each thread's heap
+/// instead, with plain stores (`pool::Counts`), but for frees by a thread with no heap in the
+/// pool.
 pub(crate) struct Counters {
     shards: [Shard; SHARDS],
 }
@@ -311,7 +310,8 @@ impl Counters {
             threshold,
             system_allocs: c(Event::SystemAlloc),
             system_frees: c(Event::SystemFree),
-            pool_allocs: c(Event::PoolAlloc),
+            // (Counted in the pool's heaps alone: every pool allocation is made through one.)
+            pool_allocs: 0,
             pool_frees: c(Event::PoolFree),
             pool_held_bytes: 0,
             pool_dirty_bytes: 0,

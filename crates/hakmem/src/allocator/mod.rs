@@ -400,8 +400,8 @@ impl<P: Policy> Allocator<P> {
         if let Some(pool) = self.pool(cfg) {
             if Pool::takes(layout.size(), self.pool_limit(cfg)) {
                 let count = self.counts_pool(cfg);
-                if let Some(p) = pool.alloc_fast(layout, zeroed, count) {
-                    return self.pool_served(cfg, p, layout, site, zeroed);
+                if let Some(p) = pool.alloc_fast(layout, count) {
+                    return self.pool_served(cfg, p, layout, site, zeroed, count);
                 }
                 // SAFETY: as this function's.
                 return unsafe { self.allocate_missed(layout, site, zeroed) };
@@ -422,9 +422,9 @@ impl<P: Policy> Allocator<P> {
     unsafe fn allocate_missed(&self, layout: Layout, site: Site, zeroed: bool) -> *mut u8 {
         let cfg = P::config();
         if let Some(pool) = self.pool(cfg) {
-            let huge = || cfg.thp != Thp::Off;
-            if let Some(p) = pool.alloc_missed(layout, zeroed, huge, self.counts_pool(cfg)) {
-                return self.pool_served(cfg, p, layout, site, zeroed);
+            let (huge, count) = (|| cfg.thp != Thp::Off, self.counts_pool(cfg));
+            if let Some(p) = pool.alloc_missed(layout, huge, count) {
+                return self.pool_served(cfg, p, layout, site, zeroed, count);
             }
         }
         // SAFETY: as this function's.

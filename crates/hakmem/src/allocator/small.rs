@@ -28,8 +28,9 @@ impl<P: Policy> Allocator<P> {
         self.counters(cfg, StatsLevel::Full).is_some()
     }
 
-    /// What follows a pool allocation: the per-site profile and the poison, where the policy
-    /// keeps them.
+    /// What follows a pool allocation, whichever path served it: the zeroing it asks for, or
+    /// the poison where the policy poisons, and the per-site profile where the policy keeps one
+    /// (`counted`: the pool counted the block, [`Self::counts_pool`]).
     #[inline(always)]
     pub(super) fn pool_served(
         &self,
@@ -38,14 +39,20 @@ impl<P: Policy> Allocator<P> {
         layout: Layout,
         site: Site,
         zeroed: bool,
+        counted: bool,
     ) -> *mut u8 {
-        if self.counts_pool(cfg) {
+        if counted {
             // (The profile's test nested in the counter's, as in `count_alloc`.)
             self.record(cfg, site.id32(), layout.size(), Path::Pool);
         }
-        if cfg.poison && !zeroed {
-            // SAFETY: the block holds `layout.size()` bytes.
-            unsafe { ptr::write_bytes(p.as_ptr(), POISON_FRESH, layout.size()) };
+        let fill = if zeroed {
+            Some(0)
+        } else {
+            cfg.poison.then_some(POISON_FRESH)
+        };
+        if let Some(byte) = fill {
+            // SAFETY: the block holds at least `layout.size()` bytes.
+            unsafe { ptr::write_bytes(p.as_ptr(), byte, layout.size()) };
         }
         p.as_ptr()
     }

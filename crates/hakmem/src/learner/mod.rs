@@ -5,8 +5,8 @@
 //!
 //! **Hot path.** Every allocation counts down a thread-local counter (const-initialised, no
 //! destructor: a native TLS slot, one load, one store and a branch); every [`TICK`] allocations
-//! of a thread the counter runs out and [`Learner::tick`] calls the cold [`Learner::tick_slow`],
-//! which closes the window when it is due. Requests below [`CONTESTED`] are routed at once,
+//! of a thread the counter runs out ([`Learner::due`]) and the allocator calls the cold
+//! [`Learner::tick`], which closes the window when it is due. Requests below [`CONTESTED`] are routed at once,
 //! whatever the strategy, and pay nothing more.
 //!
 //! **Contested requests** (at least [`CONTESTED`] bytes) go through [`Learner::route`], out of
@@ -184,8 +184,8 @@ impl Learner {
     }
 
     /// The hot-path hook: counts one allocation of this thread; `true` every [`TICK`]th, when
-    /// the caller is to [`tick`](Self::tick). (Split so that the caller can make the call where
-    /// it costs its fast path nothing: out of line, at its end.)
+    /// the caller is to [`tick`](Self::tick). (Apart from the tick, so that the caller can make
+    /// that call where it costs its fast path nothing.)
     #[inline(always)]
     pub(crate) fn due() -> bool {
         let left = COUNTDOWN.get();
@@ -195,12 +195,6 @@ impl Learner {
         }
         COUNTDOWN.set(TICK - 1);
         true
-    }
-
-    /// The tick: every [`TICK`] allocations of a thread (when [`due`](Self::due) says so).
-    #[inline(always)]
-    pub(crate) fn tick(&self, cfg: &Config) {
-        self.tick_slow(cfg)
     }
 
     /// The mmap threshold serving by default (`start` is the mode's configured threshold, which
@@ -287,11 +281,12 @@ impl Learner {
         Some(r)
     }
 
-    /// A tick: counts the allocations, starts the learner the first time, takes this thread's
-    /// size counts and closes the window when it is due.
+    /// A tick, every [`TICK`] allocations of a thread (when [`due`](Self::due) says so): counts
+    /// the allocations, starts the learner the first time, takes this thread's size counts and
+    /// closes the window when it is due.
     #[cold]
     #[inline(never)]
-    fn tick_slow(&self, cfg: &Config) {
+    pub(crate) fn tick(&self, cfg: &Config) {
         let ops = self.ops.fetch_add(u64::from(TICK), Ordering::Relaxed) + u64::from(TICK);
         let now = os::monotonic_ns();
         let id = self.id();

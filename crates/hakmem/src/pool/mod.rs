@@ -95,7 +95,8 @@ impl Pool {
     /// is committed. (A closure, so that a runtime policy's fast path does not read it.)
     /// With `count`, the block is counted in the thread's heap ([`Pool::counts`]).
     ///
-    /// The allocator composes the same three steps itself, the last out of line.
+    /// The allocator composes the same steps itself, the miss out of line, and zeroes (or
+    /// poisons) the block once, whichever step served it.
     #[cfg(test)]
     pub(crate) fn alloc(
         &self,
@@ -108,59 +109,48 @@ impl Pool {
         if !Pool::takes(layout.size(), limit) {
             return None;
         }
-        self.alloc_fast(layout, zeroed, count)
-            .or_else(|| self.alloc_missed(layout, zeroed, huge, count))
+        let block = self
+            .alloc_fast(layout, count)
+            .or_else(|| self.alloc_missed(layout, huge, count))?;
+        if zeroed {
+            // SAFETY: the block holds at least `layout.size()` bytes.
+            unsafe { ptr::write_bytes(block.as_ptr(), 0, layout.size()) };
+        }
+        Some(block)
     }
 
     /// Whether the pool takes a request of `size` bytes under `limit` (the policy's mmap
-    /// threshold): [`Pool::alloc`] declines the others at once.
+    /// threshold); it declines the others at once.
     #[inline(always)]
     pub(crate) fn takes(size: usize, limit: usize) -> bool {
         size < limit.min(MAX_SIZE + 1)
     }
 
-    /// [`Pool::alloc`]'s fast path alone, for a request the pool [`takes`](Pool::takes): `None`
-    /// when it is over-aligned or the current span of its class has no free block, where
-    /// [`Pool::alloc`] would go on (which the caller does out of line, so that this path makes
-    /// no call).
+    /// The fast path alone, for a request the pool [`takes`](Pool::takes): a block of
+    /// `layout`'s class from the current span, or `None` when the request is over-aligned or the
+    /// span has no free block, for the caller to go on with [`Pool::alloc_missed`] (out of line,
+    /// so that this path makes no call). The block is not zeroed.
     #[inline(always)]
-    pub(crate) fn alloc_fast(
-        &self,
-        layout: Layout,
-        zeroed: bool,
-        count: bool,
-    ) -> Option<NonNull<u8>> {
-        let size = layout.size();
+    pub(crate) fn alloc_fast(&self, layout: Layout, count: bool) -> Option<NonNull<u8>> {
         if layout.align() > class::MIN_ALIGN {
             return None;
         }
-        let block = NonNull::new(self.pop(class::of(size), count))?.cast();
-        if zeroed {
-            // SAFETY: the block holds at least `size` bytes.
-            unsafe { ptr::write_bytes(block.as_ptr(), 0, size) };
-        }
-        Some(block)
+        NonNull::new(self.pop(class::of(layout.size()), count)).map(NonNull::cast)
     }
 
-    /// [`Pool::alloc`] after its fast path missed: straight to the slow path.
+    /// After [`Pool::alloc_fast`] missed: the slow path (a refill, an over-aligned class, the
+    /// first use of the pool or of the thread). The block is not zeroed.
     pub(crate) fn alloc_missed(
         &self,
         layout: Layout,
-        zeroed: bool,
         huge: impl Fn() -> bool,
         count: bool,
     ) -> Option<NonNull<u8>> {
-        let size = layout.size();
-        let block = if layout.align() <= class::MIN_ALIGN {
-            self.alloc_slow(class::of(size), huge, count)?
+        if layout.align() <= class::MIN_ALIGN {
+            self.alloc_slow(class::of(layout.size()), huge, count)
         } else {
-            self.alloc_aligned(layout, huge, count)?
-        };
-        if zeroed {
-            // SAFETY: the block holds at least `size` bytes.
-            unsafe { ptr::write_bytes(block.as_ptr(), 0, size) };
+            self.alloc_aligned(layout, huge, count)
         }
-        Some(block)
     }
 
     /// A block of `class` from this thread's heap's current span when this pool is the fast
