@@ -17,8 +17,10 @@
 //!   (of the touching), `thp_enabled=…` (the kernel's mode) and `aligned_2m=true|false`.
 //! - `grow POLICY FROM_MIB TO_MIB [--no-touch]`: allocates FROM_MIB MiB, touches every page,
 //!   grows by doubling `realloc` up to TO_MIB MiB (touching each new half), frees:
-//!   `reallocs=K`. `--no-touch` touches nothing (for instruction counts: only `realloc`
-//!   differs between two runs).
+//!   `reallocs=K faults=F most_faults=M thp_enabled=…` (F: page faults of the K doublings,
+//!   each `realloc` and the touching of its new half; M: the most of one doubling).
+//!   `--no-touch` touches nothing (for instruction counts: only `realloc` differs between two
+//!   runs).
 //! - `zeroed POLICY`: allocates 2 MiB, fills it with 0xAB, frees it, then `alloc_zeroed` of
 //!   2 MiB from the same site: `zero_ok=true|false same_block=true|false`.
 //!
@@ -261,6 +263,7 @@ fn grow<P: Policy>(a: &Allocator<P>, from_mib: usize, to_mib: usize, touching: b
     let (from, to) = (from_mib * MIB, to_mib * MIB);
     let mut layout = layout(from)?;
     let mut reallocs = 0u32;
+    let (mut faults, mut most_faults) = (0u64, 0u64);
     // SAFETY: every block is used within its current size and freed with its current layout.
     unsafe {
         let mut p = alloc(a, layout)?;
@@ -268,6 +271,7 @@ fn grow<P: Policy>(a: &Allocator<P>, from_mib: usize, to_mib: usize, touching: b
             touch(p, from);
         }
         while layout.size() < to {
+            let before = self::faults();
             let new_size = (layout.size() * 2).min(to);
             let q = a.realloc(black_box(p), layout, new_size);
             if q.is_null() {
@@ -280,13 +284,19 @@ fn grow<P: Policy>(a: &Allocator<P>, from_mib: usize, to_mib: usize, touching: b
             if touching {
                 touch(q.add(layout.size()), new_size - layout.size());
             }
+            let these = self::faults() - before;
+            faults += these;
+            most_faults = most_faults.max(these);
             reallocs += 1;
             p = q;
             layout = Layout::from_size_align_unchecked(new_size, 16);
         }
         a.dealloc(black_box(p), layout);
     }
-    Ok(format!("reallocs={reallocs}"))
+    Ok(format!(
+        "reallocs={reallocs} faults={faults} most_faults={most_faults} thp_enabled={}",
+        thp_enabled()
+    ))
 }
 
 fn zeroed<P: Policy>(a: &Allocator<P>) -> Outcome {

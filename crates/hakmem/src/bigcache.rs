@@ -27,15 +27,16 @@
 //! back if it needs them.
 
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use crate::header::HEADER_SIZE;
 #[cfg(doc)]
 use crate::site::Site;
 use crate::site::SITE_SLOTS;
 
-/// The size classes, in bytes.
-pub(crate) const CLASSES: [usize; 8] = [
+/// The size classes, in bytes: SPEC's eight up to 16 MiB, then powers of two up to 1 GiB. A mode
+/// caches a class only if one block of it fits its byte cap ([`class_for`]).
+pub(crate) const CLASSES: [usize; 14] = [
     512 << 10,
     1 << 20,
     2 << 20,
@@ -44,12 +45,28 @@ pub(crate) const CLASSES: [usize; 8] = [
     6 << 20,
     8 << 20,
     16 << 20,
+    32 << 20,
+    64 << 20,
+    128 << 20,
+    256 << 20,
+    512 << 20,
+    1 << 30,
 ];
+
+/// The largest class index (`CLASSES.len() - 1`): `class.min(LAST)` is how an index that is
+/// always in bounds tells the compiler so, without a panic path.
+pub(crate) const LAST: usize = CLASSES.len() - 1;
+
+/// The classes up to 16 MiB, looked up by table; above, powers of two.
+const TABLE_CLASSES: usize = 8;
+
+/// The header page every class block is laid out for (4 KiB).
+pub(crate) const HEADER_PAGE: usize = 4096;
 
 /// The mapping length of the smallest block the cache holds: the smallest class plus the header
 /// page (4 KiB, the page size every class block is laid out for). A byte cap below it holds
 /// nothing ([`Config::validate`](crate::Config::validate) refuses one).
-pub(crate) const SMALLEST_BLOCK: usize = CLASSES[0] + 4096;
+pub(crate) const SMALLEST_BLOCK: usize = CLASSES[0] + HEADER_PAGE;
 
 /// Slots per (site, class).
 pub(crate) const WAYS: usize = 16;
@@ -73,20 +90,44 @@ const CLASS_OF: [u8; 32] = {
     table
 };
 
-/// The class serving a request of `size` bytes, or `None` (below 512 KiB or above 16 MiB).
+/// The class serving a request of `size` bytes, or `None` (below 512 KiB or above 1 GiB).
 #[inline(always)]
 pub(crate) fn class_of(size: usize) -> Option<usize> {
-    if size < CLASSES[0] || size > CLASSES[7] {
+    if size < CLASSES[0] {
         return None;
     }
-    Some(CLASS_OF[(size - 1) >> 19] as usize)
+    if size <= CLASSES[TABLE_CLASSES - 1] {
+        return Some(CLASS_OF[(size - 1) >> 19] as usize);
+    }
+    huge_class_of(size)
 }
 
-/// The class of a block whose user region is exactly `capacity` bytes, or `None`.
+/// [`class_of`] above 16 MiB: the power of two at or above `size`, up to 1 GiB.
+#[inline(never)]
+fn huge_class_of(size: usize) -> Option<usize> {
+    // 16 MiB + 1 ..= 32 MiB needs 25 bits (its `size - 1`), and is class TABLE_CLASSES.
+    let bits = (usize::BITS - (size - 1).leading_zeros()) as usize;
+    let class = TABLE_CLASSES + bits - 25;
+    (class <= LAST).then_some(class)
+}
+
+/// The class serving `size` bytes in a cache capped at `cap` bytes: [`class_of`], if one block
+/// of the class (its bytes plus the header page) fits the cap; else the request is no class
+/// block (it could never be cached, and rounding it up would only waste address space). Up to
+/// 16 MiB one table load, the cap's test folded away for a compiled mode's cap.
 #[inline(always)]
-pub(crate) fn class_of_capacity(capacity: usize) -> Option<usize> {
-    // `get`, not indexing: no panic path (a class is always in bounds).
-    class_of(capacity).filter(|&c| CLASSES.get(c) == Some(&capacity))
+pub(crate) fn class_for(size: usize, cap: usize) -> Option<usize> {
+    let table_max = CLASSES[TABLE_CLASSES - 1];
+    if size >= CLASSES[0] && size <= table_max && table_max + HEADER_PAGE <= cap {
+        return Some(CLASS_OF[(size - 1) >> 19] as usize);
+    }
+    capped_class_of(size, cap)
+}
+
+/// [`class_for`] beyond its table.
+#[inline(never)]
+fn capped_class_of(size: usize, cap: usize) -> Option<usize> {
+    class_of(size).filter(|&c| CLASSES[c.min(LAST)] + HEADER_PAGE <= cap)
 }
 
 /// The per-instance cache.
@@ -101,7 +142,18 @@ pub(crate) struct BigCache {
     held: AtomicUsize,
     /// Recent reuse per class.
     score: [AtomicU32; CLASSES.len()],
+    /// The decay's generation: how many sweeps have run. A block is stamped with it when it is
+    /// cached ([`stamp`]); a sweep releases the blocks stamped [`SWEEPS_PER_DECAY`] or more
+    /// sweeps ago.
+    generation: AtomicU32,
+    /// When the next sweep is due ([`crate::os::coarse_millis`]); 0 before the first.
+    next_sweep: AtomicU64,
 }
+
+/// Sweeps per decay period: a sweep runs at most once every `decay / SWEEPS_PER_DECAY`, and a
+/// block is released by the sweep that finds it stamped `SWEEPS_PER_DECAY + 1` generations ago:
+/// at least `SWEEPS_PER_DECAY` intervals, the whole period, after it was cached.
+pub(crate) const SWEEPS_PER_DECAY: u32 = 8;
 
 impl BigCache {
     pub(crate) const fn new() -> Self {
@@ -111,14 +163,28 @@ impl BigCache {
             occupied: [const { AtomicBool::new(false) }; SITE_SLOTS],
             held: AtomicUsize::new(0),
             score: [const { AtomicU32::new(0) }; CLASSES.len()],
+            generation: AtomicU32::new(0),
+            next_sweep: AtomicU64::new(0),
         }
     }
 
-    /// The slots of (site slot, class). The masks are no-ops (a site slot is below
-    /// [`SITE_SLOTS`], a class below 8) that let the compiler drop the bounds checks.
+    /// Whether the cache holds nothing (one relaxed load).
+    #[inline(always)]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.held.load(Ordering::Relaxed) == 0
+    }
+
+    /// The current decay generation, to [`stamp`] a block with as it is cached.
+    #[inline(always)]
+    pub(crate) fn generation(&self) -> u32 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
+    /// The slots of (site slot, class). The mask and the `min` are no-ops (a site slot is below
+    /// [`SITE_SLOTS`], a class at most [`LAST`]) that let the compiler drop the bounds checks.
     #[inline(always)]
     fn bucket(&self, class: usize, slot: usize) -> &[AtomicUsize; WAYS] {
-        &self.slots[slot & (SITE_SLOTS - 1)][class & (CLASSES.len() - 1)]
+        &self.slots[slot & (SITE_SLOTS - 1)][class.min(LAST)]
     }
 
     /// Takes a cached block of `class` for the site in slot `site_slot` ([`Site::slot`]): its
@@ -135,6 +201,36 @@ impl BigCache {
                 // A hit makes the class HOT for its next SCORE_MAX puts.
                 self.score[class].store(SCORE_MAX, Ordering::Relaxed);
                 return NonNull::new(user as *mut u8);
+            }
+        }
+        None
+    }
+
+    /// Takes a cached block for the site in slot `site_slot` of the smallest class from `first`
+    /// on whose bytes are at most `most` (for a block that grows: room ahead, within a bound on
+    /// waste). Returns its user address and class. Empty slots are only loaded, so a miss costs
+    /// loads, not locked swaps.
+    pub(crate) fn take_fit(
+        &self,
+        first: usize,
+        most: usize,
+        site_slot: usize,
+        page: usize,
+    ) -> Option<(NonNull<u8>, usize)> {
+        for (class, &bytes) in CLASSES.iter().enumerate().skip(first) {
+            if bytes > most {
+                break;
+            }
+            for slot in self.bucket(class, site_slot) {
+                if slot.load(Ordering::Relaxed) == 0 {
+                    continue;
+                }
+                let user = slot.swap(0, Ordering::Acquire);
+                if let Some(user) = NonNull::new(user as *mut u8) {
+                    self.held.fetch_sub(page + bytes, Ordering::Relaxed);
+                    self.score[class].store(SCORE_MAX, Ordering::Relaxed);
+                    return Some((user, class));
+                }
             }
         }
         None
@@ -230,6 +326,114 @@ impl BigCache {
     }
 }
 
+impl BigCache {
+    /// Starts a decay sweep if one is due at `now` (milliseconds, [`crate::os::coarse_millis`])
+    /// with sweeps `interval` apart: returns the new generation to sweep with, or `None` (not
+    /// due, or another thread took this one).
+    #[cold]
+    pub(crate) fn sweep_due(&self, now: u64, interval: u64) -> Option<u32> {
+        let due = self.next_sweep.load(Ordering::Relaxed);
+        if now < due {
+            return None;
+        }
+        self.next_sweep
+            .compare_exchange(due, now + interval, Ordering::Relaxed, Ordering::Relaxed)
+            .ok()?;
+        Some(self.generation.fetch_add(1, Ordering::Relaxed).wrapping_add(1))
+    }
+
+    /// One decay sweep of generation `generation` ([`BigCache::sweep_due`]): every cached block
+    /// stamped more than [`SWEEPS_PER_DECAY`] generations ago is taken out and handed to
+    /// `release` (user address, mapping length); younger ones are put back. Like
+    /// [`BigCache::drain`], it looks only into the sites whose flag is set. Returns the number of
+    /// blocks released.
+    ///
+    /// # Safety
+    /// Every cached block is a class block with a header page of `page` bytes in which it was
+    /// [`stamp`]ed when cached.
+    #[cold]
+    pub(crate) unsafe fn decay(
+        &self,
+        page: usize,
+        generation: u32,
+        mut release: impl FnMut(NonNull<u8>, usize),
+    ) -> usize {
+        if self.is_empty() {
+            return 0;
+        }
+        let mut released = 0;
+        for (flag, site) in self.occupied.iter().zip(&self.slots) {
+            // Taken as a drain takes it (see there); set again below if the site still holds a
+            // block, so a flag is never lost while its site holds one.
+            if !flag.load(Ordering::Relaxed) || !flag.swap(false, Ordering::Acquire) {
+                continue;
+            }
+            let mut kept = false;
+            for (bucket, class_bytes) in site.iter().zip(CLASSES) {
+                let len = page + class_bytes;
+                for (way, slot) in bucket.iter().enumerate() {
+                    if slot.load(Ordering::Relaxed) == 0 {
+                        continue;
+                    }
+                    let Some(user) = NonNull::new(slot.swap(0, Ordering::Acquire) as *mut u8)
+                    else {
+                        continue;
+                    };
+                    // SAFETY: a cached block, now ours (the swap took it), stamped (caller).
+                    let age = generation.wrapping_sub(unsafe { stamp_of(user) });
+                    if age > SWEEPS_PER_DECAY {
+                        self.held.fetch_sub(len, Ordering::Relaxed);
+                        release(user, len);
+                        released += 1;
+                        continue;
+                    }
+                    // Young: back into its bucket (this way if still empty, else another).
+                    let addr = user.as_ptr() as usize;
+                    let back = bucket.iter().cycle().skip(way).take(WAYS).any(|slot| {
+                        slot.compare_exchange(0, addr, Ordering::Release, Ordering::Relaxed)
+                            .is_ok()
+                    });
+                    if back {
+                        kept = true;
+                    } else {
+                        self.held.fetch_sub(len, Ordering::Relaxed);
+                        release(user, len);
+                        released += 1;
+                    }
+                }
+            }
+            if kept {
+                flag.store(true, Ordering::Release);
+            }
+        }
+        released
+    }
+}
+
+/// Stamps the block at `user` with the decay generation it is cached in
+/// ([`BigCache::generation`]).
+///
+/// # Safety
+/// `user` is a class block (its header page is ours), freed.
+#[inline(always)]
+pub(crate) unsafe fn stamp(user: NonNull<u8>, generation: u32) {
+    // SAFETY: the header page lies before `user`; the stamp sits below the metadata word.
+    unsafe {
+        user.cast::<u64>()
+            .sub(HEADER_SIZE / 8 + 2)
+            .write(u64::from(generation))
+    }
+}
+
+/// The generation the block at `user` was stamped with ([`stamp`]).
+///
+/// # Safety
+/// As [`stamp`].
+unsafe fn stamp_of(user: NonNull<u8>) -> u32 {
+    // SAFETY: as in `stamp`.
+    unsafe { user.cast::<u64>().sub(HEADER_SIZE / 8 + 2).read() as u32 }
+}
+
 /// A class block's metadata word, in its header page just below the header: its class (so the
 /// free path need not derive it) and how many bytes from the user pointer may have been
 /// written since the block was last known to be zero (so `alloc_zeroed` clears only those).
@@ -281,7 +485,7 @@ impl Meta {
     #[inline(always)]
     pub(crate) fn class_unchecked(self) -> usize {
         debug_assert!(self.class_bytes() != NOT_A_CLASS, "meta {:#x}", self.0);
-        ((self.0 >> CLASS_SHIFT) - 1) & (CLASSES.len() - 1)
+        ((self.0 >> CLASS_SHIFT) - 1).min(LAST)
     }
 
     /// The same block's metadata with `dirty` bytes.
@@ -336,16 +540,39 @@ mod tests {
         assert_eq!(class_of(7 << 20), Some(6));
         assert_eq!(class_of(9 << 20), Some(7));
         assert_eq!(class_of(16 << 20), Some(7));
-        assert_eq!(class_of((16 << 20) + 1), None);
-        for size in (512usize << 10..=16 << 20).step_by(4093) {
+        assert_eq!(class_of((16 << 20) + 1), Some(8));
+        assert_eq!(class_of(64 << 20), Some(9));
+        assert_eq!(class_of((64 << 20) + 1), Some(10));
+        assert_eq!(class_of(1 << 30), Some(LAST));
+        assert_eq!(class_of((1 << 30) + 1), None);
+        for size in (512usize << 10..=1 << 30).step_by(40_093) {
             let c = class_of(size).unwrap();
             assert!(
                 CLASSES[c] >= size && (c == 0 || CLASSES[c - 1] < size),
                 "{size}"
             );
         }
-        assert_eq!(class_of_capacity(3 << 20), Some(3));
-        assert_eq!(class_of_capacity((3 << 20) - 4096), None);
+    }
+
+    #[test]
+    fn the_cap_bounds_the_classes() {
+        let cap = 64 << 20;
+        assert_eq!(class_for(2 << 20, cap), Some(2));
+        assert_eq!(class_for(24 << 20, cap), Some(8), "16 MiB < 24 MiB <= 32 MiB");
+        assert_eq!(
+            class_for(64 << 20, cap),
+            None,
+            "64 MiB plus its header page is over a 64 MiB cap"
+        );
+        assert_eq!(class_for(64 << 20, (64 << 20) + HEADER_PAGE), Some(9));
+        assert_eq!(class_for(2 << 20, 1 << 20), None, "a cap below the class");
+        assert_eq!(class_for(100, usize::MAX), None);
+        for size in (512usize << 10..=1 << 30).step_by(1_000_003) {
+            for cap in [SMALLEST_BLOCK, 16 << 20, 1 << 30, usize::MAX] {
+                let expected = class_of(size).filter(|&c| CLASSES[c] + HEADER_PAGE <= cap);
+                assert_eq!(class_for(size, cap), expected, "{size} under {cap}");
+            }
+        }
     }
 
     #[test]
@@ -437,6 +664,84 @@ mod tests {
             "flags cleared by the drain"
         );
         assert_eq!(released, 2);
+    }
+
+    #[test]
+    fn sweeps_are_due_once_per_interval() {
+        let cache = Box::new(BigCache::new());
+        assert_eq!(cache.sweep_due(1000, 125), Some(1), "the first is due at once");
+        assert_eq!(cache.sweep_due(1100, 125), None, "not before the interval");
+        assert_eq!(cache.sweep_due(1125, 125), Some(2));
+        assert_eq!(cache.sweep_due(9000, 125), Some(3), "one per check, however late");
+        assert_eq!(cache.generation(), 3);
+    }
+
+    /// A block is released by the sweep that finds it more than `SWEEPS_PER_DECAY` generations
+    /// old, not before; a block cached again is young again.
+    #[test]
+    fn decay_releases_blocks_not_reused_for_a_period() {
+        let cache = Box::new(BigCache::new());
+        // Stand-ins for class blocks: only their stamp words (below the user address) are read.
+        let mut memory = std::vec![0u64; 64];
+        let base = memory.as_mut_ptr();
+        // SAFETY: both "user" addresses leave the stamp word inside `memory`.
+        let (a, b) = unsafe {
+            (
+                NonNull::new_unchecked(base.add(8).cast::<u8>()),
+                NonNull::new_unchecked(base.add(40).cast::<u8>()),
+            )
+        };
+        let site = Site::NONE.slot();
+        let len = |class: usize| 4096 + CLASSES[class];
+        let mut generation = 0;
+        // SAFETY: the stamps live in `memory`; the cache never dereferences the blocks beyond.
+        unsafe {
+            stamp(a, cache.generation());
+            assert!(cache.put(2, site, a, len(2), usize::MAX));
+            generation += 1;
+            let mut released = std::vec::Vec::new();
+            for _ in 0..SWEEPS_PER_DECAY {
+                assert_eq!(cache.decay(4096, generation, |u, _| released.push(u)), 0);
+                generation += 1;
+                if generation == 3 {
+                    stamp(b, generation);
+                    assert!(cache.put(5, site, b, len(5), usize::MAX));
+                }
+            }
+            assert!(released.is_empty(), "kept for a whole period");
+            assert_eq!(cache.decay(4096, generation, |u, _| released.push(u)), 1);
+            assert_eq!(released, [a]);
+            assert_eq!(cache.held.load(Ordering::Relaxed), len(5), "b is still held");
+            assert_eq!(cache.take(5, site, len(5)), Some(b), "and still in its slot");
+            stamp(b, generation);
+            assert!(cache.put(5, site, b, len(5), usize::MAX));
+            generation += SWEEPS_PER_DECAY;
+            assert_eq!(cache.decay(4096, generation, |u, _| released.push(u)), 0, "reused");
+            generation += 1;
+            assert_eq!(cache.decay(4096, generation, |u, _| released.push(u)), 1);
+            assert_eq!(released, [a, b]);
+            assert!(cache.is_empty());
+        }
+    }
+
+    #[test]
+    fn take_fit_takes_the_smallest_class_within_the_bound() {
+        let cache = Box::new(BigCache::new());
+        let user = |n: usize| NonNull::new((n << 12) as *mut u8).unwrap();
+        let site = Site::NONE.slot();
+        // SAFETY: never dereferenced.
+        unsafe {
+            assert!(cache.put(9, site, user(1), 4096 + CLASSES[9], usize::MAX));
+            assert!(cache.put(11, site, user(2), 4096 + CLASSES[11], usize::MAX));
+        }
+        assert_eq!(cache.take_fit(2, 32 << 20, site, 4096), None, "64 MiB is over 32");
+        assert_eq!(
+            cache.take_fit(2, 1 << 30, site, 4096),
+            Some((user(1), 9)),
+            "the smaller first"
+        );
+        assert_eq!(cache.take_fit(10, 1 << 30, site, 4096), Some((user(2), 11)));
+        assert!(cache.is_empty());
     }
 
     #[test]

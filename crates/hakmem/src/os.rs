@@ -200,6 +200,64 @@ pub(crate) unsafe fn remap(
     }
 }
 
+/// Moves the mapping `[ptr, ptr + old_len)` to exactly `to`, resized to `new_len` bytes
+/// (`MREMAP_FIXED`): whatever was mapped at `[to, to + new_len)` is unmapped first. Pages move,
+/// they are not copied; new pages are zero. Returns whether it moved. On failure the old mapping
+/// is intact, but the target range may already have been unmapped (the kernel unmaps it before
+/// it moves the pages).
+///
+/// # Safety
+/// `[ptr, ptr + old_len)` is a whole mapping of ours that nothing will use at its old address;
+/// `[to, to + new_len)` is page-aligned, does not overlap it, and is ours to discard.
+pub(crate) unsafe fn remap_to(
+    ptr: NonNull<u8>,
+    old_len: usize,
+    new_len: usize,
+    to: NonNull<u8>,
+) -> bool {
+    debug_assert!(old_len % page_size() == 0 && new_len % page_size() == 0 && new_len > 0);
+    debug_assert!(to.as_ptr() as usize % page_size() == 0);
+    // SAFETY: the caller guarantees both ranges are ours, the target's contents disposable.
+    let p = keep_errno(|| unsafe {
+        libc::mremap(
+            ptr.as_ptr().cast(),
+            old_len,
+            new_len,
+            libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
+            to.as_ptr().cast::<libc::c_void>(),
+        )
+    });
+    p == to.as_ptr().cast()
+}
+
+/// Grows the mapping `[ptr, ptr + old_len)` to `new_len` bytes where it is (no move), if the
+/// address space after it is free. Returns whether it grew.
+///
+/// # Safety
+/// The range must be a whole mapping of ours.
+pub(crate) unsafe fn grow_in_place(ptr: NonNull<u8>, old_len: usize, new_len: usize) -> bool {
+    debug_assert!(old_len % page_size() == 0 && new_len % page_size() == 0);
+    // SAFETY: the caller guarantees the range is a mapping of ours; without MREMAP_MAYMOVE the
+    // kernel only extends it into free address space.
+    let p = keep_errno(|| unsafe { libc::mremap(ptr.as_ptr().cast(), old_len, new_len, 0) });
+    p == ptr.as_ptr().cast()
+}
+
+/// A coarse monotonic clock in milliseconds (`CLOCK_MONOTONIC_COARSE`: read from the vDSO, no
+/// system call, a few milliseconds' resolution). 0 if the kernel refuses, which it does not.
+pub(crate) fn coarse_millis() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the struct it is given; with a valid clock id it cannot fail
+    // and so leaves errno alone.
+    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) } != 0 {
+        return 0;
+    }
+    (ts.tv_sec as u64) * 1000 + (ts.tv_nsec as u64) / 1_000_000
+}
+
 /// This thread's CPU time so far (user + system, in µs) and its page faults (minor + major):
 /// one `getrusage(RUSAGE_THREAD)`. Zeros if the kernel refuses (it does not on Linux).
 pub(crate) fn thread_usage() -> (u64, u64) {

@@ -30,8 +30,15 @@ pub struct Config {
     /// Keep freed large blocks per call site and size class for reuse (BigCache).
     pub bigcache: bool,
     /// The most bytes BigCache may hold (mapping lengths, header pages included); a freed block
-    /// that would exceed it is released instead.
+    /// that would exceed it is released instead. It also bounds the classes: a request whose
+    /// class's block would not fit is mapped at its own size and never cached.
     pub bigcache_bytes: usize,
+    /// How long a block may sit in BigCache without being reused before it is released, in
+    /// milliseconds (like jemalloc's `dirty_decay_ms`); 0: never by time, only by the cap.
+    /// Checked on slow paths only (a cache miss, a pool refill), never on a cache hit: an idle
+    /// program returns its large blocks once it allocates again, a busy one keeps what it
+    /// reuses. docs/large-blocks.md says why each mode's default is what it is.
+    pub bigcache_decay_ms: u32,
     /// Collect released large blocks and return them to the OS in batches.
     pub batch_madvise: bool,
     /// Serve small requests from hakmem's own thread-local pool instead of the system allocator.
@@ -68,6 +75,7 @@ impl Config {
         evolution: Evolution::Off,
         bigcache: false,
         bigcache_bytes: 0,
+        bigcache_decay_ms: 0,
         batch_madvise: false,
         pool: false,
         free_policy: FreePolicy::Immediate,
@@ -85,7 +93,8 @@ impl Config {
         threshold: FROZEN_BEST_THRESHOLD,
         evolution: Evolution::Frozen,
         bigcache: true,
-        bigcache_bytes: 256 << 20,
+        bigcache_bytes: 1 << 30,
+        bigcache_decay_ms: 10_000,
         batch_madvise: true,
         pool: true,
         free_policy: FreePolicy::Adaptive,
@@ -100,7 +109,8 @@ impl Config {
     /// BALANCED (the default): FAST's speed with bounded memory and cheap counters.
     pub const BALANCED: Config = Config {
         mode: Mode::Balanced,
-        bigcache_bytes: 64 << 20,
+        bigcache_bytes: 256 << 20,
+        bigcache_decay_ms: 1_000,
         stats: StatsLevel::Counters,
         ..Config::FAST
     };
@@ -110,7 +120,8 @@ impl Config {
     pub const LEARNING: Config = Config {
         mode: Mode::Learning,
         evolution: Evolution::LearnThenFreeze,
-        bigcache_bytes: 64 << 20,
+        bigcache_bytes: Config::BALANCED.bigcache_bytes,
+        bigcache_decay_ms: Config::BALANCED.bigcache_decay_ms,
         stats: StatsLevel::Full,
         log: LogLevel::Lifecycle,
         ..Config::FAST

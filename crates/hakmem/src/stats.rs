@@ -145,8 +145,12 @@ pub struct Stats {
     pub bigcache_hits: u64,
     /// Large requests BigCache could not serve.
     pub bigcache_misses: u64,
-    /// Blocks evicted from BigCache.
+    /// Blocks evicted from BigCache: freed blocks it had no room for, and blocks drained when
+    /// memory ran out.
     pub bigcache_evictions: u64,
+    /// Cached blocks released because they were not reused within the decay period
+    /// ([`Config::bigcache_decay_ms`](crate::Config::bigcache_decay_ms)).
+    pub bigcache_decayed: u64,
     /// `madvise` calls made to let the kernel reclaim cached blocks (`MADV_FREE`).
     pub madvise_calls: u64,
     /// Bytes covered by those calls.
@@ -214,6 +218,7 @@ pub(crate) enum Event {
     CacheHit,
     CacheMiss,
     CacheEvict,
+    CacheDecay,
     MadviseCall,
     MadviseBytes,
     MunmapCall,
@@ -322,6 +327,7 @@ impl Counters {
             bigcache_hits: c(Event::CacheHit),
             bigcache_misses: c(Event::CacheMiss),
             bigcache_evictions: c(Event::CacheEvict),
+            bigcache_decayed: c(Event::CacheDecay),
             madvise_calls: c(Event::MadviseCall),
             madvise_bytes: c(Event::MadviseBytes),
             munmap_calls: c(Event::MunmapCall),
@@ -428,8 +434,8 @@ impl fmt::Display for Stats {
         )?;
         writeln!(
             f,
-            "  cache   hits   {:>12}  misses {:>11}  evictions {}",
-            self.bigcache_hits, self.bigcache_misses, self.bigcache_evictions
+            "  cache   hits   {:>12}  misses {:>11}  evictions {}  decayed {}",
+            self.bigcache_hits, self.bigcache_misses, self.bigcache_evictions, self.bigcache_decayed
         )?;
         writeln!(
             f,

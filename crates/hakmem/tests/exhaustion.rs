@@ -508,10 +508,12 @@ fn errno_is_enomem_on_failure_and_untouched_otherwise() {
     }
 }
 
-/// Large blocks of 48 MiB: beyond BigCache's classes, so their free always unmaps.
-const MAPPED: usize = 48 * MIB;
+/// Large blocks of 600 MiB: beyond every class a built-in mode caches (a class is cached only if
+/// one block of it fits the cap: up to 128 MiB under BALANCED's 256 MiB, 512 MiB under FAST's
+/// 1 GiB), so their free always unmaps. Only one page of each is touched.
+const MAPPED: usize = 600 * MIB;
 
-/// BALANCED without huge pages: its 48 MiB blocks are plain page-aligned mappings, which the
+/// BALANCED without huge pages: its large blocks are plain page-aligned mappings, which the
 /// kernel merges when they lie side by side (2 MiB-aligned ones leave gaps), and it counts.
 struct FlatBalanced;
 
@@ -540,7 +542,7 @@ fn inside_a_larger_mapping(user: usize) -> bool {
     })
 }
 
-/// Five 48 MiB blocks, the map count filled, one block freed — one that lies inside a larger
+/// Five blocks of [`MAPPED`] bytes, the map count filled, one block freed — one that lies inside a larger
 /// mapping if there is one: prints whether it did (so that unmapping it needed a split) and
 /// how many refusals `a` counted.
 fn map_count_limit<P: Policy>(a: &Allocator<P>) {

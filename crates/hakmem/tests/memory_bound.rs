@@ -13,7 +13,7 @@
 //! RSS at the start + live bytes + BigCache's cap + the pool's cap + 16 MiB
 //! ```
 //!
-//! - BigCache's cap: `Config::BALANCED.bigcache_bytes` (64 MiB).
+//! - BigCache's cap: `Config::BALANCED.bigcache_bytes` (256 MiB).
 //! - The pool's cap, from docs/pool.md ("Memory: bounds") and `crates/hakmem/src/pool/`: the
 //!   region keeps at most 8 MiB of empty spans resident (`DIRTY_MAX`; beyond, freed spans are
 //!   purged with `MADV_DONTNEED`), and each thread's heap keeps, besides its live blocks, the
@@ -40,7 +40,7 @@ mod common;
 use std::alloc::{GlobalAlloc, Layout};
 use std::time::Instant;
 
-use common::{scaled, Rng};
+use common::{rss, scaled, Rng};
 use hakmem::mode::Balanced;
 use hakmem::{Allocator, Config};
 
@@ -83,19 +83,6 @@ fn pool_cap() -> usize {
     let current: usize = pool_classes().into_iter().map(span_len).sum();
     let cached: usize = [64 << 10, 512 << 10, 4 * MIB].iter().sum();
     POOL_DIRTY_MAX + current + cached
-}
-
-/// The resident set of this process, in bytes (`/proc/self/statm`, second field). Read into a
-/// stack buffer: reading it must not disturb what it measures.
-fn rss() -> usize {
-    use std::io::Read;
-    let mut buf = [0u8; 128];
-    let mut file = std::fs::File::open("/proc/self/statm").expect("open /proc/self/statm");
-    let n = file.read(&mut buf).expect("read /proc/self/statm");
-    let text = std::str::from_utf8(&buf[..n]).unwrap();
-    let pages: usize = text.split_whitespace().nth(1).unwrap().parse().unwrap();
-    // SAFETY: sysconf has no preconditions.
-    pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize
 }
 
 fn size(rng: &mut Rng) -> usize {

@@ -47,8 +47,12 @@ fn block_layout() -> Layout {
         // A large block: at or above every mode's threshold; a BigCache class block where the
         // mode has BigCache.
         Ok("large") => Layout::from_size_align(2 * MIB, 16).unwrap(),
-        // Large, beyond BigCache's classes: released to the OS at once when freed.
-        Ok("huge") => Layout::from_size_align(32 * MIB, 16).unwrap(),
+        // Large, beyond every class the mode's cap lets BigCache hold (a class is cached only if
+        // one block of it fits): released to the OS at once when freed.
+        Ok("huge") => {
+            let size = (Selected::config().bigcache_bytes + MIB).max(32 * MIB);
+            Layout::from_size_align(size, 16).unwrap()
+        }
         other => panic!("MISUSE_BLOCK={other:?}"),
     }
 }
@@ -326,8 +330,8 @@ fn later_double_free_aborts() {
 }
 
 /// A block released to the OS has no header left to read: a second free faults (SIGSEGV),
-/// it does not go on silently. (Every mode's blocks above BigCache's largest class, and, in a
-/// mode without BigCache, every large block.)
+/// it does not go on silently. (Every mode's blocks above the largest class its cap lets
+/// BigCache hold, and, in a mode without BigCache, every large block.)
 #[test]
 fn double_free_of_an_unmapped_block_faults() {
     let mut blocks = vec!["huge"];

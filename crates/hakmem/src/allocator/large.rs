@@ -7,7 +7,7 @@ use core::ptr::{self, NonNull};
 use super::small::out_of_memory;
 use super::{Allocator, Mapping, MAX_SYSTEM_ALIGN};
 use crate::batch::Released;
-use crate::bigcache::{self, BigCache, Meta, CLASSES};
+use crate::bigcache::{self, BigCache, Meta, CLASSES, LAST, SWEEPS_PER_DECAY};
 use crate::header::{self, Method};
 use crate::os::{self, Advice, Unmapped};
 use crate::policy::{Config, FreePolicy, Policy, Thp};
@@ -44,7 +44,7 @@ impl<P: Policy> Allocator<P> {
         // A request BigCache can serve is mapped as a block of its class (see `bigcache`).
         let cached = match self.cache(cfg) {
             Some(cache) if layout.align() <= page => {
-                bigcache::class_of(layout.size()).map(|class| (cache, class))
+                bigcache::class_for(layout.size(), cfg.bigcache_bytes).map(|class| (cache, class))
             }
             _ => None,
         };
@@ -65,6 +65,7 @@ impl<P: Policy> Allocator<P> {
                 return user.as_ptr();
             }
             self.count(cfg, Event::CacheMiss, 1);
+            self.decay_tick(cfg);
         }
         let class = cached.map(|(_, class)| class);
         // SAFETY: `layout` is valid and the guard held (caller); `class`, if any, is
@@ -88,8 +89,8 @@ impl<P: Policy> Allocator<P> {
         zeroed: bool,
     ) -> *mut u8 {
         let page = os::page_size();
-        // (The mask is a no-op, a class being below 8, that drops the bounds check.)
-        let size = class.map_or(layout.size(), |c| CLASSES[c & (CLASSES.len() - 1)]);
+        // (The `min` is a no-op, a class being at most LAST, that drops the bounds check.)
+        let size = class.map_or(layout.size(), |c| CLASSES[c.min(LAST)]);
         let huge = cfg.thp != Thp::Off && size >= THP_AUTO_MIN && layout.align() <= page;
         // Huge-page candidates get their user region 2 MiB-aligned, the header in the page
         // before it: one extra page, and the kernel can back the region with huge pages.
@@ -225,8 +226,8 @@ impl<P: Policy> Allocator<P> {
         len: usize,
         site: u32,
     ) {
-        // (The mask is a no-op, a class being below 8, that drops the bounds check.)
-        let capacity = CLASSES[class & (CLASSES.len() - 1)];
+        // (The `min` is a no-op, a class being at most LAST, that drops the bounds check.)
+        let capacity = CLASSES[class.min(LAST)];
         // SAFETY: the user region is whole pages of the block's mapping, unused now; its dirty
         // word is in its header page.
         unsafe {
@@ -258,6 +259,10 @@ impl<P: Policy> Allocator<P> {
         site: u32,
     ) -> bool {
         let slot = Site::from_raw(u64::from(site)).slot();
+        if cfg.bigcache_decay_ms != 0 {
+            // SAFETY: a freed class block: its header page is ours.
+            unsafe { bigcache::stamp(user, cache.generation()) };
+        }
         // SAFETY: a freed class block of `class`, `len` long, its metadata written and
         // nothing else referring to it (caller): `BigCache::put`'s contract.
         if unsafe { cache.put(class, slot, user, len, cfg.bigcache_bytes) } {
@@ -304,6 +309,51 @@ impl<P: Policy> Allocator<P> {
         released > 0
     }
 
+    /// Releases what BigCache has held unused for the mode's decay period, if a sweep is due
+    /// ([`BigCache::sweep_due`]). For slow paths only (a cache miss, a pool refill): reads
+    /// nothing but the cache's byte count unless the cache holds something, and the clock only
+    /// then.
+    #[inline(always)]
+    pub(super) fn decay_tick(&self, cfg: &Config) {
+        if cfg.bigcache_decay_ms == 0 {
+            return;
+        }
+        if let Some(cache) = self.cache(cfg) {
+            if !cache.is_empty() {
+                self.decay_sweep(cfg, cache);
+            }
+        }
+    }
+
+    /// [`Self::decay_tick`]'s sweep: releases the blocks cached more than the decay period
+    /// ago, then flushes the pending batch, so that an idle program holds nothing of its large
+    /// blocks.
+    #[cold]
+    #[inline(never)]
+    fn decay_sweep(&self, cfg: &Config, cache: &BigCache) {
+        let interval = u64::from(cfg.bigcache_decay_ms).div_ceil(u64::from(SWEEPS_PER_DECAY));
+        let Some(generation) = cache.sweep_due(os::coarse_millis(), interval) else {
+            return;
+        };
+        let page = os::page_size();
+        // SAFETY: every block in the cache was put there by `cache_put`, which stamps it (the
+        // mode decays), and is a class block with a one-page header.
+        unsafe {
+            cache.decay(page, generation, |user, len| {
+                // SAFETY: a block taken out of the cache: a whole mapping of ours (one header
+                // page before `user`) that nothing refers to any more.
+                let unmapped = os::unmap(user.sub(page), len);
+                debug_assert!(unmapped != Unmapped::Invalid);
+                self.count(cfg, Event::CacheDecay, 1);
+                self.count_released(cfg, Released::one(unmapped, len));
+            });
+        }
+        if let Some(batch) = self.batch(cfg) {
+            let done = batch.flush_now();
+            self.count_released(cfg, done);
+        }
+    }
+
     /// Returns the mapping of the block at `user` (`offset` bytes in, `len` long) to the OS:
     /// batched where the mode batches, else at once. A mapping the kernel cannot split at the
     /// map-count limit stays mapped with its pages released ([`Unmapped::Kept`]); a range it
@@ -334,7 +384,7 @@ impl<P: Policy> Allocator<P> {
 
     /// Counts what a release to the OS did (one `munmap`, or a batch's).
     #[inline(always)]
-    fn count_released(&self, cfg: &Config, done: Released) {
+    pub(super) fn count_released(&self, cfg: &Config, done: Released) {
         self.count(cfg, Event::MunmapCall, done.calls);
         self.count(cfg, Event::MunmapBytes, done.bytes);
         self.count(cfg, Event::MunmapRefused, done.refused);

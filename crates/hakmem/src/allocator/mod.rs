@@ -422,6 +422,9 @@ impl<P: Policy> Allocator<P> {
     unsafe fn allocate_missed(&self, layout: Layout, site: Site, zeroed: bool) -> *mut u8 {
         let cfg = P::config();
         if let Some(pool) = self.pool(cfg) {
+            // A refill is a slow path a program that only allocates small blocks still takes:
+            // where what BigCache holds decays.
+            self.decay_tick(cfg);
             let (huge, count) = (|| cfg.thp != Thp::Off, self.counts_pool(cfg));
             if let Some(p) = pool.alloc_missed(layout, huge, count) {
                 return self.pool_served(cfg, p, layout, site, zeroed, count);

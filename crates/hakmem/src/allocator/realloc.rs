@@ -6,13 +6,14 @@ use core::alloc::Layout;
 use core::ptr::{self, NonNull};
 
 use super::classify::Then;
-use super::large::round_up;
+use super::large::{round_up, THP_AUTO_MIN};
 use super::small::out_of_memory;
 use super::{Allocator, Kind, Mapping, SystemBlock};
-use crate::bigcache::{self, Meta};
+use crate::batch::Released;
+use crate::bigcache::{self, Meta, CLASSES, LAST};
 use crate::header::{self, HEADER_SIZE};
-use crate::os;
-use crate::policy::{Config, Policy};
+use crate::os::{self, Advice};
+use crate::policy::{Config, Policy, Thp};
 use crate::site::Site;
 use crate::stats::Event;
 use crate::system;
@@ -141,24 +142,146 @@ impl<P: Policy> Allocator<P> {
         if new.align() > page {
             return None; // mremap keeps page alignment only
         }
-        let len = round_up(new.size().checked_add(block.offset)?, page)?;
-        // SAFETY: the block's mapping is ours and `len` long (checked above); pages move, the
-        // header with them.
-        let base = unsafe { os::remap(base, block.len, len) }?;
+        if block.offset == page {
+            // SAFETY: a live page-offset mapping of ours, growing (checked above).
+            if let Some(user) = unsafe { self.grow_into_cached(cfg, &block, new) } {
+                return Some(user);
+            }
+        }
+        // The kernel grows it: to its class where it has one (so that it stays cacheable, and
+        // grows in place until the class is full), 2 MiB-aligned where huge pages apply.
+        let class = match self.cache(cfg) {
+            Some(_) if block.offset == page => bigcache::class_for(new.size(), cfg.bigcache_bytes),
+            _ => None,
+        };
+        let capacity = class.map_or(new.size(), |c| CLASSES[c.min(LAST)]);
+        let len = round_up(capacity.checked_add(block.offset)?, page)?;
+        let huge = cfg.thp != Thp::Off && capacity >= THP_AUTO_MIN;
+        // SAFETY: the block's mapping is ours and `block.len` long (checked above); pages move,
+        // the header with them.
+        let base = unsafe {
+            if huge {
+                grow_aligned(base, block.len, len, block.offset)
+            } else {
+                os::remap(base, block.len, len)
+            }
+        }?;
         self.count(cfg, Event::Mremap, 1);
         // SAFETY: the header (and a page-offset mapping's metadata word) moved with the
-        // mapping, at the same offset.
+        // mapping, at the same offset; `[base, base + len)` is the grown mapping.
         unsafe {
             let user = base.add(block.offset);
             header::set_len(user, len);
+            // (The advice stays with a mapping that moves or grows, but a block that was below
+            // 2 MiB never had it.)
+            if huge && os::advise(base, len, Advice::HugePage) {
+                self.count(cfg, Event::ThpAdvised, 1);
+            }
             if block.offset == page {
                 // The block may have become, or stopped being, a class block; what the program
                 // wrote before is dirty, the new pages are zero.
-                let class = bigcache::class_of_capacity(len - page);
                 Meta::new(class, block.capacity()).write(user);
             }
             Some(user)
         }
+    }
+
+    /// Grows a page-offset block into a cached block of its new class, or of a larger one
+    /// within [`GROW_FIT`] times the new size: the block's pages are moved (`mremap` to a fixed
+    /// address) over the head of the cached one, whose other pages — already faulted in — become
+    /// the room it grows into. A loop that grows a block to 64 MiB, frees it and starts again
+    /// so faults nothing after its first round. `None`: no such block cached (or the kernel
+    /// refused the move; the cached block is then released).
+    ///
+    /// # Safety
+    /// `block` is a live page-offset mapping of ours, checked, growing to `new`.
+    unsafe fn grow_into_cached(
+        &self,
+        cfg: &Config,
+        block: &Mapping,
+        new: Layout,
+    ) -> Option<NonNull<u8>> {
+        let cache = self.cache(cfg)?;
+        let page = os::page_size();
+        let first = bigcache::class_for(new.size(), cfg.bigcache_bytes)?;
+        let slot = Site::from_raw(u64::from(block.site)).slot();
+        let most = new.size().saturating_mul(GROW_FIT);
+        let (user, class) = cache.take_fit(first, most, slot, page)?;
+        let len = page + CLASSES[class.min(LAST)];
+        debug_assert!(block.len < len, "a growing block is smaller than its new class");
+        // SAFETY: the cached block is ours now (taken), a whole mapping of `len` bytes with a
+        // one-page header; the growing block is a whole mapping (caller) disjoint from it.
+        unsafe {
+            let base = user.sub(page);
+            if !os::remap_to(block.base(), block.len, block.len, base) {
+                // The kernel may have unmapped the cached block's head before it refused:
+                // release all of it (a hole in the range is fine for munmap).
+                let unmapped = os::unmap(base, len);
+                self.count(cfg, Event::CacheEvict, 1);
+                self.count_released(cfg, Released::one(unmapped, len));
+                return None;
+            }
+            self.count(cfg, Event::CacheHit, 1);
+            self.count(cfg, Event::Mremap, 1);
+            // The growing block's header page now heads the mapping: its length becomes the
+            // cached block's, and all of its room may hold a previous owner's bytes.
+            header::set_len(user, len);
+            Meta::new(Some(class), len - page).write(user);
+            Some(user)
+        }
+    }
+}
+
+/// How much larger than a growing block's new size a cached block it grows into may be
+/// ([`Allocator::grow_into_cached`]). A growing block tends to keep growing (a vector doubling),
+/// and the room is memory the cache held anyway; the bound keeps a block that stops growing
+/// from pinning much more than it uses: at most three more doublings' worth.
+const GROW_FIT: usize = 8;
+
+/// Grows the mapping `[base, base + old_len)` to `new_len` bytes such that its region after the
+/// `offset`-byte header (a page-offset block) or the mapping itself (any other) starts on a
+/// 2 MiB boundary, where huge pages can back it: in place if it is aligned already and the
+/// address space after it is free, else moved (`mremap` to a fixed address) into an aligned
+/// range reserved for it. Falls back to a plain `mremap` if the reservation fails.
+///
+/// # Safety
+/// As [`os::remap`].
+unsafe fn grow_aligned(
+    base: NonNull<u8>,
+    old_len: usize,
+    new_len: usize,
+    offset: usize,
+) -> Option<NonNull<u8>> {
+    let page = os::page_size();
+    let lead = if offset == page { page } else { 0 };
+    // SAFETY: the caller's contract (a whole mapping of ours that may move).
+    unsafe {
+        if (base.as_ptr() as usize + lead) % THP_AUTO_MIN == 0
+            && os::grow_in_place(base, old_len, new_len)
+        {
+            return Some(base);
+        }
+        let span = new_len.checked_add(THP_AUTO_MIN)?;
+        let Some(raw) = os::reserve(span) else {
+            return os::remap(base, old_len, new_len);
+        };
+        let raw_addr = raw.as_ptr() as usize;
+        let head = (raw_addr + lead).next_multiple_of(THP_AUTO_MIN) - lead - raw_addr;
+        let target = raw.add(head);
+        if !os::remap_to(base, old_len, new_len, target) {
+            // (Our reservation, partly unmapped by the kernel perhaps: holes are fine.)
+            let _ = os::unmap(raw, span);
+            return os::remap(base, old_len, new_len);
+        }
+        // The reservation's ends, whole pages outside the moved mapping.
+        if head > 0 {
+            let _ = os::unmap(raw, head);
+        }
+        let tail = span - head - new_len;
+        if tail > 0 {
+            let _ = os::unmap(target.add(new_len), tail);
+        }
+        Some(target)
     }
 }
 

@@ -572,7 +572,7 @@ fn footprint(cfg: &Config, size: usize, system: bool) -> usize {
     }
     let page = os::page_size();
     let class = if cfg.bigcache {
-        bigcache::class_of(size)
+        bigcache::class_for(size, cfg.bigcache_bytes)
     } else {
         None
     };
@@ -627,8 +627,13 @@ mod tests {
         );
         assert_eq!(
             footprint(cfg, 20 << 20, false),
-            (20 << 20) + 4096,
-            "no class"
+            4096 + (32 << 20),
+            "a huge class"
+        );
+        assert_eq!(
+            footprint(cfg, 300 << 20, false),
+            (300 << 20) + 4096,
+            "no class: beyond what the cap can hold"
         );
     }
 }

@@ -99,6 +99,19 @@ pub fn scaled(n: u64) -> u64 {
     ((n as f64 * scale()) as u64).max(1)
 }
 
+/// The resident set of this process, in bytes (`/proc/self/statm`, second field). Read into a
+/// stack buffer: reading it must not disturb what it measures.
+pub fn rss() -> usize {
+    use std::io::Read;
+    let mut buf = [0u8; 128];
+    let mut file = std::fs::File::open("/proc/self/statm").expect("open /proc/self/statm");
+    let n = file.read(&mut buf).expect("read /proc/self/statm");
+    let text = std::str::from_utf8(&buf[..n]).unwrap();
+    let pages: usize = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize
+}
+
 /// A small, fast, seedable generator (SplitMix64): the tests need reproducible streams, not
 /// cryptographic ones.
 #[derive(Clone, Debug)]
