@@ -30,8 +30,9 @@ pub const ZERO_BELOW: f64 = 0.05;
 pub const MINIMAL_FAULTS: f64 = 500.0;
 /// MINIMAL's system calls per iteration: at least this (mmap + munmap).
 pub const MINIMAL_SYSCALLS: f64 = 2.0;
-/// BALANCED's cache cap plus 2 MiB of slack, in KiB: the RSS it may keep in (c).
-pub const KEPT_LIMIT_KIB: i64 = (64 + 2) * 1024;
+/// BALANCED's cache cap (`Config::BALANCED.bigcache_bytes`, 256 MiB) plus 2 MiB of slack, in
+/// KiB: the RSS it may keep in (c).
+pub const KEPT_LIMIT_KIB: i64 = (256 + 2) * 1024;
 /// Blocks released in (d), and their size.
 pub const RELEASE_BLOCKS: u64 = 1000;
 pub const RELEASE_SIZE: u64 = 256 * 1024;
@@ -44,6 +45,11 @@ pub const GROW_SMALL: (u64, u64) = (2, 4);
 pub const GROW_LARGE: (u64, u64) = (32, 64);
 /// (f)(ii): the large doubling may cost less than this many times the small one.
 pub const COPY_RATIO: i128 = 2;
+/// (h): the growth measured, in MiB, and the most page faults one doubling may take under THP
+/// (a 2 MiB-aligned grown range faults once per huge page: 16 for 32 → 64 MiB; 4 KiB pages
+/// would take 8,192).
+pub const GROW_FAULTS_RANGE: (u64, u64) = (2, 64);
+pub const GROW_FAULTS: u64 = 64;
 
 /// One row of the table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -193,6 +199,15 @@ pub fn thp_ok(thp_enabled: &str, faults: u64) -> Option<bool> {
     }
 }
 
+/// (h): `Some(most faults of one doubling ≤ 64)` where the kernel can give huge pages, `None`
+/// (not applicable) where it cannot.
+pub fn grow_faults_ok(thp_enabled: &str, most_faults: u64) -> Option<bool> {
+    match thp_enabled {
+        "always" | "madvise" => Some(most_faults <= GROW_FAULTS),
+        _ => None,
+    }
+}
+
 /// (f)(ii): the net instructions of the large doubling are below twice those of the small one
 /// (which must be positive: a realloc costs something).
 pub fn no_copy(ir_small: i128, ir_large: i128) -> bool {
@@ -312,6 +327,8 @@ const METHOD: &str = "\
   net of the run without one.
 - (g) `large zeroed balanced`: a 2 MiB block filled with 0xAB and freed, then `alloc_zeroed` of \
   2 MiB from the same site, every byte checked.
+- (h) `large grow P 2 64` in a fresh process: page faults (getrusage) of each doubling, the \
+  `realloc` and the touching of one byte per 4 KiB page of its new half; the most of one doubling.
 ";
 
 /// Runs `command`; the last line it printed on stdout, or why there is none.
@@ -407,7 +424,7 @@ fn measure(probe: &Probe) -> Vec<Check> {
         Ok((figure, kept_ok(kept)))
     });
     let name = "(c) RSS kept after 300 × 2 MiB freed, BALANCED";
-    push(name, "≤ 66 MiB (64 MiB cap + 2 MiB)", result);
+    push(name, "≤ 258 MiB (256 MiB cap + 2 MiB)", result);
 
     // (d)
     let (blocks, size) = (RELEASE_BLOCKS.to_string(), RELEASE_SIZE.to_string());
@@ -493,6 +510,37 @@ fn measure(probe: &Probe) -> Vec<Check> {
     });
     let name = "(g) alloc_zeroed after a 0xAB-filled 2 MiB block was freed, BALANCED";
     push(name, "all zero", result);
+
+    // (h)
+    let (from, to) = (
+        GROW_FAULTS_RANGE.0.to_string(),
+        GROW_FAULTS_RANGE.1.to_string(),
+    );
+    for mode in ["fast", "balanced"] {
+        let result = probe.run(&["grow", mode, &from, &to]).and_then(|line| {
+            let reallocs: u64 = get(&line, "reallocs")?;
+            let faults: u64 = get(&line, "faults")?;
+            let most: u64 = get(&line, "most_faults")?;
+            let enabled = field(&line, "thp_enabled").unwrap_or("?");
+            let figure = format!(
+                "at most {most} per doubling ({faults} in {reallocs} doublings; \
+                 thp_enabled={enabled})"
+            );
+            Ok(match grow_faults_ok(enabled, most) {
+                Some(ok) => (figure, ok),
+                None => (format!("n/a: THP disabled by the kernel; {figure}"), true),
+            })
+        });
+        let name = format!(
+            "(h) realloc {from} → {to} MiB by doubling, touching each new half: page faults, {}",
+            upper(mode)
+        );
+        push(
+            &name,
+            &format!("≤ {GROW_FAULTS} per doubling (THP always/madvise)"),
+            result,
+        );
+    }
 
     checks
 }
@@ -615,7 +663,7 @@ mod tests {
         assert!(!syscalls_ok("fast", 2.0));
         assert!(syscalls_ok("minimal", 2.0) && !syscalls_ok("minimal", 1.995));
 
-        assert!(kept_ok(16_492) && kept_ok(66 * 1024) && !kept_ok(66 * 1024 + 1));
+        assert!(kept_ok(16_492) && kept_ok(258 * 1024) && !kept_ok(258 * 1024 + 1));
         assert!(kept_ok(-100));
 
         assert!(release_ok(64, 1000) && release_ok(100, 1000));
@@ -627,6 +675,12 @@ mod tests {
         assert_eq!(thp_ok("always", 512), Some(false));
         assert_eq!(thp_ok("never", 512), None);
         assert_eq!(thp_ok("unavailable", 512), None);
+
+        assert_eq!(grow_faults_ok("madvise", 16), Some(true));
+        assert_eq!(grow_faults_ok("always", 64), Some(true));
+        assert_eq!(grow_faults_ok("madvise", 65), Some(false));
+        assert_eq!(grow_faults_ok("madvise", 8192), Some(false));
+        assert_eq!(grow_faults_ok("never", 8192), None);
 
         // Measured: 136 Ir for 2 → 4 MiB, 121 for 32 → 64 MiB (mremap both times).
         assert!(no_copy(136, 121));

@@ -34,9 +34,10 @@ use crate::header::HEADER_SIZE;
 use crate::site::Site;
 use crate::site::SITE_SLOTS;
 
-/// The size classes, in bytes: SPEC's eight up to 16 MiB, then powers of two up to 1 GiB. A mode
-/// caches a class only if one block of it fits its byte cap ([`class_for`]).
-pub(crate) const CLASSES: [usize; 14] = [
+/// The size classes, in bytes: SPEC's eight up to 16 MiB, then powers of two up to 4 GiB (16 in
+/// all: a class index is masked into bounds with one `and`). A mode caches a class only if one
+/// block of it fits its byte cap ([`class_for`]).
+pub(crate) const CLASSES: [usize; 16] = [
     512 << 10,
     1 << 20,
     2 << 20,
@@ -51,11 +52,15 @@ pub(crate) const CLASSES: [usize; 14] = [
     256 << 20,
     512 << 20,
     1 << 30,
+    2 << 30,
+    4 << 30,
 ];
 
-/// The largest class index (`CLASSES.len() - 1`): `class.min(LAST)` is how an index that is
-/// always in bounds tells the compiler so, without a panic path.
-pub(crate) const LAST: usize = CLASSES.len() - 1;
+/// The class indexes' mask (`CLASSES.len() - 1`): `class & MASK` is how an index that is always
+/// in bounds tells the compiler so, without a panic path.
+pub(crate) const MASK: usize = CLASSES.len() - 1;
+
+static_assertions::const_assert!(CLASSES.len().is_power_of_two());
 
 /// The classes up to 16 MiB, looked up by table; above, powers of two.
 const TABLE_CLASSES: usize = 8;
@@ -74,9 +79,40 @@ pub(crate) const WAYS: usize = 16;
 /// Puts that stay HOT after a hit of their class.
 const SCORE_MAX: u32 = 64;
 
+/// A class of the table ([`CLASS_OF`]): an enum, not a `u8`, so that the compiler knows a class
+/// loaded from the table is below [`TABLE_CLASSES`] and drops the masks and bounds checks that
+/// follow (one `and` and two moves on the large path's hit).
+#[derive(Clone, Copy)]
+#[repr(u8)]
+enum TableClass {
+    C0,
+    C1,
+    C2,
+    C3,
+    C4,
+    C5,
+    C6,
+    C7,
+}
+
+impl TableClass {
+    const fn of(class: usize) -> TableClass {
+        match class {
+            0 => TableClass::C0,
+            1 => TableClass::C1,
+            2 => TableClass::C2,
+            3 => TableClass::C3,
+            4 => TableClass::C4,
+            5 => TableClass::C5,
+            6 => TableClass::C6,
+            _ => TableClass::C7,
+        }
+    }
+}
+
 /// `CLASS_OF[(size - 1) >> 19]`: the class of sizes 1 ..= 16 MiB, by 512 KiB steps.
-const CLASS_OF: [u8; 32] = {
-    let mut table = [0u8; 32];
+static CLASS_OF: [TableClass; 32] = {
+    let mut table = [TableClass::C0; 32];
     let mut step = 0;
     while step < 32 {
         let top = (step + 1) << 19; // the largest size of this step
@@ -84,50 +120,51 @@ const CLASS_OF: [u8; 32] = {
         while CLASSES[c] < top {
             c += 1;
         }
-        table[step] = c as u8;
+        table[step] = TableClass::of(c);
         step += 1;
     }
     table
 };
 
-/// The class serving a request of `size` bytes, or `None` (below 512 KiB or above 1 GiB).
-#[inline(always)]
-pub(crate) fn class_of(size: usize) -> Option<usize> {
-    if size < CLASSES[0] {
-        return None;
-    }
-    if size <= CLASSES[TABLE_CLASSES - 1] {
-        return Some(CLASS_OF[(size - 1) >> 19] as usize);
-    }
-    huge_class_of(size)
-}
+static_assertions::const_assert_eq!(TABLE_CLASSES, 8);
 
-/// [`class_of`] above 16 MiB: the power of two at or above `size`, up to 1 GiB.
-#[inline(never)]
-fn huge_class_of(size: usize) -> Option<usize> {
-    // 16 MiB + 1 ..= 32 MiB needs 25 bits (its `size - 1`), and is class TABLE_CLASSES.
-    let bits = (usize::BITS - (size - 1).leading_zeros()) as usize;
-    let class = TABLE_CLASSES + bits - 25;
-    (class <= LAST).then_some(class)
+/// The class serving a request of `size` bytes, or `None` (below 512 KiB or above 4 GiB).
+#[cfg(test)]
+fn class_of(size: usize) -> Option<usize> {
+    class_for(size, usize::MAX)
 }
 
 /// The class serving `size` bytes in a cache capped at `cap` bytes: [`class_of`], if one block
 /// of the class (its bytes plus the header page) fits the cap; else the request is no class
 /// block (it could never be cached, and rounding it up would only waste address space). Up to
-/// 16 MiB one table load, the cap's test folded away for a compiled mode's cap.
+/// 16 MiB one table load, the cap's test folded away for a compiled mode's cap; no call (the
+/// large path's hit stays free of calls, and so of register saving).
 #[inline(always)]
 pub(crate) fn class_for(size: usize, cap: usize) -> Option<usize> {
-    let table_max = CLASSES[TABLE_CLASSES - 1];
-    if size >= CLASSES[0] && size <= table_max && table_max + HEADER_PAGE <= cap {
-        return Some(CLASS_OF[(size - 1) >> 19] as usize);
+    if let Some(class) = table_class(size, cap) {
+        return Some(class);
     }
-    capped_class_of(size, cap)
+    if size < CLASSES[0] {
+        return None;
+    }
+    let class = if size <= CLASSES[TABLE_CLASSES - 1] {
+        CLASS_OF[(size - 1) >> 19] as usize
+    } else {
+        // 16 MiB + 1 ..= 32 MiB needs 25 bits (its `size - 1`), and is class TABLE_CLASSES.
+        TABLE_CLASSES + (usize::BITS - (size - 1).leading_zeros()) as usize - 25
+    };
+    let bytes = *CLASSES.get(class)?;
+    (bytes + HEADER_PAGE <= cap).then_some(class)
 }
 
-/// [`class_for`] beyond its table.
-#[inline(never)]
-fn capped_class_of(size: usize, cap: usize) -> Option<usize> {
-    class_of(size).filter(|&c| CLASSES[c.min(LAST)] + HEADER_PAGE <= cap)
+/// [`class_for`]'s fast part: the class of 512 KiB ..= 16 MiB, by one compare and one table
+/// load, where the cap holds the largest of them (folded away for a compiled mode's cap);
+/// `None` for anything else, which [`class_for`] then decides.
+#[inline(always)]
+pub(crate) fn table_class(size: usize, cap: usize) -> Option<usize> {
+    let table_max = CLASSES[TABLE_CLASSES - 1];
+    (size.wrapping_sub(CLASSES[0]) <= table_max - CLASSES[0] && table_max + HEADER_PAGE <= cap)
+        .then(|| CLASS_OF[(size - 1) >> 19] as usize)
 }
 
 /// The per-instance cache.
@@ -142,17 +179,18 @@ pub(crate) struct BigCache {
     held: AtomicUsize,
     /// Recent reuse per class.
     score: [AtomicU32; CLASSES.len()],
-    /// The decay's generation: how many sweeps have run. A block is stamped with it when it is
-    /// cached ([`stamp`]); a sweep releases the blocks stamped [`SWEEPS_PER_DECAY`] or more
-    /// sweeps ago.
+    /// The decay's generation: how many sweeps have run. The first sweep that finds a block
+    /// cached stamps its metadata word with the generation ([`Meta::stamp`]); a later one
+    /// releases it once the stamp is [`SWEEPS_PER_DECAY`] generations old.
     generation: AtomicU32,
     /// When the next sweep is due ([`crate::os::coarse_millis`]); 0 before the first.
     next_sweep: AtomicU64,
 }
 
 /// Sweeps per decay period: a sweep runs at most once every `decay / SWEEPS_PER_DECAY`, and a
-/// block is released by the sweep that finds it stamped `SWEEPS_PER_DECAY + 1` generations ago:
-/// at least `SWEEPS_PER_DECAY` intervals, the whole period, after it was cached.
+/// block is released by the sweep that finds it stamped `SWEEPS_PER_DECAY` generations ago:
+/// stamped by a sweep after it was cached, so at least `SWEEPS_PER_DECAY` intervals, the whole
+/// period, after it was cached.
 pub(crate) const SWEEPS_PER_DECAY: u32 = 8;
 
 impl BigCache {
@@ -174,17 +212,11 @@ impl BigCache {
         self.held.load(Ordering::Relaxed) == 0
     }
 
-    /// The current decay generation, to [`stamp`] a block with as it is cached.
-    #[inline(always)]
-    pub(crate) fn generation(&self) -> u32 {
-        self.generation.load(Ordering::Relaxed)
-    }
-
-    /// The slots of (site slot, class). The mask and the `min` are no-ops (a site slot is below
-    /// [`SITE_SLOTS`], a class at most [`LAST`]) that let the compiler drop the bounds checks.
+    /// The slots of (site slot, class). The masks are no-ops (a site slot is below
+    /// [`SITE_SLOTS`], a class below 16) that let the compiler drop the bounds checks.
     #[inline(always)]
     fn bucket(&self, class: usize, slot: usize) -> &[AtomicUsize; WAYS] {
-        &self.slots[slot & (SITE_SLOTS - 1)][class.min(LAST)]
+        &self.slots[slot & (SITE_SLOTS - 1)][class & MASK]
     }
 
     /// Takes a cached block of `class` for the site in slot `site_slot` ([`Site::slot`]): its
@@ -199,7 +231,7 @@ impl BigCache {
             if user != 0 {
                 self.held.fetch_sub(len, Ordering::Relaxed);
                 // A hit makes the class HOT for its next SCORE_MAX puts.
-                self.score[class].store(SCORE_MAX, Ordering::Relaxed);
+                self.score[class & MASK].store(SCORE_MAX, Ordering::Relaxed);
                 return NonNull::new(user as *mut u8);
             }
         }
@@ -228,7 +260,7 @@ impl BigCache {
                 let user = slot.swap(0, Ordering::Acquire);
                 if let Some(user) = NonNull::new(user as *mut u8) {
                     self.held.fetch_sub(page + bytes, Ordering::Relaxed);
-                    self.score[class].store(SCORE_MAX, Ordering::Relaxed);
+                    self.score[class & MASK].store(SCORE_MAX, Ordering::Relaxed);
                     return Some((user, class));
                 }
             }
@@ -315,7 +347,8 @@ impl BigCache {
                     if slot.load(Ordering::Relaxed) == 0 {
                         continue;
                     }
-                    if let Some(user) = NonNull::new(slot.swap(0, Ordering::Acquire) as *mut u8) {
+                    let user = slot.swap(0, Ordering::Acquire);
+                    if let Some(user) = NonNull::new(user as *mut u8) {
                         self.held.fetch_sub(len, Ordering::Relaxed);
                         release(user, len);
                     }
@@ -339,18 +372,23 @@ impl BigCache {
         self.next_sweep
             .compare_exchange(due, now + interval, Ordering::Relaxed, Ordering::Relaxed)
             .ok()?;
-        Some(self.generation.fetch_add(1, Ordering::Relaxed).wrapping_add(1))
+        Some(
+            self.generation
+                .fetch_add(1, Ordering::Relaxed)
+                .wrapping_add(1),
+        )
     }
 
-    /// One decay sweep of generation `generation` ([`BigCache::sweep_due`]): every cached block
-    /// stamped more than [`SWEEPS_PER_DECAY`] generations ago is taken out and handed to
-    /// `release` (user address, mapping length); younger ones are put back. Like
-    /// [`BigCache::drain`], it looks only into the sites whose flag is set. Returns the number of
-    /// blocks released.
+    /// One decay sweep of generation `generation` ([`BigCache::sweep_due`]). A block cached
+    /// since the last sweep (its metadata word unstamped: every put writes the word afresh) is
+    /// stamped with the generation; a block stamped [`SWEEPS_PER_DECAY`] or more generations
+    /// ago is taken out and handed to `release` (user address, mapping length); the others are
+    /// put back. The free path so writes no stamp and reads no clock. Like
+    /// [`BigCache::drain`], it looks only into the sites whose flag is set. Returns the number
+    /// of blocks released.
     ///
     /// # Safety
-    /// Every cached block is a class block with a header page of `page` bytes in which it was
-    /// [`stamp`]ed when cached.
+    /// Every cached block is a class block with its metadata word in its header page.
     #[cold]
     pub(crate) unsafe fn decay(
         &self,
@@ -379,21 +417,29 @@ impl BigCache {
                     else {
                         continue;
                     };
-                    // SAFETY: a cached block, now ours (the swap took it), stamped (caller).
-                    let age = generation.wrapping_sub(unsafe { stamp_of(user) });
-                    if age > SWEEPS_PER_DECAY {
-                        self.held.fetch_sub(len, Ordering::Relaxed);
-                        release(user, len);
-                        released += 1;
-                        continue;
+                    // SAFETY: a cached block, now ours (the swap took it), with its metadata
+                    // word in its header page (caller).
+                    let meta = unsafe { Meta::read(user) };
+                    match meta.stamp() {
+                        // Cached since the last sweep (a put clears the stamp): its age counts
+                        // from now.
+                        // SAFETY: as above.
+                        0 => unsafe { meta.with_stamp(stamp_of(generation)).write(user) },
+                        stamp if age(stamp_of(generation), stamp) >= SWEEPS_PER_DECAY => {
+                            self.held.fetch_sub(len, Ordering::Relaxed);
+                            release(user, len);
+                            released += 1;
+                            continue;
+                        }
+                        _ => {}
                     }
                     // Young: back into its bucket (this way if still empty, else another).
-                    let addr = user.as_ptr() as usize;
-                    let back = bucket.iter().cycle().skip(way).take(WAYS).any(|slot| {
-                        slot.compare_exchange(0, addr, Ordering::Release, Ordering::Relaxed)
+                    let back = user.as_ptr() as usize;
+                    let kept_it = bucket.iter().cycle().skip(way).take(WAYS).any(|slot| {
+                        slot.compare_exchange(0, back, Ordering::Release, Ordering::Relaxed)
                             .is_ok()
                     });
-                    if back {
+                    if kept_it {
                         kept = true;
                     } else {
                         self.held.fetch_sub(len, Ordering::Relaxed);
@@ -410,28 +456,15 @@ impl BigCache {
     }
 }
 
-/// Stamps the block at `user` with the decay generation it is cached in
-/// ([`BigCache::generation`]).
-///
-/// # Safety
-/// `user` is a class block (its header page is ours), freed.
-#[inline(always)]
-pub(crate) unsafe fn stamp(user: NonNull<u8>, generation: u32) {
-    // SAFETY: the header page lies before `user`; the stamp sits below the metadata word.
-    unsafe {
-        user.cast::<u64>()
-            .sub(HEADER_SIZE / 8 + 2)
-            .write(u64::from(generation))
-    }
+/// The stamp of a sweep's generation in a metadata word: 1 ..= 255 (0 is "not stamped yet").
+fn stamp_of(generation: u32) -> u8 {
+    (generation % 255) as u8 + 1
 }
 
-/// The generation the block at `user` was stamped with ([`stamp`]).
-///
-/// # Safety
-/// As [`stamp`].
-unsafe fn stamp_of(user: NonNull<u8>) -> u32 {
-    // SAFETY: as in `stamp`.
-    unsafe { user.cast::<u64>().sub(HEADER_SIZE / 8 + 2).read() as u32 }
+/// How many sweeps apart two stamps are, modulo 255. A block is released at 8, long before the
+/// stamps wrap (every sweep looks at every cached block).
+fn age(now: u8, then: u8) -> u32 {
+    (u32::from(now) + 255 - u32::from(then)) % 255
 }
 
 /// A class block's metadata word, in its header page just below the header: its class (so the
@@ -442,6 +475,15 @@ unsafe fn stamp_of(user: NonNull<u8>) -> u32 {
 pub(crate) struct Meta(usize);
 
 const CLASS_SHIFT: u32 = usize::BITS - 8;
+
+/// Where a metadata word keeps its decay stamp: the byte below the class ([`Meta::stamp`]).
+const STAMP_SHIFT: u32 = CLASS_SHIFT - 8;
+
+/// The dirty count's bits (below the stamp: up to 256 TiB).
+const DIRTY: usize = (1 << STAMP_SHIFT) - 1;
+
+/// The class code's bits.
+const CLASS_BITS: usize = !((1 << CLASS_SHIFT) - 1);
 
 /// What [`Meta::class_bytes`] says for a word that names no class: a length no block has, so
 /// that `offset + class_bytes == len` holds for class blocks only (a zero-sized block's mapping
@@ -461,10 +503,10 @@ static CLASS_BYTES_BY_CODE: [usize; 256] = {
 };
 
 impl Meta {
-    /// The metadata of a block of `class` (or of no class) with `dirty` bytes.
+    /// The metadata of a block of `class` (or of no class) with `dirty` bytes, unstamped.
     #[inline(always)]
     pub(crate) fn new(class: Option<usize>, dirty: usize) -> Meta {
-        debug_assert!(dirty < 1 << CLASS_SHIFT);
+        debug_assert!(dirty <= DIRTY);
         Meta(class.map_or(0, |c| (c + 1) << CLASS_SHIFT) | dirty)
     }
 
@@ -485,20 +527,34 @@ impl Meta {
     #[inline(always)]
     pub(crate) fn class_unchecked(self) -> usize {
         debug_assert!(self.class_bytes() != NOT_A_CLASS, "meta {:#x}", self.0);
-        ((self.0 >> CLASS_SHIFT) - 1).min(LAST)
+        ((self.0 >> CLASS_SHIFT) - 1) & MASK
     }
 
-    /// The same block's metadata with `dirty` bytes.
+    /// The same block's metadata with `dirty` bytes, unstamped (the block is about to be
+    /// cached afresh).
     #[inline(always)]
     pub(crate) fn with_dirty(self, dirty: usize) -> Meta {
-        debug_assert!(dirty < 1 << CLASS_SHIFT);
-        Meta(self.0 & !((1 << CLASS_SHIFT) - 1) | dirty)
+        debug_assert!(dirty <= DIRTY);
+        Meta(self.0 & CLASS_BITS | dirty)
     }
 
     /// Bytes that may be dirty.
     #[inline(always)]
     pub(crate) fn dirty(self) -> usize {
-        self.0 & ((1 << CLASS_SHIFT) - 1)
+        self.0 & DIRTY
+    }
+
+    /// The decay stamp of a cached block: 0 until the first sweep that finds it cached, then
+    /// that sweep's ([`BigCache::decay`]).
+    #[inline(always)]
+    pub(crate) fn stamp(self) -> u8 {
+        (self.0 >> STAMP_SHIFT) as u8
+    }
+
+    /// The same metadata with decay stamp `stamp`.
+    #[inline(always)]
+    pub(crate) fn with_stamp(self, stamp: u8) -> Meta {
+        Meta(self.0 & !(0xFF << STAMP_SHIFT) | usize::from(stamp) << STAMP_SHIFT)
     }
 
     /// Reads the metadata of the block at `user`.
@@ -543,9 +599,10 @@ mod tests {
         assert_eq!(class_of((16 << 20) + 1), Some(8));
         assert_eq!(class_of(64 << 20), Some(9));
         assert_eq!(class_of((64 << 20) + 1), Some(10));
-        assert_eq!(class_of(1 << 30), Some(LAST));
-        assert_eq!(class_of((1 << 30) + 1), None);
-        for size in (512usize << 10..=1 << 30).step_by(40_093) {
+        assert_eq!(class_of(1 << 30), Some(13));
+        assert_eq!(class_of(4 << 30), Some(MASK));
+        assert_eq!(class_of((4 << 30) + 1), None);
+        for size in (512usize << 10..=4 << 30).step_by(400_093) {
             let c = class_of(size).unwrap();
             assert!(
                 CLASSES[c] >= size && (c == 0 || CLASSES[c - 1] < size),
@@ -558,7 +615,11 @@ mod tests {
     fn the_cap_bounds_the_classes() {
         let cap = 64 << 20;
         assert_eq!(class_for(2 << 20, cap), Some(2));
-        assert_eq!(class_for(24 << 20, cap), Some(8), "16 MiB < 24 MiB <= 32 MiB");
+        assert_eq!(
+            class_for(24 << 20, cap),
+            Some(8),
+            "16 MiB < 24 MiB <= 32 MiB"
+        );
         assert_eq!(
             class_for(64 << 20, cap),
             None,
@@ -567,7 +628,7 @@ mod tests {
         assert_eq!(class_for(64 << 20, (64 << 20) + HEADER_PAGE), Some(9));
         assert_eq!(class_for(2 << 20, 1 << 20), None, "a cap below the class");
         assert_eq!(class_for(100, usize::MAX), None);
-        for size in (512usize << 10..=1 << 30).step_by(1_000_003) {
+        for size in (512usize << 10..=4 << 30).step_by(10_000_019) {
             for cap in [SMALLEST_BLOCK, 16 << 20, 1 << 30, usize::MAX] {
                 let expected = class_of(size).filter(|&c| CLASSES[c] + HEADER_PAGE <= cap);
                 assert_eq!(class_for(size, cap), expected, "{size} under {cap}");
@@ -669,58 +730,83 @@ mod tests {
     #[test]
     fn sweeps_are_due_once_per_interval() {
         let cache = Box::new(BigCache::new());
-        assert_eq!(cache.sweep_due(1000, 125), Some(1), "the first is due at once");
+        assert_eq!(
+            cache.sweep_due(1000, 125),
+            Some(1),
+            "the first is due at once"
+        );
         assert_eq!(cache.sweep_due(1100, 125), None, "not before the interval");
         assert_eq!(cache.sweep_due(1125, 125), Some(2));
-        assert_eq!(cache.sweep_due(9000, 125), Some(3), "one per check, however late");
-        assert_eq!(cache.generation(), 3);
+        assert_eq!(
+            cache.sweep_due(9000, 125),
+            Some(3),
+            "one per check, however late"
+        );
+        assert_eq!(cache.generation.load(Ordering::Relaxed), 3);
     }
 
-    /// A block is released by the sweep that finds it more than `SWEEPS_PER_DECAY` generations
-    /// old, not before; a block cached again is young again.
+    /// A block is stamped by the first sweep that finds it cached and released by the sweep
+    /// that finds the stamp `SWEEPS_PER_DECAY` generations old, not before; a block
+    /// taken and cached again is young again.
     #[test]
     fn decay_releases_blocks_not_reused_for_a_period() {
         let cache = Box::new(BigCache::new());
-        // Stand-ins for class blocks: only their stamp words (below the user address) are read.
-        let mut memory = std::vec![0u64; 64];
-        let base = memory.as_mut_ptr();
-        // SAFETY: both "user" addresses leave the stamp word inside `memory`.
+        // Stand-ins for class blocks: only their metadata words (below the user address) are
+        // written and read, zero (unstamped) at first.
+        let layout = std::alloc::Layout::from_size_align(3 * 4096, 4096).unwrap();
+        // SAFETY: a valid layout; freed at the end.
+        let memory = unsafe { std::alloc::alloc_zeroed(layout) };
+        assert!(!memory.is_null());
+        // SAFETY: both "user" addresses leave their metadata word inside `memory`.
         let (a, b) = unsafe {
             (
-                NonNull::new_unchecked(base.add(8).cast::<u8>()),
-                NonNull::new_unchecked(base.add(40).cast::<u8>()),
+                NonNull::new_unchecked(memory.add(4096)),
+                NonNull::new_unchecked(memory.add(2 * 4096)),
             )
         };
         let site = Site::NONE.slot();
         let len = |class: usize| 4096 + CLASSES[class];
-        let mut generation = 0;
-        // SAFETY: the stamps live in `memory`; the cache never dereferences the blocks beyond.
+        let mut released = std::vec::Vec::new();
+        // SAFETY: the metadata words live in `memory`; nothing else of the blocks is touched.
         unsafe {
-            stamp(a, cache.generation());
             assert!(cache.put(2, site, a, len(2), usize::MAX));
-            generation += 1;
-            let mut released = std::vec::Vec::new();
-            for _ in 0..SWEEPS_PER_DECAY {
-                assert_eq!(cache.decay(4096, generation, |u, _| released.push(u)), 0);
-                generation += 1;
-                if generation == 3 {
-                    stamp(b, generation);
-                    assert!(cache.put(5, site, b, len(5), usize::MAX));
-                }
-            }
-            assert!(released.is_empty(), "kept for a whole period");
-            assert_eq!(cache.decay(4096, generation, |u, _| released.push(u)), 1);
-            assert_eq!(released, [a]);
-            assert_eq!(cache.held.load(Ordering::Relaxed), len(5), "b is still held");
-            assert_eq!(cache.take(5, site, len(5)), Some(b), "and still in its slot");
-            stamp(b, generation);
+            // Sweep 1 stamps a; b is cached after it.
+            assert_eq!(cache.decay(4096, 1, |u, _| released.push(u)), 0);
             assert!(cache.put(5, site, b, len(5), usize::MAX));
-            generation += SWEEPS_PER_DECAY;
-            assert_eq!(cache.decay(4096, generation, |u, _| released.push(u)), 0, "reused");
-            generation += 1;
-            assert_eq!(cache.decay(4096, generation, |u, _| released.push(u)), 1);
+            for generation in 2..=SWEEPS_PER_DECAY {
+                assert_eq!(cache.decay(4096, generation, |u, _| released.push(u)), 0);
+            }
+            assert!(released.is_empty(), "a kept for a whole period of sweeps");
+            let next = 1 + SWEEPS_PER_DECAY;
+            assert_eq!(cache.decay(4096, next, |u, _| released.push(u)), 1);
+            assert_eq!(released, [a]);
+            assert_eq!(
+                cache.held.load(Ordering::Relaxed),
+                len(5),
+                "b is still held"
+            );
+            // b, stamped by sweep 2, is taken and cached again (a put writes its metadata word
+            // afresh, unstamped, as the free path does): young again.
+            assert_eq!(
+                cache.take(5, site, len(5)),
+                Some(b),
+                "and still in its slot"
+            );
+            assert_ne!(Meta::read(b).stamp(), 0);
+            Meta::read(b).with_dirty(0).write(b);
+            assert!(cache.put(5, site, b, len(5), usize::MAX));
+            for generation in next + 1..=next + SWEEPS_PER_DECAY {
+                assert_eq!(
+                    cache.decay(4096, generation, |u, _| released.push(u)),
+                    0,
+                    "reused"
+                );
+            }
+            let last = next + 1 + SWEEPS_PER_DECAY;
+            assert_eq!(cache.decay(4096, last, |u, _| released.push(u)), 1);
             assert_eq!(released, [a, b]);
             assert!(cache.is_empty());
+            std::alloc::dealloc(memory, layout);
         }
     }
 
@@ -734,7 +820,11 @@ mod tests {
             assert!(cache.put(9, site, user(1), 4096 + CLASSES[9], usize::MAX));
             assert!(cache.put(11, site, user(2), 4096 + CLASSES[11], usize::MAX));
         }
-        assert_eq!(cache.take_fit(2, 32 << 20, site, 4096), None, "64 MiB is over 32");
+        assert_eq!(
+            cache.take_fit(2, 32 << 20, site, 4096),
+            None,
+            "64 MiB is over 32"
+        );
         assert_eq!(
             cache.take_fit(2, 1 << 30, site, 4096),
             Some((user(1), 9)),
@@ -742,6 +832,26 @@ mod tests {
         );
         assert_eq!(cache.take_fit(10, 1 << 30, site, 4096), Some((user(2), 11)));
         assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn stamps_and_ages_wrap_around() {
+        assert_eq!((stamp_of(0), stamp_of(254), stamp_of(255)), (1, 255, 1));
+        for generation in [0u32, 5, 250, 254, 1000, u32::MAX - 3] {
+            for later in 0..20 {
+                let (now, then) = (
+                    stamp_of(generation.wrapping_add(later)),
+                    stamp_of(generation),
+                );
+                if generation.checked_add(later).is_some() {
+                    assert_eq!(age(now, then), later, "{generation} + {later}");
+                }
+            }
+        }
+        let m = Meta::new(Some(3), 12345).with_stamp(200);
+        assert_eq!((m.class(), m.dirty(), m.stamp()), (Some(3), 12345, 200));
+        assert_eq!(m.with_dirty(7).stamp(), 0, "a put unstamps");
+        assert_eq!(m.with_dirty(7).class(), Some(3));
     }
 
     #[test]
@@ -772,7 +882,15 @@ mod tests {
         let cache = Box::new(BigCache::new());
         assert!(!cache.is_hot(3), "no reuse yet: warm");
         // SAFETY: never dereferenced.
-        unsafe { assert!(cache.put(3, Site::NONE.slot(), NonNull::dangling(), 1, 10)) };
+        unsafe {
+            assert!(cache.put(
+                3,
+                Site::NONE.slot(),
+                NonNull::new(4096 as *mut u8).unwrap(),
+                1,
+                10
+            ))
+        };
         assert!(cache.take(3, Site::NONE.slot(), 1).is_some());
         assert!(!cache.is_hot(2), "per class");
         for _ in 0..SCORE_MAX {

@@ -435,7 +435,10 @@ impl fmt::Display for Stats {
         writeln!(
             f,
             "  cache   hits   {:>12}  misses {:>11}  evictions {}  decayed {}",
-            self.bigcache_hits, self.bigcache_misses, self.bigcache_evictions, self.bigcache_decayed
+            self.bigcache_hits,
+            self.bigcache_misses,
+            self.bigcache_evictions,
+            self.bigcache_decayed
         )?;
         writeln!(
             f,

@@ -31,6 +31,8 @@ const MIB: usize = 1 << 20;
 const FREED: usize = 600 * MIB;
 /// Where the resident set must return to.
 const SMALL_FOOTPRINT: usize = 16 * MIB;
+/// Small blocks allocated between pauses: a pool span's worth of 32-byte blocks.
+const BATCH: usize = 2048;
 
 #[test]
 #[cfg_attr(
@@ -101,10 +103,12 @@ fn freed_large_blocks_are_released_after_the_decay_period() {
     // Only small allocations from now on: a batch of new 32-byte blocks (a pool span's worth),
     // then a pause of a twentieth of the period.
     let small = Layout::from_size_align(32, 8).unwrap();
-    let mut kept_small = Vec::new();
+    // Room for every batch up front (one large block), so that the vector's own growth does
+    // not go through the pool's larger classes.
+    let mut kept_small = Vec::with_capacity(BATCH * 4 * 20);
     let mut checked_half = false;
     let released_after = loop {
-        for _ in 0..2048 {
+        for _ in 0..BATCH {
             // SAFETY: a valid, non-zero layout.
             let p = unsafe { GLOBAL.alloc(small) };
             assert!(!p.is_null());
@@ -125,7 +129,10 @@ fn freed_large_blocks_are_released_after_the_decay_period() {
             now < SMALL_FOOTPRINT
         };
         if done {
-            assert!(elapsed >= decay, "released after {elapsed:?}, before the period");
+            assert!(
+                elapsed >= decay,
+                "released after {elapsed:?}, before the period"
+            );
             break elapsed;
         }
         assert!(

@@ -7,7 +7,7 @@ use core::ptr::{self, NonNull};
 use super::small::out_of_memory;
 use super::{Allocator, Mapping, MAX_SYSTEM_ALIGN};
 use crate::batch::Released;
-use crate::bigcache::{self, BigCache, Meta, CLASSES, LAST, SWEEPS_PER_DECAY};
+use crate::bigcache::{self, BigCache, Meta, CLASSES, MASK, SWEEPS_PER_DECAY};
 use crate::header::{self, Method};
 use crate::os::{self, Advice, Unmapped};
 use crate::policy::{Config, FreePolicy, Policy, Thp};
@@ -27,7 +27,8 @@ pub(super) const THP_AUTO_MIN: usize = 2 << 20;
 
 impl<P: Policy> Allocator<P> {
     /// The large path: a BigCache hit where the mode has one, else a fresh mapping. Kept free of
-    /// calls on the hit path, so that it needs no register saving.
+    /// calls on the hit path of the classes up to 16 MiB, so that it needs no register saving;
+    /// the larger classes (and caps below 16 MiB) take [`Self::alloc_class`] out of line.
     ///
     /// # Safety
     /// As [`Self::allocate`].
@@ -42,35 +43,89 @@ impl<P: Policy> Allocator<P> {
     ) -> *mut u8 {
         let page = os::page_size();
         // A request BigCache can serve is mapped as a block of its class (see `bigcache`).
-        let cached = match self.cache(cfg) {
-            Some(cache) if layout.align() <= page => {
-                bigcache::class_for(layout.size(), cfg.bigcache_bytes).map(|class| (cache, class))
-            }
-            _ => None,
-        };
-        if let Some((cache, class)) = cached {
-            let len = page + CLASSES[class];
-            if let Some(user) = cache.take(class, site_slot, len) {
-                self.count(cfg, Event::CacheHit, 1);
-                self.record(cfg, site_id, layout.size(), Path::Cached);
-                // SAFETY: a cached class block: mapped, `len` long, its header page ours.
-                unsafe {
-                    header::write(user.sub(page), len, page, Method::Cached, site_id);
-                    if zeroed {
-                        // Only what a previous owner may have written is not zero.
-                        let dirty = Meta::read(user).dirty().min(layout.size());
-                        ptr::write_bytes(user.as_ptr(), 0, dirty);
-                    }
+        if let Some(cache) = self.cache(cfg) {
+            if layout.align() <= page {
+                if let Some(class) = bigcache::table_class(layout.size(), cfg.bigcache_bytes) {
+                    // SAFETY: as this function's; `class` is `layout`'s.
+                    return unsafe {
+                        self.alloc_cached(cfg, cache, class, layout, site_slot, site_id, zeroed)
+                    };
                 }
-                return user.as_ptr();
+                if layout.size() >= bigcache::CLASSES[0] {
+                    // SAFETY: as this function's.
+                    return unsafe {
+                        self.alloc_class(cfg, cache, layout, site_slot, site_id, zeroed)
+                    };
+                }
             }
-            self.count(cfg, Event::CacheMiss, 1);
-            self.decay_tick(cfg);
         }
-        let class = cached.map(|(_, class)| class);
-        // SAFETY: `layout` is valid and the guard held (caller); `class`, if any, is
-        // `layout`'s, for an alignment within a page.
-        unsafe { self.map_large(cfg, layout, site_id, class, zeroed) }
+        // SAFETY: `layout` is valid and the guard held (caller).
+        unsafe { self.map_large(cfg, layout, site_id, None, zeroed) }
+    }
+
+    /// [`Self::alloc_large`] beyond its table: a class above 16 MiB (as far as the cap holds one),
+    /// or none.
+    ///
+    /// # Safety
+    /// As [`Self::allocate`]; `layout.align()` is at most a page.
+    #[inline(never)]
+    unsafe fn alloc_class(
+        &self,
+        cfg: &Config,
+        cache: &BigCache,
+        layout: Layout,
+        site_slot: usize,
+        site_id: u32,
+        zeroed: bool,
+    ) -> *mut u8 {
+        // SAFETY: as this function's; the class, if any, is `layout`'s.
+        unsafe {
+            match bigcache::class_for(layout.size(), cfg.bigcache_bytes) {
+                Some(class) => {
+                    self.alloc_cached(cfg, cache, class, layout, site_slot, site_id, zeroed)
+                }
+                None => self.map_large(cfg, layout, site_id, None, zeroed),
+            }
+        }
+    }
+
+    /// A block of `class` from the cache, else a fresh mapping of the class.
+    ///
+    /// # Safety
+    /// As [`Self::allocate`]; `class` is `layout`'s, for an alignment within a page.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn alloc_cached(
+        &self,
+        cfg: &Config,
+        cache: &BigCache,
+        class: usize,
+        layout: Layout,
+        site_slot: usize,
+        site_id: u32,
+        zeroed: bool,
+    ) -> *mut u8 {
+        let page = os::page_size();
+        // (The mask is a no-op, a class being below 16, that drops the bounds check.)
+        let len = page + CLASSES[class & MASK];
+        if let Some(user) = cache.take(class, site_slot, len) {
+            self.count(cfg, Event::CacheHit, 1);
+            self.record(cfg, site_id, layout.size(), Path::Cached);
+            // SAFETY: a cached class block: mapped, `len` long, its header page ours.
+            unsafe {
+                header::write(user.sub(page), len, page, Method::Cached, site_id);
+                if zeroed {
+                    // Only what a previous owner may have written is not zero.
+                    let dirty = Meta::read(user).dirty().min(layout.size());
+                    ptr::write_bytes(user.as_ptr(), 0, dirty);
+                }
+            }
+            return user.as_ptr();
+        }
+        self.count(cfg, Event::CacheMiss, 1);
+        // SAFETY: `layout` is valid and the guard held (caller); `class` is `layout`'s, for an
+        // alignment within a page.
+        unsafe { self.map_large(cfg, layout, site_id, Some(class), zeroed) }
     }
 
     /// Maps a fresh large block: of its BigCache class if it has one, 2 MiB-aligned for huge
@@ -88,9 +143,12 @@ impl<P: Policy> Allocator<P> {
         class: Option<usize>,
         zeroed: bool,
     ) -> *mut u8 {
+        // A miss is a slow path: where what the cache holds decays (here, not in
+        // `alloc_large`, whose hit path then makes no call and saves no register).
+        self.decay_tick(cfg);
         let page = os::page_size();
-        // (The `min` is a no-op, a class being at most LAST, that drops the bounds check.)
-        let size = class.map_or(layout.size(), |c| CLASSES[c.min(LAST)]);
+        // (The mask is a no-op, a class being below 16, that drops the bounds check.)
+        let size = class.map_or(layout.size(), |c| CLASSES[c & MASK]);
         let huge = cfg.thp != Thp::Off && size >= THP_AUTO_MIN && layout.align() <= page;
         // Huge-page candidates get their user region 2 MiB-aligned, the header in the page
         // before it: one extra page, and the kernel can back the region with huge pages.
@@ -226,8 +284,8 @@ impl<P: Policy> Allocator<P> {
         len: usize,
         site: u32,
     ) {
-        // (The `min` is a no-op, a class being at most LAST, that drops the bounds check.)
-        let capacity = CLASSES[class.min(LAST)];
+        // (The mask is a no-op, a class being below 16, that drops the bounds check.)
+        let capacity = CLASSES[class & MASK];
         // SAFETY: the user region is whole pages of the block's mapping, unused now; its dirty
         // word is in its header page.
         unsafe {
@@ -259,10 +317,6 @@ impl<P: Policy> Allocator<P> {
         site: u32,
     ) -> bool {
         let slot = Site::from_raw(u64::from(site)).slot();
-        if cfg.bigcache_decay_ms != 0 {
-            // SAFETY: a freed class block: its header page is ours.
-            unsafe { bigcache::stamp(user, cache.generation()) };
-        }
         // SAFETY: a freed class block of `class`, `len` long, its metadata written and
         // nothing else referring to it (caller): `BigCache::put`'s contract.
         if unsafe { cache.put(class, slot, user, len, cfg.bigcache_bytes) } {
@@ -336,8 +390,8 @@ impl<P: Policy> Allocator<P> {
             return;
         };
         let page = os::page_size();
-        // SAFETY: every block in the cache was put there by `cache_put`, which stamps it (the
-        // mode decays), and is a class block with a one-page header.
+        // SAFETY: every block in the cache is a class block with a one-page header (`cache_put`
+        // puts nothing else).
         unsafe {
             cache.decay(page, generation, |user, len| {
                 // SAFETY: a block taken out of the cache: a whole mapping of ours (one header

@@ -10,7 +10,7 @@ use super::large::{round_up, THP_AUTO_MIN};
 use super::small::out_of_memory;
 use super::{Allocator, Kind, Mapping, SystemBlock};
 use crate::batch::Released;
-use crate::bigcache::{self, Meta, CLASSES, LAST};
+use crate::bigcache::{self, Meta, CLASSES, MASK};
 use crate::header::{self, HEADER_SIZE};
 use crate::os::{self, Advice};
 use crate::policy::{Config, Policy, Thp};
@@ -154,7 +154,7 @@ impl<P: Policy> Allocator<P> {
             Some(_) if block.offset == page => bigcache::class_for(new.size(), cfg.bigcache_bytes),
             _ => None,
         };
-        let capacity = class.map_or(new.size(), |c| CLASSES[c.min(LAST)]);
+        let capacity = class.map_or(new.size(), |c| CLASSES[c & MASK]);
         let len = round_up(capacity.checked_add(block.offset)?, page)?;
         let huge = cfg.thp != Thp::Off && capacity >= THP_AUTO_MIN;
         // SAFETY: the block's mapping is ours and `block.len` long (checked above); pages move,
@@ -207,8 +207,11 @@ impl<P: Policy> Allocator<P> {
         let slot = Site::from_raw(u64::from(block.site)).slot();
         let most = new.size().saturating_mul(GROW_FIT);
         let (user, class) = cache.take_fit(first, most, slot, page)?;
-        let len = page + CLASSES[class.min(LAST)];
-        debug_assert!(block.len < len, "a growing block is smaller than its new class");
+        let len = page + CLASSES[class & MASK];
+        debug_assert!(
+            block.len < len,
+            "a growing block is smaller than its new class"
+        );
         // SAFETY: the cached block is ours now (taken), a whole mapping of `len` bytes with a
         // one-page header; the growing block is a whole mapping (caller) disjoint from it.
         unsafe {
