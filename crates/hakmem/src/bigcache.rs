@@ -1,25 +1,29 @@
 //! BigCache: freed large blocks kept per call site and size class, handed back on the next
 //! matching request instead of `munmap` + `mmap` + a page fault per page.
 //!
-//! A request of 512 KiB – 16 MiB rounds up to its class (512 KiB, 1, 2, 3, 4, 6, 8, 16 MiB) and
-//! is mapped as a *class block*: one header page, then exactly the class's bytes, so the user
-//! pointer is page-aligned and any cached block of the class serves any request of the class
-//! with an alignment up to a page (and, for THP, the user region can be 2 MiB-aligned).
+//! A request of 512 KiB or more rounds up to its class (512 KiB, 1, 2, 3, 4, 6, 8, 16 MiB, then
+//! powers of two up to 4 GiB, as far as the mode's cap holds one block of the class:
+//! [`class_for`]) and is mapped as a *class block*: one header page, then exactly the class's
+//! bytes, so the user pointer is page-aligned and any cached block of the class serves any
+//! request of the class with an alignment up to a page (and, for THP, the user region can be
+//! 2 MiB-aligned).
 //!
-//! The table has [`SITE_SLOTS`] × 8 classes × [`WAYS`] slots; a slot holds a cached block's
+//! The table has [`SITE_SLOTS`] × 16 classes × [`WAYS`] slots; a slot holds a cached block's
 //! user address or 0. Taking swaps a slot to 0; putting swaps 0 for the address with a
 //! compare-exchange: lock-free, and two threads only meet on the same slot. A byte cap bounds
-//! what the cache holds (the C original had none: 256 × 8 slots could pin gigabytes).
+//! what the cache holds (the C original had none: 256 × 8 slots could pin gigabytes); blocks
+//! not reused within the mode's decay period are released by time ([`BigCache::decay`]).
 //!
 //! When memory runs out the allocator drains the cache before it retries ([`BigCache::drain`]).
 //! A failing program may do that on every request (glibc's own tests allocate terabytes in a
 //! loop), so a drain costs in proportion to what the cache holds: nothing when it holds nothing
 //! (the byte count says so), and otherwise a look at one flag per site slot (set by every put,
-//! a plain store), then the 128 slots of each flagged site only — not a walk over all 32,768.
+//! a plain store), then the 256 slots of each flagged site only — not a walk over all 65,536.
 //!
 //! While a block is cached its header is tagged freed, so a second free of it is reported as a
 //! double free. The word just before the header (the header page is ours) is the block's
-//! [`Meta`]: its class and how many bytes may be dirty, so that `alloc_zeroed` clears only those.
+//! [`Meta`]: its class and how many bytes may be dirty, so that `alloc_zeroed` clears only those,
+//! and, while it is cached, its decay stamp.
 //!
 //! The free policy's "recent reuse of the size class" is a per-class score: a hit sets it to
 //! [`SCORE_MAX`], each block put lowers it by one. A class with no hit in its last `SCORE_MAX`
