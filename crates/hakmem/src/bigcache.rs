@@ -472,9 +472,10 @@ fn age(now: u8, then: u8) -> u32 {
 }
 
 /// A class block's metadata word, in its header page just below the header: its class (so the
-/// free path need not derive it) and how many bytes from the user pointer may have been
-/// written since the block was last known to be zero (so `alloc_zeroed` clears only those).
-/// A fresh mapping reads 0: "not a class block".
+/// free path need not derive it), whether its mapping is split ([`Meta::split`]), its decay
+/// stamp while cached, and how many bytes from the user pointer may have been written since the
+/// block was last known to be zero (so `alloc_zeroed` clears only those). A fresh mapping reads
+/// 0: "not a class block".
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Meta(usize);
 
@@ -486,21 +487,25 @@ const STAMP_SHIFT: u32 = CLASS_SHIFT - 8;
 /// The dirty count's bits (below the stamp: up to 256 TiB).
 const DIRTY: usize = (1 << STAMP_SHIFT) - 1;
 
-/// The class code's bits.
+/// The top byte: the class code (1 ..= 16) and the split flag.
 const CLASS_BITS: usize = !((1 << CLASS_SHIFT) - 1);
+
+/// The top byte's high bit: the block's mapping is two kernel mappings ([`Meta::split`]).
+const SPLIT: usize = 0x80 << CLASS_SHIFT;
 
 /// What [`Meta::class_bytes`] says for a word that names no class: a length no block has, so
 /// that `offset + class_bytes == len` holds for class blocks only (a zero-sized block's mapping
 /// is exactly its offset long).
 const NOT_A_CLASS: usize = 1 << 62;
 
-/// `CLASSES[code - 1]` for the class codes 1 ..= 8 of a metadata word, [`NOT_A_CLASS`] for
-/// every other value its top byte can take.
+/// `CLASSES[code - 1]` for the class codes 1 ..= 16 of a metadata word's top byte, with or
+/// without the split flag, [`NOT_A_CLASS`] for every other value it can take.
 static CLASS_BYTES_BY_CODE: [usize; 256] = {
     let mut table = [NOT_A_CLASS; 256];
     let mut class = 0;
     while class < CLASSES.len() {
         table[class + 1] = CLASSES[class];
+        table[(class + 1) | 0x80] = CLASSES[class];
         class += 1;
     }
     table
@@ -517,7 +522,7 @@ impl Meta {
     /// The block's class, if it is a class block.
     #[inline(always)]
     pub(crate) fn class(self) -> Option<usize> {
-        (self.0 >> CLASS_SHIFT).checked_sub(1)
+        ((self.0 >> CLASS_SHIFT) & 0x7F).checked_sub(1)
     }
 
     /// The bytes of the block's class, or [`NOT_A_CLASS`] if it is no class block (or the word
@@ -531,11 +536,29 @@ impl Meta {
     #[inline(always)]
     pub(crate) fn class_unchecked(self) -> usize {
         debug_assert!(self.class_bytes() != NOT_A_CLASS, "meta {:#x}", self.0);
+        // (The split flag, 0x80, is a multiple of 16: the mask drops it.)
         ((self.0 >> CLASS_SHIFT) - 1) & MASK
     }
 
+    /// The same metadata, of a block whose mapping is now two kernel mappings: a block that
+    /// grew into a cached one (`Allocator::grow_into_cached`) is the growing block's pages moved
+    /// over the cached block's head, which the kernel does not merge with the rest. `mremap`
+    /// refuses a range that spans two mappings, so such a block grows beyond its class by a
+    /// move; everything else (`munmap`, `madvise`, the cache) spans mappings. The flag stays
+    /// with the block for its life ([`Meta::with_dirty`] keeps it).
+    #[inline(always)]
+    pub(crate) fn split(self) -> Meta {
+        Meta(self.0 | SPLIT)
+    }
+
+    /// Whether the block's mapping is split ([`Meta::split`]).
+    #[inline(always)]
+    pub(crate) fn is_split(self) -> bool {
+        self.0 & SPLIT != 0
+    }
+
     /// The same block's metadata with `dirty` bytes, unstamped (the block is about to be
-    /// cached afresh).
+    /// cached afresh); its class and split flag are kept.
     #[inline(always)]
     pub(crate) fn with_dirty(self, dirty: usize) -> Meta {
         debug_assert!(dirty <= DIRTY);
@@ -856,6 +879,14 @@ mod tests {
         assert_eq!((m.class(), m.dirty(), m.stamp()), (Some(3), 12345, 200));
         assert_eq!(m.with_dirty(7).stamp(), 0, "a put unstamps");
         assert_eq!(m.with_dirty(7).class(), Some(3));
+        let split = Meta::new(Some(15), 99).split();
+        assert!(split.is_split() && !Meta::new(Some(15), 99).is_split());
+        assert_eq!(
+            (split.class(), split.class_unchecked(), split.class_bytes()),
+            (Some(15), 15, CLASSES[15])
+        );
+        assert!(split.with_dirty(1).is_split(), "for the block's life");
+        assert!(split.with_stamp(9).is_split());
     }
 
     #[test]

@@ -270,6 +270,47 @@ fn a_growing_block_grows_into_the_cached_one() {
     unsafe { a.dealloc(second, layout(64 * MIB)) };
 }
 
+/// A block that grew into a cached one is two kernel mappings, which `mremap` refuses: growing
+/// it beyond its class moves it instead — into the cached block of the new class, every byte
+/// kept — and what it leaves is cached again; no cached block is lost on the way.
+#[test]
+fn a_block_grown_into_a_cached_one_grows_on_by_a_move() {
+    let a = Allocator::<Balanced>::new();
+    let fill = |p: *mut u8, from: usize, to: usize| {
+        for i in (from..to).step_by(4096) {
+            // SAFETY: the caller's block holds `to` bytes.
+            unsafe { p.add(i).write((i >> 12) as u8 ^ 0x5A) };
+        }
+    };
+    // SAFETY: every block is used within its size, resized with its current layout and freed
+    // once with it.
+    unsafe {
+        // Cached: a 16 MiB and a 32 MiB block.
+        let (b16, b32) = (a.alloc(layout(16 * MIB)), a.alloc(layout(32 * MIB)));
+        assert!(!b16.is_null() && !b32.is_null());
+        a.dealloc(b16, layout(16 * MIB));
+        a.dealloc(b32, layout(32 * MIB));
+        // A 2 MiB block grows to 4 MiB: into the cached 16 MiB block.
+        let p = a.alloc(layout(2 * MIB));
+        fill(p, 0, 2 * MIB);
+        let p = a.realloc(p, layout(2 * MIB), 4 * MIB);
+        assert_eq!(p, b16, "grown into the cached 16 MiB block");
+        fill(p, 2 * MIB, 4 * MIB);
+        // Beyond 16 MiB: moved into the cached 32 MiB block.
+        let q = a.realloc(p, layout(4 * MIB), 32 * MIB);
+        assert_eq!(q, b32, "moved into the cached 32 MiB block");
+        assert!((0..4 * MIB)
+            .step_by(4096)
+            .all(|i| q.add(i).read() == (i >> 12) as u8 ^ 0x5A));
+        a.dealloc(q, layout(32 * MIB));
+        // The 16 MiB block it left was cached, and serves the next request of its class.
+        let r = a.alloc(layout(16 * MIB));
+        assert_eq!(r, b16);
+        a.dealloc(r, layout(16 * MIB));
+    }
+    assert_eq!(a.stats().bigcache_evictions, 0, "{}", a.stats());
+}
+
 /// Many threads allocate large blocks and send them to others to free, in every mode: the
 /// contents survive the trip, and every block is freed exactly once.
 fn cross_thread<P: Policy>() {

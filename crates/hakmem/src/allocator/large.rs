@@ -293,7 +293,8 @@ impl<P: Policy> Allocator<P> {
                 self.count(cfg, Event::MadviseCall, 1);
                 self.count(cfg, Event::MadviseBytes, capacity as u64);
             }
-            Meta::new(Some(class), capacity).write(user);
+            // (Its class and split flag kept.)
+            Meta::read(user).with_dirty(capacity).write(user);
             if self.cache_put(cfg, cache, class, user, len, site) {
                 return;
             }

@@ -122,11 +122,14 @@ impl<P: Policy> Allocator<P> {
         if new.size() <= block.capacity() {
             // Shrink in place: a cacheable block keeps its class; any other gives its whole
             // unused pages back.
-            if let Some(class) = block.class() {
+            if block.class().is_some() {
                 // It may have been written past its new size: when it is freed, the layout
                 // will not say so, so count all of it as dirty now.
                 // SAFETY: a class block has its metadata word in its header page.
-                unsafe { Meta::new(Some(class), block.capacity()).write(block.user) };
+                unsafe {
+                    let meta = Meta::read(block.user);
+                    meta.with_dirty(block.capacity()).write(block.user);
+                }
             } else {
                 let len = round_up(new.size() + block.offset, page)?;
                 if len < block.len {
@@ -139,8 +142,9 @@ impl<P: Policy> Allocator<P> {
             }
             return Some(block.user);
         }
-        if new.align() > page {
-            return None; // mremap keeps page alignment only
+        if new.align() > page || block.is_split() {
+            // mremap keeps page alignment only, and refuses a range of two kernel mappings.
+            return None;
         }
         if block.offset == page {
             // SAFETY: a live page-offset mapping of ours, growing (checked above).
@@ -229,7 +233,7 @@ impl<P: Policy> Allocator<P> {
             // The growing block's header page now heads the mapping: its length becomes the
             // cached block's, and all of its room may hold a previous owner's bytes.
             header::set_len(user, len);
-            Meta::new(Some(class), len - page).write(user);
+            Meta::new(Some(class), len - page).split().write(user);
             Some(user)
         }
     }
@@ -385,10 +389,20 @@ impl Mapping {
     /// The block's BigCache class, if it is a class block (one header page, then exactly a
     /// class's bytes, and its metadata word says so).
     fn class(&self) -> Option<usize> {
+        self.meta().and_then(Meta::class)
+    }
+
+    /// Whether the block's mapping is two kernel mappings ([`Meta::split`]).
+    fn is_split(&self) -> bool {
+        self.meta().is_some_and(Meta::is_split)
+    }
+
+    /// The metadata word of a page-offset mapping.
+    fn meta(&self) -> Option<Meta> {
         if self.offset != os::page_size() {
             return None;
         }
         // SAFETY: a one-page offset mapping has its metadata word in its header page.
-        unsafe { Meta::read(self.user) }.class()
+        Some(unsafe { Meta::read(self.user) })
     }
 }
