@@ -248,8 +248,13 @@ const GROW_FIT: usize = 8;
 /// Grows the mapping `[base, base + old_len)` to `new_len` bytes such that its region after the
 /// `offset`-byte header (a page-offset block) or the mapping itself (any other) starts on a
 /// 2 MiB boundary, where huge pages can back it: in place if it is aligned already and the
-/// address space after it is free, else moved (`mremap` to a fixed address) into an aligned
-/// range reserved for it. Falls back to a plain `mremap` if the reservation fails.
+/// address space after it is free; else it is moved (`mremap` to a fixed address, same length)
+/// into an aligned range reserved for it, the rest of the reservation is unmapped, and it grows
+/// in place there. Falls back to a plain `mremap` if the reservation fails, or if another thread
+/// maps into the freed room first.
+///
+/// Moving and growing in two calls, not one: valgrind's memcheck does not mark the grown part
+/// of a growing `MREMAP_FIXED` move addressable, and the suite runs under it.
 ///
 /// # Safety
 /// As [`os::remap`].
@@ -261,7 +266,8 @@ unsafe fn grow_aligned(
 ) -> Option<NonNull<u8>> {
     let page = os::page_size();
     let lead = if offset == page { page } else { 0 };
-    // SAFETY: the caller's contract (a whole mapping of ours that may move).
+    // SAFETY: the caller's contract (a whole mapping of ours that may move); the reservation
+    // is ours, its pages outside the moved mapping unused.
     unsafe {
         if (base.as_ptr() as usize + lead) % THP_AUTO_MIN == 0
             && os::grow_in_place(base, old_len, new_len)
@@ -275,20 +281,21 @@ unsafe fn grow_aligned(
         let raw_addr = raw.as_ptr() as usize;
         let head = (raw_addr + lead).next_multiple_of(THP_AUTO_MIN) - lead - raw_addr;
         let target = raw.add(head);
-        if !os::remap_to(base, old_len, new_len, target) {
+        if !os::remap_to(base, old_len, old_len, target) {
             // (Our reservation, partly unmapped by the kernel perhaps: holes are fine.)
             let _ = os::unmap(raw, span);
             return os::remap(base, old_len, new_len);
         }
-        // The reservation's ends, whole pages outside the moved mapping.
+        // The reservation's ends, whole pages outside the moved mapping: the room to grow into
+        // is free now.
         if head > 0 {
             let _ = os::unmap(raw, head);
         }
-        let tail = span - head - new_len;
-        if tail > 0 {
-            let _ = os::unmap(target.add(new_len), tail);
+        let _ = os::unmap(target.add(old_len), span - head - old_len);
+        if os::grow_in_place(target, old_len, new_len) {
+            return Some(target);
         }
-        Some(target)
+        os::remap(target, old_len, new_len)
     }
 }
 
