@@ -93,6 +93,34 @@ pub(crate) fn reserve(len: usize) -> Option<NonNull<u8>> {
     }
 }
 
+/// Reserves `len` bytes of address space as a read-write mapping that is `MAP_NORESERVE`: no
+/// commit charge (outside strict overcommit) and no memory until touched. For a range that a
+/// fixed-address [`remap_to`] will fill: tools that track mappings (valgrind's memcheck) keep the
+/// grown part of such a move as accessible as what it replaced, and a `PROT_NONE` reservation
+/// would leave it inaccessible to them.
+///
+/// `len` must be a non-zero multiple of the page size. Returns `None` when the kernel refuses.
+pub(crate) fn reserve_writable(len: usize) -> Option<NonNull<u8>> {
+    debug_assert!(len > 0 && len % page_size() == 0);
+    // SAFETY: an anonymous private mapping at a kernel-chosen address touches no existing
+    // memory; the result is checked against MAP_FAILED before use.
+    let p = keep_errno(|| unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    });
+    if p == libc::MAP_FAILED {
+        None
+    } else {
+        NonNull::new(p.cast())
+    }
+}
+
 /// Makes `[ptr, ptr + len)` of a [`reserve`]d range readable and writable (the kernel charges
 /// it then; its pages are still only backed when touched). Returns whether the kernel agreed;
 /// making an already accessible range accessible again is harmless.

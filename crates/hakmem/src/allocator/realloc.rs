@@ -248,13 +248,9 @@ const GROW_FIT: usize = 8;
 /// Grows the mapping `[base, base + old_len)` to `new_len` bytes such that its region after the
 /// `offset`-byte header (a page-offset block) or the mapping itself (any other) starts on a
 /// 2 MiB boundary, where huge pages can back it: in place if it is aligned already and the
-/// address space after it is free; else it is moved (`mremap` to a fixed address, same length)
-/// into an aligned range reserved for it, the rest of the reservation is unmapped, and it grows
-/// in place there. Falls back to a plain `mremap` if the reservation fails, or if another thread
-/// maps into the freed room first.
-///
-/// Moving and growing in two calls, not one: valgrind's memcheck does not mark the grown part
-/// of a growing `MREMAP_FIXED` move addressable, and the suite runs under it.
+/// address space after it is free, else moved and grown in one `mremap` to a fixed address in
+/// a range reserved for it (one call: if the kernel refuses, the block is where it was, as a
+/// failed `realloc` requires). Falls back to a plain `mremap` if the reservation fails.
 ///
 /// # Safety
 /// As [`os::remap`].
@@ -275,27 +271,26 @@ unsafe fn grow_aligned(
             return Some(base);
         }
         let span = new_len.checked_add(THP_AUTO_MIN)?;
-        let Some(raw) = os::reserve(span) else {
+        let Some(raw) = os::reserve_writable(span) else {
             return os::remap(base, old_len, new_len);
         };
         let raw_addr = raw.as_ptr() as usize;
         let head = (raw_addr + lead).next_multiple_of(THP_AUTO_MIN) - lead - raw_addr;
         let target = raw.add(head);
-        if !os::remap_to(base, old_len, old_len, target) {
+        if !os::remap_to(base, old_len, new_len, target) {
             // (Our reservation, partly unmapped by the kernel perhaps: holes are fine.)
             let _ = os::unmap(raw, span);
             return os::remap(base, old_len, new_len);
         }
-        // The reservation's ends, whole pages outside the moved mapping: the room to grow into
-        // is free now.
+        // The reservation's ends, whole pages outside the moved mapping.
         if head > 0 {
             let _ = os::unmap(raw, head);
         }
-        let _ = os::unmap(target.add(old_len), span - head - old_len);
-        if os::grow_in_place(target, old_len, new_len) {
-            return Some(target);
+        let tail = span - head - new_len;
+        if tail > 0 {
+            let _ = os::unmap(target.add(new_len), tail);
         }
-        os::remap(target, old_len, new_len)
+        Some(target)
     }
 }
 
