@@ -48,14 +48,21 @@ pub(crate) fn map(len: usize) -> Option<NonNull<u8>> {
         len > 0 && len % page_size() == 0,
         "map({len}): not whole pages"
     );
+    anonymous(len, libc::PROT_READ | libc::PROT_WRITE, 0)
+}
+
+/// A fresh private anonymous mapping of `len` bytes with protection `prot` and extra `flags`,
+/// at an address the kernel chooses; `None` if it refuses.
+#[inline(always)]
+fn anonymous(len: usize, prot: libc::c_int, flags: libc::c_int) -> Option<NonNull<u8>> {
     // SAFETY: an anonymous private mapping at a kernel-chosen address touches no existing
     // memory; the result is checked against MAP_FAILED before use.
     let p = keep_errno(|| unsafe {
         libc::mmap(
             ptr::null_mut(),
             len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            prot,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | flags,
             -1,
             0,
         )
@@ -74,23 +81,7 @@ pub(crate) fn map(len: usize) -> Option<NonNull<u8>> {
 /// (address space or `RLIMIT_AS`).
 pub(crate) fn reserve(len: usize) -> Option<NonNull<u8>> {
     debug_assert!(len > 0 && len % page_size() == 0);
-    // SAFETY: an anonymous private mapping at a kernel-chosen address touches no existing
-    // memory; the result is checked against MAP_FAILED before use.
-    let p = keep_errno(|| unsafe {
-        libc::mmap(
-            ptr::null_mut(),
-            len,
-            libc::PROT_NONE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-            -1,
-            0,
-        )
-    });
-    if p == libc::MAP_FAILED {
-        None
-    } else {
-        NonNull::new(p.cast())
-    }
+    anonymous(len, libc::PROT_NONE, libc::MAP_NORESERVE)
 }
 
 /// Reserves `len` bytes of address space as a read-write mapping that is `MAP_NORESERVE`: no
@@ -102,23 +93,7 @@ pub(crate) fn reserve(len: usize) -> Option<NonNull<u8>> {
 /// `len` must be a non-zero multiple of the page size. Returns `None` when the kernel refuses.
 pub(crate) fn reserve_writable(len: usize) -> Option<NonNull<u8>> {
     debug_assert!(len > 0 && len % page_size() == 0);
-    // SAFETY: an anonymous private mapping at a kernel-chosen address touches no existing
-    // memory; the result is checked against MAP_FAILED before use.
-    let p = keep_errno(|| unsafe {
-        libc::mmap(
-            ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-            -1,
-            0,
-        )
-    });
-    if p == libc::MAP_FAILED {
-        None
-    } else {
-        NonNull::new(p.cast())
-    }
+    anonymous(len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_NORESERVE)
 }
 
 /// Makes `[ptr, ptr + len)` of a [`reserve`]d range readable and writable (the kernel charges
