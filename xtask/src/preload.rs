@@ -349,15 +349,7 @@ pub fn panics_reachable(disassembly: &str, roots: &[&str]) -> Vec<String> {
 /// Checks that no export of the library at `lib` can reach a panic (outside [`WALK_STOPS`]),
 /// from its disassembly (`objdump`, binutils).
 pub fn check_panic_free(lib: &Path) -> Result<(), String> {
-    let out = Command::new("objdump")
-        .args(["-d", "--no-show-raw-insn", "-C"])
-        .arg(lib)
-        .output()
-        .map_err(|e| format!("objdump is needed (apt-get install binutils): {e}"))?;
-    if !out.status.success() {
-        return Err(format!("objdump failed: {}", out.status));
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = disassemble(lib)?;
     // Exports with identical code share one address and one label (memalign is shown as
     // aligned_alloc), so only the four that cannot be folded together must appear: a guard
     // against a disassembly this walk cannot read, which would pass vacuously.
@@ -373,6 +365,67 @@ pub fn check_panic_free(lib: &Path) -> Result<(), String> {
     match panics_reachable(&text, &roots) {
         found if found.is_empty() => Ok(()),
         found => Err(format!("a panic is reachable: {}", found.join("; "))),
+    }
+}
+
+/// The disassembly of `lib` (`objdump -d -C`, binutils).
+fn disassemble(lib: &Path) -> Result<String, String> {
+    let out = Command::new("objdump")
+        .args(["-d", "--no-show-raw-insn", "-C"])
+        .arg(lib)
+        .output()
+        .map_err(|e| format!("objdump is needed (apt-get install binutils): {e}"))?;
+    if !out.status.success() {
+        return Err(format!("objdump failed: {}", out.status));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The exports whose own code is their fast path: what they do without calling out.
+pub const FAST_PATH_EXPORTS: [&str; 2] = ["malloc", "free"];
+
+/// What a fast path must not call: the general-dynamic TLS lookup (a `thread_local!` in a
+/// shared object) and `errno`'s address (a saved and restored `errno`).
+pub const FAST_PATH_FORBIDDEN: [&str; 2] = ["__tls_get_addr", "__errno_location"];
+
+/// The instructions of `export`'s own body in `disassembly` (`objdump -d`) that mention one of
+/// [`FAST_PATH_FORBIDDEN`] (a call through the PLT or the GOT), each as `export: instruction`;
+/// `None` if the export is not in the disassembly. Slow paths are out-of-line functions
+/// (`#[cold]`, `#[inline(never)]`), so what the body itself calls is what every call pays.
+pub fn fast_path_offences(disassembly: &str, export: &str) -> Option<Vec<String>> {
+    let start = format!(" <{export}>:");
+    let mut lines = disassembly.lines().skip_while(|l| !l.ends_with(&start));
+    lines.next()?;
+    Some(
+        lines
+            .take_while(|l| !l.trim().is_empty() && !l.ends_with(">:"))
+            .filter(|l| FAST_PATH_FORBIDDEN.iter().any(|f| l.contains(f)))
+            .map(|l| {
+                format!(
+                    "{export}: {}",
+                    l.split_whitespace().skip(1).collect::<Vec<_>>().join(" ")
+                )
+            })
+            .collect(),
+    )
+}
+
+/// Checks that the library's `malloc` and `free` ([`FAST_PATH_EXPORTS`]) call neither
+/// `__tls_get_addr` nor `__errno_location` from their own code (docs/preload.md, "Thread-local
+/// state").
+pub fn check_fast_paths(lib: &Path) -> Result<(), String> {
+    let text = disassemble(lib)?;
+    let mut offences = Vec::new();
+    for export in FAST_PATH_EXPORTS {
+        match fast_path_offences(&text, export) {
+            Some(found) => offences.extend(found),
+            None => return Err(format!("`{export}` not found in the disassembly")),
+        }
+    }
+    if offences.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("a fast path calls out: {}", offences.join("; ")))
     }
 }
 
@@ -644,6 +697,9 @@ pub fn check_all(contenders: &[Contender]) -> Result<bool, String> {
             let start = Instant::now();
             let result = check_panic_free(lib).map(|()| start.elapsed());
             tally.add("no-panic", c, result);
+            let start = Instant::now();
+            let result = check_fast_paths(lib).map(|()| start.elapsed());
+            tally.add("fast-path", c, result);
         }
     }
 
@@ -922,6 +978,33 @@ mod tests {
             panics_reachable(dis, &["free"]).is_empty(),
             "a PLT stub is not followed into the symbol objdump names its resolver jump by"
         );
+    }
+
+    #[test]
+    fn fast_paths_are_judged_on_the_exports_own_code() {
+        let dis = "\
+0000000000001000 <malloc>:
+    1000:\tmov    %fs:0x0,%rcx
+    1009:\tjae    1020 <malloc+0x20>
+    100b:\tcall   1100 <hakmem_preload::enomem>
+
+0000000000001100 <hakmem_preload::enomem>:
+    1100:\tcall   *0x454db(%rip)        # 584b8 <__errno_location@GLIBC_2.2.5>
+0000000000001500 <free>:
+    1500:\tlea    0x4563b(%rip),%rdi        # 58480 <_DYNAMIC+0x1c0>
+    1507:\tcall   1600 <__tls_get_addr@plt>
+    150c:\tret
+";
+        assert_eq!(fast_path_offences(dis, "malloc"), Some(vec![]));
+        assert_eq!(
+            fast_path_offences(dis, "free"),
+            Some(vec!["free: call 1600 <__tls_get_addr@plt>".to_owned()])
+        );
+        assert_eq!(
+            fast_path_offences(dis, "hakmem_preload::enomem").map(|v| v.len()),
+            Some(1)
+        );
+        assert_eq!(fast_path_offences(dis, "calloc"), None);
     }
 
     #[test]

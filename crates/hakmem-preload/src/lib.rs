@@ -83,7 +83,11 @@ fn set_errno(value: c_int) {
 
 /// Null with `errno = ENOMEM`: an allocation refused before it reaches hakmem (a size that
 /// overflows); hakmem sets `ENOMEM` itself when it fails.
+///
+/// Out of line, so that the exports' own code (their fast paths) never calls
+/// `__errno_location` (`cargo xtask preload --check` looks).
 #[cold]
+#[inline(never)]
 fn enomem() -> *mut c_void {
     set_errno(libc::ENOMEM);
     ptr::null_mut()

@@ -79,6 +79,7 @@ mod runtime;
 mod site;
 mod stats;
 mod system;
+mod tls;
 
 pub use allocator::Allocator;
 pub use policy::{

@@ -40,7 +40,7 @@ mod note;
 mod thread;
 
 use note::{Leader, Note};
-use thread::{Reading, Thread, COUNTDOWN};
+use thread::{countdown, Reading, Thread};
 
 /// Allocations of one thread between two ticks.
 pub(crate) const TICK: u32 = 1024;
@@ -188,13 +188,15 @@ impl Learner {
     /// that call where it costs its fast path nothing.)
     #[inline(always)]
     pub(crate) fn due() -> bool {
-        let left = COUNTDOWN.get();
-        if left != 0 {
-            COUNTDOWN.set(left - 1);
-            return false;
-        }
-        COUNTDOWN.set(TICK - 1);
-        true
+        countdown(|c| {
+            let left = c.get();
+            if left != 0 {
+                c.set(left - 1);
+                return false;
+            }
+            c.set(TICK - 1);
+            true
+        })
     }
 
     /// The mmap threshold serving by default (`start` is the mode's configured threshold, which

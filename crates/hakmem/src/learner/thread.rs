@@ -6,10 +6,16 @@ use core::cell::Cell;
 use super::CANDIDATES;
 use crate::os;
 
+crate::tls::thread_state! {
+    /// Runs `f` on this thread's allocations left until its next tick (read on every
+    /// allocation: no call to reach it in the preload library, [`crate::tls`]).
+    pub(super) static countdown: Cell<u32> = Cell::new(0), image zero,
+        symbol "__hakmem_learner_countdown";
+}
+
 std::thread_local! {
-    // Both const-initialised and without a destructor: native TLS slots, never allocating,
-    // usable at any time (even while the thread exits).
-    pub(super) static COUNTDOWN: Cell<u32> = const { Cell::new(0) };
+    // Const-initialised and without a destructor: a native TLS slot, never allocating, usable
+    // at any time (even while the thread exits). Only contested allocations reach it.
     static THREAD: Cell<Thread> = const { Cell::new(Thread::NONE) };
 }
 
@@ -73,5 +79,16 @@ impl Thread {
     /// Keeps `self` as this thread's state.
     pub(super) fn store(self) {
         let _ = THREAD.try_with(|slot| slot.set(self));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_preload_image_of_the_countdown_is_zero() {
+        assert!(crate::tls::is_image(&Cell::new(0u32), None));
+        assert!(!crate::tls::is_image(&Cell::new(1u32), None));
     }
 }

@@ -158,7 +158,7 @@ impl Pool {
     #[inline(always)]
     fn pop(&self, class: usize, count: bool) -> *mut span::Block {
         let base = self.base.load(Ordering::Relaxed);
-        thread::CACHE.with(|t| {
+        thread::with(|t| {
             if t.base.get() == base {
                 let heap = t.heap.get();
                 // SAFETY: the fast slot holds this thread's heap in the region at `base`.
@@ -296,7 +296,7 @@ impl Pool {
     pub(crate) unsafe fn free(&self, b: PoolBlock, count: bool) -> bool {
         // SAFETY: descriptors are always readable.
         let span = unsafe { &*b.span };
-        let mine = thread::CACHE.with(|t| t.heap.get());
+        let mine = thread::with(|t| t.heap.get());
         if span.heap.load(Ordering::Relaxed) == mine {
             // SAFETY: this thread's heap owns the span; the block is one of its blocks, handed
             // out (caller).

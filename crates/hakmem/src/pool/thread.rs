@@ -1,8 +1,8 @@
 //! The thread-local side of the pool: which heap this thread uses in which pool, and what
 //! happens when the thread exits.
 //!
-//! [`CACHE`] is a const-initialised `thread_local!` without a destructor: native TLS, one
-//! `fs:`-relative access, never allocating, never "destroyed". It holds a *fast slot* (the
+//! The state ([`with`]) is native TLS without a destructor: `fs:`-relative, never allocating,
+//! never "destroyed". It holds a *fast slot* (the
 //! region base and heap of the pool this thread used last: the fast paths compare against it)
 //! and [`ENTRIES`] (base, heap) pairs, one per pool this thread has a heap in. A pool met while
 //! all entries are taken (by live pools) gets no heap in this thread: its small requests go to
@@ -35,14 +35,18 @@ pub(crate) const ENTRIES: usize = 8;
 /// of no heap say null), so the free path's owner check fails on it.
 pub(crate) const NO_HEAP: *mut Heap = NonNull::<Heap>::dangling().as_ptr();
 
+/// [`NO_HEAP`]'s address (a heap's alignment), for the preload build's TLS image.
+const NO_HEAP_ADDR: usize = core::mem::align_of::<Heap>();
+
 /// The thread has not hooked its exit yet.
-const FRESH: u8 = 0;
+const FRESH: usize = 0;
 /// The exit hook is set (or being set, or could not be).
-const HOOKED: u8 = 1;
+const HOOKED: usize = 1;
 /// The thread is exiting and its heaps are left: no new heap.
-const EXITED: u8 = 2;
+const EXITED: usize = 2;
 
 /// One thread's pool state.
+#[repr(C)]
 pub(crate) struct ThreadCache {
     /// The fast slot: region base of the pool used last (0: none) …
     pub(crate) base: Cell<usize>,
@@ -53,11 +57,17 @@ pub(crate) struct ThreadCache {
     /// A region this thread is known to have no heap in (0: none): a thread that only frees
     /// into a pool (a consumer) finds out once, not on every free.
     none: Cell<usize>,
-    /// [`FRESH`], [`HOOKED`] or [`EXITED`].
-    state: Cell<u8>,
+    /// [`FRESH`], [`HOOKED`] or [`EXITED`] (a word: the type has no padding, [`with`]).
+    state: Cell<usize>,
 }
 
 impl ThreadCache {
+    /// The state of a thread that has not used the pool: `base` 0, `heap` [`NO_HEAP`], the
+    /// rest zero (the preload build's TLS image, [`with`]).
+    #[cfg_attr(
+        all(feature = "preload", target_arch = "x86_64", target_os = "linux"),
+        allow(dead_code)
+    )]
     const fn new() -> Self {
         ThreadCache {
             base: Cell::new(0),
@@ -69,15 +79,17 @@ impl ThreadCache {
     }
 }
 
-std::thread_local! {
-    /// This thread's pool state.
-    pub(crate) static CACHE: ThreadCache = const { ThreadCache::new() };
+crate::tls::thread_state! {
+    /// Runs `f` on this thread's pool state (no call to reach it in the preload library:
+    /// [`crate::tls`]).
+    pub(crate) static with: ThreadCache = ThreadCache::new(),
+        image [0, NO_HEAP_ADDR], symbol "__hakmem_pool_thread_cache";
 }
 
 /// This thread's heap in `region`, if it has one (for a free). The pool found becomes the fast
 /// slot; a pool without a heap is remembered as such.
 pub(crate) fn heap_of(region: Region) -> Option<*mut Heap> {
-    CACHE.with(|t| {
+    with(|t| {
         let base = region.base();
         if t.base.get() == base {
             return Some(t.heap.get());
@@ -103,7 +115,7 @@ pub(crate) fn heap_of(region: Region) -> Option<*mut Heap> {
 /// all entries are taken by live pools, or the region has no heap slot left). The pool found
 /// becomes the fast slot.
 pub(crate) fn heap_in(region: Region) -> Option<*mut Heap> {
-    CACHE.with(|t| {
+    with(|t| {
         let base = region.base();
         if t.base.get() == base {
             return Some(t.heap.get());
@@ -195,7 +207,7 @@ fn exit_key_after_race() -> Option<libc::pthread_key_t> {
 /// The exit hook: leaves every heap of this thread to its region (`Heap::leave`).
 unsafe extern "C" fn on_exit(_: *mut c_void) {
     let _guard = reentry::Guard::enter();
-    CACHE.with(|t| {
+    with(|t| {
         t.state.set(EXITED);
         t.base.set(0);
         t.heap.set(NO_HEAP);
@@ -217,4 +229,21 @@ unsafe extern "C" fn on_exit(_: *mut c_void) {
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_preload_image_is_the_initial_state() {
+        assert_eq!(NO_HEAP as usize, NO_HEAP_ADDR);
+        assert!(crate::tls::is_image(
+            &ThreadCache::new(),
+            Some([0, NO_HEAP_ADDR])
+        ));
+        let mut moved = ThreadCache::new();
+        moved.state = Cell::new(HOOKED);
+        assert!(!crate::tls::is_image(&moved, Some([0, NO_HEAP_ADDR])));
+    }
 }
