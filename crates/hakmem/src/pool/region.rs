@@ -57,6 +57,9 @@ pub(crate) const REGION_ALIGN: usize = 2 << 20;
 
 /// The data area is made accessible in steps of this many bytes.
 const COMMIT_CHUNK: usize = 4 << 20;
+/// Span memory past this much is advised huge pages (where the policy asks for them); the
+/// first [`HUGE_AFTER`] bytes are not: a small program's pool stays small pages.
+const HUGE_AFTER: usize = 16 << 20;
 /// Empty spans kept resident (dirty) per region; beyond, released spans are purged.
 pub(crate) const DIRTY_MAX: usize = 8 << 20;
 
@@ -471,15 +474,17 @@ impl Region {
         if !ok {
             return None;
         }
-        if h.huge.load(Ordering::Relaxed) {
-            // The range starts and ends on 2 MiB boundaries (`DATA_OFF` and `COMMIT_CHUNK` are
-            // multiples of it, the base is `REGION_ALIGN`-aligned), so whole huge pages can back
-            // it. Advice only: refused where THP is off, which changes nothing.
+        let huge_from = done.max(DATA_OFF + HUGE_AFTER);
+        if h.huge.load(Ordering::Relaxed) && target > huge_from {
+            // The range starts and ends on 2 MiB boundaries (`DATA_OFF`, `HUGE_AFTER` and
+            // `COMMIT_CHUNK` are multiples of it, the base is `REGION_ALIGN`-aligned), so whole
+            // huge pages can back it. Advice only: refused where THP is off, which changes
+            // nothing.
             // SAFETY: whole pages of our reservation, just made accessible.
             let _ = unsafe {
                 os::advise(
-                    NonNull::new_unchecked((self.base + done) as *mut u8),
-                    target - done,
+                    NonNull::new_unchecked((self.base + huge_from) as *mut u8),
+                    target - huge_from,
                     Advice::HugePage,
                 )
             };
