@@ -60,7 +60,8 @@ const COMMIT_CHUNK: usize = 4 << 20;
 /// Span memory past this much is advised huge pages (where the policy asks for them); the
 /// first [`HUGE_AFTER`] bytes are not: a small program's pool stays small pages.
 const HUGE_AFTER: usize = 16 << 20;
-/// Empty spans kept resident (dirty) per region; beyond, released spans are purged.
+/// Empty spans kept resident (dirty) per region, at least; up to the bytes the heaps hold if that
+/// is more. Beyond, released spans are purged.
 pub(crate) const DIRTY_MAX: usize = 8 << 20;
 
 static_assertions::const_assert!(core::mem::size_of::<Header>() <= HEAPS_OFF - HEADER_OFF);
@@ -494,7 +495,8 @@ impl Region {
     }
 
     /// Takes back an empty span: dirty while the dirty stacks hold less than [`DIRTY_MAX`]
-    /// bytes, else returned to the OS.
+    /// bytes or than the heaps hold (a pool that empties and refills spans in waves reuses them
+    /// resident), else returned to the OS.
     ///
     /// # Safety
     /// The caller owned `span`, which is empty, and gives it up.
@@ -509,25 +511,66 @@ impl Region {
         span.local.set(core::ptr::null_mut());
         span.carved.set(0);
         span.state.store(FREE, Ordering::Relaxed);
-        h.held_bytes.fetch_sub(len, Ordering::Relaxed);
-        let index = self.index(span);
-        if h.dirty_bytes.fetch_add(len, Ordering::Relaxed) + len <= DIRTY_MAX {
+        let held = h.held_bytes.fetch_sub(len, Ordering::Relaxed) - len;
+        let limit = DIRTY_MAX.max(held);
+        if h.dirty_bytes.fetch_add(len, Ordering::Relaxed) + len <= limit {
             // (Every span released has served a class: `Heap::refill` sets up each span it
             // acquires.)
             let class = class::bounded(span.class.load(Ordering::Relaxed) as usize, CLASSES);
             debug_assert_eq!(class::kind(class), kind);
-            h.dirty[class].push(index, &span.link);
+            h.dirty[class].push(self.index(span), &span.link);
             h.dirty_mask.fetch_or(1 << class, Ordering::Relaxed);
             return;
         }
         h.dirty_bytes.fetch_sub(len, Ordering::Relaxed);
-        // SAFETY: the span's memory is whole pages of our committed data area, empty.
+        // SAFETY: ours, empty, given up (caller).
+        unsafe { self.purge_span(span, kind) };
+        // The pool shrank: dirty spans beyond the lower bound go too.
+        while h.dirty_bytes.load(Ordering::Relaxed) > limit {
+            let Some(index) = self.pop_dirty() else {
+                break;
+            };
+            let s = self.span(index);
+            let kind = class::bounded(s.kind.get() as usize, KINDS);
+            h.dirty_bytes
+                .fetch_sub(class::span_len(kind), Ordering::Relaxed);
+            // SAFETY: popped from a dirty stack: free, empty, ours alone now.
+            unsafe { self.purge_span(s, kind) };
+        }
+    }
+
+    /// A dirty span, of whichever class the mask shows first.
+    fn pop_dirty(self) -> Option<u32> {
+        let h = self.header();
+        let mut mask = h.dirty_mask.load(Ordering::Relaxed);
+        while mask != 0 {
+            let c = mask.trailing_zeros() as usize;
+            let c = class::bounded(c, CLASSES);
+            if let Some(i) = h.dirty[c].pop(|i| &self.span(i).link) {
+                return Some(i);
+            }
+            h.dirty_mask.fetch_and(!(1 << c), Ordering::Relaxed);
+            mask &= mask - 1;
+        }
+        None
+    }
+
+    /// Returns a free span's memory to the OS (`MADV_DONTNEED`) and pushes it on the clean stack
+    /// of its kind.
+    ///
+    /// # Safety
+    /// The caller owns `span`, which is free (empty, in no stack), of `kind`.
+    unsafe fn purge_span(self, span: &Span, kind: usize) {
+        let len = class::span_len(kind);
+        // SAFETY: the span's memory is whole pages of our committed data area, empty (caller).
         unsafe {
             let start = NonNull::new_unchecked(self.start(span) as *mut u8);
             os::advise(start, len, Advice::DontNeed);
         }
-        h.purged_bytes.fetch_add(len as u64, Ordering::Relaxed);
-        h.clean[kind].push(index, &span.link);
+        self.header()
+            .purged_bytes
+            .fetch_add(len as u64, Ordering::Relaxed);
+        self.header().clean[kind].push(self.index(span), &span.link);
     }
 
     /// Marks an empty span kept by a heap (for its next span of the same kind).

@@ -36,6 +36,10 @@ pub(crate) const ENTRIES: usize = 8;
 pub(crate) const NO_HEAP: *mut Heap = NonNull::<Heap>::dangling().as_ptr();
 
 /// [`NO_HEAP`]'s address (a heap's alignment), for the preload build's TLS image.
+#[cfg_attr(
+    not(all(feature = "preload", target_arch = "x86_64", target_os = "linux")),
+    allow(dead_code)
+)]
 const NO_HEAP_ADDR: usize = core::mem::align_of::<Heap>();
 
 /// The thread has not hooked its exit yet.
