@@ -229,6 +229,89 @@ pub fn run_timed(mut cmd: Command, stem: &Path, timeout: Duration) -> Result<Fin
     })
 }
 
+/// What the kernel accounted to a child that ended (`wait4`): its own figures, not its children's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Peak resident set (`ru_maxrss`), KiB. It includes the peak of the address space the child
+    /// had before its exec: a spawned child starts on a share or a copy of ours.
+    pub maxrss_kib: u64,
+    /// Minor + major page faults.
+    pub faults: u64,
+}
+
+/// [`run_timed`], but the child is reaped by `wait4` in a thread of its own, which blocks until
+/// it ends (no polling: `took` is its wall time from spawn to exit, to the microsecond), and
+/// its resource usage comes back with it.
+pub fn run_measured(
+    mut cmd: Command,
+    stem: &Path,
+    timeout: Duration,
+) -> Result<(Finished, Usage), String> {
+    use std::os::unix::process::ExitStatusExt;
+    use std::sync::mpsc;
+
+    let out_path = stem.with_extension("out");
+    let err_path = stem.with_extension("err");
+    let create =
+        |p: &Path| File::create(p).map_err(|e| format!("cannot create {}: {e}", p.display()));
+    cmd.stdin(Stdio::null())
+        .stdout(create(&out_path)?)
+        .stderr(create(&err_path)?)
+        .process_group(0);
+    let start = Instant::now();
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("could not start {:?}: {e}", cmd.get_program()))?;
+    let pid = child.id() as libc::pid_t;
+    let (tx, rx) = mpsc::channel();
+    let waiter = thread::spawn(move || {
+        let mut status = 0;
+        // SAFETY: rusage is plain data, for which all zeroes is a valid value.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        let reaped = loop {
+            // SAFETY: status and usage are valid for writes; pid is our child, not yet reaped.
+            let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+            if r == pid {
+                break Ok((status, usage, Instant::now()));
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != ErrorKind::Interrupted {
+                break Err(format!("wait4 failed: {e}"));
+            }
+        };
+        let _ = tx.send(reaped);
+    });
+    let reaped = match rx.recv_timeout(timeout) {
+        Ok(reaped) => reaped,
+        Err(_) => {
+            // The group is the child's pid: kill everything it started; the waiter reaps it.
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .status();
+            let _ = waiter.join();
+            return Err(format!(
+                "killed after {} s (hung?); output in {}",
+                seconds(timeout),
+                out_path.display()
+            ));
+        }
+    };
+    let _ = waiter.join();
+    drop(child);
+    let (status, usage, end) = reaped?;
+    let usage = Usage {
+        maxrss_kib: u64::try_from(usage.ru_maxrss).unwrap_or(0),
+        faults: u64::try_from(usage.ru_minflt + usage.ru_majflt).unwrap_or(0),
+    };
+    let finished = Finished {
+        status: ExitStatus::from_raw(status),
+        stdout: read(&out_path)?,
+        stderr: read(&err_path)?,
+        took: end - start,
+    };
+    Ok((finished, usage))
+}
+
 /// Seconds with one decimal, e.g. `12.3`.
 pub fn seconds(d: Duration) -> String {
     format!("{:.1}", d.as_secs_f64())
@@ -316,5 +399,40 @@ mod tests {
             .contains("END generated: t"));
         assert_eq!(seconds(Duration::from_millis(12_345)), "12.3");
         assert_eq!(seconds(Duration::ZERO), "0.0");
+    }
+
+    #[test]
+    fn a_measured_child_reports_its_time_status_and_peak_rss() {
+        use std::os::unix::process::ExitStatusExt;
+        let dir = std::env::temp_dir().join(format!("xtask-measured-{}", std::process::id()));
+        create_dir(&dir).unwrap();
+        let stem = dir.join("run");
+        let sh = |script: &str| {
+            let mut c = Command::new("sh");
+            c.args(["-c", script]);
+            c
+        };
+        let long = Duration::from_secs(30);
+        // python3 holding 64 MiB: its peak RSS is at least that (the shell's children are not).
+        let grow = "import time; b = bytearray(64 << 20); time.sleep(0.1); print(len(b))";
+        let mut c = Command::new("python3");
+        c.args(["-c", grow]);
+        let (f, usage) = run_measured(c, &stem, long).unwrap();
+        assert!(f.status.success() && f.stdout == "67108864\n", "{f:?}");
+        assert!(usage.maxrss_kib >= 64 << 10, "{usage:?}");
+        assert!(usage.faults > 1000, "{usage:?}");
+        assert!(f.took >= Duration::from_millis(100), "{:?}", f.took);
+        let (f, _) = run_measured(sh("echo oops >&2; exit 3"), &stem, long).unwrap();
+        assert_eq!((f.status.code(), f.stderr.as_str()), (Some(3), "oops\n"));
+        let (f, _) = run_measured(sh("kill -SEGV $$"), &stem, long).unwrap();
+        assert_eq!(f.status.signal(), Some(libc::SIGSEGV));
+        // A hung child and its group are killed at the timeout.
+        let started = Instant::now();
+        let err = run_measured(sh("sleep 30 & sleep 30"), &stem, Duration::from_millis(200));
+        assert!(err.unwrap_err().starts_with("killed after 0.2 s"));
+        assert!(started.elapsed() < Duration::from_secs(10));
+        let err = run_measured(Command::new("/nonexistent/x"), &stem, long).unwrap_err();
+        assert!(err.starts_with("could not start"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

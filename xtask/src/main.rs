@@ -149,7 +149,8 @@ struct TestArgs {
     /// Skip the instruction-count check (it needs valgrind)
     #[arg(long)]
     no_icount: bool,
-    /// Skip the matrix smoke run (it builds nine release binaries)
+    /// Skip the matrix smoke run (it builds nine release binaries and the preload libraries,
+    /// and compiles the C programs)
     #[arg(long)]
     no_matrix: bool,
     /// Skip the large-block check (it needs strace and valgrind)

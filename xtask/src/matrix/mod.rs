@@ -1,9 +1,12 @@
 //! `cargo xtask bench-matrix` (docs/benchmarks.md): one `bench` binary per allocator, every
 //! repetition of every cell in a fresh process, interleaved and rotated so that host drift hits
 //! all contenders alike; a cell's figure is the median over its repetitions, min–max its spread.
+//! Then, the same way, the C programs of `benches/c/` under each contender's `LD_PRELOAD`
+//! library ([`cprog`]), and with `--real` a python3 workload ([`real`]).
 
 pub mod build;
 pub mod compare;
+pub mod cprog;
 pub mod options;
 pub mod real;
 pub mod report;
@@ -16,7 +19,7 @@ use std::time::Instant;
 
 use crate::cmd;
 
-pub use options::{Options, RealRow};
+pub use options::{CSection, Options, RealRow};
 
 /// A `bench` binary: `bench-NAME`, built with `--features FEATURE` (none: glibc).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,6 +160,9 @@ pub fn run_in(opts: &Options, bins: &Path, command_line: &str) -> Result<bool, E
     if opts.real == RealRow::Only {
         return real::run_only(opts, command_line);
     }
+    if opts.c == CSection::Only {
+        return cprog::run_only(opts, command_line);
+    }
     let started = Instant::now();
     let needed = binaries_for(&opts.contenders);
     let out = opts.out_dir();
@@ -234,6 +240,25 @@ pub fn run_in(opts: &Options, bins: &Path, command_line: &str) -> Result<bool, E
     };
     cmd::create_dir(&out).map_err(Error::Failed)?;
     let mut md = report::markdown(&meta, &plan, &cells);
+    // The C programs (unless `--no-c`): after the scenarios, in the same report.
+    let mut c_ok = true;
+    let mut c_section = None;
+    if opts.c == CSection::With {
+        match cprog::run(opts, &out) {
+            Ok(section) => {
+                md += "\n";
+                md += &cprog::markdown(&section);
+                cmd::write(&out.join("c.csv"), cprog::csv(&section)).map_err(Error::Failed)?;
+                c_ok = section.all_ok();
+                c_section = Some(section);
+            }
+            Err(e) => {
+                println!("bench-matrix: the C programs section FAILED: {e}");
+                md += &format!("\n## C programs under LD_PRELOAD\n\nFAILED: {e}\n");
+                c_ok = false;
+            }
+        }
+    }
     // The real-program row (`--real`): after the scenarios, in the same report.
     let mut real_ok = true;
     if opts.real == RealRow::With {
@@ -250,11 +275,16 @@ pub fn run_in(opts: &Options, bins: &Path, command_line: &str) -> Result<bool, E
             }
         }
     }
-    let chart = svg::chart(&plan, &cells).map_err(Error::Failed)?;
+    let groups = c_section.as_ref().and_then(cprog::bars);
+    let chart = svg::chart(&plan, &cells, groups.as_ref()).map_err(Error::Failed)?;
+    let c_json = c_section.as_ref().map(cprog::json);
     let files = [
         ("results.csv", report::csv(&cells)),
         ("samples.csv", report::samples_csv(&plan, &samples)),
-        ("results.json", report::json(&meta, &plan, &cells, &samples)),
+        (
+            "results.json",
+            report::json(&meta, &plan, &cells, &samples, c_json),
+        ),
         ("report.md", md.clone()),
         ("matrix.svg", chart),
     ];
@@ -272,14 +302,24 @@ pub fn run_in(opts: &Options, bins: &Path, command_line: &str) -> Result<bool, E
         let cell = format!("{} × {}", c.scenario, c.contender.name);
         println!("bench-matrix: {cell}: {n} failed run(s): {first}");
     }
+    if let Some(section) = &c_section {
+        cprog::print_failures(section);
+        println!(
+            "bench-matrix: the C programs: {} runs in {:.1} s",
+            section.runs(),
+            section.seconds
+        );
+    }
     println!(
-        "bench-matrix: {} runs ({failed_runs} failed) in {run_secs:.1} s, builds {build_secs:.1} s, \
-         total {:.1} s; wrote {} (results.csv, samples.csv, results.json, report.md, matrix.svg)",
+        "bench-matrix: {} runs ({failed_runs} failed) in {run_secs:.1} s, builds \
+         {build_secs:.1} s, total {:.1} s; wrote {} (results.csv, samples.csv, results.json, \
+         report.md, matrix.svg{})",
         plan.runs(),
         started.elapsed().as_secs_f64(),
-        out.display()
+        out.display(),
+        if c_section.is_some() { ", c.csv" } else { "" }
     );
-    Ok(build_failures.is_empty() && failed_runs == 0 && real_ok)
+    Ok(build_failures.is_empty() && failed_runs == 0 && c_ok && real_ok)
 }
 
 #[cfg(test)]
@@ -335,6 +375,7 @@ mod tests {
             scale: Some(0.5),
             build: false,
             out: Some(out.clone()),
+            c: CSection::Off,
             ..Options::default()
         };
         // bench-jemalloc fails in tiny: reported, the rest still runs, the result is `false`.

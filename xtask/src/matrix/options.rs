@@ -31,6 +31,12 @@ pub const RUNTIME_GROUP: &str = "runtime";
 /// rotated by one each repetition. A failed run is reported and the matrix goes on (exit status
 /// 1 at the end). Writes results.csv, samples.csv, results.json, report.md and matrix.svg to the
 /// output directory and prints the report's tables. A bad option or name exits with status 2.
+///
+/// Then the C programs section: the programs of benches/c/ (cc -O2 -pthread), each run in a
+/// fresh process under every selected contender's LD_PRELOAD library (hakmem's preload
+/// library, glibc with none, Debian's libmimalloc / libjemalloc), interleaved and rotated the
+/// same way; their whole-process wall time and peak RSS go to report.md, results.json, c.csv
+/// and matrix.svg.
 #[derive(Debug, Clone, Default, PartialEq, clap::Args)]
 #[command(args_override_self = true)]
 pub struct Args {
@@ -57,11 +63,11 @@ pub struct Args {
     /// (cargo xtask test runs this)
     #[arg(long)]
     smoke: bool,
-    /// Shrink every scenario's iteration counts (0 < F <= 1)
+    /// Shrink every scenario's and C program's iteration counts (0 < F <= 1)
     #[arg(long, value_name = "F", value_parser = scale)]
     scale: Option<f64>,
     /// Use the binaries already in <target>/bench-matrix/bin/ (and the preload libraries in
-    /// <target>/preload/)
+    /// <target>/preload/, the C programs in <target>/bench-matrix/c/bin/)
     #[arg(long)]
     no_build: bool,
     /// Add the real-program row: python3 round-tripping a large JSON document
@@ -73,6 +79,13 @@ pub struct Args {
     /// The real-program row alone (real.csv, real.md)
     #[arg(long, overrides_with = "real")]
     real_only: bool,
+    /// The C programs section alone (benches/c/ under each contender's LD_PRELOAD library):
+    /// writes c.md, c.csv, c.json and c.svg
+    #[arg(long, overrides_with = "no_c", conflicts_with_all = ["real", "real_only"])]
+    c_only: bool,
+    /// Skip the C programs section (part of every run otherwise)
+    #[arg(long, overrides_with = "c_only")]
+    no_c: bool,
 }
 
 /// A non-empty comma-separated list of names.
@@ -121,6 +134,21 @@ pub struct Options {
     pub smoke: bool,
     /// The real-program row ([`super::real`]): `--real` adds it, `--real-only` runs it alone.
     pub real: RealRow,
+    /// The C programs section ([`super::cprog`]): on by default, `--no-c` skips it, `--c-only`
+    /// runs it alone.
+    pub c: CSection,
+}
+
+/// Whether the matrix runs its C programs section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CSection {
+    /// After the scenarios (the default).
+    #[default]
+    With,
+    /// No (`--no-c`).
+    Off,
+    /// Instead of the scenarios (`--c-only`).
+    Only,
 }
 
 /// Whether the matrix runs its real-program row.
@@ -158,6 +186,11 @@ impl From<Args> for Options {
                 (true, _) => RealRow::With,
                 (_, true) => RealRow::Only,
                 _ => RealRow::Off,
+            },
+            c: match (a.c_only, a.no_c) {
+                (true, _) => CSection::Only,
+                (_, true) => CSection::Off,
+                _ => CSection::With,
             },
         }
     }
@@ -324,11 +357,29 @@ mod tests {
             --real-only --reps 3 => 3 Only
             --real-only --real => 5 With
             --real --real-only => 5 Only";
+        // argv => the C section.
+        const C_CASES: &str = "
+            => With
+            --smoke => With
+            --full => With
+            --no-c => Off
+            --c-only => Only
+            --c-only --reps 2 => Only
+            --no-c --c-only => Only
+            --c-only --no-c => Off
+            --no-c --no-c => Off
+            --c-only --c-only => Only";
         for case in CASES.trim().lines().map(str::trim) {
             let (args, want) = case.split_once("=> ").unwrap();
             let o = opts(&args.split_whitespace().collect::<Vec<_>>());
             assert_eq!(format!("{} {:?}", o.reps, o.real), want, "{args}");
         }
+        for case in C_CASES.trim().lines().map(str::trim) {
+            let (args, want) = case.split_once("=> ").unwrap();
+            let o = opts(&args.split_whitespace().collect::<Vec<_>>());
+            assert_eq!(format!("{:?}", o.c), want, "{args}");
+        }
+        assert_eq!(Options::smoke().c, CSection::With);
         let o = opts(&["--smoke"]);
         assert_eq!((o.reps, o.scale, o.smoke), (1, Some(0.05), true));
         assert_eq!(o, Options::smoke());
@@ -378,6 +429,16 @@ mod tests {
         assert!(parse(&["--smoke=1"]).is_err());
         assert!(parse(&["--reps", "2", "extra"]).is_err());
         assert!(parse(&["--real=1"]).is_err());
+        // The C section alone cannot be combined with the real-program row.
+        for bad in [
+            &["--c-only", "--real-only"][..],
+            &["--real", "--c-only"],
+            &["--c-only=1"],
+            &["--no-c=yes"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(opts(&["--no-c", "--real-only"]).real, RealRow::Only);
         let args = ["--scenarios", "vm,tiny", "--out", "my dir", "it's"].map(String::from);
         assert_eq!(
             command_line(&args),

@@ -92,6 +92,25 @@ pub fn columns(
         .collect()
 }
 
+/// The hakmem preload libraries the selected contenders need (one per compiled mode, and the
+/// runtime library for the twins), built unless `opts.build` is off (then they must exist), and
+/// the columns that run them.
+pub fn prepare_columns(opts: &Options) -> Result<Vec<Column>, String> {
+    let modes: Vec<&str> = (super::binaries_for(&opts.contenders).into_iter())
+        .filter(|b| b.feature.is_some_and(|f| f.starts_with("hakmem-")))
+        .map(|b| b.name)
+        .collect();
+    if opts.build {
+        preload::build_all(&modes)?;
+    } else if let Some(m) = modes.iter().find(|m| !preload::library_path(m).is_file()) {
+        return Err(format!(
+            "--no-build: {} does not exist; run `cargo xtask preload` or drop --no-build",
+            preload::library_path(m).display()
+        ));
+    }
+    Ok(columns(&opts.contenders, &preload::library_path))
+}
+
 /// One run's figures.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RealSample {
@@ -173,21 +192,7 @@ pub fn records(scale: Option<f64>) -> usize {
 pub fn run(opts: &Options, out: &Path) -> Result<Vec<Summary>, String> {
     let python = preload::python()?;
     let script = preload::tests_dir().join("json_roundtrip.py");
-    // The hakmem libraries needed: one per compiled mode selected, and the runtime library for
-    // the twins.
-    let modes: Vec<&str> = (super::binaries_for(&opts.contenders).into_iter())
-        .filter(|b| b.feature.is_some_and(|f| f.starts_with("hakmem-")))
-        .map(|b| b.name)
-        .collect();
-    if opts.build {
-        preload::build_all(&modes)?;
-    } else if let Some(m) = modes.iter().find(|m| !preload::library_path(m).is_file()) {
-        return Err(format!(
-            "--no-build: {} does not exist; run `cargo xtask preload` or drop --no-build",
-            preload::library_path(m).display()
-        ));
-    }
-    let columns = columns(&opts.contenders, &preload::library_path);
+    let columns = prepare_columns(opts)?;
     let records = records(opts.scale).to_string();
     let runs_dir = out.join("real-runs");
     cmd::create_dir(&runs_dir)?;

@@ -171,6 +171,10 @@ struct Results<'a> {
     scenarios: &'a [ScenarioInfo],
     contenders: Vec<ContenderJson>,
     cells: Vec<CellJson<'a>>,
+    /// The C programs section ([`super::cprog::json`]), when it ran: a key of its own, so that
+    /// `cells` keeps one shape.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    c_programs: Option<serde_json::Value>,
 }
 
 #[derive(Serialize)]
@@ -229,8 +233,15 @@ enum RunJson<'a> {
     },
 }
 
-/// `results.json`: metadata, scenarios, contenders, and every cell with its runs.
-pub fn json(meta: &Meta, plan: &Plan, cells: &[Cell], records: &[Record]) -> String {
+/// `results.json`: metadata, scenarios, contenders, every cell with its runs, and the C programs
+/// section under `c_programs` if it ran.
+pub fn json(
+    meta: &Meta,
+    plan: &Plan,
+    cells: &[Cell],
+    records: &[Record],
+    c_programs: Option<serde_json::Value>,
+) -> String {
     let m = &meta.machine;
     let mut cell_json = Vec::with_capacity(cells.len());
     for (si, scenario) in plan.scenarios.iter().enumerate() {
@@ -299,6 +310,7 @@ pub fn json(meta: &Meta, plan: &Plan, cells: &[Cell], records: &[Record]) -> Str
             })
             .collect(),
         cells: cell_json,
+        c_programs,
     };
     serde_json::to_string_pretty(&results).expect("plain data serializes") + "\n"
 }
@@ -618,7 +630,7 @@ mod tests {
         assert_eq!(lines[26], "tiny,jemalloc,0,,,,,,,,2");
         assert!(lines.iter().all(|l| l.split(',').count() == 11));
         let (meta, plan, cells, records) = fixture();
-        let text = json(&meta, &plan, &cells, &records);
+        let text = json(&meta, &plan, &cells, &records, None);
         for needle in [
             "\"date\": \"2026-11-23T12:00:00Z\"",
             "\"nproc\": 2",
@@ -638,6 +650,17 @@ mod tests {
         assert_eq!(cells.len(), 26);
         assert_eq!(cells[0]["samples"][1]["ns"], 1001);
         assert!(cells[25]["median_ns_per_op"].is_null());
+        assert!(v.get("c_programs").is_none(), "no C section, no key");
+        let c = serde_json::json!({ "baseline": "mimalloc (Debian)", "cells": [] });
+        let all = stats::summarize(&plan, &records);
+        let text = json(&meta, &plan, &all, &records, Some(c));
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["c_programs"]["baseline"], "mimalloc (Debian)");
+        assert_eq!(
+            v["cells"].as_array().unwrap().len(),
+            26,
+            "the cells keep their shape"
+        );
         let (meta, plan, cells, _) = fixture();
         let md = markdown(&meta, &plan, &cells);
         assert!(
