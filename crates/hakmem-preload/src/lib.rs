@@ -45,6 +45,12 @@ static HAKMEM: Hakmem = Hakmem::new();
 /// What `malloc` aligns to: `alignof(max_align_t)` on x86_64 and aarch64 glibc.
 const MALLOC_ALIGN: usize = 16;
 
+/// The sizes `malloc` hands straight to hakmem, without `Layout`'s overflow check (which no size
+/// this small can fail): the most common requests of C programs, and in the pool's modes those
+/// whose class is one table load. The compiler, knowing the bound, also drops the large and
+/// pool-limit branches from that path.
+const SMALL: usize = 1024;
+
 // ---- glibc's malloc, set up while the process is single-threaded ------------------------------
 
 extern "C" {
@@ -150,6 +156,17 @@ fn page_size() -> usize {
 /// The C contract (none beyond it).
 #[no_mangle]
 pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
+    if size <= SMALL {
+        // SAFETY: a size this small, aligned to 16, is a valid layout; null comes with
+        // `errno = ENOMEM` already.
+        return unsafe {
+            HAKMEM.alloc_at(
+                Layout::from_size_align_unchecked(size, MALLOC_ALIGN),
+                Site::NONE,
+            )
+        }
+        .cast();
+    }
     allocate(size, MALLOC_ALIGN, false)
 }
 
