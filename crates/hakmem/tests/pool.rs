@@ -266,6 +266,84 @@ fn a_new_thread_inherits_an_exited_threads_spans() {
     }
 }
 
+/// A thread whose first act in the pool is to free a block an exited thread left inherits that
+/// thread's heap, not whichever orphan the region would hand out next: the thread that replaces
+/// an exited one and frees what it left frees locally (docs/pool.md, "Thread exit"). The claimed
+/// heap's entry stays in the orphan stack, stale, and is skipped; orphaned again at the
+/// claimer's exit, it is inherited from there.
+#[test]
+fn a_thread_freeing_an_orphans_block_first_inherits_that_orphan() {
+    static A: Allocator<Fast> = Allocator::new();
+    // Two threads, alive at once (so each has a heap of its own), allocate ten 64 B blocks each
+    // and keep them; each exits when told: two orphans whose current spans go on after them.
+    let start = || {
+        let (go, wait) = mpsc::channel::<()>();
+        let (tell, ready) = mpsc::channel::<Vec<usize>>();
+        let t = thread::spawn(move || {
+            let blocks = (0..10)
+                // SAFETY: non-zero size; kept live (freed at the end).
+                .map(|_| unsafe { A.alloc(layout(64)) } as usize)
+                .collect();
+            tell.send(blocks).unwrap();
+            wait.recv().unwrap();
+        });
+        (ready.recv().unwrap(), go, t)
+    };
+    let (first, go_first, t_first) = start();
+    let (second, go_second, t_second) = start();
+    go_first.send(()).unwrap();
+    t_first.join().unwrap();
+    go_second.send(()).unwrap();
+    t_second.join().unwrap(); // the second orphan is on top of the orphan stack
+    let next = |blocks: &[usize]| blocks[blocks.len() - 1] + 64;
+    // Frees one of the first orphan's blocks, then allocates one.
+    let first_0 = first[0];
+    let claimed = thread::spawn(move || {
+        // SAFETY: a live block of A with this layout.
+        unsafe { A.dealloc(first_0 as *mut u8, layout(64)) };
+        // SAFETY: non-zero size; kept live.
+        unsafe { A.alloc(layout(64)) as usize }
+    })
+    .join()
+    .unwrap();
+    assert_eq!(
+        claimed,
+        next(&first),
+        "the freeing thread's block follows the first orphan's (the second's would be {:#x})",
+        next(&second)
+    );
+    // A thread that allocates first inherits the orphan on top: the second. It stays alive
+    // (holding that heap) while the next one …
+    let (inherited, go_on, t_inherited) = {
+        let (go, wait) = mpsc::channel::<()>();
+        let (tell, ready) = mpsc::channel::<usize>();
+        let t = thread::spawn(move || {
+            // SAFETY: non-zero size; kept live.
+            tell.send(unsafe { A.alloc(layout(64)) } as usize).unwrap();
+            wait.recv().unwrap();
+        });
+        (ready.recv().unwrap(), go, t)
+    };
+    assert_eq!(inherited, next(&second));
+    // … meets the first orphan's stale entry, orphaned again by the claimer's exit: its block
+    // follows the claimer's.
+    // SAFETY: non-zero size; kept live.
+    let again = thread::spawn(|| unsafe { A.alloc(layout(64)) as usize })
+        .join()
+        .unwrap();
+    go_on.send(()).unwrap();
+    t_inherited.join().unwrap();
+    assert_eq!(again, claimed + 64);
+    for p in first[1..]
+        .iter()
+        .chain(&second)
+        .chain([&claimed, &inherited, &again])
+    {
+        // SAFETY: live blocks of A with this layout, freed once.
+        unsafe { A.dealloc(*p as *mut u8, layout(64)) };
+    }
+}
+
 /// A thread exits holding spans whose blocks another thread then frees; a thread that was
 /// already running, and is out of spans, takes the orphan's spans over rather than growing the
 /// pool: what the pool has carved (held + dirty) does not change.

@@ -20,6 +20,9 @@
 //! hold exactly its carved blocks: a double free shows as a mismatch) and retired: kept as the
 //! heap's cached span of its kind if that slot is free, else given back to the region.
 //!
+//! A thread with no heap in the region whose first act there is to free a block of an orphan
+//! inherits that orphan (`thread::claim`, [`Region::claim_orphan`]).
+//!
 //! Why orphans rather than single abandoned spans (docs/pool.md, "Thread exit"): a thread that
 //! replaces one that exited (a pool of workers, a thread per request) inherits spans of the
 //! classes it is about to use, whose pages are resident, and frees of the blocks it is handed
@@ -28,7 +31,7 @@
 
 use core::cell::Cell;
 use core::ptr;
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 use super::class::{self, CLASSES, KINDS};
 use super::region::Region;
@@ -36,6 +39,12 @@ use super::span::{Block, Span};
 
 /// Spans of the class's list examined per refill.
 const ROTATE: usize = 4;
+
+/// Orphan state: the slot's index is in the region's orphan stack (perhaps stale: the heap was
+/// claimed meanwhile, and whoever pops it skips it).
+pub(crate) const IN_ORPHANS: u8 = 1;
+/// Orphan state: the slot's thread exited and nobody has taken the heap since.
+pub(crate) const ORPHANED: u8 = 2;
 
 /// One thread's spans in one region.
 #[repr(C)]
@@ -48,8 +57,11 @@ pub(crate) struct Heap {
     tail: [Cell<*mut Span>; CLASSES],
     /// An empty span kept per kind.
     cache: [Cell<*mut Span>; KINDS],
-    /// Link of the region's stack of free heap slots.
+    /// Link of the region's stacks of heap slots (free slots, orphans; a slot is in one at most).
     link: AtomicU32,
+    /// [`IN_ORPHANS`] and [`ORPHANED`]: where the slot stands as an orphan
+    /// ([`Region::orphan_heap`], [`Region::adopt_orphan`], [`Region::claim_orphan`]).
+    orphan: AtomicU8,
     /// Blocks handed out and taken back through this heap, where the policy counts them: its
     /// thread's plain stores (atomics only so that [`Region::counts`] may read them from another
     /// thread). Never reset: a slot's later threads add to them, so the sum over the slots is
@@ -86,9 +98,14 @@ impl Heap {
         &self.cache[class::bounded(kind, KINDS)]
     }
 
-    /// The link of the region's stack of free heap slots.
+    /// The link of the region's stacks of heap slots.
     pub(crate) fn link(&self) -> &AtomicU32 {
         &self.link
+    }
+
+    /// The slot's orphan state ([`IN_ORPHANS`], [`ORPHANED`]).
+    pub(crate) fn orphan(&self) -> &AtomicU8 {
+        &self.orphan
     }
 
     /// Counts a block handed out.
@@ -312,7 +329,9 @@ impl Heap {
                     region.release(s);
                 }
             }
-            if holds {
+            // A slot still (stale) in the orphan stack cannot join the free slots' stack, which
+            // shares its link: it becomes an orphan again, empty.
+            if holds || h.orphan.load(Ordering::Acquire) & IN_ORPHANS != 0 {
                 region.orphan_heap(heap);
             } else {
                 region.release_heap(heap);

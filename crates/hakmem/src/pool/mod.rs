@@ -368,7 +368,10 @@ impl Pool {
         // SAFETY: checked live: an owned span of the region.
         let span = unsafe { &*b.span };
         let block = b.ptr.as_ptr().cast();
-        let mine = thread::heap_of(region);
+        // A thread with no heap here that frees into an orphan's span inherits that orphan.
+        // SAFETY: the owner of an owned span (checked live).
+        let mine = thread::heap_of(region)
+            .or_else(|| unsafe { thread::claim(region, span.heap.load(Ordering::Acquire)) });
         if let (Some(mine), true) = (mine, count) {
             // SAFETY: this thread's heap in the region.
             unsafe { (*mine).count_free() };

@@ -26,7 +26,7 @@ use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use super::class::{self, CLASSES, KINDS};
-use super::heap::Heap;
+use super::heap::{Heap, IN_ORPHANS, ORPHANED};
 use super::span::{Span, CACHED, FREE, INVALID};
 use crate::os::{self, Advice};
 
@@ -345,25 +345,100 @@ impl Region {
     /// `heap` came from [`Region::claim_heap`] or [`Region::adopt_orphan`], holds no span, and
     /// nothing uses it any more.
     pub(crate) unsafe fn release_heap(self, heap: *mut Heap) {
+        // SAFETY: a heap slot of this region (caller).
+        debug_assert_eq!(unsafe { (*heap).orphan().load(Ordering::Relaxed) }, 0);
         let i = self.heap_index(heap);
         self.header().heaps.push(i, self.heap_link(i));
     }
 
-    /// Leaves a heap that still holds spans to the next thread (its thread exited).
+    /// Leaves a heap to the next thread (its thread exited). It holds spans, or it is still in
+    /// the orphan stack from an earlier orphanhood (claimed from there by a free,
+    /// [`Region::claim_orphan`]), and then it is only marked orphaned again.
+    ///
+    /// A heap's orphan state ([`IN_ORPHANS`], [`ORPHANED`]) lets a thread take a *given* orphan
+    /// (the one whose block it frees) out of a lock-free stack it cannot unlink from: the claim
+    /// clears `ORPHANED`, and the stale entry is skipped by whoever pops it.
     ///
     /// # Safety
-    /// `heap` came from [`Region::claim_heap`] or [`Region::adopt_orphan`] and its thread uses it
-    /// no more.
+    /// `heap` came from [`Region::claim_heap`], [`Region::adopt_orphan`] or
+    /// [`Region::claim_orphan`] and its thread uses it no more.
     pub(crate) unsafe fn orphan_heap(self, heap: *mut Heap) {
-        let i = self.heap_index(heap);
-        self.header().orphans.push(i, self.heap_link(i));
+        // SAFETY: a heap slot of this region (caller).
+        let state = unsafe { (*heap).orphan() };
+        let mut s = state.load(Ordering::Acquire);
+        loop {
+            if s & IN_ORPHANS != 0 {
+                // Still in the stack: orphaned again, where a popper will find it (or, if a
+                // popper takes it out first, the exchange fails and it is pushed below).
+                match state.compare_exchange(
+                    s,
+                    IN_ORPHANS | ORPHANED,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => return,
+                    Err(now) => s = now,
+                }
+            } else {
+                // Not in the stack: nobody else touches the state until the push publishes it.
+                state.store(IN_ORPHANS | ORPHANED, Ordering::Release);
+                let i = self.heap_index(heap);
+                self.header().orphans.push(i, self.heap_link(i));
+                return;
+            }
+        }
     }
 
-    /// An orphaned heap, now the caller's (the stack's release/acquire pair hands over its
-    /// thread-owned fields, and those of its spans).
+    /// An orphaned heap, now the caller's (the state's release/acquire pair, and the stack's,
+    /// hand over its thread-owned fields and those of its spans). Entries of heaps claimed
+    /// meanwhile are dropped.
     pub(crate) fn adopt_orphan(self) -> Option<*mut Heap> {
-        let i = self.header().orphans.pop(|i| self.heap_link(i))?;
-        Some(self.heap_at(i))
+        loop {
+            let i = self.header().orphans.pop(|i| self.heap_link(i))?;
+            let heap = self.heap_at(i);
+            // SAFETY: a heap slot of this region.
+            let state = unsafe { (*heap).orphan() };
+            let mut s = state.load(Ordering::Acquire);
+            loop {
+                // Orphaned: ours. Claimed meanwhile: out of the stack now, skipped.
+                let next = if s & ORPHANED != 0 {
+                    0
+                } else {
+                    s & !IN_ORPHANS
+                };
+                match state.compare_exchange(s, next, Ordering::AcqRel, Ordering::Acquire) {
+                    Ok(_) if s & ORPHANED != 0 => return Some(heap),
+                    Ok(_) => break,
+                    Err(now) => s = now,
+                }
+            }
+        }
+    }
+
+    /// Takes the orphaned heap `heap` (the owner of a block the caller frees) if it still is
+    /// one; its stack entry stays, stale. `false` if it is not an orphan (any more).
+    ///
+    /// # Safety
+    /// `heap` is a heap slot of this region.
+    pub(crate) unsafe fn claim_orphan(self, heap: *mut Heap) -> bool {
+        // SAFETY: a heap slot of this region (caller).
+        let state = unsafe { (*heap).orphan() };
+        state
+            .compare_exchange(
+                IN_ORPHANS | ORPHANED,
+                IN_ORPHANS,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .is_ok()
+    }
+
+    /// Whether `heap` is a slot of this region's heap area.
+    pub(crate) fn is_heap_slot(self, heap: *mut Heap) -> bool {
+        let off = (heap as usize).wrapping_sub(self.base + HEAPS_OFF);
+        off % core::mem::size_of::<Heap>() == 0
+            && off / core::mem::size_of::<Heap>()
+                < self.header().heap_count.load(Ordering::Acquire) as usize
     }
 
     /// An empty span for `class` from the free stacks, not yet set up for it: a dirty one that

@@ -24,7 +24,7 @@ use core::ffi::c_void;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicU32, Ordering};
 
-use super::heap::Heap;
+use super::heap::{Heap, IN_ORPHANS, ORPHANED};
 use super::region::Region;
 use crate::reentry;
 
@@ -159,6 +159,58 @@ pub(crate) fn heap_in(region: Region) -> Option<*mut Heap> {
             hook_exit(t);
         }
         Some(heap)
+    })
+}
+
+/// Takes `owner`, the heap of a span a block this thread frees belongs to, as this thread's heap
+/// in `region` if it is an orphan and this thread has none there (and may make one): the
+/// thread that replaces an exited one, and first frees what that one left, inherits exactly its
+/// heap, and those frees are local. The pool found becomes the fast slot.
+///
+/// # Safety
+/// `owner` was read from an owned span of `region` (a heap slot of it, or a stale value that
+/// [`Region::is_heap_slot`] screens out).
+pub(crate) unsafe fn claim(region: Region, owner: *mut Heap) -> Option<*mut Heap> {
+    with(|t| {
+        let base = region.base();
+        if t.state.get() == EXITED || !region.is_heap_slot(owner) {
+            return None;
+        }
+        // A plain load first: a thread that only frees into live threads' spans (a consumer)
+        // pays one read of a line nobody writes, not an atomic exchange, per free.
+        // SAFETY: a heap slot of the region (screened above).
+        if unsafe { (*owner).orphan().load(Ordering::Relaxed) } != IN_ORPHANS | ORPHANED {
+            return None;
+        }
+        let mut free = None;
+        for (i, e) in t.entries.iter().enumerate() {
+            let (b, _) = e.get();
+            debug_assert_ne!(b, base, "claim: the thread has a heap in the region");
+            if b == base {
+                return None;
+            }
+            if free.is_none() {
+                // SAFETY: bases in the entries are regions (never unmapped).
+                if b == 0 || unsafe { Region::at(b) }.is_dead() {
+                    free = Some(i);
+                }
+            }
+        }
+        let i = free?;
+        // SAFETY: a heap slot of the region (screened above).
+        if !unsafe { region.claim_orphan(owner) } {
+            return None;
+        }
+        t.entries[i].set((base, owner));
+        t.base.set(base);
+        t.heap.set(owner);
+        if t.none.get() == base {
+            t.none.set(0);
+        }
+        if t.state.get() == FRESH {
+            hook_exit(t);
+        }
+        Some(owner)
     })
 }
 
