@@ -368,28 +368,63 @@ impl Pool {
         // SAFETY: checked live: an owned span of the region.
         let span = unsafe { &*b.span };
         let block = b.ptr.as_ptr().cast();
-        // A thread with no heap here that frees into an orphan's span inherits that orphan.
-        // SAFETY: the owner of an owned span (checked live).
-        let mine = thread::heap_of(region)
-            .or_else(|| unsafe { thread::claim(region, span.heap.load(Ordering::Acquire)) });
-        if let (Some(mine), true) = (mine, count) {
-            // SAFETY: this thread's heap in the region.
-            unsafe { (*mine).count_free() };
-        }
-        match mine {
-            Some(mine) if span.heap.load(Ordering::Relaxed) == mine => {
-                // SAFETY: as in `Pool::free`.
-                unsafe {
-                    if span.push_local(block) == 0 {
-                        (*mine).emptied(region, span);
-                    }
+        let mine = match thread::heap_of(region) {
+            thread::Mine::Heap(heap) => Some(heap),
+            thread::Mine::None => None,
+            // SAFETY: as this function's (out of line: nothing here stays live across it).
+            thread::Mine::FirstMiss => return unsafe { self.free_first_miss(b, count) },
+        };
+        // SAFETY: as this function's; `mine` is this thread's heap in the region, if any.
+        unsafe { free_to(region, span, block, mine, count) }
+    }
+
+    /// [`Pool::free_slow`] for a thread that just found it has no heap in the pool: it inherits
+    /// the span's owner if that is an orphan (`thread::claim_or_remember`), and frees.
+    ///
+    /// # Safety
+    /// As [`Pool::free_slow`], `b` checked live.
+    #[cold]
+    #[inline(never)]
+    unsafe fn free_first_miss(&self, b: PoolBlock, count: bool) -> bool {
+        // SAFETY: `b` is in the region; checked live: an owned span of it.
+        let (region, span) = unsafe { (self.region_unchecked(), &*b.span) };
+        // SAFETY: the owner of an owned span of the region.
+        let mine = unsafe { thread::claim_or_remember(region, span.heap.load(Ordering::Acquire)) };
+        // SAFETY: as this function's; `mine` is this thread's heap in the region, if any.
+        unsafe { free_to(region, span, b.ptr.as_ptr().cast(), mine, count) }
+    }
+}
+
+/// Frees `block` of the owned `span`: locally if `mine` (this thread's heap in `region`, if
+/// any) owns the span, else onto its remote stack. Returns whether the thread has a heap there.
+///
+/// # Safety
+/// `block` is a handed-out block of `span`, checked live; `mine` is this thread's heap.
+#[inline(always)]
+unsafe fn free_to(
+    region: Region,
+    span: &Span,
+    block: *mut span::Block,
+    mine: Option<*mut Heap>,
+    count: bool,
+) -> bool {
+    if let (Some(mine), true) = (mine, count) {
+        // SAFETY: this thread's heap in the region.
+        unsafe { (*mine).count_free() };
+    }
+    match mine {
+        Some(mine) if span.heap.load(Ordering::Relaxed) == mine => {
+            // SAFETY: as in `Pool::free`.
+            unsafe {
+                if span.push_local(block) == 0 {
+                    (*mine).emptied(region, span);
                 }
             }
-            // SAFETY: a handed-out block of an owned span (caller, checked).
-            _ => unsafe { span.push_remote(block) },
         }
-        mine.is_some()
+        // SAFETY: a handed-out block of an owned span (caller, checked).
+        _ => unsafe { span.push_remote(block) },
     }
+    mine.is_some()
 }
 
 /// Reports (and ends the process) unless `b` is a block boundary in a span in use.

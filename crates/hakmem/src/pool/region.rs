@@ -433,7 +433,8 @@ impl Region {
             .is_ok()
     }
 
-    /// Whether `heap` is a slot of this region's heap area.
+    /// Whether `heap` is a slot of this region's heap area (debug assertions).
+    #[cfg_attr(not(debug_assertions), allow(dead_code))]
     pub(crate) fn is_heap_slot(self, heap: *mut Heap) -> bool {
         let off = (heap as usize).wrapping_sub(self.base + HEAPS_OFF);
         off % core::mem::size_of::<Heap>() == 0

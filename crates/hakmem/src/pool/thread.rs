@@ -90,29 +90,55 @@ crate::tls::thread_state! {
         image [0, NO_HEAP_ADDR], symbol "__hakmem_pool_thread_cache";
 }
 
+/// What [`heap_of`] found.
+pub(crate) enum Mine {
+    /// This thread's heap in the region.
+    Heap(*mut Heap),
+    /// None: the thread has no heap there, known since an earlier free.
+    None,
+    /// None, found out now: the caller settles it with [`claim_or_remember`].
+    FirstMiss,
+}
+
 /// This thread's heap in `region`, if it has one (for a free). The pool found becomes the fast
-/// slot; a pool without a heap is remembered as such.
-pub(crate) fn heap_of(region: Region) -> Option<*mut Heap> {
+/// slot.
+#[inline(always)]
+pub(crate) fn heap_of(region: Region) -> Mine {
     with(|t| {
         let base = region.base();
         if t.base.get() == base {
-            return Some(t.heap.get());
+            return Mine::Heap(t.heap.get());
         }
         if t.none.get() == base {
-            return None;
+            return Mine::None;
         }
         match t.entries.iter().map(Cell::get).find(|&(b, _)| b == base) {
             Some((_, heap)) => {
                 t.base.set(base);
                 t.heap.set(heap);
-                Some(heap)
+                Mine::Heap(heap)
             }
-            None => {
-                t.none.set(base);
-                None
-            }
+            None => Mine::FirstMiss,
         }
     })
+}
+
+/// After [`heap_of`] said [`Mine::FirstMiss`], for a free into a span `owner` owns: a thread
+/// whose free goes to an orphan's span inherits that orphan, which becomes the fast slot;
+/// otherwise the pool is remembered as one this thread has no heap in, and its later frees
+/// there make no claim (a consumer's remote frees cost what they did).
+///
+/// # Safety
+/// `owner` was read from an owned span of `region`: null, or a heap slot of it.
+#[cold]
+#[inline(never)]
+pub(crate) unsafe fn claim_or_remember(region: Region, owner: *mut Heap) -> Option<*mut Heap> {
+    // SAFETY: as this function's.
+    let claimed = unsafe { claim(region, owner) };
+    if claimed.is_none() {
+        with(|t| t.none.set(region.base()));
+    }
+    claimed
 }
 
 /// This thread's heap in `region`, made if it has none (which may fail: the thread is exiting,
@@ -167,19 +193,35 @@ pub(crate) fn heap_in(region: Region) -> Option<*mut Heap> {
 /// thread that replaces an exited one, and first frees what that one left, inherits exactly its
 /// heap, and those frees are local. The pool found becomes the fast slot.
 ///
+/// Takes `owner` as this thread's heap in `region` if it is an orphan and this thread has none
+/// there (and may make one); a plain load first.
+///
 /// # Safety
-/// `owner` was read from an owned span of `region` (a heap slot of it, or a stale value that
-/// [`Region::is_heap_slot`] screens out).
-pub(crate) unsafe fn claim(region: Region, owner: *mut Heap) -> Option<*mut Heap> {
+/// `owner` was read from an owned span of `region`: null, or a heap slot of it.
+#[inline(always)]
+unsafe fn claim(region: Region, owner: *mut Heap) -> Option<*mut Heap> {
+    if owner.is_null() {
+        return None;
+    }
+    debug_assert!(region.is_heap_slot(owner));
+    // SAFETY: a heap slot of the region (caller): in its metadata, never unmapped.
+    if unsafe { (*owner).orphan().load(Ordering::Relaxed) } != IN_ORPHANS | ORPHANED {
+        return None;
+    }
+    // SAFETY: as this function's.
+    unsafe { claim_slow(region, owner) }
+}
+
+/// [`claim`] once `owner` looked orphaned.
+///
+/// # Safety
+/// As [`claim`]'s, `owner` not null.
+#[cold]
+#[inline(never)]
+unsafe fn claim_slow(region: Region, owner: *mut Heap) -> Option<*mut Heap> {
     with(|t| {
         let base = region.base();
-        if t.state.get() == EXITED || !region.is_heap_slot(owner) {
-            return None;
-        }
-        // A plain load first: a thread that only frees into live threads' spans (a consumer)
-        // pays one read of a line nobody writes, not an atomic exchange, per free.
-        // SAFETY: a heap slot of the region (screened above).
-        if unsafe { (*owner).orphan().load(Ordering::Relaxed) } != IN_ORPHANS | ORPHANED {
+        if t.state.get() == EXITED {
             return None;
         }
         let mut free = None;
@@ -197,7 +239,7 @@ pub(crate) unsafe fn claim(region: Region, owner: *mut Heap) -> Option<*mut Heap
             }
         }
         let i = free?;
-        // SAFETY: a heap slot of the region (screened above).
+        // SAFETY: a heap slot of the region (caller).
         if !unsafe { region.claim_orphan(owner) } {
             return None;
         }
