@@ -2,7 +2,7 @@
 //! `benches/c/`, each the kind of load of a published allocator benchmark, compiled with
 //! `cc -O2 -pthread` and run in a fresh process under each contender's `LD_PRELOAD` library (the
 //! columns of [`real::columns`]: hakmem's preload library, none for glibc, Debian's mimalloc and
-//! jemalloc), interleaved and rotated as the rest of the matrix. Per run, the whole-process wall
+//! jemalloc), interleaved and shuffled as the rest of the matrix. Per run, the whole-process wall
 //! time (spawn to exit, reaped by `wait4`) and peak RSS (the program's VmHWM); per cell, their
 //! medians, spreads and ratios to mimalloc (Debian), or to glibc where mimalloc (Debian) did not
 //! run.
@@ -489,7 +489,7 @@ impl Section {
 }
 
 /// Runs the section: prepares the preload libraries and the programs (unless `opts.build` is
-/// off), then every repetition of every cell, interleaved and rotated. Runs' output goes to
+/// off), then every repetition of every cell, interleaved and shuffled. Runs' output goes to
 /// `<out>/c-runs/`.
 pub fn run(opts: &Options, out: &Path) -> Result<Section, String> {
     let columns = real::prepare_columns(opts)?;
@@ -711,7 +711,7 @@ pub fn markdown(s: &Section) -> String {
          libmimalloc2.0 and libjemalloc2 for mimalloc and jemalloc (other builds than the \
          crates of the tables above). Wall time is the whole process's, spawn to exit; peak \
          RSS the program's own high-water mark (VmHWM). Medians over {} interleaved \
-         repetition{} (the contender order rotates each repetition); the min–max spread is what \
+         repetition{} (the contender order is shuffled each repetition); the min–max spread is what \
          to compare a difference against. {} The geomean row is the geometric mean of those ratios over the programs. \
          A run fails on a non-zero exit, a signal, a block found overwritten, a checksum other \
          than the other runs', or a `hakmem_mode`/`allocator` other than the column's.\n\n",

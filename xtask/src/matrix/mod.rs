@@ -1,5 +1,5 @@
 //! `cargo xtask bench-matrix` (docs/benchmarks.md): one `bench` binary per allocator, every
-//! repetition of every cell in a fresh process, interleaved and rotated so that host drift hits
+//! repetition of every cell in a fresh process, interleaved and shuffled so that host drift hits
 //! all contenders alike; a cell's figure is the median over its repetitions, min–max its spread.
 //! Then, the same way, the C programs of `benches/c/` under each contender's `LD_PRELOAD`
 //! library ([`cprog`]), and with `--real` a python3 workload ([`real`]).

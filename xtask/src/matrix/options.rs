@@ -28,13 +28,13 @@ pub const RUNTIME_GROUP: &str = "runtime";
 /// Builds one release `bench` binary per allocator (hakmem-benches, a cargo feature each) into
 /// <target>/bench-matrix/bin/, then runs every repetition of every cell in a fresh process,
 /// interleaved: for each repetition, for each scenario, every contender, the contender order
-/// rotated by one each repetition. A failed run is reported and the matrix goes on (exit status
+/// shuffled each time (fixed seed). A failed run is reported and the matrix goes on (exit status
 /// 1 at the end). Writes results.csv, samples.csv, results.json, report.md and matrix.svg to the
 /// output directory and prints the report's tables. A bad option or name exits with status 2.
 ///
 /// Then the C programs section: the programs of benches/c/ (cc -O2 -pthread), each run in a
 /// fresh process under every selected contender's LD_PRELOAD library (hakmem's preload
-/// library, glibc with none, Debian's libmimalloc / libjemalloc), interleaved and rotated the
+/// library, glibc with none, Debian's libmimalloc / libjemalloc), interleaved and shuffled the
 /// same way; their whole-process wall time and peak RSS go to report.md, results.json, c.csv
 /// and matrix.svg.
 #[derive(Debug, Clone, Default, PartialEq, clap::Args)]

@@ -1,7 +1,7 @@
 //! The real-program row of the matrix (`--real`, `--real-only`; docs/benchmarks.md): python3
 //! round-tripping a large JSON document, its whole-process wall time under each contender's
 //! preload library (glibc: none; mimalloc and jemalloc: Debian's, when installed, so their
-//! columns say `(Debian)`), interleaved and rotated as in the rest of the matrix.
+//! columns say `(Debian)`), interleaved and shuffled as in the rest of the matrix.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -486,7 +486,7 @@ pub fn markdown(meta: &Meta, plan: &Plan, cells: &[Cell]) -> String {
     );
     let spread_note = format!(
         "Medians over {reps} interleaved repetition{} (each a fresh process; the contender order \
-         rotates by one each repetition, so host drift hits all alike). The min–max of a cell is \
+         is shuffled each repetition, so host drift hits all alike). The min–max of a cell is \
          the spread to compare a difference against: the host drifts by up to ~1.8× over minutes, \
          so only ratios within one run mean anything.",
         if reps == 1 { "" } else { "s" }

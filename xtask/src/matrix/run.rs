@@ -224,19 +224,35 @@ pub struct Slot {
     pub contender: usize,
 }
 
-/// The order of the runs: for each repetition, for each scenario, every contender, starting one
-/// contender later each repetition (so no contender always runs first, or right after another).
+/// The order of the runs: for each repetition, for each scenario, every contender, in an order
+/// shuffled afresh for each (repetition, scenario) by a fixed-seed generator (the same schedule
+/// every time). Shuffled, not rotated: a rotation keeps every contender right after the same one
+/// in every repetition, and a run is not independent of the one before it. A process that
+/// faulted in and returned much memory in 4 KiB pages (MINIMAL on `malloc-large`, say) makes the
+/// next process's huge-page faults slow on these VMs; under a rotation FAST, always after
+/// MINIMAL, paid that in every repetition (docs/benchmarks.md).
 pub fn schedule(reps: u32, scenarios: usize, contenders: usize) -> Vec<Slot> {
     let mut slots = Vec::with_capacity(reps as usize * scenarios * contenders);
+    // xorshift64*, fixed seed.
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move |bound: usize| -> usize {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        (state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 33) as usize % bound
+    };
+    let mut order: Vec<usize> = (0..contenders).collect();
     for rep in 0..reps {
         for scenario in 0..scenarios {
-            for k in 0..contenders {
-                slots.push(Slot {
-                    rep,
-                    scenario,
-                    contender: (k + rep as usize) % contenders,
-                });
+            // Fisher–Yates.
+            for i in (1..contenders).rev() {
+                order.swap(i, next(i + 1));
             }
+            slots.extend(order.iter().map(|&contender| Slot {
+                rep,
+                scenario,
+                contender,
+            }));
         }
     }
     slots
@@ -423,7 +439,7 @@ hello | `hello` is not key=value";
     }
 
     #[test]
-    fn schedule_interleaves_and_rotates_and_runs_report_failures() {
+    fn schedule_interleaves_and_shuffles_and_runs_report_failures() {
         let s = schedule(3, 2, 4);
         assert_eq!(s.len(), 24);
         let order = |rep: u32, scenario: usize| -> Vec<usize> {
@@ -432,10 +448,36 @@ hello | `hello` is not key=value";
                 .map(|x| x.contender)
                 .collect()
         };
-        assert_eq!(order(0, 0), [0, 1, 2, 3]);
-        assert_eq!(order(0, 1), [0, 1, 2, 3]);
-        assert_eq!(order(1, 0), [1, 2, 3, 0]);
-        assert_eq!(order(2, 1), [2, 3, 0, 1]);
+        // Every (repetition, scenario) runs each contender once, …
+        for rep in 0..3 {
+            for scenario in 0..2 {
+                let mut o = order(rep, scenario);
+                o.sort_unstable();
+                assert_eq!(o, [0, 1, 2, 3]);
+            }
+        }
+        // … the same schedule every time, …
+        assert_eq!(schedule(3, 2, 4), s);
+        // … and over repetitions no contender always follows the same one (13 contenders,
+        // 5 repetitions, as the default matrix).
+        let big = schedule(5, 1, 13);
+        for c in 0..13 {
+            let before: std::collections::BTreeSet<Option<usize>> = (0..5)
+                .map(|rep| {
+                    let o: Vec<usize> = big
+                        .iter()
+                        .filter(|x| x.rep == rep)
+                        .map(|x| x.contender)
+                        .collect();
+                    let at = o.iter().position(|&x| x == c).unwrap();
+                    at.checked_sub(1).map(|i| o[i])
+                })
+                .collect();
+            assert!(
+                before.len() > 1,
+                "contender {c} always runs after {before:?}"
+            );
+        }
         // Repetition by repetition: all of rep 0 before any of rep 1.
         assert!(s[..8].iter().all(|x| x.rep == 0));
         // Every cell exactly `reps` times.
