@@ -180,10 +180,12 @@ pub struct Finished {
     pub took: Duration,
 }
 
-/// Runs `cmd` in its own process group with stdin closed and stdout/stderr written to
-/// `<stem>.out` and `<stem>.err` (files, not pipes: a grandchild that outlives the child cannot
-/// block us). Past `timeout`, the whole group is killed and this is an error.
-pub fn run_timed(mut cmd: Command, stem: &Path, timeout: Duration) -> Result<Finished, String> {
+/// Starts `cmd` in its own process group with stdin closed and stdout/stderr written to
+/// `<stem>.out` and `<stem>.err`: the child, when it started, and the two paths.
+fn spawn_to_files(
+    mut cmd: Command,
+    stem: &Path,
+) -> Result<(std::process::Child, Instant, PathBuf, PathBuf), String> {
     let out_path = stem.with_extension("out");
     let err_path = stem.with_extension("err");
     let create =
@@ -193,9 +195,17 @@ pub fn run_timed(mut cmd: Command, stem: &Path, timeout: Duration) -> Result<Fin
         .stderr(create(&err_path)?)
         .process_group(0);
     let start = Instant::now();
-    let mut child = cmd
+    let child = cmd
         .spawn()
         .map_err(|e| format!("could not start {:?}: {e}", cmd.get_program()))?;
+    Ok((child, start, out_path, err_path))
+}
+
+/// Runs `cmd` in its own process group with stdin closed and stdout/stderr written to
+/// `<stem>.out` and `<stem>.err` (files, not pipes: a grandchild that outlives the child cannot
+/// block us). Past `timeout`, the whole group is killed and this is an error.
+pub fn run_timed(cmd: Command, stem: &Path, timeout: Duration) -> Result<Finished, String> {
+    let (mut child, start, out_path, err_path) = spawn_to_files(cmd, stem)?;
     let mut nap = Duration::from_millis(1);
     let status = loop {
         match child.try_wait() {
@@ -243,25 +253,14 @@ pub struct Usage {
 /// it ends (no polling: `took` is its wall time from spawn to exit, to the microsecond), and
 /// its resource usage comes back with it.
 pub fn run_measured(
-    mut cmd: Command,
+    cmd: Command,
     stem: &Path,
     timeout: Duration,
 ) -> Result<(Finished, Usage), String> {
     use std::os::unix::process::ExitStatusExt;
     use std::sync::mpsc;
 
-    let out_path = stem.with_extension("out");
-    let err_path = stem.with_extension("err");
-    let create =
-        |p: &Path| File::create(p).map_err(|e| format!("cannot create {}: {e}", p.display()));
-    cmd.stdin(Stdio::null())
-        .stdout(create(&out_path)?)
-        .stderr(create(&err_path)?)
-        .process_group(0);
-    let start = Instant::now();
-    let child = cmd
-        .spawn()
-        .map_err(|e| format!("could not start {:?}: {e}", cmd.get_program()))?;
+    let (child, start, out_path, err_path) = spawn_to_files(cmd, stem)?;
     let pid = child.id() as libc::pid_t;
     let (tx, rx) = mpsc::channel();
     let waiter = thread::spawn(move || {

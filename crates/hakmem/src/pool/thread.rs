@@ -150,21 +150,14 @@ pub(crate) fn heap_in(region: Region) -> Option<*mut Heap> {
         if t.base.get() == base {
             return Some(t.heap.get());
         }
-        let mut free = None;
-        for (i, e) in t.entries.iter().enumerate() {
-            let (b, heap) = e.get();
-            if b == base {
+        let free = match entry(t, base) {
+            Ok(heap) => {
                 t.base.set(base);
                 t.heap.set(heap);
                 return Some(heap);
             }
-            if free.is_none() {
-                // SAFETY: bases in the entries are regions (never unmapped).
-                if b == 0 || unsafe { Region::at(b) }.is_dead() {
-                    free = Some(i);
-                }
-            }
-        }
+            Err(free) => free,
+        };
         if t.state.get() == EXITED {
             return None;
         }
@@ -175,17 +168,42 @@ pub(crate) fn heap_in(region: Region) -> Option<*mut Heap> {
             unsafe { Heap::init(heap, region) };
         }
         // A dead pool's heap is dropped with its entry (its region is never used again).
-        t.entries[i].set((base, heap));
-        t.base.set(base);
-        t.heap.set(heap);
-        if t.none.get() == base {
-            t.none.set(0);
-        }
-        if t.state.get() == FRESH {
-            hook_exit(t);
-        }
+        install(t, i, base, heap);
         Some(heap)
     })
+}
+
+/// This thread's heap in the region at `base` from its entries, or else the first entry free
+/// for one (empty, or a dead pool's).
+fn entry(t: &ThreadCache, base: usize) -> Result<*mut Heap, Option<usize>> {
+    let mut free = None;
+    for (i, e) in t.entries.iter().enumerate() {
+        let (b, heap) = e.get();
+        if b == base {
+            return Ok(heap);
+        }
+        if free.is_none() {
+            // SAFETY: bases in the entries are regions (never unmapped).
+            if b == 0 || unsafe { Region::at(b) }.is_dead() {
+                free = Some(i);
+            }
+        }
+    }
+    Err(free)
+}
+
+/// Makes `heap` this thread's heap in the region at `base`: entry `i` (free), the fast slot;
+/// hooks the thread's exit if it is not yet.
+fn install(t: &ThreadCache, i: usize, base: usize, heap: *mut Heap) {
+    t.entries[i].set((base, heap));
+    t.base.set(base);
+    t.heap.set(heap);
+    if t.none.get() == base {
+        t.none.set(0);
+    }
+    if t.state.get() == FRESH {
+        hook_exit(t);
+    }
 }
 
 /// Takes `owner`, the heap of a span a block this thread frees belongs to, as this thread's heap
@@ -224,34 +242,16 @@ unsafe fn claim_slow(region: Region, owner: *mut Heap) -> Option<*mut Heap> {
         if t.state.get() == EXITED {
             return None;
         }
-        let mut free = None;
-        for (i, e) in t.entries.iter().enumerate() {
-            let (b, _) = e.get();
-            debug_assert_ne!(b, base, "claim: the thread has a heap in the region");
-            if b == base {
-                return None;
-            }
-            if free.is_none() {
-                // SAFETY: bases in the entries are regions (never unmapped).
-                if b == 0 || unsafe { Region::at(b) }.is_dead() {
-                    free = Some(i);
-                }
-            }
-        }
+        let Err(free) = entry(t, base) else {
+            debug_assert!(false, "claim: the thread has a heap in the region");
+            return None;
+        };
         let i = free?;
         // SAFETY: a heap slot of the region (caller).
         if !unsafe { region.claim_orphan(owner) } {
             return None;
         }
-        t.entries[i].set((base, owner));
-        t.base.set(base);
-        t.heap.set(owner);
-        if t.none.get() == base {
-            t.none.set(0);
-        }
-        if t.state.get() == FRESH {
-            hook_exit(t);
-        }
+        install(t, i, base, owner);
         Some(owner)
     })
 }
