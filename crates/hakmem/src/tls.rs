@@ -28,7 +28,8 @@
 /// the preload build's TLS image (module docs); `image zero` says they are all zero. `Type` has
 /// no padding (the image is checked bytewise by [`is_image`]), no destructor, and an alignment
 /// of at most 8; with `image [W0, W1]` it is at least 16 bytes. `sym` names the assembly
-/// symbol; it is unique in the crate.
+/// symbol; it is unique in the crate. (The symbols are global and hidden: two copies of hakmem
+/// with `preload` linked into one object would clash at link time, never at run time.)
 macro_rules! thread_state {
     (
         $(#[$attr:meta])*
