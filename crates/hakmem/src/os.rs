@@ -246,16 +246,17 @@ pub(crate) unsafe fn grow_in_place(ptr: NonNull<u8>, old_len: usize, new_len: us
     p == ptr.as_ptr().cast()
 }
 
-/// Whether this process runs under valgrind: valgrind's documented client request
-/// `RUNNING_ON_VALGRIND` (a sequence of rotations that leaves `rdi` as it was and an
-/// `xchg %rbx,%rbx`, a no-op natively, which valgrind's core recognises and answers in `rdx`).
-/// Asked once; always `false` off x86_64.
+/// Whether this process runs under valgrind's memcheck: memcheck's documented client request
+/// `CHECK_MEM_IS_ADDRESSABLE` on a local variable, which memcheck answers 0 (addressable), and
+/// which runs natively, or under another valgrind tool, as a no-op that leaves its default, 1.
+/// Other tools (callgrind, which counts the instructions of `cargo xtask icount` and `large`)
+/// see the native path. Asked once; always `false` off x86_64.
 ///
-/// For the one path whose system calls valgrind's memcheck tracks wrongly: a growing
-/// fixed-address `mremap` (the 2 MiB-aligned growth of a large block) leaves the grown part
-/// unaddressable to it in some address layouts, though the kernel maps it. Under valgrind that
-/// growth takes a plain `mremap` instead (docs/large-blocks.md).
-pub(crate) fn under_valgrind() -> bool {
+/// For the one path whose system calls memcheck tracks wrongly: a growing fixed-address
+/// `mremap` (the 2 MiB-aligned growth of a large block) leaves the grown part unaddressable to
+/// it in some address layouts, though the kernel maps it. Under memcheck that growth takes a
+/// plain `mremap` instead (docs/large-blocks.md).
+pub(crate) fn under_memcheck() -> bool {
     use core::sync::atomic::{AtomicU8, Ordering};
     /// 0: not asked yet; 1: no; 2: yes.
     static ANSWER: AtomicU8 = AtomicU8::new(0);
@@ -264,20 +265,32 @@ pub(crate) fn under_valgrind() -> bool {
         2 => return true,
         _ => {}
     }
-    let yes = ask_valgrind();
+    let yes = ask_memcheck();
     ANSWER.store(if yes { 2 } else { 1 }, Ordering::Relaxed);
     yes
 }
 
-/// The `RUNNING_ON_VALGRIND` client request itself (see [`under_valgrind`]).
+/// The client request itself (see [`under_memcheck`]): valgrind's protocol on amd64, four
+/// rotations of `rdi` by 128 bits in all and an `xchg %rbx,%rbx`, a no-op natively, which
+/// valgrind's core recognises, reading the request from the array `rax` points to and writing
+/// the answer into `rdx`.
 #[cfg(target_arch = "x86_64")]
-fn ask_valgrind() -> bool {
-    /// `VG_USERREQ__RUNNING_ON_VALGRIND`.
-    const RUNNING_ON_VALGRIND: u64 = 0x1001;
-    let args: [u64; 6] = [RUNNING_ON_VALGRIND, 0, 0, 0, 0, 0];
-    let mut answer: u64 = 0;
-    // SAFETY: natively the sequence changes nothing (four rotations of rdi by 128 bits in all,
-    // then a no-op exchange) and `answer` keeps its 0; under valgrind the core reads `args`
+fn ask_memcheck() -> bool {
+    /// memcheck's `VG_USERREQ__CHECK_MEM_IS_ADDRESSABLE`: its tool base `'M' << 24 | 'C' << 16`,
+    /// fifth of its requests.
+    const CHECK_MEM_IS_ADDRESSABLE: u64 = 0x4D43_0004;
+    let probe: u64 = 0;
+    let args: [u64; 6] = [
+        CHECK_MEM_IS_ADDRESSABLE,
+        &probe as *const u64 as u64,
+        8,
+        0,
+        0,
+        0,
+    ];
+    let mut answer: u64 = 1;
+    // SAFETY: natively the sequence changes nothing (rdi rotated back to itself, a no-op
+    // exchange) and `answer` keeps its 1; under valgrind the core reads `args` and `probe`
     // (valid for the call) and writes the answer into rdx. rdi is declared clobbered.
     unsafe {
         core::arch::asm!(
@@ -292,11 +305,11 @@ fn ask_valgrind() -> bool {
             options(nostack),
         );
     }
-    answer != 0
+    answer == 0
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-fn ask_valgrind() -> bool {
+fn ask_memcheck() -> bool {
     false
 }
 

@@ -265,8 +265,8 @@ unsafe fn grow_aligned(
     // SAFETY: the caller's contract (a whole mapping of ours that may move); the reservation
     // is ours, its pages outside the moved mapping unused.
     unsafe {
-        if os::under_valgrind() {
-            // Its memcheck can lose the grown part of a fixed-address growth (os::under_valgrind).
+        if os::under_memcheck() {
+            // It can lose the grown part of a fixed-address growth (os::under_memcheck).
             return os::remap(base, old_len, new_len);
         }
         if (base.as_ptr() as usize + lead) % THP_AUTO_MIN == 0
