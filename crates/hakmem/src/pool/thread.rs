@@ -195,7 +195,10 @@ fn entry(t: &ThreadCache, base: usize) -> Result<*mut Heap, Option<usize>> {
 /// Makes `heap` this thread's heap in the region at `base`: entry `i` (free), the fast slot;
 /// hooks the thread's exit if it is not yet.
 fn install(t: &ThreadCache, i: usize, base: usize, heap: *mut Heap) {
-    t.entries[i].set((base, heap));
+    debug_assert!(i < ENTRIES);
+    // (`i` comes from `entry`, in bounds; the `min` says so to the compiler, so that no bounds
+    // check, and no panic path, is left here: the preload check walks this code.)
+    t.entries[i.min(ENTRIES - 1)].set((base, heap));
     t.base.set(base);
     t.heap.set(heap);
     if t.none.get() == base {
